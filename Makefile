@@ -1,0 +1,36 @@
+# VitalWatch: `make demo` and `make test` do all set-up on a fresh Debian / Raspberry Pi OS machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: simulated monitors, an embedded broker, the daemon, and alerts printed as a nurse reads them
+demo: $(STAMP)
+	$(BIN)/vitalwatch demo
+
+## test: lint, strict typing, and the whole test suite against a real Mosquitto
+test: $(STAMP)
+	scripts/ensure-mosquitto.sh
+	$(MAKE) lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check vitalwatch drivers simulators tests bench
+
+typecheck: $(STAMP)
+	scripts/typecheck.sh $(BIN)
+
+## bench: benchmarks (never part of `make test`; these machines are noisy)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,184 @@
+"""The driver contract, serial settings, and two helpers every family uses.
+
+A driver is a sans-I/O protocol object (model: h11 ``Connection``, websockets
+``protocol``): it never imports ``serial``, ``asyncio``, ``aiomqtt`` or ``time``. The
+service's link pumps bytes in and writes what the driver wants to send:
+
+.. code-block:: text
+
+    bytes from port ──▶ feed(data, now) ──▶ [Observation | DeviceStatus | DecodeProblem]
+    port ◀── data_to_send() ◀── (ACKs, polls, start commands queued by the driver)
+    next_deadline() ──▶ the link calls on_timer(now) then (keep-alives, poll intervals)
+
+``now`` is the caller's monotonic clock in seconds: the driver only uses it for its own
+timers (polling, keep-alive). Replays pass virtual time, so the same bytes at the same
+times always give the same events.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event
+
+__all__ = [
+    "Driver",
+    "LineSplitter",
+    "MeasurementStarter",
+    "Parity",
+    "SerialSettings",
+    "StatusTracker",
+]
+
+
+class Parity(enum.StrEnum):
+    """Serial parity, named as pyserial spells it."""
+
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialSettings:
+    """Line settings a device family uses by default (the config may override them)."""
+
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: Parity = Parity.NONE
+    stopbits: int = 1
+
+    def bytes_per_second(self) -> float:
+        """Line rate in bytes/s: start bit + data bits + parity + stop bits per byte."""
+        bits = 1 + self.bytesize + (0 if self.parity is Parity.NONE else 1) + self.stopbits
+        return self.baudrate / bits
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What the link needs from every driver family."""
+
+    name: ClassVar[str]
+    serial: ClassVar[SerialSettings]
+
+    def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
+        """Decode bytes received at monotonic time ``now``; never raises on bad input."""
+        ...
+
+    def feed_eof(self) -> list[Event]:
+        """The port closed: report what is left in the buffer as a problem, reset state."""
+        ...
+
+    def data_to_send(self) -> bytes:
+        """Bytes the driver wants written to the device (and forgets once returned)."""
+        ...
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` wants to be called next, or None for never."""
+        ...
+
+    def on_timer(self, now: float) -> list[Event]:
+        """Run the driver's own timers (poll, keep-alive, timeouts)."""
+        ...
+
+
+@runtime_checkable
+class MeasurementStarter(Protocol):
+    """An NIBP driver that can ask its device for a new measurement."""
+
+    def start_measurement(self) -> None:
+        """Queue the device command that starts a cuff cycle in ``data_to_send()``."""
+        ...
+
+
+class StatusTracker:
+    """Turns "the set of conditions in this frame" into on/off ``DeviceStatus`` changes.
+
+    Devices repeat their status bits in every frame; the engine wants edges. Keeping the
+    last set here means every driver reports statuses the same way.
+    """
+
+    def __init__(self) -> None:
+        self._active: dict[str, Mapping[str, str | int | float | bool]] = {}
+
+    @property
+    def active(self) -> frozenset[str]:
+        return frozenset(self._active)
+
+    def update(
+        self,
+        codes: Iterable[str],
+        detail: Mapping[str, Mapping[str, str | int | float | bool]] | None = None,
+    ) -> list[DeviceStatus]:
+        """Report codes that switched on (in the order given) and off (sorted)."""
+        detail = detail or {}
+        now_active = list(dict.fromkeys(codes))
+        changes: list[DeviceStatus] = []
+        for code in now_active:
+            if code not in self._active:
+                changes.append(DeviceStatus(code, True, dict(detail.get(code, {}))))
+        for code in sorted(set(self._active) - set(now_active)):
+            changes.append(DeviceStatus(code, False))
+        self._active = {code: detail.get(code, {}) for code in now_active}
+        return changes
+
+    def set(self, code: str, on: bool, detail: Mapping[str, str | int | float | bool] | None = None) -> list[
+        DeviceStatus
+    ]:
+        """Switch one code without touching the others (for event-driven protocols like NIBP)."""
+        if on and code not in self._active:
+            self._active[code] = dict(detail or {})
+            return [DeviceStatus(code, True, dict(detail or {}))]
+        if not on and code in self._active:
+            del self._active[code]
+            return [DeviceStatus(code, False)]
+        return []
+
+    def reset(self) -> list[DeviceStatus]:
+        """Everything off (used at end of input)."""
+        return self.update(())
+
+
+class LineSplitter:
+    """Bounded line framing for ASCII protocols: splits on LF, strips CR.
+
+    A device on the wrong baud rate or a loose connector produces an endless stream without
+    line feeds; the bound turns that into a ``DecodeProblem`` instead of unbounded memory.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._buffer = bytearray()
+        self._max = max_line_bytes
+        self._discarding = False
+
+    def feed(self, data: bytes) -> tuple[list[bytes], list[DecodeProblem]]:
+        """Complete lines (without CR/LF) and problems for over-long lines."""
+        lines: list[bytes] = []
+        problems: list[DecodeProblem] = []
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            if self._discarding:
+                # Tail of an over-long line already reported: the next line starts clean.
+                self._discarding = False
+                continue
+            lines.append(line)
+        if len(self._buffer) > self._max:
+            problems.append(DecodeProblem("line_too_long", len(self._buffer)))
+            self._buffer.clear()
+            self._discarding = True
+        return lines, problems
+
+    def feed_eof(self) -> list[DecodeProblem]:
+        """Whatever is left is an unterminated line."""
+        left = len(self._buffer)
+        self._buffer.clear()
+        self._discarding = False
+        return [DecodeProblem("truncated_line", left)] if left else []

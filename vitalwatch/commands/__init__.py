@@ -1,0 +1,1 @@
+"""One module per ``vitalwatch`` sub-command; each has ``register(subparsers)`` and ``run(args)``."""

@@ -1,0 +1,72 @@
+"""VitalWatch's exceptions: a short tree with structured attributes.
+
+.. code-block:: text
+
+    VitalwatchError
+     ├── ConfigError          bad configuration; .problems lists (key, reason) pairs
+     ├── DeviceError          a serial link failed; .device_id, .port
+     │    ├── DeviceUnavailable   the port could not be opened or vanished
+     │    └── DeviceTimeout       the port stopped answering
+     └── PublishError         the broker refused or did not acknowledge
+
+Malformed device bytes are *not* exceptions: drivers report them as ``DecodeProblem``
+events. Exceptions are for misuse and for the edges where I/O fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "DeviceError",
+    "DeviceTimeout",
+    "DeviceUnavailable",
+    "PublishError",
+    "VitalwatchError",
+]
+
+
+class VitalwatchError(Exception):
+    """Base of every error VitalWatch raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One configuration problem: the dotted key and why it is wrong."""
+
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.reason}"
+
+
+class ConfigError(VitalwatchError):
+    """The configuration is invalid; every problem found is listed, not only the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class DeviceError(VitalwatchError):
+    """A serial link failed."""
+
+    def __init__(self, message: str, *, device_id: str, port: str) -> None:
+        self.device_id = device_id
+        self.port = port
+        super().__init__(f"{device_id} ({port}): {message}")
+
+
+class DeviceUnavailable(DeviceError):
+    """The port could not be opened, or it vanished (adapter unplugged)."""
+
+
+class DeviceTimeout(DeviceError):
+    """The port is open but stopped delivering bytes."""
+
+
+class PublishError(VitalwatchError):
+    """The broker refused a message or did not acknowledge it in time."""
