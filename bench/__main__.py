@@ -1,0 +1,32 @@
+"""``python -m bench [NAME ...]``: run the registered benchmarks (all of them by default).
+
+Adding a benchmark is adding a module with ``main() -> None`` to :data:`BENCHMARKS`; nothing
+else registers itself, so what runs is exactly what is listed here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Module names, run in this order.
+BENCHMARKS: tuple[str, ...] = ("bench.decode",)
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmarks named in ``argv`` (short names like ``decode``), or all."""
+    wanted = set(argv)
+    unknown = wanted - {name.rpartition(".")[2] for name in BENCHMARKS}
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    for name in BENCHMARKS:
+        if wanted and name.rpartition(".")[2] not in wanted:
+            continue
+        print(f"== {name}")
+        importlib.import_module(name).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
