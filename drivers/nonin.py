@@ -1,0 +1,460 @@
+"""Nonin binary serial data formats #2, #7 and #8 (Onyx II 9560, OEM III module, WristOx2 3150).
+
+Sources: NONIN9560 = Nonin "Onyx II Model 9560 ... OEM Specification and Technical Information"
+(pp.4-5 commands, pp.8-11 format #2, pp.12-15 format #7, pp.16-17 format #8); PUFFER = the Apache-2.0
+OEM III driver in pez-globo/pufferfish-software (bit 6 = SNSD, sync rule, HR formula). Summary and
+links in ``device-protocols.md`` §1.1.
+
+Layout::
+
+    format #2 frame (5 bytes, 25 frames = 1 packet, 75 frames/s = 3 packets/s)
+      01 | STATUS | PLETH | FLOAT | CHK          CHK = sum(bytes 1-4) mod 256
+    format #7 frame (5 bytes, same packet and FLOAT layout, no 0x01 start byte)
+      STATUS | PLETH MSB | PLETH LSB | FLOAT | CHK
+    STATUS (active high): b7 always 1 | b6 SNSD (OEM III; reserved on 9560) | b5 ARTF | b4 OOT
+                          | b3 SNSA | b2 RPRF | b1 GPRF | b0 SYNC (frame 1 of a packet only)
+    FLOAT by frame (1-based): 1 HR MSB, 2 HR LSB, 3 SpO2, 4 SREV, 6/7 TMR, 8 STAT2 (b5 SPA, b0 LOW BAT),
+      9 SpO2-D, 10 SpO2 fast, 11 SpO2 B-B, 14/15 E-HR, 16 E-SpO2, 17 E-SpO2-D, 20/21 HR-D, 22/23 E-HR-D
+    HR (9 bits) = ((MSB & 0x03) << 7) | (LSB & 0x7F); missing HR 511, missing SpO2 127
+
+    format #8 packet (4 bytes, once a second, no checksum, display values)
+      STATUS (b7 1, b5 OOT, b4 LPRF, b3 MPRF, b2 ARTF, b1 HR8, b0 HR7) | HR6..0 | SpO2 | STATUS2 (b5 SPA,
+      b3 SNSA, b0 LOW BAT)
+
+    select format (9560, host → device, first 5 s only): 02 70 02 02 ZZ 03   ZZ = 02, 07, 08 or 0D
+      reply: ACK 06 or NAK 15
+
+Decisions (each one a documented choice, not a spec fact):
+
+- **Recording values, not display values.** Formats #2/#7 report HR (frames 1-2) and SpO2 (frame 3),
+  the 4-beat "recording" values that update every 1/3 s and go to the missing marker at once when the
+  finger comes out. The "-D" display values hold the last reading for 10 s after finger removal, so
+  an alarm engine reading them would see a stale normal SpO2 on a patient with no sensor. Format #8
+  only has display values, so there a value is reported as ``None`` while SNSA is set (SNSA gating).
+- **Observation rate.** Values are decoded when frame 3 of a packet arrives (3 times a second for
+  #2/#7) but reported at most once per one-second slot of ``now`` (``report_interval``): the slot grid
+  starts at the first report, so a jittery 1/3 s packet clock still yields one report per second.
+  A change between "value" and "no value" (``None``) is reported at once and restarts the grid, so a
+  finger coming out is never delayed. Format #8 packets already come once a second and are all reported.
+- **Pleth** samples are not observations (75/s would drown the engine); :attr:`NoninDriver.pleth_samples`
+  counts them so a caller can see the waveform is flowing.
+- **Statuses.** SNSD → ``no_sensor`` (only with ``bit6_is_snsd``; bit 6 is reserved on the 9560, where
+  it reads 0, so the default True is harmless there), SNSA → ``sensor_off``, ARTF → ``artifact``
+  (``cause=pulse_artifact``), OOT → ``artifact`` (``cause=out_of_track``), perfusion red (RPRF=1, GPRF=0)
+  → ``low_perfusion``, STAT2 LOW BAT → ``low_battery``. ARTF and the perfusion bits are only set during
+  the ~12 frames of a pulse, so they are latched from one pulse to the next (cleared after 4 s without
+  a pulse or when the sensor is off) rather than switching on and off three times a second. Yellow
+  (marginal) perfusion is not a status.
+- **ACK/NAK.** With ``request_format=True`` the driver queues the select-format command at its first
+  ``on_timer``. For ``reply_window`` seconds after that, a 06 byte where a frame would start is taken
+  as the ACK and produces nothing (:attr:`NoninDriver.format_acknowledged` becomes True); 15 (NAK) is a
+  ``DecodeProblem("format_select_nak", 1)``: the device keeps its stored format and the decoder will
+  report the mismatch as sync problems too.
+- **Sync** (PUFFER ``FrameReceiver``): hunt one byte at a time for a frame-1 (SYNC bit) with a good
+  checksum (#2 also needs the 0x01 start byte; #7, which has none, also needs the next frame to be
+  valid). Skipped bytes are one ``DecodeProblem("unsynced", n)`` when sync is found. Once in sync a bad
+  frame is ``bad_checksum``/``bad_frame`` (5 bytes dropped) and the decoder hunts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from vitalwatch.drivers.base import SerialSettings, StatusTracker
+from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.vocabulary import KINDS
+
+__all__ = [
+    "ACK",
+    "FRAMES_PER_PACKET",
+    "FRAME_RATE",
+    "MISSING_HR",
+    "MISSING_SPO2",
+    "NAK",
+    "FloatValues",
+    "NoninDriver",
+    "decode_hr",
+    "encode_frame",
+    "encode_packet8",
+    "hr_bytes",
+    "select_format_command",
+]
+
+ACK = 0x06
+NAK = 0x15
+MISSING_HR = 511
+MISSING_SPO2 = 127
+FRAMES_PER_PACKET = 25
+FRAME_RATE = 75.0  # frames per second for formats #2 and #7 (NONIN9560 p.8)
+
+# STATUS bits of formats #2/#7 (NONIN9560 p.9; bit 6 from PUFFER Types.h).
+SYNC = 0x01
+GPRF = 0x02
+RPRF = 0x04
+SNSA = 0x08
+OOT = 0x10
+ARTF = 0x20
+SNSD = 0x40
+ALWAYS = 0x80
+# STAT2 (FLOAT byte of frame 8).
+STAT2_LOW_BAT = 0x01
+STAT2_SPA = 0x20
+# Format #8 STATUS and STATUS2 bits (NONIN9560 p.16).
+F8_ARTF = 0x04
+F8_MPRF = 0x08
+F8_LPRF = 0x10
+F8_OOT = 0x20
+F8_SNSA = 0x08
+
+_FORMAT_CODES = {2: 0x02, 7: 0x07, 8: 0x08, 13: 0x0D}
+_SUPPORTED_FORMATS = (2, 7, 8)
+# ARTF/perfusion are per pulse; a pulse at least every 4 s (HR >= 15) keeps the latch alive.
+_PULSE_STALE_FRAMES = int(4 * FRAME_RATE)
+
+
+def select_format_command(fmt: int) -> bytes:
+    """The 9560 "select data format" command ``02 70 02 02 ZZ 03`` (NONIN9560 p.4)."""
+    try:
+        code = _FORMAT_CODES[fmt]
+    except KeyError:
+        raise ValueError(f"Nonin data format must be one of {sorted(_FORMAT_CODES)}, not {fmt!r}") from None
+    return bytes((0x02, 0x70, 0x02, 0x02, code, 0x03))
+
+
+def decode_hr(msb: int, lsb: int) -> int:
+    """9-bit HR: MSB carries HR8..HR7 in bits 1-0, LSB HR6..HR0 (not ``msb << 8 | lsb``)."""
+    return ((msb & 0x03) << 7) | (lsb & 0x7F)
+
+
+def hr_bytes(hr: int) -> tuple[int, int]:
+    """The (MSB, LSB) FLOAT bytes that :func:`decode_hr` turns back into ``hr`` (0-511)."""
+    if not 0 <= hr <= MISSING_HR:
+        raise ValueError(f"HR {hr} does not fit 9 bits")
+    return (hr >> 7) & 0x03, hr & 0x7F
+
+
+def encode_frame(fmt: int, status: int, pleth: int, float_byte: int) -> bytes:
+    """One format #2 or #7 frame with its checksum (bit 7 of STATUS is forced on)."""
+    status |= ALWAYS
+    if fmt == 2:
+        body = bytes((0x01, status, pleth & 0xFF, float_byte & 0x7F))
+    elif fmt == 7:
+        body = bytes((status, (pleth >> 8) & 0xFF, pleth & 0xFF, float_byte & 0x7F))
+    else:
+        raise ValueError(f"format {fmt} has no 5-byte frames")
+    return body + bytes((sum(body) & 0xFF,))
+
+
+def encode_packet8(status: int, hr: int, spo2: int, status2: int) -> bytes:
+    """One format #8 packet; ``status`` carries the flag bits, HR8/HR7 are filled in from ``hr``."""
+    msb, lsb = hr_bytes(hr)
+    return bytes(((status & 0x7C) | ALWAYS | msb, lsb, spo2 & 0x7F, status2 & 0x7F))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FloatValues:
+    """Everything a format #2/#7 packet carries in its 25 FLOAT bytes (the encoder's input)."""
+
+    hr: int = MISSING_HR
+    spo2: int = MISSING_SPO2
+    hr_d: int = MISSING_HR
+    spo2_d: int = MISSING_SPO2
+    e_hr: int = MISSING_HR
+    e_spo2: int = MISSING_SPO2
+    e_spo2_d: int = MISSING_SPO2
+    e_hr_d: int = MISSING_HR
+    spo2_fast: int = MISSING_SPO2
+    spo2_bb: int = MISSING_SPO2
+    rev: int = 0x30
+    timer: int = 0
+    stat2: int = 0
+
+    def to_bytes(self) -> tuple[int, ...]:
+        """The 25 FLOAT bytes, frame 1 first (reserved frames are 0)."""
+        out = [0] * FRAMES_PER_PACKET
+        out[0], out[1] = hr_bytes(self.hr)
+        out[2] = self.spo2 & 0x7F
+        out[3] = self.rev & 0x7F
+        out[5], out[6] = (self.timer >> 7) & 0x7F, self.timer & 0x7F
+        out[7] = self.stat2 & 0x7F
+        out[8] = self.spo2_d & 0x7F
+        out[9] = self.spo2_fast & 0x7F
+        out[10] = self.spo2_bb & 0x7F
+        out[13], out[14] = hr_bytes(self.e_hr)
+        out[15] = self.e_spo2 & 0x7F
+        out[16] = self.e_spo2_d & 0x7F
+        out[19], out[20] = hr_bytes(self.hr_d)
+        out[21], out[22] = hr_bytes(self.e_hr_d)
+        return tuple(out)
+
+
+def _hr_value(hr: int) -> float | None:
+    return None if hr == MISSING_HR else float(hr)
+
+
+def _spo2_value(spo2: int) -> float | None:
+    # 127 is the missing marker; 101-126 cannot be a saturation, so they are not a number either.
+    return None if spo2 > 100 else float(spo2)
+
+
+_UNSET = object()
+
+
+class NoninDriver:
+    """Decoder for Nonin binary formats #2, #7 and #8; see the module docstring for the choices."""
+
+    name: ClassVar[str] = "nonin"
+    serial: ClassVar[SerialSettings] = SerialSettings(baudrate=9600)
+
+    def __init__(
+        self,
+        *,
+        data_format: int = 2,
+        request_format: bool = False,
+        bit6_is_snsd: bool = True,
+        report_interval: float = 1.0,
+        reply_window: float = 5.0,
+        # A wrong baud rate gives an endless unsyncable stream: report it in pieces of this size
+        # instead of counting forever (one report every ~1 s of 9600-baud noise).
+        max_unsynced_bytes: int = 1024,
+    ) -> None:
+        if data_format not in _SUPPORTED_FORMATS:
+            raise ValueError(f"data_format must be one of {_SUPPORTED_FORMATS}, not {data_format!r}")
+        if report_interval < 0:
+            raise ValueError("report_interval must be >= 0")
+        self._fmt = data_format
+        self._size = 4 if data_format == 8 else 5
+        self._bit6_is_snsd = bit6_is_snsd
+        self._interval = report_interval
+        self._reply_window = reply_window
+        self._max_unsynced = max(1, max_unsynced_bytes)
+        self._request_pending = request_format
+        self._reply_until = float("-inf")
+        self._out = bytearray()
+        self.format_acknowledged = False
+        self.pleth_samples = 0
+        self._tracker = StatusTracker()
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        """Forget everything learned from the byte stream (new connection or end of input)."""
+        self._buf = bytearray()
+        self._synced = False
+        self._unsynced = 0
+        self._index = 0
+        self._floats = [0] * FRAMES_PER_PACKET
+        self._in_pulse = False
+        self._pulse_artifact = False
+        self._low_perfusion = False
+        self._frames_since_pulse = 0
+        self._low_battery = False
+        self._last: dict[str, object] = {}
+        self._due: dict[str, float] = {}
+
+    # -- Driver protocol -------------------------------------------------------------------
+
+    def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
+        """Decode bytes received at ``now``; noise becomes ``DecodeProblem`` events, never exceptions."""
+        events: list[Event] = []
+        self._buf += data
+        buf = self._buf
+        pos = 0
+        size = self._size
+        while True:
+            if now <= self._reply_until and pos < len(buf) and buf[pos] in (ACK, NAK):
+                # The device answers the select-format command between frames (NONIN9560 p.4).
+                self._reply_until = float("-inf")
+                if buf[pos] == ACK:
+                    self.format_acknowledged = True
+                else:
+                    events.append(DecodeProblem("format_select_nak", 1))
+                pos += 1
+                continue
+            if self._synced:
+                if len(buf) - pos < size:
+                    break
+                events += self._decode_unit(bytes(buf[pos : pos + size]), now)
+                pos += size
+                continue
+            need = 2 * size if self._fmt == 7 else size
+            if len(buf) - pos < need:
+                break
+            if self._is_sync_start(buf, pos):
+                events += self._flush_unsynced()
+                self._synced = True
+                self._index = 0
+                continue
+            pos += 1
+            self._unsynced += 1
+            if self._unsynced >= self._max_unsynced:
+                events += self._flush_unsynced()
+        del buf[:pos]
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The port closed: report skipped and half-received bytes, switch every status off."""
+        events: list[Event] = list(self._flush_unsynced())
+        if self._buf:
+            events.append(DecodeProblem("truncated_frame", len(self._buf)))
+        events += self._tracker.reset()
+        self._reset_stream()
+        return events
+
+    def data_to_send(self) -> bytes:
+        """The select-format command once ``on_timer`` has queued it, else nothing."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """0.0 (now) while a requested select-format command is still to be queued, else None."""
+        return 0.0 if self._request_pending else None
+
+    def on_timer(self, now: float) -> list[Event]:
+        """Queue the select-format command on the first call (``request_format=True`` only)."""
+        if self._request_pending:
+            self._request_pending = False
+            self._out += select_format_command(self._fmt)
+            self._reply_until = now + self._reply_window
+        return []
+
+    # -- framing ---------------------------------------------------------------------------
+
+    def _flush_unsynced(self) -> list[Event]:
+        if not self._unsynced:
+            return []
+        count, self._unsynced = self._unsynced, 0
+        return [DecodeProblem("unsynced", count)]
+
+    def _frame_ok(self, frame: bytes | bytearray) -> bool:
+        """Shape and checksum of one #2/#7 frame (FLOAT is 0-127, STATUS has bit 7 set)."""
+        if (sum(frame[:4]) & 0xFF) != frame[4] or frame[3] & 0x80:
+            return False
+        if self._fmt == 2:
+            return frame[0] == 0x01 and bool(frame[1] & ALWAYS)
+        return bool(frame[0] & ALWAYS)
+
+    def _is_sync_start(self, buf: bytearray, pos: int) -> bool:
+        if self._fmt == 8:
+            return bool(buf[pos] & ALWAYS) and not (buf[pos + 1] | buf[pos + 2] | buf[pos + 3]) & 0x80
+        frame = buf[pos : pos + 5]
+        status = frame[1] if self._fmt == 2 else frame[0]
+        if not (status & SYNC and self._frame_ok(frame)):
+            return False
+        if self._fmt == 7:
+            # No start byte in #7: a lone frame-shaped window inside pleth data is too easy to hit,
+            # so the next frame must check out as well (and must not be another frame 1).
+            nxt = buf[pos + 5 : pos + 10]
+            return self._frame_ok(nxt) and not nxt[0] & SYNC
+        return True
+
+    def _decode_unit(self, unit: bytes, now: float) -> list[Event]:
+        if self._fmt == 8:
+            if not unit[0] & ALWAYS or (unit[1] | unit[2] | unit[3]) & 0x80:
+                self._synced = False
+                return [DecodeProblem("bad_frame", 4)]
+            return self._packet8(unit, now)
+        if (sum(unit[:4]) & 0xFF) != unit[4]:
+            self._synced = False
+            return [DecodeProblem("bad_checksum", 5)]
+        if not self._frame_ok(unit):
+            self._synced = False
+            return [DecodeProblem("bad_frame", 5)]
+        status = unit[1] if self._fmt == 2 else unit[0]
+        events: list[Event] = []
+        if status & SYNC and self._index != 0:
+            # A frame 1 before frame 25: frames were lost; start the new packet here.
+            events.append(DecodeProblem("short_packet", self._index * 5))
+            self._index = 0
+        elif not status & SYNC and self._index == 0:
+            self._synced = False
+            return [DecodeProblem("missing_sync", 5)]
+        events += self._frame(self._index, status, unit[3], now)
+        self._index = (self._index + 1) % FRAMES_PER_PACKET
+        return events
+
+    # -- meaning ---------------------------------------------------------------------------
+
+    def _frame(self, index: int, status: int, float_byte: int, now: float) -> list[Event]:
+        self.pleth_samples += 1
+        self._floats[index] = float_byte
+        if index == 7:
+            self._low_battery = bool(float_byte & STAT2_LOW_BAT)
+        events: list[Event] = list(self._frame_statuses(status))
+        if index == 2:
+            hr = decode_hr(self._floats[0], self._floats[1])
+            events += self._report("spo2", _spo2_value(self._floats[2]), now)
+            events += self._report("pulse_rate", _hr_value(hr), now)
+        return events
+
+    def _frame_statuses(self, status: int) -> list[Event]:
+        no_sensor = self._bit6_is_snsd and bool(status & SNSD)
+        sensor_off = bool(status & SNSA)
+        perfusion = status & (RPRF | GPRF)
+        if perfusion:
+            if not self._in_pulse:
+                self._pulse_artifact = False  # a new pulse judges artifact afresh
+            self._pulse_artifact |= bool(status & ARTF)
+            self._low_perfusion = perfusion == RPRF
+            self._frames_since_pulse = 0
+        else:
+            if status & ARTF:
+                self._pulse_artifact = True
+            self._frames_since_pulse += 1
+        self._in_pulse = bool(perfusion)
+        if self._frames_since_pulse > _PULSE_STALE_FRAMES or sensor_off or no_sensor:
+            self._pulse_artifact = False
+            self._low_perfusion = False
+        codes: list[str] = []
+        detail: dict[str, dict[str, str | int | float | bool]] = {}
+        if no_sensor:
+            codes.append("no_sensor")
+        if sensor_off:
+            codes.append("sensor_off")
+        if status & OOT or self._pulse_artifact:
+            codes.append("artifact")
+            detail["artifact"] = {"cause": "out_of_track" if status & OOT else "pulse_artifact"}
+        if self._low_perfusion:
+            codes.append("low_perfusion")
+        if self._low_battery:
+            codes.append("low_battery")
+        return list(self._tracker.update(codes, detail))
+
+    def _packet8(self, unit: bytes, now: float) -> list[Event]:
+        status, status2 = unit[0], unit[3]
+        sensor_off = bool(status2 & F8_SNSA)
+        codes: list[str] = []
+        detail: dict[str, dict[str, str | int | float | bool]] = {}
+        if sensor_off:
+            codes.append("sensor_off")
+        if status & (F8_OOT | F8_ARTF):
+            codes.append("artifact")
+            detail["artifact"] = {"cause": "out_of_track" if status & F8_OOT else "pulse_artifact"}
+        if status & F8_LPRF:
+            codes.append("low_perfusion")
+        if status2 & STAT2_LOW_BAT:
+            codes.append("low_battery")
+        events: list[Event] = list(self._tracker.update(codes, detail))
+        # Display values hold the last reading for 10 s after finger removal: gate them on SNSA.
+        spo2 = None if sensor_off else _spo2_value(unit[2])
+        hr = None if sensor_off else _hr_value(decode_hr(status, unit[1]))
+        events += self._report("spo2", spo2, now, gated=False)
+        events += self._report("pulse_rate", hr, now, gated=False)
+        return events
+
+    def _report(self, kind: str, value: float | None, now: float, *, gated: bool = True) -> Sequence[Event]:
+        """One observation, unless this kind was already reported in the current one-second slot."""
+        last = self._last.get(kind, _UNSET)
+        due = self._due.get(kind)
+        transition = last is _UNSET or (last is None) != (value is None)
+        if gated and not transition and due is not None and now < due:
+            return []
+        if transition or due is None or due + self._interval <= now:
+            self._due[kind] = now + self._interval
+        else:
+            self._due[kind] = due + self._interval
+        self._last[kind] = value
+        k = KINDS[kind]
+        return [Observation(kind, value, k.unit, k.mdc)]
