@@ -1,0 +1,160 @@
+"""One chair: its device links, its alarm engine, and where the engine's outputs go.
+
+The bed session is the glue between the I/O edges and the pure engine. It implements the
+link listener (bytes, events, link up/down go into the engine with the monotonic time they
+happened), turns engine actions into device commands (a confirmation NIBP reading), and
+hands alert transitions to the publisher. It does no I/O itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from vitalwatch.config import BedConfig
+from vitalwatch.drivers import Event, MeasurementStarter, Observation
+from vitalwatch.drivers.events import DeviceStatus
+from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
+from vitalwatch.engine.outputs import (
+    AlertTransition,
+    NibpRequest,
+    NursePrompt,
+    Output,
+    PhaseChanged,
+    StatusChanged,
+)
+from vitalwatch.link import DeviceLink
+
+__all__ = ["BedSession", "Engine", "OutputSink"]
+
+log = structlog.get_logger("vitalwatch.bed")
+
+
+class Engine(Protocol):
+    """The pure alarm engine as the bed session drives it (vitalwatch.engine.session.BedEngine)."""
+
+    @property
+    def phase(self) -> str: ...
+
+    def observe(self, device: str, event: Event, now: float) -> list[Output]: ...
+
+    def bytes_seen(self, device: str, now: float) -> None: ...
+
+    def link(self, device: str, up: bool, now: float) -> list[Output]: ...
+
+    def set_phase(self, phase: str, now: float) -> list[Output]: ...
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]: ...
+
+    def tick(self, now: float) -> list[Output]: ...
+
+    def active_alarms(self) -> list[AlertTransition]: ...
+
+
+class OutputSink(Protocol):
+    """Where alert transitions and telemetry go (the publisher)."""
+
+    def alert(self, transition: AlertTransition) -> None: ...
+
+    def vital(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+
+class BedSession:
+    """Feeds one bed's engine and dispatches what it returns."""
+
+    def __init__(
+        self,
+        config: BedConfig,
+        engine: Engine,
+        *,
+        sink: OutputSink | None = None,
+        vital_payload: Callable[[str, Observation, float, bool], dict[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.sink = sink
+        self._vital_payload = vital_payload
+        self.links: dict[str, DeviceLink] = {}
+        self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
+        self._unreliable: dict[str, set[str]] = {}
+
+    @property
+    def bed(self) -> str:
+        return self.config.id
+
+    def link_states(self) -> dict[str, bool]:
+        return {name: link.connected for name, link in self.links.items()}
+
+    # -- LinkListener ------------------------------------------------------------------
+    def on_bytes(self, device: str, now: float) -> None:
+        self.engine.bytes_seen(device, now)
+
+    def on_events(self, device: str, events: list[Event], now: float) -> None:
+        for event in events:
+            if isinstance(event, DeviceStatus) and event.code in UNRELIABLE_STATUSES:
+                codes = self._unreliable.setdefault(device, set())
+                (codes.add if event.active else codes.discard)(event.code)
+            if isinstance(event, Observation) and self.sink is not None and self._vital_payload is not None:
+                valid = event.value is not None and not self._unreliable.get(device)
+                self.sink.vital(event.kind, self._vital_payload(device, event, now, valid))
+            self.dispatch(self.engine.observe(device, event, now))
+
+    def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
+        if not up:
+            self._unreliable.pop(device, None)
+        log.info("device.link", device=device, up=up, reason=reason)
+        self.dispatch(self.engine.link(device, up, now))
+
+    # -- commands and timers -----------------------------------------------------------
+    def tick(self, now: float) -> None:
+        self.dispatch(self.engine.tick(now))
+
+    def set_phase(self, phase: str, now: float) -> None:
+        self.dispatch(self.engine.set_phase(phase, now))
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> None:
+        self.dispatch(self.engine.acknowledge(alert_id, by, now))
+
+    def request_nibp(self, reason: str, now: float) -> bool:
+        """Start a cuff cycle on the first NIBP device that can be commanded; False if none can."""
+        for link in self.links.values():
+            driver: object = link.driver  # any driver class may add the capability
+            if link.config.role in ("nibp", "multi") and isinstance(driver, MeasurementStarter):
+                driver.start_measurement()
+                link.poke()
+                log.info("nibp.requested", device=link.config.id, reason=reason)
+                return True
+        return False
+
+    def dispatch(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            self.outputs.append(out)
+            match out:
+                case AlertTransition():
+                    log.info(
+                        "alert.transition",
+                        alert_id=out.alert_id,
+                        seq=out.seq,
+                        state=out.state.value,
+                        priority=out.priority.value,
+                        condition=out.condition,
+                    )
+                    if self.sink is not None:
+                        self.sink.alert(out)
+                case NibpRequest():
+                    if not self.request_nibp(out.reason, out.t):
+                        prompt = NursePrompt(
+                            t=out.t, bed=out.bed, text=f"Please take a blood pressure: {out.reason}"
+                        )
+                        self.outputs.append(prompt)
+                        log.info("nurse.prompt", text=prompt.text)
+                case PhaseChanged():
+                    log.info("session.phase", phase=out.phase, previous=out.previous)
+                case StatusChanged():
+                    log.info("session.status", code=out.code, active=out.active)
+                case NursePrompt():
+                    log.info("nurse.prompt", text=out.text)
+        if len(self.outputs) > 1000:
+            del self.outputs[:-500]

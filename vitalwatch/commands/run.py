@@ -1,0 +1,37 @@
+"""``vitalwatch run --config PATH``: the daemon, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from vitalwatch.config import load_config
+from vitalwatch.errors import ConfigError
+from vitalwatch.logconfig import configure_logging
+from vitalwatch.supervisor import run_daemon
+
+EXIT_BAD_CONFIG = 2
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "run", help="run the monitoring daemon", description=__doc__
+    )
+    parser.add_argument("--config", type=Path, required=True, help="the TOML configuration file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("vitalwatch: refusing to start, the configuration is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(config.logging.level, config.logging.format)
+    asyncio.run(run_daemon(config))
+    return 0

@@ -1,0 +1,379 @@
+"""The daemon's configuration: one TOML file, validated once into frozen, typed objects.
+
+Every problem is collected and reported with its dotted key and the reason
+(``mqtt.port: must be 1-65535, got 70000``), so an engineer fixes a file in one pass and a
+bad file never starts a half-configured daemon. Unknown keys are errors too: a misspelt
+``link_timout_s`` silently ignored is a limit nobody set.
+
+Layout (``config/example.toml`` is the documented example)::
+
+    site = "clinic-a"
+    [mqtt]      host, port, client_id, username, password_file, keepalive_s, topic_prefix,
+                heartbeat_s, [mqtt.tls] ca_file, cert_file, key_file, verify_hostname
+    [logging]   level, format
+    [state]     directory
+    [alarms]    the alarm table (see vitalwatch.engine.table)
+    [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitalwatch.drivers import DRIVERS, driver_class
+from vitalwatch.drivers.base import Parity, SerialSettings
+from vitalwatch.errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "BedConfig",
+    "Config",
+    "DeviceConfig",
+    "LoggingConfig",
+    "MqttConfig",
+    "StateConfig",
+    "TlsConfig",
+    "load_config",
+    "parse_config",
+]
+
+# Names that become MQTT topic levels: no '/', '+', '#', spaces, nor a leading '$'.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LEVELS = ("debug", "info", "warning", "error")
+_FORMATS = ("auto", "json", "console")
+_ROLES = ("spo2", "nibp", "multi")
+# Families whose devices measure blood pressure only / several parameters.
+_DEFAULT_ROLE = {"suntech": "nibp", "accutorr": "multi", "hl7": "multi"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify_hostname: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: int = 30
+    topic_prefix: str = "vitalwatch/v1"
+    heartbeat_s: float = 5.0
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    directory: Path = Path("/var/lib/vitalwatch")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    id: str
+    driver: str
+    url: str
+    role: str
+    serial: SerialSettings
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BedConfig:
+    id: str
+    devices: tuple[DeviceConfig, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    site: str
+    mqtt: MqttConfig
+    logging: LoggingConfig
+    state: StateConfig
+    beds: tuple[BedConfig, ...]
+    alarms: Any  # vitalwatch.engine.table.AlarmTable, typed loosely to keep import order simple
+    source: Path | None = None
+
+
+class _Reader:
+    """Reads one TOML table, collecting problems instead of stopping at the first."""
+
+    def __init__(self, data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) -> None:
+        self.data = data
+        self.key = key
+        self.problems = problems
+        self.seen: set[str] = set()
+
+    def path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def problem(self, name: str, reason: str) -> None:
+        self.problems.append(ConfigProblem(self.path(name), reason))
+
+    def _get(self, name: str, types: tuple[type, ...], what: str) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        # bool is an int in Python; a "port = true" is still a mistake.
+        if isinstance(value, bool) and bool not in types:
+            self.problem(name, f"must be {what}, got {value!r}")
+            return None
+        if not isinstance(value, types):
+            self.problem(name, f"must be {what}, got {value!r}")
+            return None
+        return value
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._get(name, (str,), "a string")
+        if value is None:
+            if required and name not in self.data:
+                self.problem(name, "is required")
+            return default
+        return str(value)
+
+    def ident(self, name: str) -> str | None:
+        value = self.string(name, required=True)
+        if value is not None and not _ID_RE.match(value):
+            self.problem(
+                name,
+                f"must be 1-64 letters, digits, '_', '.' or '-' (it becomes a topic level), got {value!r}",
+            )
+            return None
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._get(name, (int,), "an integer")
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.problem(name, f"must be {low}-{high}, got {value}")
+            return default
+        return int(value)
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._get(name, (int, float), "a number")
+        if value is None:
+            return default
+        if not low <= value <= high:
+            self.problem(name, f"must be {low:g}-{high:g}, got {value}")
+            return default
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, (bool,), "true or false")
+        return default if value is None else bool(value)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name)
+        if value is None:
+            return default
+        if value not in choices:
+            self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def file(self, name: str, base: Path | None) -> Path | None:
+        value = self.string(name)
+        if value is None:
+            return None
+        path = Path(value)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return path
+
+    def table(self, name: str) -> Mapping[str, Any] | None:
+        return self._get(name, (dict,), "a table")  # type: ignore[no-any-return]
+
+    def tables(self, name: str) -> list[Mapping[str, Any]]:
+        value = self._get(name, (list,), "an array of tables ([[...]])")
+        if value is None:
+            return []
+        good: list[Mapping[str, Any]] = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                good.append(item)
+            else:
+                self.problems.append(ConfigProblem(f"{self.path(name)}[{i}]", "must be a table"))
+        return good
+
+    def finish(self) -> None:
+        for name in sorted(set(self.data) - self.seen):
+            self.problem(name, "unknown key")
+
+
+def _tls(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | None) -> TlsConfig:
+    r = _Reader(data, "mqtt.tls", problems)
+    tls = TlsConfig(
+        ca_file=r.file("ca_file", base),
+        cert_file=r.file("cert_file", base),
+        key_file=r.file("key_file", base),
+        verify_hostname=r.boolean("verify_hostname", True),
+    )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        r.problem("key_file", "cert_file and key_file go together")
+    r.finish()
+    return tls
+
+
+def _mqtt(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | None) -> MqttConfig:
+    r = _Reader(data, "mqtt", problems)
+    tls_data = r.table("tls")
+    prefix = r.string("topic_prefix", "vitalwatch/v1") or "vitalwatch/v1"
+    if any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        r.problem("topic_prefix", f"must be topic levels without '+', '#' or outer '/', got {prefix!r}")
+    cfg = MqttConfig(
+        host=r.string("host", "127.0.0.1") or "127.0.0.1",
+        port=r.integer("port", 1883, 1, 65535),
+        client_id=r.string("client_id"),
+        username=r.string("username"),
+        password_file=r.file("password_file", base),
+        keepalive_s=r.integer("keepalive_s", 30, 5, 3600),
+        topic_prefix=prefix,
+        heartbeat_s=r.number("heartbeat_s", 5.0, 0.5, 600.0),
+        tls=_tls(tls_data, problems, base) if tls_data is not None else None,
+    )
+    if "password" in data:
+        # Passwords never sit in the main file (it is world-readable on many installs) nor on a command line.
+        r.seen.add("password")
+        r.problem("password", "not allowed here: use password_file (or a systemd credential)")
+    r.finish()
+    return cfg
+
+
+def _serial(r: _Reader, defaults: SerialSettings) -> SerialSettings:
+    parity_text = r.choice("parity", defaults.parity.value, tuple(p.value for p in Parity))
+    return SerialSettings(
+        baudrate=r.integer("baudrate", defaults.baudrate, 50, 4_000_000),
+        bytesize=r.integer("bytesize", defaults.bytesize, 5, 8),
+        parity=Parity(parity_text),
+        stopbits=r.integer("stopbits", defaults.stopbits, 1, 2),
+    )
+
+
+def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) -> DeviceConfig | None:
+    r = _Reader(data, key, problems)
+    before = len(problems)
+    dev_id = r.ident("id")
+    driver = r.string("driver", required=True)
+    url = r.string("url", required=True)
+    options = dict(r.table("options") or {})
+    defaults = SerialSettings()
+    if driver is not None:
+        if driver not in DRIVERS:
+            r.problem("driver", f"unknown driver {driver!r} (known: {', '.join(sorted(DRIVERS))})")
+            driver = None
+        else:
+            cls = driver_class(driver)
+            defaults = cls.serial
+            try:
+                cls(**options)
+            except (TypeError, ValueError) as exc:
+                r.problem("options", f"rejected by the {driver} driver: {exc}")
+    role = r.choice("role", _DEFAULT_ROLE.get(driver or "", "spo2"), _ROLES)
+    serial = _serial(r, defaults)
+    r.finish()
+    if len(problems) > before or dev_id is None or driver is None or url is None:
+        return None
+    return DeviceConfig(id=dev_id, driver=driver, url=url, role=role, serial=serial, options=options)
+
+
+def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
+    beds: list[BedConfig] = []
+    tables = r.tables("beds")
+    if not tables and "beds" not in r.data:
+        r.problem("beds", "at least one [[beds]] table is required")
+    seen_beds: set[str] = set()
+    for i, bed_data in enumerate(tables):
+        br = _Reader(bed_data, f"beds[{i}]", problems)
+        bed_id = br.ident("id")
+        if bed_id is not None and bed_id in seen_beds:
+            br.problem("id", f"duplicate bed id {bed_id!r}")
+        devices: list[DeviceConfig] = []
+        device_tables = br.tables("devices")
+        if not device_tables:
+            br.problem("devices", "at least one [[beds.devices]] table is required")
+        seen_devices: set[str] = set()
+        for j, dev_data in enumerate(device_tables):
+            dev = _device(dev_data, f"beds[{i}].devices[{j}]", problems)
+            if dev is None:
+                continue
+            if dev.id in seen_devices:
+                problems.append(
+                    ConfigProblem(f"beds[{i}].devices[{j}].id", f"duplicate device id {dev.id!r}")
+                )
+                continue
+            seen_devices.add(dev.id)
+            devices.append(dev)
+        br.finish()
+        if bed_id is not None:
+            seen_beds.add(bed_id)
+            beds.append(BedConfig(id=bed_id, devices=tuple(devices)))
+    return tuple(beds)
+
+
+def _alarms(data: Mapping[str, Any] | None, problems: list[ConfigProblem]) -> Any:
+    try:
+        from vitalwatch.engine.table import load_alarm_table
+    except ModuleNotFoundError:  # TEMPORARY until the engine lands
+        return data
+    try:
+        return load_alarm_table(data, key="alarms")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raises ConfigError listing every problem."""
+    problems: list[ConfigProblem] = []
+    base = source.parent if source is not None else None
+    r = _Reader(data, "", problems)
+    site = r.ident("site")
+    mqtt = _mqtt(r.table("mqtt") or {}, problems, base)
+    lr = _Reader(r.table("logging") or {}, "logging", problems)
+    logging_cfg = LoggingConfig(
+        level=lr.choice("level", "info", _LEVELS), format=lr.choice("format", "auto", _FORMATS)
+    )
+    lr.finish()
+    sr = _Reader(r.table("state") or {}, "state", problems)
+    state = StateConfig(directory=sr.file("directory", base) or Path("/var/lib/vitalwatch"))
+    sr.finish()
+    alarms = _alarms(r.table("alarms"), problems)
+    beds = _beds(r, problems)
+    r.finish()
+    if problems:
+        raise ConfigError(problems)
+    assert site is not None  # a missing site is a problem above
+    return Config(
+        site=site, mqtt=mqtt, logging=logging_cfg, state=state, beds=beds, alarms=alarms, source=source
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML file; unreadable or malformed files are ConfigErrors too."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigProblem(str(path), "not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"not valid TOML: {exc}")]) from None
+    return parse_config(data, source=path.resolve())

@@ -1,0 +1,168 @@
+"""The device link: keeps one monitor's port open, pumps bytes through its driver, reconnects.
+
+Knows nothing of any protocol. Everything it learns goes to a :class:`LinkListener`
+(the bed session): bytes seen (for the silent-link timer), decoded events, and link up
+or down. A port that vanishes is retried forever with capped, jittered backoff, because
+a clinic engineer re-plugging an adapter should never need to restart the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from vitalwatch.config import DeviceConfig
+from vitalwatch.drivers import Driver, Event, make_driver
+from vitalwatch.drivers.events import DecodeProblem
+from vitalwatch.errors import DeviceError
+from vitalwatch.serial_port import SerialPort
+
+__all__ = ["DeviceLink", "LinkListener", "backoff_delay"]
+
+log = structlog.get_logger("vitalwatch.link")
+
+# Longest wait between reconnect attempts; short enough that a re-plugged adapter is
+# back within half a minute.
+MAX_BACKOFF_S = 30.0
+# Wake up at least this often even when the driver has no timer, so a stop request or a
+# queued command is never stuck behind a silent port.
+IDLE_WAKE_S = 0.5
+
+
+def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, 0.5 * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, 0.5 * 2.0**attempt))
+
+
+class LinkListener(Protocol):
+    """What the link reports to (the bed session implements it)."""
+
+    def on_bytes(self, device: str, now: float) -> None: ...
+
+    def on_events(self, device: str, events: list[Event], now: float) -> None: ...
+
+    def on_link(self, device: str, up: bool, now: float, reason: str) -> None: ...
+
+
+class DeviceLink:
+    """One configured device: open, pump, reconnect; the current driver is reachable for commands."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        listener: LinkListener,
+        *,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        on_raw: Callable[[str, bytes, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._listener = listener
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_raw = on_raw
+        self._wake = asyncio.Event()
+        self.driver: Driver | None = None
+        self.connected = False
+        self.decode_problems = 0
+        self.readings = 0
+
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def poke(self) -> None:
+        """Wake the pump so bytes a command queued in the driver go out at once."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        with bound_contextvars(device=self.config.id, port=self.config.url):
+            attempt = 0
+            reported_down = False
+            while True:
+                try:
+                    port = await SerialPort.open(
+                        self.config.url, self.config.serial, device_id=self.config.id
+                    )
+                except DeviceError as exc:
+                    if not reported_down:
+                        log.warning("device.open_failed", error=str(exc))
+                        self._listener.on_link(self.config.id, False, self.now(), "cannot open port")
+                        reported_down = True
+                else:
+                    attempt = 0
+                    reported_down = False
+                    try:
+                        await self._session(port)
+                    except DeviceError as exc:
+                        log.warning("device.disconnected", error=str(exc))
+                    finally:
+                        await port.close()
+                        self._finish_session()
+                    reported_down = True
+                delay = backoff_delay(attempt, self._rng)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    def _finish_session(self) -> None:
+        now = self.now()
+        if self.driver is not None:
+            self._deliver(self.driver.feed_eof(), now)
+        self.driver = None
+        if self.connected:
+            self.connected = False
+            self._listener.on_link(self.config.id, False, now, "port closed")
+
+    def _deliver(self, events: list[Event], now: float) -> None:
+        if not events:
+            return
+        for event in events:
+            if isinstance(event, DecodeProblem):
+                self.decode_problems += 1
+                log.info("device.decode_problem", reason=event.reason, length=event.length)
+            else:
+                self.readings += 1
+        self._listener.on_events(self.config.id, events, now)
+
+    async def _session(self, port: SerialPort) -> None:
+        driver = make_driver(self.config.driver, **dict(self.config.options))
+        self.driver = driver
+        self.connected = True
+        log.info("device.connected", driver=self.config.driver)
+        self._listener.on_link(self.config.id, True, self.now(), "port open")
+        while True:
+            now = self.now()
+            deadline = driver.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._deliver(driver.on_timer(now), now)
+                deadline = driver.next_deadline()
+            out = driver.data_to_send()
+            if out or port.has_pending_writes:
+                port.write(out)
+            wait = IDLE_WAKE_S if deadline is None else max(0.0, min(IDLE_WAKE_S, deadline - now))
+            if port.has_pending_writes:
+                wait = min(wait, 0.05)
+            self._wake.clear()
+            read_task = asyncio.ensure_future(port.read(wait))
+            wake_task = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({read_task, wake_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wake_task.cancel()
+                if not read_task.done():
+                    read_task.cancel()
+                    await asyncio.gather(read_task, return_exceptions=True)
+            if read_task.cancelled():
+                continue
+            data = read_task.result()  # raises DeviceError when the port went away
+            if data:
+                now = self.now()
+                if self._on_raw is not None:
+                    self._on_raw(self.config.id, data, now)
+                self._listener.on_bytes(self.config.id, now)
+                self._deliver(driver.feed(data, now), now)

@@ -1,0 +1,191 @@
+"""MQTT topics and JSON payloads: the wire contract nurses' phones and stations rely on.
+
+Topics carry site and bed, never a patient identifier (docs/mqtt.md)::
+
+    {prefix}/{site}/{bed}/alerts              every alert transition, QoS 1, not retained
+    {prefix}/{site}/{bed}/alarms/{alert_id}   retained while the alarm is active
+    {prefix}/{site}/{bed}/status              retained: online/offline, phase, links, heartbeat
+    {prefix}/{site}/{bed}/vitals/{kind}       latest values, QoS 0
+    {prefix}/{site}/{bed}/cmd                 commands in; .../cmd/result out
+
+Alert fields follow IHE PCD ACM (priority, kind, phase of the alert, parameter with its MDC
+code, limits) in JSON, with ``alert_id`` stable per occurrence and ``seq`` +1 per transition
+per bed so receivers order and de-duplicate on ``(alert_id, seq)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vitalwatch import __version__
+from vitalwatch.drivers.vocabulary import KINDS
+from vitalwatch.engine.outputs import AlertTransition
+
+__all__ = [
+    "ALERT_SCHEMA",
+    "STATUS_SCHEMA",
+    "Topics",
+    "WallClock",
+    "alert_payload",
+    "encode",
+    "status_payload",
+    "vital_payload",
+]
+
+ALERT_SCHEMA = "vitalwatch.alert/1"
+STATUS_SCHEMA = "vitalwatch.status/1"
+VITAL_SCHEMA = "vitalwatch.vital/1"
+
+# The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
+_PARAMETER_MDC = {
+    "spo2": KINDS["spo2"].mdc,
+    "pulse_rate": KINDS["pulse_rate"].mdc,
+    "nibp": KINDS["nibp_systolic"].mdc,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names of one bed."""
+
+    prefix: str
+    site: str
+    bed: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.site}/{self.bed}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
+
+    def alarm(self, alert_id: str) -> str:
+        return f"{self.base}/alarms/{alert_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    def vital(self, kind: str) -> str:
+        return f"{self.base}/vitals/{kind}"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.base}/cmd"
+
+    @property
+    def cmd_result(self) -> str:
+        return f"{self.base}/cmd/result"
+
+
+class WallClock:
+    """Maps the engine's monotonic seconds to UTC labels.
+
+    Durations never use the wall clock (an NTP step must not fire or delay a timer); UTC
+    only labels payloads, computed as "now in UTC minus how long ago on the monotonic clock".
+    """
+
+    def __init__(
+        self, monotonic_now: float, utc_now: datetime | None = None, clock_synced: bool = False
+    ) -> None:
+        self._mono = monotonic_now
+        self._utc = utc_now or datetime.now(UTC)
+        self.clock_synced = clock_synced
+
+    def rebase(self, monotonic_now: float, utc_now: datetime | None = None) -> None:
+        self._mono = monotonic_now
+        self._utc = utc_now or datetime.now(UTC)
+
+    def utc(self, t: float) -> datetime:
+        return self._utc + timedelta(seconds=t - self._mono)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert_payload(
+    tr: AlertTransition, *, site: str, wall: WallClock, sent_at: datetime | None = None
+) -> dict[str, Any]:
+    """The alert JSON for one transition (schema: schemas/alert.schema.json)."""
+    return {
+        "schema": ALERT_SCHEMA,
+        "alert_id": tr.alert_id,
+        "seq": tr.seq,
+        "site": site,
+        "bed": tr.bed,
+        "state": tr.state.value,
+        "priority": tr.priority.value,
+        "category": tr.category.value,
+        "condition": tr.condition,
+        "parameter": (
+            {"name": tr.parameter, "mdc": _PARAMETER_MDC.get(tr.parameter)}
+            if tr.parameter is not None
+            else None
+        ),
+        "value": tr.value,
+        "unit": tr.unit,
+        "limit": tr.limit,
+        "phase": tr.phase,
+        "phase_minutes": round(tr.phase_elapsed_s / 60.0, 1),
+        "onset_utc": _iso(wall.utc(tr.onset_t)),
+        "event_utc": _iso(wall.utc(tr.t)),
+        "sent_utc": _iso(sent_at or datetime.now(UTC)),
+        "clock_synced": wall.clock_synced,
+        "escalation_level": tr.escalation_level,
+        "acknowledged_by": tr.acknowledged_by,
+        "acknowledged_utc": _iso(wall.utc(tr.acknowledged_t)) if tr.acknowledged_t is not None else None,
+        "rule": tr.rule,
+        "device": tr.device,
+        "message": tr.message,
+    }
+
+
+def status_payload(
+    *,
+    state: str,
+    site: str,
+    bed: str,
+    phase: str | None,
+    links: dict[str, bool],
+    heartbeat: int,
+    sent_at: datetime,
+) -> dict[str, Any]:
+    """Retained bed status; ``state`` is online or offline (the last will says offline too)."""
+    return {
+        "schema": STATUS_SCHEMA,
+        "state": state,
+        "site": site,
+        "bed": bed,
+        "phase": phase,
+        "links": {name: ("up" if up else "down") for name, up in sorted(links.items())},
+        "heartbeat": heartbeat,
+        "version": __version__,
+        "sent_utc": _iso(sent_at),
+    }
+
+
+def vital_payload(
+    *, kind: str, value: float | None, unit: str, quality: str, measured_at: datetime, device: str
+) -> dict[str, Any]:
+    """Latest value of one vital sign (QoS 0; a newer one replaces it)."""
+    return {
+        "schema": VITAL_SCHEMA,
+        "kind": kind,
+        "value": value,
+        "unit": unit,
+        "quality": quality,
+        "measured_utc": _iso(measured_at),
+        "device": device,
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact, key-sorted JSON (stable bytes for the same payload)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,111 @@
+"""The serial I/O edge: the only module that imports ``serial``.
+
+Opens any pyserial URL (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, ``socket://host:port``,
+``rfc2217://...``) non-blocking and waits for bytes with ``loop.add_reader`` on the port's
+file descriptor, so a slow or silent monitor never blocks the event loop. Every pyserial
+or OS failure becomes a :class:`~vitalwatch.errors.DeviceUnavailable` carrying the device
+id and port; the link loop decides what to do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import serial
+
+from vitalwatch.drivers.base import SerialSettings
+from vitalwatch.errors import DeviceUnavailable
+
+__all__ = ["SerialPort"]
+
+# Large enough for a burst of 100 Hz binary frames or a whole HL7 message, small enough
+# that one read never holds the loop for long.
+READ_CHUNK = 4096
+
+
+class SerialPort:
+    """One open port; ``await read()`` returns bytes as they arrive."""
+
+    def __init__(self, port: serial.SerialBase, *, device_id: str, url: str) -> None:
+        self._port = port
+        self._device_id = device_id
+        self._url = url
+        self._pending = b""
+
+    @classmethod
+    async def open(cls, url: str, settings: SerialSettings, *, device_id: str) -> SerialPort:
+        """Open ``url``; a socket:// connect may take a moment, so it runs in a thread."""
+
+        def _open() -> serial.SerialBase:
+            return serial.serial_for_url(
+                url,
+                baudrate=settings.baudrate,
+                bytesize=settings.bytesize,
+                parity=settings.parity.value,
+                stopbits=settings.stopbits,
+                timeout=0,
+                write_timeout=0,
+                exclusive=True if url.startswith("/") else None,
+            )
+
+        try:
+            port = await asyncio.to_thread(_open)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DeviceUnavailable(f"cannot open: {exc}", device_id=device_id, port=url) from exc
+        return cls(port, device_id=device_id, url=url)
+
+    def _error(self, what: str, exc: BaseException) -> DeviceUnavailable:
+        return DeviceUnavailable(f"{what}: {exc}", device_id=self._device_id, port=self._url)
+
+    async def read(self, wait_s: float | None) -> bytes:
+        """Bytes available now, waiting up to ``wait_s`` seconds for some (b"" when none came)."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = self._port.fileno()
+        except (serial.SerialException, OSError, AttributeError) as exc:
+            raise self._error("port has no file descriptor", exc) from exc
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def _wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, _wake)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready, wait_s)
+        finally:
+            loop.remove_reader(fd)
+        if not ready.done():
+            return b""
+        try:
+            data: bytes = self._port.read(READ_CHUNK)
+        except (serial.SerialException, OSError) as exc:
+            raise self._error("read failed (adapter unplugged or peer closed)", exc) from exc
+        if not data:
+            # Readable but nothing to read: the other end hung up (pty master closed).
+            raise self._error("read failed", EOFError("end of stream"))
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the device; what the port cannot take now is kept for later."""
+        self._pending += data
+        if not self._pending:
+            return
+        try:
+            written = self._port.write(self._pending)
+        except serial.SerialTimeoutException:
+            written = 0
+        except (serial.SerialException, OSError) as exc:
+            raise self._error("write failed", exc) from exc
+        self._pending = self._pending[written or 0 :]
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return bool(self._pending)
+
+    async def close(self) -> None:
+        """Close the port; pyserial's socket close sleeps, so it runs in a thread."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._port.close)

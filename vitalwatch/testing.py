@@ -1,0 +1,104 @@
+"""Real parts for tests: a Mosquitto broker on a free loopback port, and a config builder.
+
+Shipped (like structlog's ``testing``) so integration tests and benchmarks start the same
+real broker the same way. Nothing here mocks MQTT or serial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def mosquitto_binary() -> str | None:
+    """Debian installs mosquitto in /usr/sbin, which is not on every user's PATH."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+@dataclass
+class Mosquitto:
+    """A real Mosquitto process with a temporary configuration; restartable on the same port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def config_text(self) -> str:
+        return (
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\n" + self.extra_config
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed: apt-get install mosquitto")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.process.returncode}; see {self.workdir}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening in time")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without a goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: TCP stays open but nothing is acknowledged (a hung broker)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
