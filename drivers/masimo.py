@@ -68,7 +68,8 @@ lines use dashes for missing, so a 0 there is kept as a number.
 
 ``device_time`` is the line's ``MM/DD/YY HH:MM:SS`` prefix as a naive datetime (the monitor's local
 clock, 20YY); None when the prefix is absent or not a real date. Statuses of a line come before its
-observations. Lines that do not parse become ``DecodeProblem`` and decoding goes on with the next line.
+observations. Lines that do not parse (or claim SpO2 > 100 %) become ``DecodeProblem`` and decoding goes
+on with the next line.
 """
 
 from __future__ import annotations
@@ -231,6 +232,10 @@ class MasimoDriver:
             values[kind] = value
         if "spo2" not in values or "pulse_rate" not in values:
             raise _BadLine("missing_spo2_or_bpm")
+        spo2 = values["spo2"]
+        if spo2 is not None and spo2 > 100:
+            # A saturation above 100 % cannot be a reading: a digit was corrupted on the line.
+            raise _BadLine("out_of_range")
         exc = _hex(fields["EXC"].partition(":")[0]) if "EXC" in fields else 0
         alarm = _hex(fields["ALARM"]) if "ALARM" in fields else 0
 
