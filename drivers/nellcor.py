@@ -10,8 +10,8 @@ One ASCII line per reading (every 2 s on the NPB-290), CR LF or LF terminated::
     NPB-295 VERSION 2.0.0.0 CRC: XXXX SpO2 Limit: 70-100% PR Limit: 60-160BPM   <- header
     TIME %SPO2 BPM PA Status                                                     <- header
     12-NOV-98 14:00:05 100 120 50                                                <- data
-    12-NOV-98 14:00:07  85* 120 50 SL                                            <- data
-    12-NOV-98 14:00:09 --- ---  -- SO                                            <- data
+    12-NOV-98 14:00:07 85* 120 50 SL                                             <- data
+    12-NOV-98 14:00:09 --- --- --- SO                                            <- data
     \\_______________/ \\_/ \\_/ \\_/ \\_________/
      dd-MMM-yy HH:MM:SS SpO2 BPM PA  0..n two-letter status codes
 
@@ -149,7 +149,8 @@ def format_line(line: NellcorLine) -> bytes:
     when = f"{stamp.day:02d}-{MONTHS[stamp.month - 1]}-{stamp.year % 100:02d} {stamp:%H:%M:%S}"
 
     def val(v: int | None, star: bool) -> str:
-        return ("---" if v is None else f"{v:3d}") + ("*" if star else "")
+        # The manual's sample prints plain numbers with single spaces ("100 120 50").
+        return ("---" if v is None else str(v)) + ("*" if star else "")
 
     parts = [when, val(line.spo2, line.spo2_star), val(line.pulse_rate, line.pulse_star), val(line.pa, False)]
     return (" ".join(parts + list(line.codes))).encode() + b"\r\n"
