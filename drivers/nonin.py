@@ -295,6 +295,9 @@ class NoninDriver:
 
     def feed_eof(self) -> list[Event]:
         """The port closed: report skipped and half-received bytes, switch every status off."""
+        if not self._synced:
+            self._unsynced += len(self._buf)  # never part of a frame we had locked on to
+            self._buf.clear()
         events: list[Event] = list(self._flush_unsynced())
         if self._buf:
             events.append(DecodeProblem("truncated_frame", len(self._buf)))
