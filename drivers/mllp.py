@@ -180,6 +180,8 @@ class PlainSplitter:
         self._scan = 0  # where to look for the next segment-start MSH
         self._skipped = 0
         self._skipped_significant = False
+        # Is the first buffered byte at the start of a line (stream start, or after a dropped CR/LF)?
+        self._line_start = True
 
     def pending(self) -> bool:
         """True when a message may be waiting for :meth:`flush`."""
@@ -193,10 +195,7 @@ class PlainSplitter:
             start = self._find_msh(0)
             if start < 0:
                 # No message start yet: keep only what could still become a segment-start "MSH".
-                keep = self._tail_keep()
-                if keep and len(self._buf) > keep:
-                    keep += 1  # the byte before: is this MSH at a segment start?
-                self._drop(len(self._buf) - keep)
+                self._drop(len(self._buf) - self._tail_keep())
                 self._scan = 0
                 break
             if start > 0:
@@ -209,6 +208,7 @@ class PlainSplitter:
             out.append(bytes(self._buf[:nxt]))
             del self._buf[:nxt]
             self._scan = 0
+            self._line_start = True
         if len(self._buf) > self._max:
             out.append(DecodeProblem("message_too_long", len(self._buf)))
             self._buf.clear()
@@ -221,6 +221,7 @@ class PlainSplitter:
             return
         chunk = bytes(self._buf[:count])
         del self._buf[:count]
+        self._line_start = chunk[-1] in (CR, 0x0A)
         self._skipped += count
         if chunk.strip(_BETWEEN_BLOCKS):
             self._skipped_significant = True
@@ -246,7 +247,7 @@ class PlainSplitter:
             k = buf.find(b"MSH", pos)
             if k < 0:
                 return -1
-            if k == 0 or buf[k - 1] in (CR, 0x0A):
+            if (k == 0 and self._line_start) or (k > 0 and buf[k - 1] in (CR, 0x0A)):
                 return k
             pos = k + 1
 
@@ -256,7 +257,8 @@ class PlainSplitter:
         data = bytes(self._buf)
         self._buf.clear()
         self._scan = 0
-        if data.lstrip(_BETWEEN_BLOCKS).startswith(b"MSH"):
+        line_start, self._line_start = self._line_start, True
+        if line_start and data.lstrip(_BETWEEN_BLOCKS).startswith(b"MSH"):
             self._flush_garbage(out)
             out.append(data)
             return out
