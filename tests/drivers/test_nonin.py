@@ -191,7 +191,6 @@ def test_format8_decodes_and_gates_display_values_on_snsa() -> None:
     events += drv.feed(held, 2.0)
     assert values(events[-3:], "spo2") == [None]
     assert {"sensor_off"} == active_after(events)
-    assert {"sensor_off"} == active_after(events)
     gone = encode_packet8(0x00, 511, 127, 0x09)
     later = drv.feed(gone, 3.0)
     assert [None] == values(later, "spo2") == values(later, "pulse_rate")
