@@ -1,0 +1,100 @@
+"""The patient's baseline, taken in the baseline phase (clinical-defaults.md "Conventions").
+
+BL systolic/diastolic = median of >= 2 valid NIBP readings >= 2 min apart; BL SpO2 and pulse =
+median over >= 3 min of valid signal [EJ]. While the phase is ``baseline`` the estimate is live
+(the start gates use it); when the phase moves on it is frozen, and the baseline-relative rules
+use the frozen copy. A baseline part that is not complete stays ``None`` and the rules that need
+it are skipped (``baseline_incomplete`` tells the nurse).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+from vitalwatch.engine.signals import NibpReading, fmt
+from vitalwatch.engine.table import BaselineSettings
+
+__all__ = ["Baseline", "BaselineCollector"]
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A baseline estimate; a part is None until complete."""
+
+    systolic: float | None
+    diastolic: float | None
+    spo2: float | None
+    pulse_rate: float | None
+    nibp_count: int
+    oximetry_s: float
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.systolic, self.diastolic, self.spo2, self.pulse_rate)
+
+    def get(self, parameter: str) -> float | None:
+        """The baseline of ``spo2`` or ``pulse_rate``."""
+        return self.spo2 if parameter == "spo2" else self.pulse_rate if parameter == "pulse_rate" else None
+
+    def describe(self) -> str:
+        """'BL 128/80 mmHg, SpO2 97 %, pulse 72 /min'."""
+        return (
+            f"BL {fmt(self.systolic)}/{fmt(self.diastolic)} mmHg, SpO2 {fmt(self.spo2)} %, "
+            f"pulse {fmt(self.pulse_rate)} /min"
+        )
+
+
+class BaselineCollector:
+    """Collects baseline-phase samples and readings; bounded (one hour of 1 Hz samples)."""
+
+    def __init__(self, settings: BaselineSettings) -> None:
+        self._settings = settings
+        self._samples: dict[str, deque[float]] = {p: deque(maxlen=3600) for p in ("spo2", "pulse_rate")}
+        self._valid_s: dict[str, float] = {"spo2": 0.0, "pulse_rate": 0.0}
+        self._readings: deque[NibpReading] = deque(maxlen=50)
+        self._cache: Baseline | None = None
+
+    def add_valid_time(self, parameter: str, seconds: float) -> None:
+        """Seconds of valid signal of ``parameter`` in the baseline phase."""
+        if seconds > 0:
+            self._valid_s[parameter] += seconds
+            self._cache = None
+
+    def add_sample(self, parameter: str, value: float) -> None:
+        self._samples[parameter].append(value)
+        self._cache = None
+
+    def add_reading(self, reading: NibpReading) -> None:
+        if reading.valid:
+            self._readings.append(reading)
+            self._cache = None
+
+    def readings(self) -> list[NibpReading]:
+        """The valid baseline NIBP readings, oldest first."""
+        return list(self._readings)
+
+    def estimate(self) -> Baseline:
+        """The baseline from what was collected so far."""
+        if self._cache is not None:
+            return self._cache
+        s = self._settings
+        readings = list(self._readings)
+        systolic = diastolic = None
+        if len(readings) >= s.nibp_readings and readings[-1].t - readings[0].t >= s.nibp_spacing_s:
+            systolic = float(statistics.median(r.systolic for r in readings if r.systolic is not None))
+            diastolic = float(statistics.median(r.diastolic for r in readings if r.diastolic is not None))
+        oxi: dict[str, float | None] = {}
+        for p in ("spo2", "pulse_rate"):
+            enough = self._valid_s[p] >= s.oximetry_s - 1e-6 and self._samples[p]
+            oxi[p] = float(statistics.median(self._samples[p])) if enough else None
+        self._cache = Baseline(
+            systolic=systolic,
+            diastolic=diastolic,
+            spo2=oxi["spo2"],
+            pulse_rate=oxi["pulse_rate"],
+            nibp_count=len(readings),
+            oximetry_s=min(self._valid_s.values()),
+        )
+        return self._cache

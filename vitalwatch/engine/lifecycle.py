@@ -1,0 +1,245 @@
+"""Alarm occurrences and their lifecycle, after IEC 60601-1-8 and IHE ACM.
+
+The rules say *what is true now* (a :class:`Finding` per occurrence key); this module turns
+that into the transitions a nurse sees:
+
+.. code-block:: text
+
+            condition true                 ack                condition false
+    (none) ───────────────▶ RAISED ─────────────▶ ACKNOWLEDGED ───────────────▶ CLEARED
+                              │  ▲ renotify_s (unacked)  │ silence over, still true
+                              │  └── RENOTIFIED ◀────────┘ (unacked again)
+                              └── escalate_s (unacked) ──▶ ESCALATED (level 1, once)
+
+- One occurrence per key ``(condition, parameter, device)``; ``device`` only for link_lost.
+  The priority tiers of one condition (spo2_low MEDIUM and HIGH) share the occurrence: its
+  priority is the highest tier true so far and never drops while it lives. A rise in priority
+  is a RENOTIFIED transition at the new priority that also cancels an acknowledgement, so a
+  rise always notifies again.
+- Latching (per priority, physiological only; default HIGH): a latched occurrence whose
+  condition ends stays active, and keeps re-notifying, until acknowledged; acknowledging it
+  then clears it at once.
+- Acknowledge silences re-notification for ``max(ack_silence_s, renotify_s)`` (so an ack never
+  makes a MEDIUM re-notify sooner than it would have); if the condition still holds then, the
+  occurrence re-notifies, counts as unacknowledged again and its escalation timer restarts.
+- ``seq`` is per bed and grows by one per transition, whatever the occurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.table import AlarmTable
+
+__all__ = ["AlarmBook", "Finding", "Occurrence", "OccurrenceKey"]
+
+OccurrenceKey = tuple[str, str | None, str | None]  # condition, parameter, device
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One condition found true by a rule at this instant, with what to tell the nurse."""
+
+    condition: str
+    category: Category
+    parameter: str | None
+    priority: Priority
+    rule: str
+    value: float | None
+    unit: str | None
+    limit: float | None
+    message: str
+    evidence: tuple[str, ...] = ()
+    device: str | None = None
+
+    @property
+    def key(self) -> OccurrenceKey:
+        return (self.condition, self.parameter, self.device)
+
+
+@dataclass(slots=True, kw_only=True)
+class Occurrence:
+    """The mutable life of one alarm occurrence."""
+
+    alert_id: str
+    finding: Finding  # the latest finding (value, message, evidence)
+    priority: Priority  # highest priority reached
+    rule: str  # the rule that set the priority
+    onset_t: float
+    present: bool = True
+    acked: bool = False
+    acked_by: str | None = None
+    acked_t: float | None = None
+    next_renotify: float | None = None
+    escalate_at: float | None = None
+    escalation_level: int = 0
+    history: tuple[str, ...] = ()
+    last: AlertTransition | None = None  # the latest transition emitted
+
+
+Context = tuple[str, float]  # phase, phase_elapsed_s
+
+
+class AlarmBook:
+    """Every active occurrence of one bed, the per-bed seq, and the lifecycle timers."""
+
+    def __init__(self, table: AlarmTable, bed: str, id_factory: Callable[[], str]) -> None:
+        self._table = table
+        self._bed = bed
+        self._new_id = id_factory
+        self._seq = 0
+        self._active: dict[OccurrenceKey, Occurrence] = {}
+        # Closed occurrences kept for explain(); bounded so a long-running daemon stays small.
+        self._closed: dict[str, Occurrence] = {}
+        self._max_closed = 256
+
+    # ------------------------------------------------------------------ queries
+    def active(self) -> Iterator[Occurrence]:
+        """Active occurrences in the order they were raised."""
+        return iter(list(self._active.values()))
+
+    def find(self, alert_id: str) -> Occurrence | None:
+        """An active or recently closed occurrence by id."""
+        for occ in self._active.values():
+            if occ.alert_id == alert_id:
+                return occ
+        return self._closed.get(alert_id)
+
+    def latest(self, occ: Occurrence, state: AlertState, now: float, ctx: Context) -> AlertTransition:
+        """What a transition of ``occ`` in ``state`` looks like (without taking a seq)."""
+        f = occ.finding
+        return AlertTransition(
+            t=now,
+            bed=self._bed,
+            alert_id=occ.alert_id,
+            seq=self._seq,
+            state=state,
+            priority=occ.priority,
+            category=f.category,
+            condition=f.condition,
+            parameter=f.parameter,
+            value=f.value,
+            unit=f.unit,
+            limit=f.limit,
+            phase=ctx[0],
+            phase_elapsed_s=ctx[1],
+            onset_t=occ.onset_t,
+            message=f.message,
+            rule=occ.rule,
+            evidence=f.evidence,
+            escalation_level=occ.escalation_level,
+            acknowledged_by=occ.acked_by,
+            acknowledged_t=occ.acked_t,
+            device=f.device,
+        )
+
+    # ------------------------------------------------------------------ transitions
+    def _emit(self, occ: Occurrence, state: AlertState, now: float, ctx: Context) -> AlertTransition:
+        self._seq += 1
+        occ.history = (*occ.history[-31:], f"{now:.1f} {state.value} {occ.priority.value}")
+        occ.last = replace(self.latest(occ, state, now, ctx), seq=self._seq)
+        return occ.last
+
+    def _latches(self, occ: Occurrence) -> bool:
+        return occ.finding.category is Category.PHYSIOLOGICAL and self._table.latching.get(
+            occ.priority, False
+        )
+
+    def _arm(self, occ: Occurrence, now: float) -> None:
+        """Start the re-notify and escalation timers for an unacknowledged occurrence."""
+        renotify = self._table.renotify_s.get(occ.priority, 0.0)
+        escalate = self._table.escalate_s.get(occ.priority, 0.0)
+        occ.next_renotify = now + renotify if renotify > 0 else None
+        occ.escalate_at = now + escalate if escalate > 0 and occ.escalation_level == 0 else None
+
+    def _close(self, key: OccurrenceKey) -> None:
+        occ = self._active.pop(key)
+        self._closed[occ.alert_id] = occ
+        while len(self._closed) > self._max_closed:
+            del self._closed[next(iter(self._closed))]
+
+    def reconcile(
+        self, findings: dict[OccurrenceKey, Finding], now: float, ctx: Context
+    ) -> list[AlertTransition]:
+        """Bring the occurrences in line with what is true now, then run the timers."""
+        out: list[AlertTransition] = []
+        for key, finding in findings.items():
+            occ = self._active.get(key)
+            if occ is None:
+                occ = Occurrence(
+                    alert_id=self._new_id(),
+                    finding=finding,
+                    priority=finding.priority,
+                    rule=finding.rule,
+                    onset_t=now,
+                )
+                self._active[key] = occ
+                self._arm(occ, now)
+                out.append(self._emit(occ, AlertState.RAISED, now, ctx))
+                continue
+            occ.present = True
+            if finding.priority.rank > occ.priority.rank:
+                occ.finding, occ.priority, occ.rule = finding, finding.priority, finding.rule
+                occ.acked, occ.acked_by, occ.acked_t = False, None, None
+                self._arm(occ, now)
+                out.append(self._emit(occ, AlertState.RENOTIFIED, now, ctx))
+            elif finding.priority is occ.priority:
+                occ.finding, occ.rule = finding, finding.rule
+            else:  # a lower tier still true: keep the higher tier's message, refresh the value
+                occ.finding = replace(occ.finding, value=finding.value)
+        for key, occ in list(self._active.items()):
+            if key in findings:
+                continue
+            occ.present = False
+            if self._latches(occ) and not occ.acked:
+                continue
+            out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
+            self._close(key)
+        out.extend(self._timers(now, ctx))
+        return out
+
+    def _timers(self, now: float, ctx: Context) -> list[AlertTransition]:
+        out: list[AlertTransition] = []
+        for occ in self._active.values():
+            if occ.escalate_at is not None and now >= occ.escalate_at and not occ.acked:
+                occ.escalate_at = None
+                occ.escalation_level = 1
+                out.append(self._emit(occ, AlertState.ESCALATED, now, ctx))
+                # An escalation is itself a notification: the next re-notify counts from here.
+                renotify = self._table.renotify_s.get(occ.priority, 0.0)
+                occ.next_renotify = now + renotify if renotify > 0 else None
+            elif occ.next_renotify is not None and now >= occ.next_renotify:
+                if occ.acked:  # silence over and still active: unacknowledged again
+                    occ.acked, occ.acked_by, occ.acked_t = False, None, None
+                    self._arm(occ, now)
+                else:
+                    renotify = self._table.renotify_s.get(occ.priority, 0.0)
+                    occ.next_renotify = now + renotify if renotify > 0 else None
+                out.append(self._emit(occ, AlertState.RENOTIFIED, now, ctx))
+        return out
+
+    def acknowledge(self, alert_id: str, by: str, now: float, ctx: Context) -> list[AlertTransition]:
+        """Acknowledge one occurrence (or ``"*"``: every active one not yet acknowledged)."""
+        out: list[AlertTransition] = []
+        for key, occ in list(self._active.items()):
+            if alert_id not in ("*", occ.alert_id) or occ.acked:
+                continue
+            occ.acked, occ.acked_by, occ.acked_t = True, by, now
+            occ.escalate_at = None
+            renotify = self._table.renotify_s.get(occ.priority, 0.0)
+            occ.next_renotify = now + max(self._table.ack_silence_s, renotify) if renotify > 0 else None
+            out.append(self._emit(occ, AlertState.ACKNOWLEDGED, now, ctx))
+            if not occ.present:  # a latched occurrence whose condition already ended
+                out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
+                self._close(key)
+        return out
+
+    def clear_all(self, now: float, ctx: Context) -> list[AlertTransition]:
+        """End every occurrence (the session ended: a nurse action, so latches release too)."""
+        out: list[AlertTransition] = []
+        for key, occ in list(self._active.items()):
+            out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
+            self._close(key)
+        return out

@@ -1,0 +1,576 @@
+"""One bed's session: phases, baseline, rule evaluation, and the alarm lifecycle, clock passed in.
+
+.. code-block:: text
+
+    observe(device, event, now) ─┐
+    bytes_seen / link(...)       ├─▶ advance timers to now ─▶ apply input ─▶ evaluate every rule
+    set_phase / acknowledge      │                                          of the phase ─▶ findings
+    tick(now) ───────────────────┘                                                           │
+                  [AlertTransition, NibpRequest, PhaseChanged, StatusChanged] ◀── AlarmBook ◀┘
+
+Pure and deterministic: no I/O, no clock reads. ``now`` is monotonic seconds; a ``now``
+earlier than one already seen is treated as the latest seen (a virtual clock never runs
+back). The session starts in phase ``baseline`` at the first call.
+
+Validity: a device's values are unusable while a status of
+:data:`~vitalwatch.drivers.vocabulary.UNRELIABLE_STATUSES` is on for it. For a ``multi``
+device (oximeter and cuff in one box) the cuff statuses (cuff_error, cuff_overpressure) spoil
+only its NIBP, the device-wide ones (sensor_fault, calibrating, demo, device_fault) spoil
+everything, and the rest spoil only its SpO2/pulse. Physiological rules never see an invalid
+value; they see time pass without valid signal, which pauses their timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
+from vitalwatch.engine.baseline import Baseline, BaselineCollector
+from vitalwatch.engine.discharge import discharge_status
+from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
+from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
+from vitalwatch.engine.rules import (
+    NibpCheck,
+    NibpRuleState,
+    SustainState,
+    nibp_check,
+    sustained_finding,
+    sustained_limit,
+    word,
+)
+from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
+from vitalwatch.engine.table import AlarmTable, Rule, compare
+from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
+
+__all__ = ["ROLES", "BedEngine"]
+
+ROLES = ("spo2", "nibp", "multi")
+_OXI_KINDS = ("spo2", "pulse_rate")
+_NIBP_KINDS = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
+_CUFF_STATUSES = frozenset({"cuff_error", "cuff_overpressure"})
+_DEVICE_WIDE = frozenset({"sensor_fault", "calibrating", "demo", "device_fault"})
+
+
+class BedEngine:
+    """The session and alarm engine of one bed (see the module docstring for the data flow)."""
+
+    def __init__(
+        self,
+        table: AlarmTable,
+        bed: str,
+        devices: Mapping[str, str],
+        id_factory: Callable[[], str] | None = None,
+        *,
+        older_adult: bool = False,
+    ) -> None:
+        for device, role in devices.items():
+            if role not in ROLES:
+                raise ValueError(f"device {device!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        self.table = table
+        self.bed = bed
+        self._roles = dict(devices)
+        self._older_adult = older_adult  # start gate uses systolic_above_65
+        self._count = 0
+        self._book = AlarmBook(table, bed, id_factory or self._next_id)
+        self._started = False
+        self._now = 0.0
+        self._phase = "baseline"
+        self._phase_start = 0.0
+        self.phase_starts: dict[str, float] = {}
+        self._signals = {p: Signal(p, table.sample_hold_s) for p in _OXI_KINDS}
+        self._statuses: dict[str, set[str]] = {d: set() for d in devices}
+        self._last_bytes: dict[str, float] = {}
+        self._port_down: set[str] = set()
+        self._assembler = NibpAssembler()
+        self._nibp = ReadingLog()
+        self._collector = BaselineCollector(table.baseline)
+        self._frozen: Baseline | None = None
+        self._sustain = {r.id: SustainState() for r in table.rules_of("sustained")}
+        self._nibp_rules = {r.id: NibpRuleState() for r in table.rules if r.type in ("nibp", "nibp_gate")}
+        self._due_requested: set[str] = set()
+        self._discharge_ready = False
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def phase(self) -> str:
+        """The current phase: baseline, infusion, recovery or ended."""
+        return self._phase
+
+    @property
+    def baseline(self) -> Baseline:
+        """The baseline in force (live during the baseline phase, frozen afterwards)."""
+        return self._frozen if self._frozen is not None else self._collector.estimate()
+
+    def observe(self, device: str, event: Event, now: float) -> list[Output]:
+        """A driver event from ``device`` (which also proves the link carries bytes)."""
+        out = self._enter(now)
+        now = self._now
+        self._last_bytes[device] = now
+        role = self._roles.get(device, "multi")
+        match event:
+            case Observation(kind=kind, value=value) if kind in _OXI_KINDS and role in ("spo2", "multi"):
+                valid = value is not None and not self._unreliable(device, "oxi")
+                self._on_sample(kind, Sample(now, value, valid, device))
+            case Observation(kind=kind, value=value) if kind in _NIBP_KINDS and role in ("nibp", "multi"):
+                unreliable = self._unreliable(device, "nibp")
+                for done in self._assembler.add(device, kind, value, unreliable, now):
+                    out.extend(self._on_reading(*done))
+            case DeviceStatus(code=code, active=active):
+                statuses = self._statuses.setdefault(device, set())
+                if active:
+                    statuses.add(code)
+                    if self._unreliable(device, "oxi"):
+                        for sig in self._signals.values():
+                            sig.invalidate(device, now)
+                else:
+                    statuses.discard(code)
+            case Observation() | DecodeProblem():
+                pass
+        return out + self._evaluate(now)
+
+    def bytes_seen(self, device: str, now: float) -> None:
+        """Bytes arrived from ``device`` (even undecodable ones): its link is alive."""
+        if not self._started:
+            self._start(now)
+        self._last_bytes[device] = max(now, self._last_bytes.get(device, now))
+
+    def link(self, device: str, up: bool, now: float) -> list[Output]:
+        """The port of ``device`` opened (``up``) or vanished."""
+        out = self._enter(now)
+        if up:
+            self._port_down.discard(device)
+        else:
+            self._port_down.add(device)
+        return out + self._evaluate(self._now)
+
+    def set_phase(self, phase: str, now: float) -> list[Output]:
+        """Move the session to ``phase`` (a nurse's command); ValueError for an unknown phase."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASES)})")
+        out = self._enter(now)
+        now = self._now
+        if phase == self._phase:
+            return out + self._evaluate(now)
+        previous = self._phase
+        if previous == "baseline":
+            self._frozen = self._collector.estimate()
+        if phase == "baseline":
+            self._frozen = None
+        self._phase, self._phase_start = phase, now
+        self.phase_starts[phase] = now
+        self._due_requested.clear()
+        for rule in self.table.rules:
+            if phase not in rule.phases:
+                if rule.id in self._sustain:
+                    self._sustain[rule.id].reset()
+                if rule.id in self._nibp_rules:
+                    self._nibp_rules[rule.id].reset()
+        out.append(PhaseChanged(t=now, bed=self.bed, phase=phase, previous=previous))
+        if phase == "ended":
+            out.extend(self._book.clear_all(now, self._ctx(now)))
+        return out + self._evaluate(now)
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
+        """A nurse acknowledged ``alert_id`` (``"*"``: every active alarm of the bed)."""
+        out = self._enter(now)
+        out.extend(self._book.acknowledge(alert_id, by, self._now, self._ctx(self._now)))
+        return out + self._evaluate(self._now)
+
+    def tick(self, now: float) -> list[Output]:
+        """Run the timers: sustained delays, re-notify, escalation, overdue, link silence."""
+        out = self._enter(now)
+        return out + self._evaluate(self._now)
+
+    def active_alarms(self) -> list[AlertTransition]:
+        """The latest transition of each active alarm, in the order they were raised."""
+        return [occ.last for occ in self._book.active() if occ.last is not None]
+
+    def explain(self, alert_id: str) -> dict[str, Any]:
+        """Which rule and which readings caused ``alert_id`` (KeyError when unknown)."""
+        occ = self._book.find(alert_id)
+        if occ is None:
+            raise KeyError(alert_id)
+        rule = self.table.rule(occ.rule)
+        definition = {
+            name: getattr(rule, name)
+            for name in rule.__slots__
+            if getattr(rule, name) is not None and name not in ("id", "phases", "priority")
+        }
+        return {
+            "alert_id": occ.alert_id,
+            "condition": occ.finding.condition,
+            "priority": occ.priority.value,
+            "rule": rule.id,
+            "rule_definition": {**definition, "priority": rule.priority.value, "phases": sorted(rule.phases)},
+            "message": occ.finding.message,
+            "evidence": list(occ.finding.evidence),
+            "onset_t": occ.onset_t,
+            "active": occ in list(self._book.active()),
+            "history": list(occ.history),
+            "baseline": self.baseline.describe(),
+        }
+
+    # ------------------------------------------------------------------ time
+    def _next_id(self) -> str:
+        self._count += 1
+        return f"{self.bed}-{self._count:06d}"
+
+    def _start(self, now: float) -> None:
+        self._started = True
+        self._now = self._phase_start = now
+        self.phase_starts["baseline"] = now
+        for device in self._roles:
+            self._last_bytes.setdefault(device, now)
+
+    def _enter(self, now: float) -> list[Output]:
+        """Bring the session to ``now``: finish NIBP readings of earlier instants, advance timers."""
+        if not self._started:
+            self._start(now)
+        now = max(now, self._now)
+        out: list[Output] = []
+        self._advance(now)
+        for done in self._assembler.flush(now):
+            out.extend(self._on_reading(*done))
+        return out
+
+    def _advance(self, now: float) -> None:
+        """Credit the time since the last call to the sustained timers and the baseline."""
+        t0 = self._now
+        self._now = now
+        if now <= t0:
+            return
+        credits = {p: sig.credit(t0, now) for p, sig in self._signals.items()}
+        if self._phase == "baseline":
+            for p, c in credits.items():
+                self._collector.add_valid_time(p, c)
+        for rule in self.table.rules_of("sustained"):
+            if self._phase not in rule.phases:
+                continue
+            st, sig = self._sustain[rule.id], self._signals[rule.parameter or "spo2"]
+            credit = credits[sig.name]
+            limit = sustained_limit(rule, self.baseline)
+            cur = sig.current
+            if credit <= 0 or limit is None or cur is None or cur.value is None:
+                continue
+            if compare(rule.compare, cur.value, limit):
+                st.acc += credit
+                if rule.bypass_limit is not None and compare(rule.compare, cur.value, rule.bypass_limit):
+                    st.bypass_acc += credit
+
+    def _ctx(self, now: float) -> tuple[str, float]:
+        return self._phase, now - self._phase_start
+
+    # ------------------------------------------------------------------ inputs
+    def _unreliable(self, device: str, what: str) -> bool:
+        statuses = self._statuses.get(device, set()) & UNRELIABLE_STATUSES
+        if not statuses:
+            return False
+        if self._roles.get(device, "multi") != "multi":
+            return True
+        if statuses & _DEVICE_WIDE:
+            return True
+        return bool(statuses & _CUFF_STATUSES) if what == "nibp" else bool(statuses - _CUFF_STATUSES)
+
+    def _on_sample(self, parameter: str, sample: Sample) -> None:
+        self._signals[parameter].update(sample)
+        if not sample.valid or sample.value is None:
+            return  # invalid: timers pause, nothing else changes
+        if self._phase == "baseline":
+            self._collector.add_sample(parameter, sample.value)
+        for rule in self.table.rules_of("sustained"):
+            if rule.parameter != parameter or self._phase not in rule.phases:
+                continue
+            st = self._sustain[rule.id]
+            limit = sustained_limit(rule, self.baseline)
+            if limit is None or not compare(rule.compare, sample.value, limit):
+                st.reset()
+                continue
+            st.note(sample, low_is_bad=rule.compare.startswith("<"))
+            if rule.bypass_limit is not None and not compare(rule.compare, sample.value, rule.bypass_limit):
+                st.bypass_acc = 0.0
+
+    def _on_reading(
+        self, device: str, t: float, values: dict[str, float | None], unreliable: bool
+    ) -> list[Output]:
+        sys_v, dia_v = values.get("nibp_systolic"), values.get("nibp_diastolic")
+        valid = not unreliable and sys_v is not None and dia_v is not None
+        reading = NibpReading(t, sys_v, dia_v, values.get("nibp_mean"), valid, device, self._phase)
+        self._nibp.readings.append(reading)
+        if not valid:
+            return []
+        if self._phase == "baseline":
+            self._collector.add_reading(reading)
+        reasons: list[str] = []
+        for rule in self.table.rules_of("nibp"):
+            if self._phase not in rule.phases:
+                continue
+            check = nibp_check(rule, reading, self.baseline)
+            if check is not None and self._nibp_rules[rule.id].update(rule, reading, check):
+                reasons.append(rule.id)
+        for rule in self.table.rules_of("nibp_gate"):
+            if self._phase in rule.phases:
+                self._gate_reading(rule)
+        if not reasons:
+            return []
+        text = f"confirm BP {fmt(sys_v)}/{fmt(dia_v)} mmHg ({', '.join(reasons)})"
+        return [NibpRequest(t=self._now, bed=self.bed, reason=text)]
+
+    def _gate_reading(self, rule: Rule) -> None:
+        """Start gate: the mean of the last N baseline readings against the gate limits."""
+        st = self._nibp_rules[rule.id]
+        recent = self._collector.readings()[-rule.readings :]
+        if len(recent) < rule.readings:
+            st.reset()
+            return
+        mean_s = sum(r.systolic or 0.0 for r in recent) / len(recent)
+        mean_d = sum(r.diastolic or 0.0 for r in recent) / len(recent)
+        sys_lim = (
+            rule.systolic_above_65 if self._older_adult and rule.systolic_above_65 else rule.systolic_above
+        )
+        s_out = sys_lim is not None and mean_s > sys_lim
+        d_out = rule.diastolic_above is not None and mean_d > rule.diastolic_above
+        st.active = bool(s_out or d_out)
+        st.evidence = recent
+        text = (
+            f"Baseline BP {fmt(round(mean_s))}/{fmt(round(mean_d))} mmHg (mean of {len(recent)}) above "
+            f"{fmt(sys_lim)}/{fmt(rule.diastolic_above)} mmHg: physician review before start"
+        )
+        st.check = NibpCheck(
+            st.active,
+            mean_s if s_out or not d_out else mean_d,
+            sys_lim if s_out or not d_out else rule.diastolic_above,
+            text,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, now: float) -> list[Output]:
+        findings: dict[OccurrenceKey, Finding] = {}
+        out: list[Output] = []
+        for rule in self.table.rules:
+            if self._phase not in rule.phases:
+                continue
+            for finding in self._rule_findings(rule, now, out):
+                known = findings.get(finding.key)
+                if known is None or finding.priority.rank > known.priority.rank:
+                    findings[finding.key] = finding
+        out.extend(self._book.reconcile(findings, now, self._ctx(now)))
+        out.extend(self._discharge(now))
+        return out
+
+    def _finding(
+        self,
+        rule: Rule,
+        message: str,
+        *,
+        value: float | None = None,
+        unit: str | None = None,
+        limit: float | None = None,
+        evidence: tuple[str, ...] = (),
+        device: str | None = None,
+    ) -> Finding:
+        info = CONDITIONS[rule.condition]
+        return Finding(
+            condition=rule.condition,
+            category=info.category,
+            parameter=info.parameter,
+            priority=rule.priority,
+            rule=rule.id,
+            value=value,
+            unit=unit,
+            limit=limit,
+            message=message,
+            evidence=evidence,
+            device=device,
+        )
+
+    def _rule_findings(self, rule: Rule, now: float, out: list[Output]) -> list[Finding]:
+        elapsed = now - self._phase_start
+        bl = self.baseline
+        match rule.type:
+            case "sustained":
+                st = self._sustain[rule.id]
+                limit = sustained_limit(rule, bl)
+                if limit is not None and st.active(rule):
+                    return [sustained_finding(rule, st, limit, bl)]
+            case "nibp" | "nibp_gate":
+                nst = self._nibp_rules[rule.id]
+                if nst.active and nst.check is not None:
+                    return [nst.finding(rule)]
+            case "baseline_gate":
+                value = bl.get(rule.parameter or "")
+                if value is not None and rule.limit is not None and compare(rule.compare, value, rule.limit):
+                    label = "SpO2" if rule.parameter == "spo2" else "pulse"
+                    unit = "%" if rule.parameter == "spo2" else "/min"
+                    text = (
+                        f"Baseline {label} {fmt(round(value, 1))} {unit} {word(rule.compare)} "
+                        f"{fmt(rule.limit)} {unit}: review before start"
+                    )
+                    return [
+                        self._finding(
+                            rule, text, value=value, unit=unit, limit=rule.limit, evidence=(bl.describe(),)
+                        )
+                    ]
+            case "signal_lost":
+                oxi = [d for d, role in self._roles.items() if role in ("spo2", "multi")]
+                if oxi:
+                    lost = min(sig.invalid_for(now, self._phase_start) for sig in self._signals.values())
+                    if lost > rule.after_s:
+                        why = sorted(
+                            set().union(*(self._statuses.get(d, set()) for d in oxi)) & UNRELIABLE_STATUSES
+                        )
+                        reason = f" ({', '.join(why)})" if why else ""
+                        text = f"No valid SpO2/pulse for {fmt(round(lost))} s{reason}"
+                        return [
+                            self._finding(
+                                rule,
+                                text,
+                                value=round(lost, 1),
+                                unit="s",
+                                limit=rule.after_s,
+                                evidence=tuple(f"status {w}" for w in why),
+                            )
+                        ]
+            case "link_lost":
+                found = []
+                for device in self._roles:
+                    silent = now - self._last_bytes.get(device, now)
+                    if device in self._port_down or silent > rule.after_s:
+                        text = (
+                            f"Port of {device} vanished"
+                            if device in self._port_down
+                            else f"No data from {device} for {fmt(round(silent))} s"
+                        )
+                        found.append(
+                            self._finding(
+                                rule,
+                                text,
+                                value=round(silent, 1),
+                                unit="s",
+                                limit=rule.after_s,
+                                device=device,
+                            )
+                        )
+                return found
+            case "nibp_overdue":
+                return self._overdue(rule, now, elapsed, out)
+            case "baseline_incomplete":
+                if self._frozen is not None and not self._frozen.complete:
+                    b, s = self._frozen, self.table.baseline
+                    text = (
+                        f"Infusion started with an incomplete baseline: {b.nibp_count} of "
+                        f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
+                        f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
+                    )
+                    return [self._finding(rule, text, evidence=(b.describe(),))]
+            case "nibp_recovery":
+                last = self._nibp.last_valid()
+                if (
+                    elapsed >= rule.after_s
+                    and last is not None
+                    and bl.systolic is not None
+                    and bl.diastolic is not None
+                    and last.systolic is not None
+                    and last.diastolic is not None
+                ):
+                    s_lim = bl.systolic * (1 + rule.percent / 100)
+                    d_lim = bl.diastolic * (1 + rule.percent / 100)
+                    if last.systolic > s_lim or last.diastolic > d_lim:
+                        text = (
+                            f"BP {fmt(last.systolic)}/{fmt(last.diastolic)} mmHg still above baseline "
+                            f"{fmt(bl.systolic)}/{fmt(bl.diastolic)} + {fmt(rule.percent)} % "
+                            f"at {fmt(round(elapsed / 60))} min after pump stop"
+                        )
+                        s_out = last.systolic > s_lim
+                        return [
+                            self._finding(
+                                rule,
+                                text,
+                                value=last.systolic if s_out else last.diastolic,
+                                unit="mm[Hg]",
+                                limit=round(s_lim if s_out else d_lim, 1),
+                                evidence=(last.describe(), bl.describe()),
+                                device=last.device,
+                            )
+                        ]
+            case "infusion_overrun":
+                if elapsed > self.table.planned_infusion_s:
+                    minutes, seconds = divmod(int(elapsed), 60)
+                    text = (
+                        f"Infusion running {minutes} min {seconds:02d} s, past the planned "
+                        f"{fmt(round(self.table.planned_infusion_s / 60))} min: stop the pump or review"
+                    )
+                    return [
+                        self._finding(
+                            rule, text, value=round(elapsed, 1), unit="s", limit=self.table.planned_infusion_s
+                        )
+                    ]
+        return []
+
+    def _overdue(self, rule: Rule, now: float, elapsed: float, out: list[Output]) -> list[Finding]:
+        """No valid NIBP within interval + grace; and one due in the due window of the phase."""
+        if not any(role in ("nibp", "multi") for role in self._roles.values()):
+            return []
+        last = self._nibp.last_valid()
+        since = now - max(last.t if last is not None else self._phase_start, self._phase_start)
+        found = []
+        if since > rule.interval_s + rule.grace_s:
+            text = (
+                f"No valid NIBP for {fmt(round(since / 60, 1))} min (interval "
+                f"{fmt(round(rule.interval_s / 60, 1))} min + {fmt(round(rule.grace_s / 60, 1))} min grace)"
+            )
+            found.append(
+                self._finding(
+                    rule,
+                    text,
+                    value=round(since, 1),
+                    unit="s",
+                    limit=rule.interval_s + rule.grace_s,
+                    evidence=(last.describe(),) if last is not None else (),
+                )
+            )
+        if rule.due_from_s is not None and rule.due_until_s is not None:
+            window_start = self._phase_start + rule.due_from_s
+            in_window = last is not None and last.t >= window_start
+            if elapsed >= rule.due_from_s and not in_window and rule.id not in self._due_requested:
+                self._due_requested.add(rule.id)
+                out.append(
+                    NibpRequest(
+                        t=now,
+                        bed=self.bed,
+                        reason=(
+                            f"scheduled reading due at {fmt(round(rule.due_from_s / 60))}-"
+                            f"{fmt(round(rule.due_until_s / 60))} min of the {self._phase} (expected BP peak)"
+                        ),
+                    )
+                )
+            if elapsed >= rule.due_until_s + rule.grace_s and not in_window and not found:
+                text = (
+                    f"No NIBP reading in the {fmt(round(rule.due_from_s / 60))}-"
+                    f"{fmt(round(rule.due_until_s / 60))} min window of the {self._phase} (expected BP peak)"
+                )
+                found.append(
+                    self._finding(
+                        rule, text, value=round(since, 1), unit="s", limit=rule.due_until_s + rule.grace_s
+                    )
+                )
+        return found
+
+    def _discharge(self, now: float) -> list[Output]:
+        """The discharge_ready INFO status, reported on its edges only."""
+        active_alarm = any(occ.priority.rank >= 2 for occ in self._book.active())
+        ready, detail = discharge_status(
+            self.table.discharge,
+            phase=self._phase,
+            recovery_elapsed=now - self._phase_start,
+            baseline=self.baseline,
+            readings=[r for r in self._nibp.valid() if r.phase == "recovery"],
+            spo2=self._signals["spo2"].value_at(now),
+            pulse=self._signals["pulse_rate"].value_at(now),
+            medium_or_high_active=active_alarm,
+        )
+        if ready == self._discharge_ready:
+            return []
+        self._discharge_ready = ready
+        return [StatusChanged(t=now, bed=self.bed, code="discharge_ready", active=ready, detail=detail)]
