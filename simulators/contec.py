@@ -83,7 +83,8 @@ class ContecSimulator:
         self._rng = random.Random(seed)
         self._clock = PacketClock(rate)
         self._shape = PulseShape(self._rng)
-        self._timeout = keepalive_timeout
+        # The old live stream needs no keep-alive; only V7 times out.
+        self._timeout = keepalive_timeout if protocol == "new" else None
         self._streaming = protocol == "old"
         self._alive_at = 0.0  # last start/keep-alive time
         self._pending = bytearray()  # generated before a command arrived, not yet polled
