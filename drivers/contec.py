@@ -45,7 +45,8 @@ replies to A7, A2, ... and stored-data download) are skipped without events.
 ``protocol="auto"`` (default) decodes both packet shapes, which cannot be confused: an old
 packet is one high byte then four low ones, a V7 real-time packet one low byte then eight high
 ones. It sends the V7 start command and keep-alives until three old packets in a row say the
-device speaks the old protocol. The line settings still have to match the device:
+device speaks the old protocol (until three V7 packets lock it to V7, info replies count as
+resync junk). The line settings still have to match the device:
 :meth:`ContecDriver.serial_for` gives them per protocol, and the device's ``serial`` config
 section must say 19200/odd for an old device (the class default is the V7 115200 8N1).
 
