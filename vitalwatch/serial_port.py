@@ -73,11 +73,11 @@ class SerialPort:
 
         loop.add_reader(fd, _wake)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready, wait_s)
+            # asyncio.wait (unlike wait_for) leaves the future alone on timeout.
+            await asyncio.wait({ready}, timeout=wait_s)
         finally:
             loop.remove_reader(fd)
-        if not ready.done():
+        if not ready.done() or ready.cancelled():
             return b""
         try:
             data: bytes = self._port.read(READ_CHUNK)
