@@ -187,8 +187,8 @@ class AlarmBook:
                 out.append(self._emit(occ, AlertState.RENOTIFIED, now, ctx))
             elif finding.priority is occ.priority:
                 occ.finding, occ.rule = finding, finding.rule
-            else:  # a lower tier still true: keep the higher tier's message, refresh the value
-                occ.finding = replace(occ.finding, value=finding.value)
+            else:  # only a lower tier still true: say what is true now, keep the priority reached
+                occ.finding = finding
         for key, occ in list(self._active.items()):
             if key in findings:
                 continue

@@ -91,6 +91,7 @@ class BedEngine:
         self._nibp_rules = {r.id: NibpRuleState() for r in table.rules if r.type in ("nibp", "nibp_gate")}
         self._due_requested: set[str] = set()
         self._discharge_ready = False
+        self._baseline_requested: float | None = None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -355,9 +356,27 @@ class BedEngine:
                 known = findings.get(finding.key)
                 if known is None or finding.priority.rank > known.priority.rank:
                     findings[finding.key] = finding
+        out.extend(self._baseline_request(now))
         out.extend(self._book.reconcile(findings, now, self._ctx(now)))
         out.extend(self._discharge(now))
         return out
+
+    def _baseline_request(self, now: float) -> list[Output]:
+        """In the baseline phase, ask for the NIBP readings the baseline still needs, spaced apart."""
+        s = self.table.baseline
+        if self._phase != "baseline" or not any(r in ("nibp", "multi") for r in self._roles.values()):
+            return []
+        readings = self._collector.readings()
+        if self._collector.estimate().systolic is not None:
+            return []
+        last = readings[-1].t if readings else None
+        if last is not None and now - last < s.nibp_spacing_s:
+            return []
+        if self._baseline_requested is not None and now - self._baseline_requested < s.nibp_spacing_s:
+            return []
+        self._baseline_requested = now
+        reason = f"baseline reading {len(readings) + 1} of {s.nibp_readings}"
+        return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
     def _finding(
         self,
@@ -434,9 +453,12 @@ class BedEngine:
                         ]
             case "link_lost":
                 found = []
-                for device in self._roles:
+                for device, role in self._roles.items():
                     silent = now - self._last_bytes.get(device, now)
-                    if device in self._port_down or silent > rule.after_s:
+                    # An NIBP module is host-driven and legitimately silent between cycles: only
+                    # its port can be judged here (nibp_overdue covers a cuff that never answers).
+                    streams = role != "nibp"
+                    if device in self._port_down or (streams and silent > rule.after_s):
                         text = (
                             f"Port of {device} vanished"
                             if device in self._port_down
