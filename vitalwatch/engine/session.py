@@ -100,6 +100,11 @@ class BedEngine:
         return self._phase
 
     @property
+    def devices(self) -> dict[str, str]:
+        """The configured devices, id -> role."""
+        return dict(self._roles)
+
+    @property
     def baseline(self) -> Baseline:
         """The baseline in force (live during the baseline phase, frozen afterwards)."""
         return self._frozen if self._frozen is not None else self._collector.estimate()
