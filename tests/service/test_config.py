@@ -18,7 +18,9 @@ EXAMPLE = REPO / "config" / "example.toml"
 def minimal(**over: object) -> dict[str, object]:
     data: dict[str, object] = {
         "site": "clinic-a",
-        "beds": [{"id": "chair-1", "devices": [{"id": "ox", "driver": "masimo", "url": "socket://127.0.0.1:1"}]}],
+        "beds": [
+            {"id": "chair-1", "devices": [{"id": "ox", "driver": "masimo", "url": "socket://127.0.0.1:1"}]}
+        ],
     }
     data.update(over)
     return data
@@ -88,7 +90,9 @@ def test_password_in_file_is_refused() -> None:
 def test_driver_rejects_bad_options() -> None:
     dev = {"id": "ox", "driver": "masimo", "url": "x", "options": {"no_such_option": 1}}
     found = problems_of(minimal(beds=[{"id": "b", "devices": [dev]}]))
-    assert len(found) == 1 and found[0].startswith("beds[0].devices[0].options: rejected by the masimo driver")
+    assert len(found) == 1 and found[0].startswith(
+        "beds[0].devices[0].options: rejected by the masimo driver"
+    )
 
 
 def test_missing_required_keys() -> None:

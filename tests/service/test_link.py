@@ -1,0 +1,97 @@
+"""The serial link over real pseudo-terminals: bytes to events, reconnect after the cable is pulled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from vitalwatch.config import DeviceConfig
+from vitalwatch.drivers import Event, Observation
+from vitalwatch.drivers.base import SerialSettings
+from vitalwatch.link import DeviceLink, backoff_delay
+from vitalwatch.simulators import make_simulator
+from vitalwatch.simulators.endpoint import serve_pty
+from vitalwatch.simulators.scenarios import get_scenario
+
+
+class Recorder:
+    """A LinkListener that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.bytes_at: list[float] = []
+        self.events: list[Event] = []
+        self.links: list[tuple[bool, str]] = []
+
+    def on_bytes(self, device: str, now: float) -> None:
+        self.bytes_at.append(now)
+
+    def on_events(self, device: str, events: list[Event], now: float) -> None:
+        self.events += events
+
+    def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
+        self.links.append((up, reason))
+
+
+async def until(predicate: object, within_s: float) -> None:
+    async with asyncio.timeout(within_s):
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 -- polls state another task sets
+            await asyncio.sleep(0.02)
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(n, rng) for n in range(20)]
+    assert all(0.0 <= d <= 30.0 for d in delays)
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
+    assert max(backoff_delay(3, random.Random(s)) for s in range(200)) <= 4.0
+
+
+@pytest.mark.asyncio
+async def test_pty_bytes_become_observations_and_a_pulled_cable_reconnects(tmp_path: Path) -> None:
+    """Masimo lines arrive as observations; closing the pty reports link down; reopening brings them back."""
+    link_path = tmp_path / "oximeter"
+    sim = make_simulator("masimo", get_scenario("normal"))
+    async with serve_pty(sim, speed=20.0, link=link_path) as endpoint:
+        recorder = Recorder()
+        config = DeviceConfig(
+            id="ox", driver="masimo", url=str(link_path), role="spo2", serial=SerialSettings()
+        )
+        link = DeviceLink(config, recorder, rng=random.Random(0))
+        task = asyncio.create_task(link.run())
+        try:
+            await until(lambda: sum(isinstance(e, Observation) for e in recorder.events) >= 6, 10)
+            assert recorder.links[0] == (True, "port open")
+            spo2 = [e.value for e in recorder.events if isinstance(e, Observation) and e.kind == "spo2"]
+            assert all(v is not None and 90 <= v <= 100 for v in spo2)
+            await endpoint.close()
+            await until(lambda: (False, "port closed") in recorder.links, 5)
+            assert not link.connected
+            seen = len(recorder.events)
+            await endpoint.reopen()
+            await until(
+                lambda: recorder.links[-1] == (True, "port open") and len(recorder.events) > seen + 4, 20
+            )
+            assert link.connected
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_missing_port_reports_link_down_once_and_keeps_trying(tmp_path: Path) -> None:
+    recorder = Recorder()
+    config = DeviceConfig(
+        id="ox", driver="masimo", url=str(tmp_path / "nothing-here"), role="spo2", serial=SerialSettings()
+    )
+    link = DeviceLink(config, recorder, rng=random.Random(0))
+    task = asyncio.create_task(link.run())
+    try:
+        await until(lambda: bool(recorder.links), 5)
+        await asyncio.sleep(1.5)  # several retries happen in this time (backoff starts near 0.5 s)
+        assert recorder.links == [(False, "cannot open port")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
