@@ -79,7 +79,7 @@ async def nurse_view(host: str, port: int, out: TextIO, ready: asyncio.Event) ->
         await client.subscribe(f"vitalwatch/v1/{SITE}/+/alerts", qos=1)
         ready.set()
         async for message in client.messages:
-            payload: dict[str, Any] = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            payload: dict[str, Any] = json.loads(bytes(message.payload))
             print(format_alert(payload), file=out, flush=True)
 
 

@@ -22,7 +22,7 @@ from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.errors import DeviceError
 from vitalwatch.serial_port import SerialPort
 
-__all__ = ["DeviceLink", "LinkListener", "backoff_delay"]
+__all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
 
 log = structlog.get_logger("vitalwatch.link")
 
@@ -49,6 +49,14 @@ class LinkListener(Protocol):
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None: ...
 
 
+class LinkTap(Protocol):
+    """Sees every input a driver gets, in order (the run recorder implements it)."""
+
+    def raw(self, device: str, data: bytes, now: float) -> None: ...
+
+    def timer(self, device: str, now: float) -> None: ...
+
+
 class DeviceLink:
     """One configured device: open, pump, reconnect; the current driver is reachable for commands."""
 
@@ -59,13 +67,13 @@ class DeviceLink:
         *,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
-        on_raw: Callable[[str, bytes, float], None] | None = None,
+        tap: LinkTap | None = None,
     ) -> None:
         self.config = config
         self._listener = listener
         self._clock = clock
         self._rng = rng or random.Random()
-        self._on_raw = on_raw
+        self.tap = tap
         self._wake = asyncio.Event()
         self.driver: Driver | None = None
         self.connected = False
@@ -139,6 +147,8 @@ class DeviceLink:
             now = self.now()
             deadline = driver.next_deadline()
             if deadline is not None and deadline <= now:
+                if self.tap is not None:
+                    self.tap.timer(self.config.id, now)
                 self._deliver(driver.on_timer(now), now)
                 deadline = driver.next_deadline()
             out = driver.data_to_send()
@@ -162,7 +172,7 @@ class DeviceLink:
             data = read_task.result()  # raises DeviceError when the port went away
             if data:
                 now = self.now()
-                if self._on_raw is not None:
-                    self._on_raw(self.config.id, data, now)
+                if self.tap is not None:
+                    self.tap.raw(self.config.id, data, now)
                 self._listener.on_bytes(self.config.id, now)
                 self._deliver(driver.feed(data, now), now)
