@@ -8,6 +8,8 @@ Topics carry site and bed, never a patient identifier (docs/mqtt.md)::
     {prefix}/{site}/{bed}/vitals/{kind}       latest values, QoS 0
     {prefix}/{site}/{bed}/cmd                 commands in; .../cmd/result out
 
+Each payload has a JSON Schema (draft 2020-12) in ``schemas/``; ``tests/service/test_schemas.py``
+checks every builder here against its schema, so the documentation cannot drift from the code.
 Alert fields follow IHE PCD ACM (priority, kind, phase of the alert, parameter with its MDC
 code, limits) in JSON, with ``alert_id`` stable per occurrence and ``seq`` +1 per transition
 per bed so receivers order and de-duplicate on ``(alert_id, seq)``.
@@ -26,10 +28,14 @@ from vitalwatch.engine.outputs import AlertTransition
 
 __all__ = [
     "ALERT_SCHEMA",
+    "COMMANDS",
+    "COMMAND_RESULT_SCHEMA",
     "STATUS_SCHEMA",
+    "VITAL_SCHEMA",
     "Topics",
     "WallClock",
     "alert_payload",
+    "command_result_payload",
     "encode",
     "status_payload",
     "vital_payload",
@@ -38,6 +44,10 @@ __all__ = [
 ALERT_SCHEMA = "vitalwatch.alert/1"
 STATUS_SCHEMA = "vitalwatch.status/1"
 VITAL_SCHEMA = "vitalwatch.vital/1"
+COMMAND_RESULT_SCHEMA = "vitalwatch.cmd-result/1"
+
+# The commands a nurse station may send on ``.../cmd`` (schemas/command.schema.json).
+COMMANDS: tuple[str, ...] = ("ack", "phase", "nibp")
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
 _PARAMETER_MDC = {
@@ -183,6 +193,38 @@ def vital_payload(
         "quality": quality,
         "measured_utc": _iso(measured_at),
         "device": device,
+    }
+
+
+def command_result_payload(
+    *,
+    request_id: str | None,
+    command: str | None,
+    ok: bool,
+    site: str,
+    bed: str,
+    sent_at: datetime,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The answer on ``.../cmd/result`` to one command (schema: schemas/command_result.schema.json).
+
+    ``request_id`` and ``command`` are echoed as far as they could be read: a command that is
+    not JSON at all still gets a result, with both ``None`` and ``error`` naming the problem,
+    so the sender is never left guessing. An ``ok`` result has no error; a refused one has.
+    """
+    if ok == (error is not None):
+        raise ValueError("a command result is either ok with no error, or not ok with an error")
+    return {
+        "schema": COMMAND_RESULT_SCHEMA,
+        "request_id": request_id,
+        "command": command,
+        "ok": ok,
+        "error": error,
+        "site": site,
+        "bed": bed,
+        "detail": detail,
+        "sent_utc": _iso(sent_at),
     }
 
 

@@ -1,0 +1,296 @@
+"""The MQTT contract: every payload the daemon builds validates against its JSON Schema in schemas/,
+every example in docs/mqtt.md does too, and the schemas' enumerations are the code's vocabularies.
+
+A field added to a builder without the schema (or the other way round) fails here, so
+docs/mqtt.md, schemas/ and vitalwatch/payloads.py cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from vitalwatch.drivers.vocabulary import KINDS
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
+from vitalwatch.payloads import (
+    COMMANDS,
+    Topics,
+    WallClock,
+    alert_payload,
+    command_result_payload,
+    encode,
+    status_payload,
+    vital_payload,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "schemas"
+DOC = ROOT / "docs" / "mqtt.md"
+NAMES = ("alert", "status", "vital", "command", "command_result")
+NOW = datetime(2026, 3, 1, 10, 15, 2, 331000, tzinfo=UTC)
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def check(name: str, doc: Any) -> None:
+    """Validate after a JSON round trip, as a receiver would see it (tuples become lists etc.)."""
+    validator(name).validate(json.loads(json.dumps(doc)))
+
+
+def transition(**changes: Any) -> AlertTransition:
+    fields: dict[str, Any] = {
+        "t": 100.0,
+        "bed": "chair-1",
+        "alert_id": "01JC3W9Q2K8Y3V7T6M0ZP4H1RX",
+        "seq": 3,
+        "state": AlertState.RAISED,
+        "priority": Priority.HIGH,
+        "category": Category.PHYSIOLOGICAL,
+        "condition": "spo2_low",
+        "parameter": "spo2",
+        "value": 86.0,
+        "unit": "%",
+        "limit": 90.0,
+        "phase": "infusion",
+        "phase_elapsed_s": 754.0,
+        "onset_t": 85.0,
+        "message": "SpO2 86 % below 90 % for 15 s",
+        "rule": "spo2_low_high",
+    }
+    fields.update(changes)
+    return AlertTransition(**fields)
+
+
+WALL = WallClock(100.0, NOW, clock_synced=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_schema_is_valid_draft_2020_12(name: str) -> None:
+    """A schema that is itself malformed would validate nothing."""
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
+    assert "https://json-schema.org/draft/2020-12/schema" == schema["$schema"]
+    Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("state", list(AlertState))
+@pytest.mark.parametrize("priority", list(Priority))
+def test_alert_payload_for_every_state_and_priority_validates(state: AlertState, priority: Priority) -> None:
+    """Each transition the engine can emit is a valid alert document."""
+    check("alert", alert_payload(transition(state=state, priority=priority), site="clinic-a", wall=WALL))
+
+
+def test_alert_payload_for_technical_and_acknowledged_alerts_validates() -> None:
+    """No parameter, no value (link lost) and an acknowledged one with who and when."""
+    tech = transition(
+        condition="link_lost",
+        category=Category.TECHNICAL,
+        parameter=None,
+        value=None,
+        unit=None,
+        limit=None,
+        device="oximeter",
+        message="oximeter: no data for 10 s",
+    )
+    check("alert", alert_payload(tech, site="clinic-a", wall=WALL, sent_at=NOW))
+    acked = transition(state=AlertState.ACKNOWLEDGED, acknowledged_by="RN Kim", acknowledged_t=120.0)
+    doc = alert_payload(acked, site="clinic-a", wall=WALL, sent_at=NOW)
+    check("alert", doc)
+    assert "2026-03-01T10:15:22.331Z" == doc["acknowledged_utc"]
+    assert {"name": "spo2", "mdc": 150456} == doc["parameter"]
+
+
+def test_alert_schema_rejects_what_a_receiver_must_not_get() -> None:
+    """Missing seq, seq 0, a local time without Z and an undocumented field each fail."""
+    good = alert_payload(transition(), site="clinic-a", wall=WALL, sent_at=NOW)
+    for bad in (
+        {k: v for k, v in good.items() if k != "seq"},
+        good | {"seq": 0},
+        good | {"onset_utc": "2026-03-01T11:15:02.331+01:00"},
+        good | {"patient_name": "Doe^John"},
+        good | {"bed": "chair/1"},
+    ):
+        with pytest.raises(ValidationError):
+            validator("alert").validate(bad)
+
+
+def test_status_payloads_validate_online_and_offline() -> None:
+    """Online with links and a heartbeat; offline (the last will) too; before any phase is set."""
+    for state, phase in (("online", "baseline"), ("offline", None)):
+        doc = status_payload(
+            state=state,
+            site="clinic-a",
+            bed="chair-1",
+            phase=phase,
+            links={"oximeter": True, "cuff": False},
+            heartbeat=42,
+            sent_at=NOW,
+        )
+        check("status", doc)
+    assert {"cuff": "down", "oximeter": "up"} == doc["links"]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_vital_payload_for_every_kind_validates(kind: str) -> None:
+    """Every observation kind can be published; a missing value is null, not a number."""
+    for value, quality in ((97.0, "valid"), (None, "invalid")):
+        check(
+            "vital",
+            vital_payload(
+                kind=kind, value=value, unit=KINDS[kind].unit, quality=quality, measured_at=NOW, device="ox-1"
+            ),
+        )
+
+
+def test_command_result_payloads_validate_and_ok_excludes_error() -> None:
+    """A success has no error; a refusal names one; a result for unreadable input echoes nulls."""
+    ok = command_result_payload(
+        request_id="r-1",
+        command="ack",
+        ok=True,
+        site="clinic-a",
+        bed="chair-1",
+        sent_at=NOW,
+        detail={"acknowledged": ["01JC3W9Q2K8Y3V7T6M0ZP4H1RX"]},
+    )
+    check("command_result", ok)
+    refused = command_result_payload(
+        request_id=None,
+        command=None,
+        ok=False,
+        error="malformed JSON: Expecting value at 1:1",
+        site="clinic-a",
+        bed="chair-1",
+        sent_at=NOW,
+    )
+    check("command_result", refused)
+    with pytest.raises(ValidationError):
+        validator("command_result").validate(ok | {"error": "x"})
+    with pytest.raises(ValidationError):
+        validator("command_result").validate(refused | {"error": None})
+    with pytest.raises(ValueError, match="either ok"):
+        command_result_payload(
+            request_id="r", command="ack", ok=False, site="s", bed="b", sent_at=NOW, error=None
+        )
+
+
+GOOD_COMMANDS: list[dict[str, Any]] = [
+    {"request_id": "r-1", "command": "ack", "alert_id": "01JC3W9Q2K8Y3V7T6M0ZP4H1RX", "by": "RN Kim"},
+    {"request_id": "r-2", "command": "ack", "alert_id": "*", "by": "RN Kim"},
+    {
+        "request_id": "r-3",
+        "command": "phase",
+        "phase": "infusion",
+        "by": "RN Kim",
+        "dose_mg_per_kg": 0.5,
+        "planned_minutes": 40,
+    },
+    {"request_id": "r-4", "command": "phase", "phase": "ended"},
+    {"request_id": "r-5", "command": "nibp", "by": "RN Kim"},
+    {
+        "request_id": "r-6",
+        "command": "nibp",
+        "site": "clinic-a",
+        "bed": "chair-1",
+        "sent_utc": "2026-03-01T10:00:00Z",
+    },
+]
+
+BAD_COMMANDS: list[tuple[str, Any]] = [
+    ("not an object", ["ack"]),
+    ("no request_id", {"command": "nibp"}),
+    ("unknown command", {"request_id": "r", "command": "silence"}),
+    ("ack without alert_id", {"request_id": "r", "command": "ack", "by": "RN Kim"}),
+    ("ack without by", {"request_id": "r", "command": "ack", "alert_id": "*"}),
+    ("ack with empty by", {"request_id": "r", "command": "ack", "alert_id": "*", "by": ""}),
+    ("phase unknown", {"request_id": "r", "command": "phase", "phase": "sedation"}),
+    ("phase missing", {"request_id": "r", "command": "phase"}),
+    ("dose on ack", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "dose_mg_per_kg": 1}),
+    ("negative dose", {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": -1}),
+    ("alert_id on nibp", {"request_id": "r", "command": "nibp", "alert_id": "*"}),
+    ("unknown field", {"request_id": "r", "command": "nibp", "mrn": "123456"}),
+    ("request_id too long", {"request_id": "r" * 65, "command": "nibp"}),
+    ("request_id a number", {"request_id": 7, "command": "nibp"}),
+    ("alert_id with a slash", {"request_id": "r", "command": "ack", "alert_id": "a/b", "by": "x"}),
+    ("by with a newline", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "a\nb"}),
+]
+
+
+@pytest.mark.parametrize("doc", GOOD_COMMANDS, ids=lambda d: str(d["request_id"]))
+def test_documented_commands_validate(doc: dict[str, Any]) -> None:
+    """What a nurse station may send."""
+    check("command", doc)
+
+
+@pytest.mark.parametrize(("why", "doc"), BAD_COMMANDS, ids=[why for why, _ in BAD_COMMANDS])
+def test_malformed_commands_are_rejected_by_the_schema(why: str, doc: Any) -> None:
+    """Each of these must get an error result, so the schema must reject it."""
+    with pytest.raises(ValidationError):
+        validator("command").validate(doc)
+
+
+def schema_enum(name: str, *path: str) -> list[Any]:
+    node: Any = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
+    for key in path:
+        node = node[key]
+    return list(node)
+
+
+def test_schema_vocabularies_are_the_codes_vocabularies() -> None:
+    """A new phase, kind, state or command in the code must be documented in the schema too."""
+    assert sorted(PHASES) == sorted(schema_enum("alert", "properties", "phase", "enum"))
+    assert sorted(PHASES) == sorted(schema_enum("command", "properties", "phase", "enum"))
+    assert sorted(KINDS) == sorted(schema_enum("vital", "properties", "kind", "enum"))
+    assert sorted(s.value for s in AlertState) == sorted(schema_enum("alert", "properties", "state", "enum"))
+    assert sorted(p.value for p in Priority) == sorted(schema_enum("alert", "properties", "priority", "enum"))
+    assert sorted(c.value for c in Category) == sorted(schema_enum("alert", "properties", "category", "enum"))
+    assert sorted(COMMANDS) == sorted(schema_enum("command", "properties", "command", "enum"))
+    pattern = re.compile(
+        json.loads((SCHEMAS / "alert.schema.json").read_text())["properties"]["condition"]["pattern"]
+    )
+    assert [] == [c for c in CONDITIONS if not pattern.match(c)]
+
+
+def test_topics_are_site_and_bed_levels_under_the_prefix() -> None:
+    """The exact topic names docs/mqtt.md documents."""
+    t = Topics("vitalwatch/v1", "clinic-a", "chair-1")
+    assert "vitalwatch/v1/clinic-a/chair-1/alerts" == t.alerts
+    assert "vitalwatch/v1/clinic-a/chair-1/alarms/01J" == t.alarm("01J")
+    assert "vitalwatch/v1/clinic-a/chair-1/status" == t.status
+    assert "vitalwatch/v1/clinic-a/chair-1/vitals/spo2" == t.vital("spo2")
+    assert "vitalwatch/v1/clinic-a/chair-1/cmd" == t.cmd
+    assert "vitalwatch/v1/clinic-a/chair-1/cmd/result" == t.cmd_result
+
+
+def test_encode_is_stable_compact_json() -> None:
+    """Same payload, same bytes (so a retained message only changes when the content does)."""
+    assert b'{"a":1,"b":[1,2]}' == encode({"b": [1, 2], "a": 1})
+
+
+# <!-- example: NAME --> followed by a ```json block, in docs/mqtt.md.
+_EXAMPLE = re.compile(r"<!-- example: (\w+) -->\s*```json\n(.*?)```", re.S)
+
+
+def doc_examples() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in _EXAMPLE.finditer(DOC.read_text(encoding="utf-8"))]
+
+
+def test_docs_have_an_example_of_every_payload() -> None:
+    """docs/mqtt.md shows each payload at least once."""
+    assert set(NAMES) <= {name for name, _ in doc_examples()}
+
+
+@pytest.mark.parametrize(("name", "text"), doc_examples())
+def test_docs_examples_validate(name: str, text: str) -> None:
+    """What the documentation shows is what the daemon may send (or accept)."""
+    check(name, json.loads(text))
