@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hl7
+
 from vitalwatch.drivers.events import Observation
 from vitalwatch.drivers.hl7 import Hl7Driver
 from vitalwatch.drivers.mllp import MllpDeframer, encode_block

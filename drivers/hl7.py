@@ -72,6 +72,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 import hl7
+
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
 from vitalwatch.drivers.mllp import DEFAULT_MAX_BLOCK_BYTES, SB, MllpDeframer, PlainSplitter, encode_block

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.bci import BciDriver, BciPacket, decode_packet, encode_packet
 from vitalwatch.drivers.events import DeviceStatus, Observation
 from vitalwatch.drivers.testing import (

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event
 from vitalwatch.drivers.hl7 import Delimiters, Hl7Driver, escape, parse_ack, parse_ts, unescape
 from vitalwatch.drivers.mllp import MllpDeframer, encode_block

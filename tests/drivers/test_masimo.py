@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers import make_driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.masimo import MasimoDriver, encode_line

@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.drivers.mllp import MllpDeframer, PlainSplitter, encode_block
 

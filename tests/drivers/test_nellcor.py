@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.events import DeviceStatus, Observation
 from vitalwatch.drivers.nellcor import NellcorDriver, NellcorLine, format_line, parse_line
 from vitalwatch.drivers.testing import (

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.nonin import (
     ACK,

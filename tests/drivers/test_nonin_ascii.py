@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, Event
 from vitalwatch.drivers.nonin_ascii import NoninAsciiDriver, encode_line

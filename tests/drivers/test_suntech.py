@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.base import Driver, MeasurementStarter
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.suntech import (

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vitalwatch.drivers.events import Event
 from vitalwatch.drivers.hl7 import Hl7Driver
 from vitalwatch.drivers.mllp import MllpDeframer

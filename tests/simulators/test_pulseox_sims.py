@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 import pytest
+
 from vitalwatch.drivers.bci import BciDriver
 from vitalwatch.drivers.contec import ContecDriver
 from vitalwatch.drivers.events import Event, Observation
