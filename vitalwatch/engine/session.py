@@ -41,7 +41,7 @@ from vitalwatch.engine.rules import (
     word,
 )
 from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
-from vitalwatch.engine.table import AlarmTable, Rule, compare
+from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
 
 __all__ = ["ROLES", "BedEngine"]
@@ -199,11 +199,8 @@ class BedEngine:
         if occ is None:
             raise KeyError(alert_id)
         rule = self.table.rule(occ.rule)
-        definition = {
-            name: getattr(rule, name)
-            for name in rule.__slots__
-            if getattr(rule, name) is not None and name not in ("id", "phases", "priority")
-        }
+        fields = ("type", "condition", *RULE_TYPES[rule.type])
+        definition = {name: getattr(rule, name) for name in fields if getattr(rule, name) is not None}
         return {
             "alert_id": occ.alert_id,
             "condition": occ.finding.condition,
@@ -439,7 +436,8 @@ class BedEngine:
             case "signal_lost":
                 oxi = [d for d, role in self._roles.items() if role in ("spo2", "multi")]
                 if oxi:
-                    lost = min(sig.invalid_for(now, self._phase_start) for sig in self._signals.values())
+                    # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
+                    lost = self._signals["spo2"].invalid_for(now, self._phase_start)
                     if lost > rule.after_s:
                         why = sorted(
                             set().union(*(self._statuses.get(d, set()) for d in oxi)) & UNRELIABLE_STATUSES
