@@ -1,0 +1,135 @@
+"""``vitalwatch simulate``: play a scenario on a simulated monitor over a pty or TCP port.
+
+Why: the daemon, the demo and a field engineer all need a monitor that speaks the real bytes
+without the hardware. The first stdout line says where to connect, so scripts can read it::
+
+    $ vitalwatch simulate --device masimo --scenario desaturation
+    serving masimo on /dev/pts/5
+    $ vitalwatch simulate --device masimo --scenario normal --tcp 7001 --speed 10
+    serving masimo on socket://127.0.0.1:7001
+
+The scenario clock starts at launch (``--speed`` scales it; ``--start-at`` skips ahead).
+It exits 0 when the scenario ends, after ``--duration`` wall seconds, or on SIGINT/SIGTERM;
+2 with one stderr line for an unknown device or scenario or a bad option. A summary (bytes
+sent and dropped while no one was reading) goes to stderr at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from vitalwatch.commands.decode import parse_option_value
+from vitalwatch.simulators import SIMULATORS, make_simulator
+from vitalwatch.simulators.base import DeviceSimulator
+from vitalwatch.simulators.endpoint import Endpoint, serve_pty, serve_tcp
+from vitalwatch.simulators.scenarios import SCENARIO_NAMES, get_scenario
+
+__all__ = ["register", "run"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``simulate`` to the ``vitalwatch`` command line."""
+    parser = subparsers.add_parser(
+        "simulate",
+        help="serve a simulated monitor on a pty or TCP port",
+        description="Play a patient scenario on a simulated device, speaking the device's real bytes.",
+    )
+    parser.add_argument("--device", required=True, metavar="NAME", help=f"({', '.join(sorted(SIMULATORS))})")
+    parser.add_argument("--scenario", required=True, metavar="NAME", help=f"({', '.join(SCENARIO_NAMES)})")
+    parser.add_argument("--speed", type=float, default=1.0, help="scenario seconds per wall second")
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT instead of a pty")
+    parser.add_argument("--seed", type=int, default=0, help="scenario and simulator seed")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S wall seconds")
+    parser.add_argument("--start-at", type=float, default=0.0, metavar="T", help="start at scenario second T")
+    parser.add_argument("--link", metavar="PATH", help="pty only: keep a symlink PATH to the slave")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="simulator constructor option (repeatable); VALUE is read as int, float, true/false or text",
+    )
+    parser.set_defaults(func=run)
+
+
+def _error(message: str) -> int:
+    print(f"vitalwatch simulate: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"bad --option {item!r} (expected KEY=VALUE)")
+        options[key] = parse_option_value(value)
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the scenario and simulator, then serve until the end; returns the exit code."""
+    if args.speed <= 0:
+        return _error("--speed must be positive")
+    try:
+        options = _parse_options(args.option)
+        scenario = get_scenario(args.scenario, args.seed)
+    except KeyError as exc:
+        return _error(str(exc.args[0]) if exc.args else f"unknown scenario {args.scenario!r}")
+    except ValueError as exc:
+        return _error(str(exc))
+    try:
+        sim = make_simulator(args.device, scenario, seed=args.seed, **options)
+    except KeyError as exc:
+        return _error(str(exc.args[0]) if exc.args else f"unknown device {args.device!r}")
+    except ImportError as exc:
+        return _error(f"simulator {args.device!r} is not available in this build ({exc})")
+    except (TypeError, ValueError) as exc:
+        return _error(f"bad option for simulator {args.device!r}: {exc}")
+    try:
+        asyncio.run(_serve(sim, args, until=scenario.duration))
+    except OSError as exc:
+        return _error(f"cannot serve: {exc.strerror or exc}")
+    return EXIT_OK
+
+
+async def _serve(sim: DeviceSimulator, args: argparse.Namespace, *, until: float) -> None:
+    """Serve until the scenario ends, ``--duration`` passes, or a signal asks us to stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    common: dict[str, Any] = {
+        "speed": args.speed,
+        "start_at": args.start_at,
+        "until": until,
+        "duration": args.duration,
+    }
+    server: contextlib.AbstractAsyncContextManager[Endpoint]
+    if args.tcp is not None:
+        server = serve_tcp(sim, port=args.tcp, **common)
+    else:
+        server = serve_pty(sim, link=args.link, **common)
+    async with server as endpoint:
+        print(f"serving {sim.device} on {endpoint.url}", flush=True)
+        finished = asyncio.create_task(endpoint.wait_finished(), name="simulate.finished")
+        stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
+        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (finished, stopped):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        print(
+            f"simulate: t={endpoint.scenario_time():.1f}s bytes_sent={endpoint.bytes_sent} "
+            f"bytes_dropped={endpoint.bytes_dropped}",
+            file=sys.stderr,
+        )
