@@ -102,3 +102,43 @@ class Mosquitto:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+
+
+# --- a broker started from a shipped configuration file (config/mosquitto/) -----------------------
+
+SHIPPED_ETC_DIR = "/etc/mosquitto/vitalwatch"
+
+
+def adapt_mosquitto_config(text: str, *, ports: dict[int, int], etc_dir: Path, workdir: Path) -> str:
+    """The shipped ``mosquitto.conf`` made runnable by a test, changing only where things live.
+
+    Each ``listener PORT [ADDR]`` becomes ``listener ports[PORT] 127.0.0.1`` (a listener the test
+    did not map is a KeyError, so a new listener in the shipped file cannot slip by untested);
+    ``/etc/mosquitto/vitalwatch`` becomes ``etc_dir``; persistence goes to ``workdir``; logs to
+    stderr. Authentication, ACL and TLS options are kept exactly as shipped.
+    """
+    out: list[str] = []
+    for original in text.splitlines():
+        words = original.split()
+        line = original
+        if words and words[0] == "listener":
+            line = f"listener {ports[int(words[1])]} 127.0.0.1"
+        elif words and words[0] == "persistence_location":
+            line = f"persistence_location {workdir}/"
+        elif words and words[0] == "log_dest":
+            line = "log_dest stderr"
+        out.append(line.replace(SHIPPED_ETC_DIR, str(etc_dir)))
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class ConfiguredMosquitto(Mosquitto):
+    """A real Mosquitto run from a given configuration text (see :func:`adapt_mosquitto_config`).
+
+    ``port`` must be one of its listeners: ``start`` waits until it accepts TCP connections.
+    """
+
+    text: str = ""
+
+    def config_text(self) -> str:
+        return self.text + self.extra_config

@@ -1,0 +1,300 @@
+"""Broker security with the shipped configuration: a real Mosquitto run from config/mosquitto/
+(mosquitto.conf and acl exactly as shipped; only ports and paths adapted) with certificates from
+scripts/make-test-ca.sh and passwords from mosquitto_passwd.
+
+Denied publishes are silent in MQTT 3.1.1 (the broker still sends PUBACK), so each "cannot" is
+checked from a legitimate subscriber's side: after the forbidden attempts, a legitimate
+*sentinel* message is published; the broker handles messages in order, so when the sentinel
+arrives, anything the broker let through would have arrived before it. Every test also has a
+positive control, so a broken setup (nothing delivered at all) fails instead of passing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from vitalwatch.config import MqttConfig, TlsConfig
+from vitalwatch.publisher import tls_context
+from vitalwatch.testing import ConfiguredMosquitto, adapt_mosquitto_config, free_port, mosquitto_binary
+
+pytestmark = [
+    pytest.mark.mqtt,
+    pytest.mark.asyncio,
+    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "config" / "mosquitto"
+MAKE_CA = ROOT / "scripts" / "make-test-ca.sh"
+PREFIX = "vitalwatch/v1"
+A1 = f"{PREFIX}/clinic-a/chair-1"  # served by gw-clinic-a-1
+B1 = f"{PREFIX}/clinic-b/chair-1"  # served by gw-clinic-b-1
+PASSWORDS = {
+    "station-clinic-a": "pw-station-a",
+    "station-clinic-b": "pw-station-b",
+    "gw-clinic-a-1": "pw-gw-a",
+}
+CLIENTS = ("gw-clinic-a-1", "gw-clinic-b-1", "station-clinic-a", "station-clinic-b")
+
+
+@dataclass
+class Clinic:
+    """The running broker and where its certificates are."""
+
+    broker: ConfiguredMosquitto
+    certs: Path
+    rogue: Path  # another CA, with a client certificate claiming to be gw-clinic-a-1
+    plain: int  # loopback listener
+    mtls: int  # client certificates
+    tls: int  # TLS + password
+
+
+def _passwd(path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for i, (user, password) in enumerate(PASSWORDS.items()):
+        flags = ["-c", "-b"] if i == 0 else ["-b"]
+        subprocess.run([tool, *flags, str(path), user, password], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
+    work = tmp_path_factory.mktemp("clinic")
+    etc = work / "etc"
+    certs = etc / "certs"
+    subprocess.run(["bash", str(MAKE_CA), str(certs), "localhost", *CLIENTS], check=True, capture_output=True)
+    rogue = work / "rogue"
+    subprocess.run(
+        ["bash", str(MAKE_CA), str(rogue), "localhost", "gw-clinic-a-1"], check=True, capture_output=True
+    )
+    shutil.copy(SHIPPED / "acl", etc / "acl")
+    _passwd(etc / "passwd")
+    ports = {1883: free_port(), 8883: free_port(), 8884: free_port()}
+    text = adapt_mosquitto_config(
+        (SHIPPED / "mosquitto.conf").read_text(), ports=ports, etc_dir=etc, workdir=work
+    )
+    # Tests run as whoever runs pytest; as root, Mosquitto would switch to user "mosquitto",
+    # who cannot read the test's private temp directory.
+    broker = ConfiguredMosquitto(workdir=work, port=ports[1883], text=text, extra_config="user root\n")
+    broker.start()
+    try:
+        yield Clinic(broker, certs, rogue, ports[1883], ports[8883], ports[8884])
+    finally:
+        broker.stop()
+
+
+def context(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """What a client uses: the daemon's own tls_context (hostname verification on by default)."""
+    ctx = tls_context(MqttConfig(tls=TlsConfig(ca_file=ca, cert_file=cert, key_file=key)))
+    assert ctx is not None
+    return ctx
+
+
+def gateway(clinic: Clinic, name: str = "gw-clinic-a-1") -> aiomqtt.Client:
+    """A bed gateway on the client-certificate listener; its CN is its user name."""
+    ctx = context(clinic.certs / "ca.crt", clinic.certs / f"{name}.crt", clinic.certs / f"{name}.key")
+    return aiomqtt.Client("localhost", clinic.mtls, tls_context=ctx, timeout=5)
+
+
+def station(clinic: Clinic, name: str = "station-clinic-a", password: str | None = None) -> aiomqtt.Client:
+    """A nurse station on the TLS + password listener."""
+    return aiomqtt.Client(
+        "localhost",
+        clinic.tls,
+        username=name,
+        password=PASSWORDS[name] if password is None else password,
+        tls_context=context(clinic.certs / "ca.crt"),
+        timeout=5,
+    )
+
+
+@asynccontextmanager
+async def watching(client: aiomqtt.Client, *topics: str) -> AsyncIterator[asyncio.Queue[tuple[str, bytes]]]:
+    """Subscribe and collect (topic, payload) in a queue while the block runs."""
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    async with client:
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+
+        async def pump() -> None:
+            async for message in client.messages:
+                queue.put_nowait((str(message.topic), bytes(message.payload)))
+
+        task = asyncio.create_task(pump())
+        try:
+            yield queue
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def until_sentinel(queue: asyncio.Queue[tuple[str, bytes]], sentinel: bytes) -> list[tuple[str, bytes]]:
+    """Everything received up to and including the sentinel payload (retained ones included)."""
+    got: list[tuple[str, bytes]] = []
+    async with asyncio.timeout(10):
+        while True:
+            item = await queue.get()
+            got.append(item)
+            if item[1] == sentinel:
+                return got
+
+
+async def attempt_publishes(client: aiomqtt.Client, topics: list[str], payload: bytes) -> None:
+    """Try each publish; a refusal by the broker (any MqttError) is fine, and so is silence."""
+    try:
+        async with client:
+            for topic in topics:
+                await client.publish(topic, payload, qos=1)
+    except aiomqtt.MqttError:
+        pass
+
+
+async def test_anonymous_and_wrong_password_clients_are_refused_on_every_listener(clinic: Clinic) -> None:
+    """No user name, a wrong password, or no client certificate: the connection is refused."""
+    attempts = [
+        aiomqtt.Client("127.0.0.1", clinic.plain, timeout=3),
+        aiomqtt.Client("localhost", clinic.tls, tls_context=context(clinic.certs / "ca.crt"), timeout=3),
+        station(clinic, password="guess"),
+        aiomqtt.Client("127.0.0.1", clinic.plain, username="station-clinic-a", password="guess", timeout=3),
+        aiomqtt.Client("localhost", clinic.mtls, tls_context=context(clinic.certs / "ca.crt"), timeout=3),
+    ]
+    for client in attempts:
+        with pytest.raises(aiomqtt.MqttError):
+            async with client:
+                await client.publish(f"{A1}/cmd", b"{}", qos=1)
+    # Positive control: the right password on the loopback listener works.
+    async with aiomqtt.Client(
+        "127.0.0.1", clinic.plain, username="gw-clinic-a-1", password=PASSWORDS["gw-clinic-a-1"], timeout=3
+    ) as ok:
+        await ok.publish(f"{A1}/status", b"online", qos=1)
+
+
+async def test_nurse_station_cannot_publish_alerts_status_alarms_vitals_or_results(clinic: Clinic) -> None:
+    """A station's credentials write only cmd: forged alerts or status never reach anybody."""
+    forged = b'{"forged":true}'
+    async with watching(station(clinic), f"{A1}/#") as seen:
+        await attempt_publishes(
+            station(clinic),
+            [
+                f"{A1}/alerts",
+                f"{A1}/status",
+                f"{A1}/alarms/01FORGED",
+                f"{A1}/vitals/spo2",
+                f"{A1}/cmd/result",
+            ],
+            forged,
+        )
+        async with gateway(clinic) as gw:
+            await gw.publish(f"{A1}/alerts", b"sentinel-1", qos=1)
+        got = await until_sentinel(seen, b"sentinel-1")
+    assert [] == [item for item in got if item[1] == forged]
+    assert (f"{A1}/alerts", b"sentinel-1") in got
+
+
+async def test_bed_gateway_writes_only_its_own_beds_and_never_commands(clinic: Clinic) -> None:
+    """gw-clinic-a-1 cannot write clinic-b's alerts nor forge an ack on its own bed's cmd topic."""
+    forged = b'{"request_id":"x","command":"ack","alert_id":"*","by":"gateway"}'
+    async with watching(station(clinic, "station-clinic-b"), f"{B1}/#") as seen_b:
+        await attempt_publishes(gateway(clinic, "gw-clinic-a-1"), [f"{B1}/alerts", f"{B1}/status"], forged)
+        async with gateway(clinic, "gw-clinic-b-1") as gw_b:
+            await gw_b.publish(f"{B1}/alerts", b"sentinel-b", qos=1)
+        got_b = await until_sentinel(seen_b, b"sentinel-b")
+    assert [] == [item for item in got_b if item[1] == forged]
+    async with watching(station(clinic), f"{A1}/cmd") as seen_cmd:
+        await attempt_publishes(gateway(clinic, "gw-clinic-a-1"), [f"{A1}/cmd"], forged)
+        await attempt_publishes(gateway(clinic, "gw-clinic-b-1"), [f"{A1}/alerts", f"{A1}/cmd"], forged)
+        async with station(clinic) as st:
+            await st.publish(f"{A1}/cmd", b"sentinel-cmd", qos=1)
+        got_cmd = await until_sentinel(seen_cmd, b"sentinel-cmd")
+    assert [(f"{A1}/cmd", b"sentinel-cmd")] == got_cmd
+
+
+async def test_station_cannot_read_another_site(clinic: Clinic) -> None:
+    """station-clinic-a subscribed to clinic-b gets nothing of it; station-clinic-b does (control)."""
+    async with (
+        watching(station(clinic, "station-clinic-a"), f"{PREFIX}/clinic-b/#", f"{A1}/alerts") as seen_a,
+        watching(station(clinic, "station-clinic-b"), f"{PREFIX}/clinic-b/#") as seen_b,
+    ):
+        async with gateway(clinic, "gw-clinic-b-1") as gw_b:
+            await gw_b.publish(f"{B1}/alerts", b"clinic-b-alert", qos=1)
+            await gw_b.publish(f"{B1}/alarms/01SECRET", b"clinic-b-alarm", qos=1, retain=True)
+        async with gateway(clinic, "gw-clinic-a-1") as gw_a:
+            await gw_a.publish(f"{A1}/alerts", b"sentinel-a", qos=1)
+        got_a = await until_sentinel(seen_a, b"sentinel-a")
+        got_b = await until_sentinel(seen_b, b"clinic-b-alarm")
+    assert [(f"{A1}/alerts", b"sentinel-a")] == got_a
+    assert (f"{B1}/alerts", b"clinic-b-alert") in got_b
+    # A later subscription by the wrong site does not get the retained alarm either.
+    async with watching(
+        station(clinic, "station-clinic-a"), f"{PREFIX}/+/+/alarms/+", f"{A1}/alerts"
+    ) as late:
+        async with gateway(clinic, "gw-clinic-a-1") as gw_a:
+            await gw_a.publish(f"{A1}/alerts", b"sentinel-late", qos=1)
+        assert [(f"{A1}/alerts", b"sentinel-late")] == await until_sentinel(late, b"sentinel-late")
+
+
+async def test_unauthenticated_or_unauthorised_ack_never_reaches_the_gateway(clinic: Clinic) -> None:
+    """The gateway's cmd subscription gets only the legitimate station's ack, nothing forged."""
+    forged = b'{"request_id":"evil","command":"ack","alert_id":"*","by":"intruder"}'
+    async with watching(gateway(clinic, "gw-clinic-a-1"), f"{A1}/cmd") as cmd:
+        for client in (
+            aiomqtt.Client("127.0.0.1", clinic.plain, timeout=3),  # anonymous
+            station(clinic, password="guess"),  # wrong password
+            station(clinic, "station-clinic-b"),  # a nurse of another site
+            gateway(clinic, "gw-clinic-b-1"),  # another site's gateway
+        ):
+            await attempt_publishes(client, [f"{A1}/cmd"], forged)
+        async with station(clinic) as st:
+            await st.publish(f"{A1}/cmd", b"sentinel-ack", qos=1)
+        got = await until_sentinel(cmd, b"sentinel-ack")
+    assert [(f"{A1}/cmd", b"sentinel-ack")] == got
+
+
+async def test_tls_with_hostname_verification_works_with_the_clinic_ca_and_fails_with_another(
+    clinic: Clinic,
+) -> None:
+    """The daemon's TLS context connects with the generated certificates and refuses a wrong CA."""
+    async with gateway(clinic) as gw:
+        await gw.publish(f"{A1}/status", b"online", qos=1)
+    wrong_ca = context(
+        clinic.rogue / "ca.crt", clinic.certs / "gw-clinic-a-1.crt", clinic.certs / "gw-clinic-a-1.key"
+    )
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("localhost", clinic.mtls, tls_context=wrong_ca, timeout=3):
+            pass
+
+
+async def test_broker_certificate_is_checked_against_the_host_name(clinic: Clinic) -> None:
+    """Hostname verification is on by default: the same certificate is refused for another name."""
+    ctx = context(clinic.certs / "ca.crt")
+    assert ctx.check_hostname
+    with (
+        socket.create_connection(("127.0.0.1", clinic.tls), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    with (
+        socket.create_connection(("127.0.0.1", clinic.tls), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="match"),
+    ):
+        ctx.wrap_socket(raw, server_hostname="broker.elsewhere.invalid")
+
+
+async def test_client_certificate_from_another_ca_is_refused(clinic: Clinic) -> None:
+    """A certificate claiming CN=gw-clinic-a-1 but signed by another CA gets no connection."""
+    forged = context(
+        clinic.certs / "ca.crt", clinic.rogue / "gw-clinic-a-1.crt", clinic.rogue / "gw-clinic-a-1.key"
+    )
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("localhost", clinic.mtls, tls_context=forged, timeout=3) as client:
+            await client.publish(f"{A1}/alerts", b"forged", qos=1)
