@@ -71,10 +71,13 @@ class BedSession:
         *,
         sink: OutputSink | None = None,
         vital_payload: Callable[[str, Observation, float, bool], dict[str, Any]] | None = None,
+        observers: list[Callable[[Output], None]] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.sink = sink
+        # Called with every output before it is dispatched (the session journal listens here).
+        self.observers: list[Callable[[Output], None]] = list(observers or [])
         self._vital_payload = vital_payload
         self.links: dict[str, DeviceLink] = {}
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
@@ -117,6 +120,10 @@ class BedSession:
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:
         self.dispatch(self.engine.acknowledge(alert_id, by, now))
 
+    def is_active(self, alert_id: str) -> bool:
+        """Whether ``alert_id`` is an active alarm of this bed (a nurse may only ack those)."""
+        return any(tr.alert_id == alert_id for tr in self.engine.active_alarms())
+
     def request_nibp(self, reason: str, now: float) -> bool:
         """Start a cuff cycle on the first NIBP device that can be commanded; False if none can."""
         for link in self.links.values():
@@ -131,6 +138,8 @@ class BedSession:
     def dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
             self.outputs.append(out)
+            for observer in self.observers:
+                observer(out)
             match out:
                 case AlertTransition():
                     log.info(

@@ -9,9 +9,10 @@ Layout (``config/example.toml`` is the documented example)::
 
     site = "clinic-a"
     [mqtt]      host, port, client_id, username, password_file, keepalive_s, topic_prefix,
-                heartbeat_s, [mqtt.tls] ca_file, cert_file, key_file, verify_hostname
+                heartbeat_s, publish_timeout_s, unreachable_alarm_s, local_alarm_command,
+                [mqtt.tls] ca_file, cert_file, key_file, verify_hostname
     [logging]   level, format
-    [state]     directory
+    [state]     directory, restore_grace_s
     [alarms]    the alarm table (see vitalwatch.engine.table)
     [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options
 """
@@ -69,6 +70,15 @@ class MqttConfig:
     topic_prefix: str = "vitalwatch/v1"
     heartbeat_s: float = 5.0
     tls: TlsConfig | None = None
+    # A publish (or connect) not acknowledged within this time counts as failed: a hung
+    # broker keeps its TCP connection open, so only a timeout tells.
+    publish_timeout_s: float = 5.0
+    # Alerts undeliverable this long raise the local "broker unreachable" technical alarm.
+    unreachable_alarm_s: float = 15.0
+    # Run (argv list, no shell) when a local technical alarm is raised or cleared, e.g. a
+    # buzzer; VITALWATCH_ALARM, VITALWATCH_ALARM_STATE (raised|cleared) and VITALWATCH_BED
+    # are set in its environment.
+    local_alarm_command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +90,9 @@ class LoggingConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig:
     directory: Path = Path("/var/lib/vitalwatch")
+    # After a restart, a journalled alarm the engine does not find again within this time is
+    # cleared (latching unacknowledged ones stay until acknowledged).
+    restore_grace_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,6 +259,9 @@ def _mqtt(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | N
         topic_prefix=prefix,
         heartbeat_s=r.number("heartbeat_s", 5.0, 0.5, 600.0),
         tls=_tls(tls_data, problems, base) if tls_data is not None else None,
+        publish_timeout_s=r.number("publish_timeout_s", 5.0, 0.1, 120.0),
+        unreachable_alarm_s=r.number("unreachable_alarm_s", 15.0, 0.5, 3600.0),
+        local_alarm_command=_command(r, "local_alarm_command"),
     )
     if "password" in data:
         # Passwords never sit in the main file (it is world-readable on many installs) nor on a command line.
@@ -253,6 +269,16 @@ def _mqtt(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | N
         r.problem("password", "not allowed here: use password_file (or a systemd credential)")
     r.finish()
     return cfg
+
+
+def _command(r: _Reader, name: str) -> tuple[str, ...] | None:
+    value = r._get(name, (list,), "a list of strings (program and arguments)")
+    if value is None:
+        return None
+    if not value or not all(isinstance(v, str) and v for v in value):
+        r.problem(name, "must be a non-empty list of non-empty strings (program and arguments)")
+        return None
+    return tuple(value)
 
 
 def _serial(r: _Reader, defaults: SerialSettings) -> SerialSettings:
@@ -351,7 +377,10 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     )
     lr.finish()
     sr = _Reader(r.table("state") or {}, "state", problems)
-    state = StateConfig(directory=sr.file("directory", base) or Path("/var/lib/vitalwatch"))
+    state = StateConfig(
+        directory=sr.file("directory", base) or Path("/var/lib/vitalwatch"),
+        restore_grace_s=sr.number("restore_grace_s", 120.0, 0.0, 86400.0),
+    )
     sr.finish()
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)

@@ -1,14 +1,29 @@
-"""MQTT publishing for one bed: alerts (QoS 1, held until PUBACK), retained status with last will, vitals.
+"""MQTT for one bed: alerts from the durable outbox, retained alarm set and status, vitals, commands.
 
-The only module that imports ``aiomqtt``. One client per bed, so each bed has its own
-last will (``offline`` on its own status topic) and the broker's ACL can limit a bed
-gateway to its own topics. A fresh client is built for every connection attempt: paho
-keeps unacknowledged QoS 1 messages in memory and would resend them itself on reconnect,
-duplicating what we resend from our own queue (operations note §2.1).
+The only daemon module that imports ``aiomqtt`` (besides ``demo``/``tail``), so the move to
+aiomqtt 3 changes one file. What it publishes (``vitalwatch.payloads.Topics``)::
 
-An alert leaves the queue only when the broker acknowledged it; on any failure the client
-is dropped, and after a capped, jittered backoff the queue is sent again from its oldest
-entry, in order.
+    .../alerts              every transition, QoS 1, not retained, from the outbox (priority lanes)
+    .../alarms/{alert_id}   retained latest transition while active; empty retained when it ends;
+                            the whole active set republished on every (re)connect
+    .../status              retained online + phase/links/version, heartbeat every heartbeat_s;
+                            last will offline; offline published on a clean stop
+    .../vitals/{kind}       latest value, QoS 0
+    .../cmd (in)  ->  .../cmd/result (out, QoS 1)
+
+Delivery: an alert transition is committed to SQLite (:class:`vitalwatch.outbox.Store`) before
+it is offered to the broker and marked delivered only after ``publish(qos=1)`` returned, which
+in aiomqtt 2.x means the PUBACK arrived (bounded by ``publish_timeout_s``: a SIGSTOPped broker
+keeps TCP open and never answers). One transition is in flight at a time, so nothing after a
+failure can overtake it. A fresh ``aiomqtt.Client`` is built for every connection: paho keeps
+unacknowledged QoS 1 messages in memory and would resend them on its own after a reconnect,
+beside what we resend from the outbox (operations note §2.1). Receivers de-duplicate on
+``(alert_id, seq)``. If the database cannot be written, sending goes on from memory.
+
+Broker unreachable: if alerts could not be delivered for ``unreachable_alarm_s`` (disconnected
+that long, or the oldest undelivered alert made no progress that long), ``on_unreachable(True)``
+raises the local technical alarm; it is cleared once delivery works again. Reconnects use
+capped, jittered backoff.
 """
 
 from __future__ import annotations
@@ -17,7 +32,6 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,17 +41,22 @@ import aiomqtt
 import structlog
 
 from vitalwatch.config import MqttConfig
-from vitalwatch.engine.outputs import AlertTransition
+from vitalwatch.engine.outputs import AlertState, AlertTransition
 from vitalwatch.link import backoff_delay
+from vitalwatch.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from vitalwatch.outbox import Entry, Lanes, PendingRow, Store
 from vitalwatch.payloads import Topics, WallClock, alert_payload, encode
+from vitalwatch.statestore import transition_to_json
 
-__all__ = ["BedPublisher", "read_password"]
+__all__ = ["BedPublisher", "read_password", "tls_context"]
 
 log = structlog.get_logger("vitalwatch.publisher")
 
-# A publish that the broker has not acknowledged within this time counts as failed: a hung
-# broker (SIGSTOP) keeps the TCP connection open, so only a timeout tells us.
-PUBLISH_TIMEOUT_S = 5.0
+# How long an alert waits for its SQLite commit before it is sent anyway: a stalled SD card
+# must not hold back a nurse's alert (the row is still written when the disk answers).
+PERSIST_WAIT_S = 2.0
+# Reconnect backoff cap: short enough that a restarted broker is used again quickly.
+MAX_RECONNECT_S = 10.0
 
 
 def read_password(path: Path | None) -> str | None:
@@ -59,6 +78,18 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _utc_iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    return b"" if payload is None else str(payload).encode()
+
+
 class BedPublisher:
     """Owns one bed's MQTT connection and everything published for it."""
 
@@ -71,29 +102,80 @@ class BedPublisher:
         wall: WallClock,
         status: Callable[[str, int], dict[str, Any]],
         rng: random.Random | None = None,
+        store: Store | None = None,
+        commands: Callable[[bytes], dict[str, Any]] | None = None,
+        on_unreachable: Callable[[bool], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._site = site
+        self.bed = bed
         self.topics = Topics(cfg.topic_prefix, site, bed)
         self._wall = wall
         self._status = status
         self._rng = rng or random.Random()
-        self._alerts: deque[AlertTransition] = deque()
+        self._store = store
+        self._commands = commands
+        self._on_unreachable = on_unreachable
+        self._lanes = Lanes()
+        self._retained: dict[str, bytes] = {}  # alert_id -> latest payload, active alarms only
         self._vitals: dict[str, bytes] = {}
         self._wake = asyncio.Event()
         self._heartbeat = 0
+        self._timeout = cfg.publish_timeout_s
         self.connected = False
         self.delivered = 0
-        self._client: aiomqtt.Client | None = None
+        self.unreachable = False
+        loop = asyncio.get_running_loop()
+        self._down_since: float | None = loop.time()  # not connected yet
+        self._last_progress = loop.time()
         self._password = read_password(cfg.password_file)
 
+    # ------------------------------------------------------------------ input side (sync)
     @property
     def pending(self) -> int:
-        """Alerts not yet acknowledged by the broker."""
-        return len(self._alerts)
+        """Alert transitions not yet acknowledged by the broker."""
+        return len(self._lanes)
+
+    def pending_entries(self) -> list[Entry]:
+        return list(self._lanes)
 
     def alert(self, transition: AlertTransition) -> None:
-        self._alerts.append(transition)
+        """Journal one transition (fsync on the writer thread) and queue it for the broker."""
+        payload = alert_payload(transition, site=self._site, wall=self._wall)
+        clears = transition.state is AlertState.CLEARED
+        persisted = None
+        if self._store is not None:
+            persisted = self._store.record(
+                self.bed,
+                alert_id=transition.alert_id,
+                seq=transition.seq,
+                rank=transition.priority.rank,
+                clears=clears,
+                payload=payload,
+                transition=transition_to_json(transition, utc=self._wall.utc),
+            )
+        now = asyncio.get_running_loop().time()
+        entry = Entry(transition.alert_id, transition.seq, transition.priority.rank, clears, payload, now)
+        entry.persisted = persisted
+        self._enqueue(entry, retain=True)
+
+    def restore(self, rows: list[PendingRow], active: list[AlertTransition]) -> None:
+        """After a restart: the undelivered rows and the alarms to show as active again."""
+        for tr in active:
+            self._retained[tr.alert_id] = encode(alert_payload(tr, site=self._site, wall=self._wall))
+        now = asyncio.get_running_loop().time()
+        for row in rows:
+            self._enqueue(Entry(row.alert_id, row.seq, row.rank, row.clears, row.payload, now), retain=False)
+
+    def _enqueue(self, entry: Entry, *, retain: bool) -> None:
+        """Queue for the broker; ``retain`` also updates the retained view of the active set."""
+        if retain:
+            if entry.clears:
+                self._retained.pop(entry.alert_id, None)
+            else:
+                self._retained[entry.alert_id] = encode(entry.payload)
+        self._lanes.push(entry)
+        OUTBOX_PENDING.labels(self.bed).set(len(self._lanes))
         self._wake.set()
 
     def vital(self, kind: str, payload: dict[str, Any]) -> None:
@@ -101,6 +183,7 @@ class BedPublisher:
         self._vitals[kind] = encode(payload)
         self._wake.set()
 
+    # ------------------------------------------------------------------ connection
     def _new_client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(
             self.topics.status, encode(self._status("offline", self._heartbeat)), qos=1, retain=True
@@ -114,32 +197,55 @@ class BedPublisher:
             will=will,
             keepalive=self._cfg.keepalive_s,
             tls_context=tls_context(self._cfg),
-            timeout=PUBLISH_TIMEOUT_S,
+            timeout=self._timeout,
         )
 
     async def run(self) -> None:
         """Connect, publish, reconnect; until cancelled, then say offline and disconnect."""
+        watchdog = asyncio.create_task(self._watch(), name=f"unreachable[{self.bed}]")
         attempt = 0
         try:
             while True:
                 client = self._new_client()
                 try:
                     async with client:
-                        self._client = client
-                        self.connected = True
+                        self._set_connected(True)
                         attempt = 0
-                        log.info("mqtt.connected", host=self._cfg.host, port=self._cfg.port)
-                        await self._publish_status(client, "online")
-                        await self._serve(client)
-                except aiomqtt.MqttError as exc:
-                    log.warning("mqtt.disconnected", error=str(exc), pending=self.pending)
+                        log.info(
+                            "mqtt.connected", host=self._cfg.host, port=self._cfg.port, pending=self.pending
+                        )
+                        await self._on_connect(client)
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._serve(client), name=f"send[{self.bed}]")
+                            if self._commands is not None:
+                                group.create_task(self._receive(client), name=f"cmd[{self.bed}]")
+                except* aiomqtt.MqttError as group:
+                    log.warning("mqtt.disconnected", error=str(group.exceptions[0]), pending=self.pending)
                 finally:
-                    self.connected = False
-                    self._client = None
-                await asyncio.sleep(backoff_delay(attempt, self._rng))
+                    self._set_connected(False)
+                await asyncio.sleep(backoff_delay(attempt, self._rng, cap=MAX_RECONNECT_S))
                 attempt += 1
         finally:
+            watchdog.cancel()
             await self._say_offline()
+
+    def _set_connected(self, up: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if up:
+            self._down_since = None
+            self._last_progress = now
+        elif self.connected:
+            self._down_since = self._stuck_since() or now
+        self.connected = up
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        """Commands first (none missed), then online status and the whole active set (the truth)."""
+        if self._commands is not None:
+            await client.subscribe(self.topics.cmd, qos=1, timeout=self._timeout)
+        await self._publish_status(client, "online")
+        for alert_id, body in list(self._retained.items()):
+            await client.publish(self.topics.alarm(alert_id), body, qos=1, retain=True, timeout=self._timeout)
+        self._last_progress = asyncio.get_running_loop().time()
 
     async def _say_offline(self) -> None:
         """On a clean stop the broker sends no will, so publish offline ourselves."""
@@ -151,19 +257,45 @@ class BedPublisher:
 
     async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
         payload = self._status(state, self._heartbeat)
-        await client.publish(self.topics.status, encode(payload), qos=1, retain=True)
+        await client.publish(self.topics.status, encode(payload), qos=1, retain=True, timeout=self._timeout)
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, client: aiomqtt.Client, entry: Entry) -> None:
+        if entry.persisted is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.persisted), PERSIST_WAIT_S)
+            except TimeoutError:
+                log.warning("persistence.slow", alert_id=entry.alert_id, seq=entry.seq)
+            entry.persisted = None
+        body = dict(entry.payload)
+        body["sent_utc"] = _utc_iso(datetime.now(UTC))
+        await client.publish(self.topics.alerts, encode(body), qos=1, timeout=self._timeout)
+        # The retained topic always carries the latest state (or nothing once it ended), so a
+        # backlog sent after a reconnect never puts an older state back on a station's screen.
+        retained = self._retained.get(entry.alert_id, b"")
+        await client.publish(
+            self.topics.alarm(entry.alert_id), retained, qos=1, retain=True, timeout=self._timeout
+        )
+        self._lanes.pop(entry)
+        self._last_progress = asyncio.get_running_loop().time()
+        self.delivered += 1
+        ALERTS_DELIVERED.labels(self.bed).inc()
+        OUTBOX_PENDING.labels(self.bed).set(len(self._lanes))
+        if self._store is not None:
+            self._store.delivered(self.bed, entry.alert_id, entry.seq)
+        log.info("alert.published", alert_id=entry.alert_id, seq=entry.seq)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self._cfg.heartbeat_s
         while True:
-            while self._alerts:
-                tr = self._alerts[0]
-                body = encode(alert_payload(tr, site=self._site, wall=self._wall, sent_at=datetime.now(UTC)))
-                await client.publish(self.topics.alerts, body, qos=1)
-                self._alerts.popleft()
-                self.delivered += 1
-                log.info("alert.published", alert_id=tr.alert_id, seq=tr.seq, state=tr.state.value)
+            self._wake.clear()
+            entry = self._lanes.peek()
+            while entry is not None:
+                await self._send(client, entry)
+                if loop.time() >= next_beat:
+                    break  # a long backlog must not starve the heartbeat
+                entry = self._lanes.peek()
             while self._vitals:
                 kind, body = self._vitals.popitem()
                 await client.publish(self.topics.vital(kind), body, qos=0)
@@ -171,8 +303,51 @@ class BedPublisher:
                 self._heartbeat += 1
                 await self._publish_status(client, "online")
                 next_beat = loop.time() + self._cfg.heartbeat_s
-            self._wake.clear()
-            if self._alerts or self._vitals:
+            if self._lanes.peek() is not None or self._vitals:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
+
+    # ------------------------------------------------------------------ commands
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        assert self._commands is not None
+        async for message in client.messages:
+            if str(message.topic) != self.topics.cmd:
+                continue
+            try:
+                result = self._commands(_payload_bytes(message.payload))
+            except Exception as exc:  # a bug must not kill the connection; the sender hears of it
+                log.exception("command.failed")
+                result = {"ok": False, "error": {"code": "internal", "message": type(exc).__name__}}
+            await client.publish(self.topics.cmd_result, encode(result), qos=1, timeout=self._timeout)
+
+    # ------------------------------------------------------------------ unreachable alarm
+    def _stuck_since(self) -> float | None:
+        """Since when alerts could not be delivered (None: delivery works)."""
+        if not self.connected:
+            return self._down_since
+        oldest = self._lanes.oldest_queued_at()
+        if oldest is None:
+            return None
+        return max(oldest, self._last_progress)
+
+    async def _watch(self) -> None:
+        limit = self._cfg.unreachable_alarm_s
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            since = self._stuck_since()
+            oldest = self._lanes.oldest_queued_at()
+            OUTBOX_OLDEST_AGE.labels(self.bed).set(0.0 if oldest is None else now - oldest)
+            stuck = since is not None and now - since >= limit
+            if stuck != self.unreachable:
+                self.unreachable = stuck
+                if stuck:
+                    log.error(
+                        "broker.unreachable", seconds=round(now - (since or now), 1), pending=self.pending
+                    )
+                else:
+                    log.info("broker.reachable", pending=self.pending)
+                if self._on_unreachable is not None:
+                    self._on_unreachable(stuck)
+            await asyncio.sleep(min(0.5, limit / 4))

@@ -3,13 +3,22 @@
 SIGTERM (systemd) or SIGINT cancels the group; each ``async with`` closes its port or client
 on the way out and each publisher says ``offline`` before it goes. Nothing here decides
 anything clinical: that is the engine's job.
+
+At start the outbox database (``{state.directory}/vitalwatch.sqlite3``) is opened and each
+bed's session resumed from it (:mod:`vitalwatch.statestore`): undelivered alerts are queued
+again, the seq and alert-id counters continue, the phase is re-entered and the alarms that
+were active are shown again under their ids. Local technical alarms (broker unreachable,
+persistence degraded) go to the log, a metric and ``mqtt.local_alarm_command``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +26,24 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.bed import BedSession, Engine
+from vitalwatch.commands_in import CommandHandler
 from vitalwatch.config import BedConfig, Config
 from vitalwatch.drivers import Observation
+from vitalwatch.engine.outputs import Output, PhaseChanged
 from vitalwatch.link import DeviceLink
+from vitalwatch.metrics import (
+    BROKER_UNREACHABLE,
+    BROKER_UNREACHABLE_ALARMS,
+    COMMANDS,
+    PERSISTENCE_DEGRADED,
+    PERSISTENCE_FAILURES,
+)
+from vitalwatch.outbox import DB_NAME, Store
 from vitalwatch.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.publisher import BedPublisher
+from vitalwatch.statestore import IdFactory, RestoringEngine, seed_engine, transition_from_json
 
-__all__ = ["Daemon", "make_engine", "run_daemon"]
+__all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
 
 log = structlog.get_logger("vitalwatch.supervisor")
 
@@ -32,7 +52,12 @@ log = structlog.get_logger("vitalwatch.supervisor")
 TICK_S = 0.25
 
 
-def make_engine(config: Config, bed: BedConfig) -> Engine:
+# A local alarm command that has not finished by then is left behind (and logged): a hung
+# buzzer script must not pile up processes.
+LOCAL_COMMAND_TIMEOUT_S = 10.0
+
+
+def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> Engine:
     """The clinical engine for one bed, with its device roles."""
     try:
         from vitalwatch.engine.session import BedEngine
@@ -40,8 +65,68 @@ def make_engine(config: Config, bed: BedConfig) -> Engine:
         from vitalwatch.alarm_seed import SeedEngine
 
         return SeedEngine(bed=bed.id)
-    engine: Engine = BedEngine(config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices})
+    engine: Engine = BedEngine(
+        config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices}, id_factory=id_factory
+    )
     return engine
+
+
+class LocalAlarms:
+    """Technical alarms signalled at the gateway itself: log event, metric, local command.
+
+    For when the normal alert path is the thing that is broken (broker unreachable) or at risk
+    (persistence degraded): the command can sound a buzzer or light an LED on the Pi.
+    """
+
+    def __init__(self, command: tuple[str, ...] | None) -> None:
+        self._command = command
+        self.active: set[tuple[str, str]] = set()
+        self.history: list[tuple[str, str, bool]] = []  # (alarm, bed, raised) for tests and status
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def set(self, alarm: str, bed: str, raised: bool) -> None:
+        key = (alarm, bed)
+        if raised == (key in self.active):
+            return
+        (self.active.add if raised else self.active.discard)(key)
+        self.history.append((alarm, bed, raised))
+        if alarm == "broker_unreachable":
+            BROKER_UNREACHABLE.labels(bed).set(1 if raised else 0)
+            if raised:
+                BROKER_UNREACHABLE_ALARMS.labels(bed).inc()
+        elif alarm == "persistence_degraded":
+            PERSISTENCE_DEGRADED.set(1 if raised else 0)
+            if raised:
+                PERSISTENCE_FAILURES.inc()
+        log.log(
+            40 if raised else 20, "local_alarm." + ("raised" if raised else "cleared"), alarm=alarm, bed=bed
+        )
+        if self._command:
+            task = asyncio.get_running_loop().create_task(self._run(alarm, bed, raised))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, alarm: str, bed: str, raised: bool) -> None:
+        assert self._command
+        env = {
+            **os.environ,
+            "VITALWATCH_ALARM": alarm,
+            "VITALWATCH_ALARM_STATE": "raised" if raised else "cleared",
+            "VITALWATCH_BED": bed,
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(*self._command, env=env)
+        except OSError as exc:
+            log.error("local_alarm.command_failed", alarm=alarm, error=str(exc))
+            return
+        try:
+            async with asyncio.timeout(LOCAL_COMMAND_TIMEOUT_S):
+                code = await proc.wait()
+        except TimeoutError:
+            log.error("local_alarm.command_timeout", alarm=alarm)
+            return
+        if code != 0:
+            log.error("local_alarm.command_failed", alarm=alarm, exit_code=code)
 
 
 class Daemon:
@@ -53,20 +138,97 @@ class Daemon:
         self.wall = WallClock(loop.time(), datetime.now(UTC))
         self.beds: dict[str, BedSession] = {}
         self.publishers: dict[str, BedPublisher] = {}
+        self.commands: dict[str, CommandHandler] = {}
+        self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
+        self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
         for bed_cfg in config.beds:
-            session = BedSession(bed_cfg, make_engine(config, bed_cfg), vital_payload=self._vital)
-            publisher = BedPublisher(
-                config.mqtt,
-                site=config.site,
-                bed=bed_cfg.id,
-                wall=self.wall,
-                status=self._status_fn(session),
+            self._add_bed(bed_cfg, loop.time())
+
+    def _on_persistence(self, ok: bool, reason: str) -> None:
+        self.local_alarms.set("persistence_degraded", "*", not ok)
+
+    def _add_bed(self, bed_cfg: BedConfig, now: float) -> None:
+        """Build one bed's engine, session, publisher and command handler, resumed from the journal."""
+        bed, store, config = bed_cfg.id, self.store, self.config
+        meta = store.meta(bed)
+        ids = IdFactory(
+            bed,
+            int(meta.get("id_counter", 0)),
+            on_new=lambda n: store.put_meta(bed, {"id_counter": n}, sync="NORMAL"),
+        )
+        epoch_now = time.time()
+        restored = [transition_from_json(d, mono_now=now, epoch_now=epoch_now) for d in store.active(bed)]
+        pending = store.pending(bed)
+        seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
+        base = make_engine(config, bed_cfg, id_factory=ids)
+        seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
+        engine = RestoringEngine(base, restored, now=now, grace_s=config.state.restore_grace_s)
+        session = BedSession(bed_cfg, engine, vital_payload=self._vital, observers=[self._journal(bed)])
+        publisher = BedPublisher(
+            config.mqtt,
+            site=config.site,
+            bed=bed,
+            wall=self.wall,
+            status=self._status_fn(session),
+            store=store,
+            commands=self._command_fn(bed, session),
+            on_unreachable=lambda up: self.local_alarms.set("broker_unreachable", bed, up),
+        )
+        session.sink = publisher
+        publisher.restore(pending, restored)
+        phase = meta.get("phase")
+        if isinstance(phase, str) and phase != session.engine.phase:
+            session.set_phase(phase, now)
+            start = meta.get("phase_start_epoch")
+            if isinstance(start, int | float):
+                seed_engine(base, seq=seq, phase_elapsed_s=max(0.0, epoch_now - start), now=now)
+        if restored or pending or phase:
+            log.info(
+                "session.resumed",
+                bed=bed,
+                phase=phase,
+                active=len(restored),
+                undelivered=len(pending),
+                seq=seq,
             )
-            session.sink = publisher
-            for dev in bed_cfg.devices:
-                session.links[dev.id] = DeviceLink(dev, session)
-            self.beds[bed_cfg.id] = session
-            self.publishers[bed_cfg.id] = publisher
+        for dev in bed_cfg.devices:
+            session.links[dev.id] = DeviceLink(dev, session)
+        self.beds[bed] = session
+        self.publishers[bed] = publisher
+
+    def _journal(self, bed: str) -> Callable[[Output], None]:
+        """Persist what the engine cannot restore by itself yet: the phase and when it began."""
+
+        def observe(out: Output) -> None:
+            if isinstance(out, PhaseChanged):
+                self.store.put_meta(
+                    bed, {"phase": out.phase, "phase_start_epoch": self.wall.utc(out.t).timestamp()}
+                )
+
+        return observe
+
+    def _command_fn(self, bed: str, session: BedSession) -> Callable[[bytes], dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        handler = CommandHandler(
+            site=self.config.site,
+            bed=bed,
+            clock=loop.time,
+            acknowledge=session.acknowledge,
+            set_phase=session.set_phase,
+            request_nibp=session.request_nibp,
+            is_active=session.is_active,
+            remember=lambda rid: self.store.remember_request(bed, rid),
+            store_phase_fields=lambda fields: self.store.put_meta(bed, {"phase_fields": fields}),
+            seen=self.store.requests(bed),
+        )
+        self.commands[bed] = handler
+
+        def handle(payload: bytes) -> dict[str, Any]:
+            result = handler.handle(payload)
+            COMMANDS.labels(bed, "ok" if result["ok"] else result["error"]["code"]).inc()
+            return result
+
+        return handle
 
     def _vital(self, device: str, obs: Observation, now: float, valid: bool) -> dict[str, Any]:
         return vital_payload(
@@ -99,15 +261,18 @@ class Daemon:
             await asyncio.sleep(TICK_S)
 
     async def run(self) -> None:
-        """Run every task until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for bed_id, session in self.beds.items():
-                with bound_contextvars(bed=bed_id):
-                    group.create_task(self.publishers[bed_id].run(), name=f"publisher[{bed_id}]")
-                    group.create_task(self._ticker(session), name=f"ticker[{bed_id}]")
-                    for dev_id, link in session.links.items():
-                        group.create_task(link.run(), name=f"device[{bed_id}/{dev_id}]")
-            log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
+        """Run every task until cancelled; the database is closed on the way out."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for bed_id, session in self.beds.items():
+                    with bound_contextvars(bed=bed_id):
+                        group.create_task(self.publishers[bed_id].run(), name=f"publisher[{bed_id}]")
+                        group.create_task(self._ticker(session), name=f"ticker[{bed_id}]")
+                        for dev_id, link in session.links.items():
+                            group.create_task(link.run(), name=f"device[{bed_id}/{dev_id}]")
+                log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
+        finally:
+            await asyncio.to_thread(self.store.close)
 
 
 async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> None:
