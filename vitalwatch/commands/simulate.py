@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import signal
 import sys
 from typing import Any
 
 from vitalwatch.commands.decode import parse_option_value
-from vitalwatch.simulators import SIMULATORS, make_simulator
+from vitalwatch.simulators import SIMULATORS, make_simulator, simulator_class
 from vitalwatch.simulators.base import DeviceSimulator
 from vitalwatch.simulators.endpoint import Endpoint, serve_pty, serve_tcp
 from vitalwatch.simulators.scenarios import SCENARIO_NAMES, get_scenario
@@ -33,6 +34,15 @@ __all__ = ["register", "run"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+# Simulator options that are the device waiting for the host (keep-alive, ACK), in scenario
+# seconds. The host on the other end is a real daemon on the wall clock, so at ``--speed S`` these
+# are stretched by S: otherwise a Contec at --speed 20 would give up on keep-alives after 0.25 s
+# of wall time and stop streaming, and the HL7 monitor would resend before the ACK could arrive.
+HOST_WAITS: dict[str, tuple[str, ...]] = {
+    "contec": ("keepalive_timeout",),
+    "hl7": ("ack_timeout_s",),
+}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     try:
+        options = _stretch_host_waits(args.device, options, args.speed)
         sim = make_simulator(args.device, scenario, seed=args.seed, **options)
     except KeyError as exc:
         return _error(str(exc.args[0]) if exc.args else f"unknown device {args.device!r}")
@@ -100,6 +111,23 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _error(f"cannot serve: {exc.strerror or exc}")
     return EXIT_OK
+
+
+def _stretch_host_waits(device: str, options: dict[str, Any], speed: float) -> dict[str, Any]:
+    """``options`` with the device's host-wait timeouts scaled by ``speed`` (see HOST_WAITS).
+
+    A value given with ``--option`` is taken as scenario seconds and left alone.
+    """
+    waits = HOST_WAITS.get(device, ())
+    if not waits or speed == 1.0:
+        return options
+    parameters = inspect.signature(simulator_class(device)).parameters
+    stretched = dict(options)
+    for name in waits:
+        default = parameters[name].default if name in parameters else None
+        if name not in stretched and isinstance(default, int | float):
+            stretched[name] = default * speed
+    return stretched
 
 
 async def _serve(sim: DeviceSimulator, args: argparse.Namespace, *, until: float) -> None:
