@@ -168,3 +168,20 @@ def test_time_never_runs_back() -> None:
     assert [] == out
     h.run(T + 10, T + 20, spo2=88.0)
     assert T + 15 == h.raised("spo2_low")[0].t
+
+
+def test_acknowledged_high_falls_to_medium_then_rises_again() -> None:
+    """HIGH acknowledged, SpO2 back to 91 (MEDIUM only): a new fall below 90 notifies HIGH again."""
+    h = infusing()
+    desat(h, T, T + 40)
+    h.ack("*", T + 40)
+    desat(h, T + 40, T + 80, 91.0)
+    desat(h, T + 80, T + 100, 88.0)
+    alerts = h.alerts("spo2_low")
+    assert [
+        (T + 15, "raised", Priority.HIGH),
+        (T + 40, "acknowledged", Priority.HIGH),
+        (T + 95, "renotified", Priority.HIGH),
+    ] == [(a.t, a.state.value, a.priority) for a in alerts]
+    assert 1 == len({a.alert_id for a in alerts})
+    assert None is alerts[-1].acknowledged_by

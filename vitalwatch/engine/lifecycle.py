@@ -13,9 +13,10 @@ that into the transitions a nurse sees:
 
 - One occurrence per key ``(condition, parameter, device)``; ``device`` only for link_lost.
   The priority tiers of one condition (spo2_low MEDIUM and HIGH) share the occurrence: its
-  priority is the highest tier true so far and never drops while it lives. A rise in priority
-  is a RENOTIFIED transition at the new priority that also cancels an acknowledgement, so a
-  rise always notifies again.
+  priority is the highest tier true now. A rise in priority is a RENOTIFIED transition at the
+  new priority that also cancels an acknowledgement, so a rise always notifies again. A fall
+  is silent (the next transition carries the lower priority), except that a latched priority
+  holds until acknowledged.
 - Latching (per priority, physiological only; default HIGH): a latched occurrence whose
   condition ends stays active, and keeps re-notifying, until acknowledged; acknowledging it
   then clears it at once.
@@ -187,8 +188,14 @@ class AlarmBook:
                 out.append(self._emit(occ, AlertState.RENOTIFIED, now, ctx))
             elif finding.priority is occ.priority:
                 occ.finding, occ.rule = finding, finding.rule
-            else:  # only a lower tier still true: say what is true now, keep the priority reached
-                occ.finding = finding
+            elif self._latches(occ) and not occ.acked:
+                occ.finding = finding  # latched: the priority reached holds until acknowledged
+            else:
+                # Only a lower tier is true now: follow it down silently (a fall is not news), so
+                # that a later rise to the higher tier notifies again even after an acknowledgement.
+                occ.finding, occ.priority, occ.rule = finding, finding.priority, finding.rule
+                if not occ.acked:
+                    self._arm(occ, now)
         for key, occ in list(self._active.items()):
             if key in findings:
                 continue
