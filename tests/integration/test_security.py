@@ -12,6 +12,8 @@ positive control, so a broken setup (nothing delivered at all) fails instead of 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import shutil
 import socket
 import ssl
@@ -24,8 +26,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from vitalwatch.cli import build_parser
+from vitalwatch.commands.tail import build_options
 from vitalwatch.config import MqttConfig, TlsConfig
 from vitalwatch.publisher import tls_context
+from vitalwatch.tail import tail
 from vitalwatch.testing import ConfiguredMosquitto, adapt_mosquitto_config, free_port, mosquitto_binary
 
 pytestmark = [
@@ -298,3 +303,27 @@ async def test_client_certificate_from_another_ca_is_refused(clinic: Clinic) -> 
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client("localhost", clinic.mtls, tls_context=forged, timeout=3) as client:
             await client.publish(f"{A1}/alerts", b"forged", qos=1)
+
+
+async def test_tail_reads_its_site_as_a_nurse_station_over_tls(clinic: Clinic, tmp_path: Path) -> None:
+    """`vitalwatch tail` with a station's password file and the clinic CA sees its site's alarms only."""
+    (tmp_path / "pw").write_text(PASSWORDS["station-clinic-a"] + "\n")
+    async with gateway(clinic, "gw-clinic-a-1") as gw:
+        await gw.publish(f"{A1}/alarms/01TAILA", b'{"alert_id":"01TAILA","seq":1}', qos=1, retain=True)
+    async with gateway(clinic, "gw-clinic-b-1") as gw:
+        await gw.publish(f"{B1}/alarms/01TAILB", b'{"alert_id":"01TAILB","seq":1}', qos=1, retain=True)
+    args = build_parser().parse_args(
+        [
+            *("tail", "--broker", f"mqtts://localhost:{clinic.tls}", "--json"),
+            *("--username", "station-clinic-a", "--password-file", str(tmp_path / "pw")),
+            *("--cafile", str(clinic.certs / "ca.crt")),
+        ]
+    )
+    out = io.StringIO()
+    ready = asyncio.Event()
+    task = asyncio.create_task(tail(build_options(args), out, ready=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert ["01TAILA"] == [e["payload"]["alert_id"] for e in events if e["event"] == "active"]
