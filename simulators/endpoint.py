@@ -17,7 +17,8 @@ Transports:
 
 - **pty** (:func:`serve_pty`): ``os.openpty()``, the slave set raw, our slave fd closed so the
   master sees ``POLLHUP`` while no one has the slave open (checked every tick: that is how
-  "a reader is connected" is known). The URL is the slave path (``/dev/pts/N``); open it with
+  "a reader is connected" is known). When the reader goes, what it left unread is flushed, so
+  the next reader starts with fresh lines. The URL is the slave path (``/dev/pts/N``); open it with
   pyserial like a real port. ``link=`` keeps a symlink pointing at the current slave, so a
   reopened endpoint (new ``/dev/pts/M``) stays reachable under one configured name.
 - **TCP** (:func:`serve_tcp`): ``asyncio.start_server`` on 127.0.0.1, one client at a time (a
@@ -198,15 +199,32 @@ class PtyEndpoint(Endpoint):
 
     def _attach(self) -> None:
         assert self._master is not None
-        with contextlib.suppress(termios.error):
-            termios.tcflush(self._master, termios.TCIOFLUSH)  # no stale bytes from before the reader came
         self._loop.add_reader(self._master, self._on_readable)
         self._reader_on = True
 
     def _detach(self) -> None:
         if self._reader_on and self._master is not None:
             self._loop.remove_reader(self._master)
+            self._flush_stale()
         self._reader_on = False
+
+    def _flush_stale(self) -> None:
+        """Discard what the last reader left unread; the next one must not get old lines.
+
+        The kernel keeps a slave's unread input across close and reopen, so a reader plugging
+        back in would otherwise get a burst of seconds-old readings. Only the slave side can
+        flush it (``TCOFLUSH`` on the master does not reach data already in the slave's queue).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            termios.tcflush(fd, termios.TCIFLUSH)
+        except termios.error:
+            pass
+        finally:
+            os.close(fd)
 
     def _tick(self) -> None:
         if self._master is None:
