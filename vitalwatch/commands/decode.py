@@ -12,11 +12,14 @@ a broker or a daemon. The output is the documented contract (one JSON object per
 Counts go to stderr at the end, so stdout stays pure JSON lines for ``jq``. Exit 0 when the
 file was read (even if every line was a problem: that is the answer), 2 for an unknown driver,
 a bad ``--option`` or an unreadable file, with one line on stderr saying which.
+
+Binary captures are read as bytes; ``--hex`` reads a hex dump instead (see :func:`hex_dump_bytes`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -26,7 +29,7 @@ from vitalwatch.drivers import DRIVERS, make_driver
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation, event_to_json_dict
 
-__all__ = ["parse_option_value", "register", "run"]
+__all__ = ["hex_dump_bytes", "parse_option_value", "register", "run"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -52,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="KEY=VALUE",
         help="driver constructor option (repeatable); VALUE is read as int, float, true/false or text",
+    )
+    parser.add_argument(
+        "--hex",
+        action="store_true",
+        help="the file is a hex dump: pairs of hex digits separated by blanks, '#' starts a comment",
     )
     parser.add_argument("file", nargs="?", default="-", metavar="FILE", help="capture file, or - for stdin")
     parser.set_defaults(func=run)
@@ -108,9 +116,13 @@ def run(args: argparse.Namespace) -> int:
     counts = {"observations": 0, "statuses": 0, "problems": 0}
     try:
         if args.file == "-":
-            _decode_stream(driver, sys.stdin.buffer, counts)
+            stream: BinaryIO = sys.stdin.buffer
+            if args.hex:
+                stream = io.BytesIO(hex_dump_bytes(stream.read()))
+            _decode_stream(driver, stream, counts)
         else:
-            with open(args.file, "rb") as stream:
+            with open(args.file, "rb") as raw:
+                stream = io.BytesIO(hex_dump_bytes(raw.read())) if args.hex else raw
                 _decode_stream(driver, stream, counts)
     except BrokenPipeError:
         # The reader went away (``| head``): not an error. Point stdout at /dev/null so the
@@ -125,6 +137,21 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def hex_dump_bytes(text: bytes) -> bytes:
+    """The bytes a hex dump spells: every blank-separated token of exactly two hex digits.
+
+    Why: binary vectors and sniffer logs are often kept as text (``3E 05 02 01 BA  # cuff``).
+    Text after ``#`` is a comment; other tokens (offsets like ``0010:``, placeholders like
+    ``ZZ``) are skipped, so a dump with an address column still reads.
+    """
+    out = bytearray()
+    for line in text.decode("ascii", "replace").splitlines():
+        for token in line.partition("#")[0].split():
+            if len(token) == 2 and all(c in "0123456789abcdefABCDEF" for c in token):
+                out.append(int(token, 16))
+    return bytes(out)
 
 
 def _decode_stream(driver: Driver, stream: BinaryIO, counts: dict[str, int]) -> None:
