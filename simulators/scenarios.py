@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from vitalwatch.simulators.base import PatientState
 
 __all__ = ["SCENARIO_NAMES", "GridScenario", "get_scenario"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from vitalwatch.simulators.base import PatientState, Scenario
 from vitalwatch.simulators.scenarios import SCENARIO_NAMES, get_scenario
 
