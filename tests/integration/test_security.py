@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -327,3 +328,58 @@ async def test_tail_reads_its_site_as_a_nurse_station_over_tls(clinic: Clinic, t
     await asyncio.gather(task, return_exceptions=True)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert ["01TAILA"] == [e["payload"]["alert_id"] for e in events if e["event"] == "active"]
+
+
+async def test_bed_gateway_may_do_everything_the_daemon_does_for_its_beds(clinic: Clinic) -> None:
+    """The ACL is not too strict: with its last will, per-bed client id, the gateway publishes
+    alerts, retained alarms (and clears them), status, vitals and command results for both of its
+    beds, and receives its beds' commands; a station sees all of it."""
+    a2 = f"{PREFIX}/clinic-a/chair-2"
+    ctx = context(
+        clinic.certs / "ca.crt", clinic.certs / "gw-clinic-a-1.crt", clinic.certs / "gw-clinic-a-1.key"
+    )
+    async with watching(station(clinic), f"{PREFIX}/clinic-a/#") as seen:
+        for bed in (A1, a2):
+            will = aiomqtt.Will(f"{bed}/status", b'{"state":"offline"}', qos=1, retain=True)
+            gw = aiomqtt.Client(
+                "localhost",
+                clinic.mtls,
+                tls_context=ctx,
+                identifier=f"vw-gw-{bed[-7:]}",
+                will=will,
+                timeout=5,
+            )
+            async with watching(gw, f"{bed}/cmd") as commands:
+                async with gw_publish(clinic, ctx) as publish:
+                    await publish(f"{bed}/status", b"t-status", True)
+                    await publish(f"{bed}/alerts", b"t-alert", False)
+                    await publish(f"{bed}/alarms/01OK", b"t-alarm", True)
+                    await publish(f"{bed}/alarms/01OK", b"", True)
+                    await publish(f"{bed}/vitals/spo2", b"t-vital", False)
+                async with station(clinic) as st:
+                    await st.publish(f"{bed}/cmd", b"t-cmd", qos=1)
+                assert [(f"{bed}/cmd", b"t-cmd")] == await until_sentinel(commands, b"t-cmd")
+                await gw.publish(f"{bed}/cmd/result", b"t-result", qos=1)
+            got = await until_sentinel(seen, b"t-result")
+            expected = [
+                ("status", b"t-status"),
+                ("alerts", b"t-alert"),
+                ("alarms/01OK", b"t-alarm"),
+                ("alarms/01OK", b""),
+                ("vitals/spo2", b"t-vital"),
+                ("cmd", b"t-cmd"),
+                ("cmd/result", b"t-result"),
+            ]
+            ours = [(t, p) for t, p in got if t.startswith(bed + "/") and (p == b"" or p.startswith(b"t-"))]
+            assert [(f"{bed}/{t}", p) for t, p in expected] == ours
+
+
+@asynccontextmanager
+async def gw_publish(clinic: Clinic, ctx: ssl.SSLContext) -> AsyncIterator[Any]:
+    """A second gateway connection (the daemon has one per bed) with a publish shortcut."""
+    async with aiomqtt.Client("localhost", clinic.mtls, tls_context=ctx, timeout=5) as client:
+
+        async def publish(topic: str, payload: bytes, retain: bool) -> None:
+            await client.publish(topic, payload, qos=1, retain=retain)
+
+        yield publish
