@@ -1,0 +1,198 @@
+"""The nurse station in a real browser: Mosquitto with WebSockets, the daemon on a simulated Rad-8, the
+station's web server, and headless Debian chromium driven by playwright-core (tests/integration/browser/).
+
+Set VITALWATCH_SCREENSHOTS=docs/img to refresh the screenshots that docs/station.md shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from vitalwatch.config import parse_config
+from vitalwatch.simulators import make_simulator
+from vitalwatch.simulators.endpoint import serve_pty
+from vitalwatch.simulators.scenarios import get_scenario
+from vitalwatch.station import StationConfig, serve_station
+from vitalwatch.supervisor import Daemon
+from vitalwatch.testing import Mosquitto, free_port
+
+pytestmark = pytest.mark.mqtt
+
+HERE = Path(__file__).parent
+BROWSER = HERE / "browser"
+ENSURE = HERE.parents[1] / "scripts" / "ensure-browser.sh"
+SITE = "clinic-web"
+BED = "chair-3"
+CALM_BED = "chair-4"  # a second chair with a normal session: one tile per bed, side by side
+NURSE = "RN-Kim"
+# Scenario time runs 2x the wall clock: SpO2 starts falling ~15 s in and stays below 90 % for ~50 s,
+# time enough to see the normal screen first and to acknowledge while the alarm is active.
+SPEED = 2.0
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_ready() -> bool:
+    return bool(
+        chromium_path() and shutil.which("node") and (BROWSER / "node_modules" / "playwright-core").is_dir()
+    )
+
+
+@pytest.fixture(scope="module")
+def browser_setup() -> str:
+    """Chromium and playwright-core, installed by scripts/ensure-browser.sh when missing (as root)."""
+    if not browser_ready():
+        done = subprocess.run([str(ENSURE)], check=False, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0 or not browser_ready():
+            pytest.skip(f"no browser for the station test: {done.stderr.strip()[-300:]}")
+    path = chromium_path()
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def ws_mosquitto(tmp_path: Path) -> Any:
+    """Mosquitto with a plain MQTT listener and a WebSockets one on loopback.
+
+    Mosquitto 2.0.x hands a websockets listener's address to libwebsockets as an interface name
+    (an IP address binds every interface), so loopback is ``lo``; and it will not start with only a
+    websockets listener, which the plain one also covers.
+    """
+    ws_port = free_port()
+    broker = Mosquitto(workdir=tmp_path, extra_config=f"listener {ws_port} lo\nprotocol websockets\n")
+    broker.start()
+    try:
+        yield broker, ws_port
+    finally:
+        broker.stop()
+
+
+async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> None:
+    """What the bed gateway published: alert transitions and command results."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="test-watcher") as client:
+        await client.subscribe(f"vitalwatch/v1/{SITE}/{BED}/alerts", qos=1)
+        await client.subscribe(f"vitalwatch/v1/{SITE}/{BED}/cmd/result", qos=1)
+        ready.set()
+        async for message in client.messages:
+            body = bytes(message.payload)  # type: ignore[arg-type]
+            if body:
+                seen.append({"topic": str(message.topic), **json.loads(body)})
+
+
+async def drive(options: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]], str]:
+    """Run drive.mjs; its events by name, and stderr for the failure message."""
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(BROWSER / "drive.mjs"), json.dumps(options),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER,
+    )  # fmt: skip
+    events: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(75):
+            assert proc.stdout is not None
+            async for line in proc.stdout:
+                event = json.loads(line)
+                events[event["event"]] = event
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+    return proc.returncode or 0, events, stderr
+
+
+@pytest.mark.asyncio
+async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
+    browser_setup: str, ws_mosquitto: tuple[Mosquitto, int], tmp_path: Path
+) -> None:
+    """Desaturation: a red HIGH tile with sound; Acknowledge reaches the daemon; the tile says who."""
+    broker, ws_port = ws_mosquitto
+    shots = Path(os.environ.get("VITALWATCH_SCREENSHOTS") or tmp_path).absolute()
+    os.makedirs(shots, exist_ok=True)
+    story = get_scenario("desaturation")
+    seen: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        endpoint = await stack.enter_async_context(serve_pty(make_simulator("masimo", story), speed=SPEED))
+        calm = await stack.enter_async_context(
+            serve_pty(make_simulator("masimo", get_scenario("normal")), speed=SPEED)
+        )
+        config = parse_config({
+            "site": SITE,
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "heartbeat_s": 1.0, "keepalive_s": 5},
+            "state": {"directory": str(tmp_path)},
+            "alarms": {"table": "default", "rules": {"spo2_low_high": {"sustain_s": 2.0}}},
+            "beds": [
+                {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": endpoint.url}]},
+                {"id": CALM_BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": calm.url}]},
+            ],
+        })  # fmt: skip
+        station_cfg = StationConfig(site=SITE, broker_ws=f"ws://127.0.0.1:{ws_port}/", heartbeat_s=1.0)
+        station = await stack.enter_async_context(serve_station(station_cfg, port=0))
+        ready = asyncio.Event()
+        watcher = asyncio.create_task(watch(broker.port, seen, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        daemon = Daemon(config)
+        runner = asyncio.create_task(daemon.run())
+        daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time())
+        daemon.beds[CALM_BED].set_phase("baseline", asyncio.get_running_loop().time())
+        try:
+            code, events, stderr = await drive({
+                "url": f"http://127.0.0.1:{station.port}/", "bed": BED, "calmBed": CALM_BED, "nurse": NURSE,
+                "chromium": browser_setup, "screenshots": str(shots),
+                "failureShot": str(tmp_path / "failure.png"),
+            })  # fmt: skip
+            await asyncio.sleep(0.5)  # the watcher's last messages
+            active = {a.alert_id: a for a in daemon.beds[BED].engine.active_alarms()}
+        finally:
+            for task in (runner, watcher):
+                task.cancel()
+            await asyncio.gather(runner, watcher, return_exceptions=True)
+
+    assert "failed" not in events, (events, stderr[-2000:])
+    normal = events["normal"]
+    assert "ok" == normal["calm_state"]  # the other chair: online, no alarm
+    assert normal["state"] in ("ok", "alarm-low")  # baseline_incomplete (LOW) is raised at infusion start
+    assert normal["phase"].startswith("infusion")
+    assert 90 <= int(normal["spo2"]) <= 100 and 40 <= int(normal["pulse"]) <= 140
+    assert "no data yet" == normal["nibp_age"]  # no cuff on this bed: nothing is invented
+
+    high = events["high"]
+    assert "alarm-high" == high["tile_state"]
+    assert "physiological" == high["category"]
+    assert "rgb(213, 0, 0)" == high["colour"]  # IEC high priority: red
+    assert "SpO2" in high["text"]
+    assert high["beeps"] >= 1  # the audible HIGH signal started after the user's tap
+    alert_id = high["alert_id"]
+
+    assert 0 == code, (events, stderr[-2000:])  # 3: the acknowledgement never came back from the bed
+
+    results = [m for m in seen if m["topic"].endswith("/cmd/result")]
+    assert any(r["ok"] and r["command"] == "ack" and r["request_id"].startswith("st-") for r in results), (
+        results
+    )
+    acked = [m for m in seen if m.get("alert_id") == alert_id and m.get("state") == "acknowledged"]
+    assert acked and NURSE == acked[0]["acknowledged_by"], seen
+    if alert_id in active:  # still active when the browser finished: the engine holds the acknowledgement
+        assert NURSE == active[alert_id].acknowledged_by
+
+    assert f"acknowledged by {NURSE}" in events["acked"]["text"]
+    assert not events["acked"]["button"]
+
+    rebuilt = events["reloaded"]
+    assert rebuilt["phase"].startswith("infusion")  # from the retained status
+    if alert_id in active:  # from the retained alarms/{alert_id}
+        assert [(alert_id, "true")] == [
+            (a["id"], a["acknowledged"]) for a in rebuilt["alarms"] if a["id"] == alert_id
+        ]
