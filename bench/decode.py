@@ -15,7 +15,8 @@ Input per driver, first that works:
 Either input is repeated back to back to at least 64 KiB so the clock's grain does not matter.
 
 Each run feeds a fresh driver in 64-byte chunks (about what a serial read returns) with virtual
-time advancing at the line rate, then ``feed_eof()``; the median of 5 runs is reported.
+time advancing at the device's own byte rate (simulated input) or the line rate (samples), then
+``feed_eof()``; the median of 5 runs is reported.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def _at_least(data: bytes, size: int) -> bytes:
     return data * max(1, -(-size // len(data)))
 
 
+# Bytes per second each simulator really sent while recording (set by simulated_input).
+_SIM_RATE: dict[str, float] = {}
+
+
 def simulated_input(name: str) -> tuple[bytes | None, str]:
     """10 min of the ``normal`` scenario from the family's simulator, or (None, why not)."""
     try:
@@ -148,6 +153,7 @@ def simulated_input(name: str) -> tuple[bytes | None, str]:
         return None, f"simulator failed ({type(exc).__name__}: {exc})"
     if not out:
         return None, "simulator emitted no bytes"
+    _SIM_RATE[name] = len(out) / SIM_SECONDS
     # Ten minutes of a slow NIBP module is a couple of kB: repeat the session so the timing is
     # not dominated by the clock's grain (back-to-back sessions are still valid device bytes).
     return _at_least(bytes(out), MIN_SAMPLE_BYTES), ""
@@ -171,10 +177,18 @@ def _one_run(cls: type[Driver], chunks: list[tuple[bytes, float]]) -> tuple[floa
     return time.perf_counter() - start, n_obs, n_prob
 
 
-def measure(name: str, cls: type[Driver], data: bytes, source: str) -> Row:
-    """Median of RUNS decodes of ``data`` in CHUNK-byte pieces."""
+def measure(
+    name: str, cls: type[Driver], data: bytes, source: str, *, device_rate: float | None = None
+) -> Row:
+    """Median of RUNS decodes of ``data`` in CHUNK-byte pieces.
+
+    Virtual time advances at ``device_rate`` bytes/s (what the simulator really sent per second)
+    when known, else at the line rate: drivers that rate-limit by time (Nonin reports once per
+    second of ``now``) then report as often as they would on the wire.
+    """
     line_rate = cls.serial.bytes_per_second()
-    chunks = [(data[i : i + CHUNK], i / line_rate) for i in range(0, len(data), CHUNK)]
+    clock_rate = device_rate or line_rate
+    chunks = [(data[i : i + CHUNK], i / clock_rate) for i in range(0, len(data), CHUNK)]
     runs = [_one_run(cls, chunks) for _ in range(RUNS)]
     median = statistics.median(r[0] for r in runs)
     _, n_obs, n_prob = runs[0]
@@ -222,6 +236,7 @@ def main() -> None:
             continue
         data, why = simulated_input(name)
         source = "simulated"
+        device_rate = _SIM_RATE.get(name)
         if data is None:
             data = sample_input(name)
             source = "samples"
@@ -230,7 +245,9 @@ def main() -> None:
                 print(f"skip {name}: {skipped[name]}")
                 continue
             print(f"{name}: using sample files ({why})")
-        rows.append(measure(name, cls, data, source))
+        rows.append(
+            measure(name, cls, data, source, device_rate=device_rate if source == "simulated" else None)
+        )
     print()
     _print_table(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)

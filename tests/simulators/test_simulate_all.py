@@ -223,9 +223,9 @@ WANT = {"suntech": 1, "accutorr": 1}
 
 
 def _start(device: str) -> tuple[subprocess.Popen[str], str]:
+    command = f"simulate --device {device} --scenario normal --speed 20 --duration 20".split()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vitalwatch", "simulate", "--device", device, "--scenario", "normal",
-         "--speed", "20", "--duration", "20"],
+        [sys.executable, "-m", "vitalwatch", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
