@@ -8,6 +8,7 @@ hands alert transitions to the publisher. It does no I/O itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -105,6 +106,12 @@ class BedSession:
             self.dispatch(self.engine.observe(device, event, now))
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
+        task = asyncio.current_task()
+        if not up and task is not None and task.cancelling():
+            # The daemon is stopping and closed the port itself: not a lost link, and raising
+            # link_lost now would journal a HIGH alarm that the next start shows as active.
+            log.info("device.link_closed_on_stop", device=device)
+            return
         if not up:
             self._unreliable.pop(device, None)
         log.info("device.link", device=device, up=up, reason=reason)
