@@ -10,8 +10,8 @@ station with a persistent session on a persistent broker gets, without racing.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import json
 import os
 import signal
