@@ -1,3 +1,4 @@
+#!/usr/bin/python3 -I
 """Fail-safe technical alarm for when systemd gives up restarting the daemon (``OnFailure=``).
 
 ``vitalwatch-failsafe.service`` runs this when ``vitalwatch.service`` enters ``failed`` (the start
