@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiomqtt
 import pytest
 
 from vitalwatch.config import parse_config
+from vitalwatch.payloads import encode, status_payload
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
@@ -34,6 +36,7 @@ ENSURE = HERE.parents[1] / "scripts" / "ensure-browser.sh"
 SITE = "clinic-web"
 BED = "chair-3"
 CALM_BED = "chair-4"  # a second chair with a normal session: one tile per bed, side by side
+HUNG_BED = "chair-9"  # a gateway that heartbeats, then hangs (TCP open, no will): must turn "silent"
 NURSE = "RN-Kim"
 # Scenario time runs 2x the wall clock: SpO2 starts falling ~15 s in and stays below 90 % for ~50 s,
 # time enough to see the normal screen first and to acknowledge while the alarm is active.
@@ -79,6 +82,14 @@ def ws_mosquitto(tmp_path: Path) -> Any:
         broker.stop()
 
 
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/img when VITALWATCH_SCREENSHOTS says so (absolute: drive.mjs runs in browser/), else tmp."""
+    shots = Path(os.environ.get("VITALWATCH_SCREENSHOTS") or tmp_path).absolute()
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> None:
     """What the bed gateway published: alert transitions and command results."""
     async with aiomqtt.Client("127.0.0.1", port, identifier="test-watcher") as client:
@@ -91,7 +102,22 @@ async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> 
                 seen.append({"topic": str(message.topic), **json.loads(body)})
 
 
-async def drive(options: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]], str]:
+async def heartbeat_until(port: int, stop: asyncio.Event) -> None:
+    """A bed gateway that heartbeats every second, then stops without saying offline (hung, not dead)."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="hung-gateway") as client:
+        beat = 0
+        while not stop.is_set():
+            beat += 1
+            body = status_payload(
+                state="online", site=SITE, bed=HUNG_BED, phase="recovery", links={"oximeter": True},
+                heartbeat=beat, sent_at=datetime.now(UTC),
+            )  # fmt: skip
+            await client.publish(f"vitalwatch/v1/{SITE}/{HUNG_BED}/status", encode(body), qos=1, retain=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def drive(options: dict[str, Any], on_event: Any = None) -> tuple[int, dict[str, dict[str, Any]], str]:
     """Run drive.mjs; its events by name, and stderr for the failure message."""
     proc = await asyncio.create_subprocess_exec(
         "node", str(BROWSER / "drive.mjs"), json.dumps(options),
@@ -104,6 +130,8 @@ async def drive(options: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]]
             async for line in proc.stdout:
                 event = json.loads(line)
                 events[event["event"]] = event
+                if on_event is not None:
+                    on_event(event)
             await proc.wait()
     finally:
         if proc.returncode is None:
@@ -115,12 +143,10 @@ async def drive(options: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]]
 
 @pytest.mark.asyncio
 async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
-    browser_setup: str, ws_mosquitto: tuple[Mosquitto, int], tmp_path: Path
+    browser_setup: str, ws_mosquitto: tuple[Mosquitto, int], screenshot_dir: Path, tmp_path: Path
 ) -> None:
     """Desaturation: a red HIGH tile with sound; Acknowledge reaches the daemon; the tile says who."""
     broker, ws_port = ws_mosquitto
-    shots = Path(os.environ.get("VITALWATCH_SCREENSHOTS") or tmp_path).absolute()
-    os.makedirs(shots, exist_ok=True)
     story = get_scenario("desaturation")
     seen: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -143,6 +169,8 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
         ready = asyncio.Event()
         watcher = asyncio.create_task(watch(broker.port, seen, ready))
         await asyncio.wait_for(ready.wait(), 10)
+        hang = asyncio.Event()
+        hung = asyncio.create_task(heartbeat_until(broker.port, hang))
         daemon = Daemon(config)
         runner = asyncio.create_task(daemon.run())
         daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time())
@@ -150,19 +178,21 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
         try:
             code, events, stderr = await drive({
                 "url": f"http://127.0.0.1:{station.port}/", "bed": BED, "calmBed": CALM_BED, "nurse": NURSE,
-                "chromium": browser_setup, "screenshots": str(shots),
-                "failureShot": str(tmp_path / "failure.png"),
-            })  # fmt: skip
+                "chromium": browser_setup, "screenshots": str(screenshot_dir),
+                "failureShot": str(tmp_path / "failure.png"), "hungBed": HUNG_BED,
+            }, on_event=lambda e: e["event"] == "high" and hang.set())  # fmt: skip
             await asyncio.sleep(0.5)  # the watcher's last messages
             active = {a.alert_id: a for a in daemon.beds[BED].engine.active_alarms()}
         finally:
-            for task in (runner, watcher):
+            for task in (runner, watcher, hung):
                 task.cancel()
-            await asyncio.gather(runner, watcher, return_exceptions=True)
+            await asyncio.gather(runner, watcher, hung, return_exceptions=True)
 
     assert "failed" not in events, (events, stderr[-2000:])
+    assert "console-error" not in events and "page-error" not in events, events
     normal = events["normal"]
     assert "ok" == normal["calm_state"]  # the other chair: online, no alarm
+    assert "ok" == normal["hung_state"]  # still heartbeating
     assert normal["state"] in ("ok", "alarm-low")  # baseline_incomplete (LOW) is raised at infusion start
     assert normal["phase"].startswith("infusion")
     assert 90 <= int(normal["spo2"]) <= 100 and 40 <= int(normal["pulse"]) <= 140
@@ -189,6 +219,10 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
 
     assert f"acknowledged by {NURSE}" in events["acked"]["text"]
     assert not events["acked"]["button"]
+
+    silent = events["silent"]  # heartbeats stopped at the "high" event; k = 3 x 1 s later:
+    assert "silent" == silent["state"]
+    assert "BED GATEWAY SILENT" in silent["text"] and "NOT being monitored" in silent["text"]
 
     rebuilt = events["reloaded"]
     assert rebuilt["phase"].startswith("infusion")  # from the retained status

@@ -88,8 +88,10 @@ def _response(status: str, body: bytes, content_type: str, *, head: bool = False
         "Cache-Control: no-cache",
         "X-Content-Type-Options: nosniff",
         "Referrer-Policy: no-referrer",
-        # Scripts only from here; the page may open WebSockets to the broker.
-        "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
+        # Scripts only from here; the page may open WebSockets to the broker. MQTT.js runs its
+        # keepalive timer in a blob: worker (worker-timers), which background tabs do not throttle.
+        "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "worker-src 'self' blob:",
         "Connection: close",
     ]
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + (b"" if head else body)

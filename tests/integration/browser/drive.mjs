@@ -48,6 +48,7 @@ try {
     nibp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
   }));
   normal.calm_state = await page.$eval(`.tile[data-bed="${opt.calmBed}"]`, (el) => el.dataset.state);
+  normal.hung_state = await page.$eval(`.tile[data-bed="${opt.hungBed}"]`, (el) => el.dataset.state);
   say({ event: "normal", ...normal });
   if (opt.screenshots) await page.screenshot({ path: join(opt.screenshots, "station-normal.png") });
 
@@ -78,6 +79,11 @@ try {
   }
   const acked = await page.$eval(mine, (el) => ({ text: el.textContent, button: !!el.querySelector("button") }));
   say({ event: "acked", ...acked, beeps: await page.evaluate(() => window.vwStation.beeps) });
+
+  // The hung gateway's heartbeats stopped when "high" was printed: its tile must say so, on this clock.
+  const hung = `.tile[data-bed="${opt.hungBed}"]`;
+  await page.waitForSelector(`${hung}[data-state="silent"]`, { timeout: 10000 });
+  say({ event: "silent", state: "silent", text: await page.$eval(hung, (el) => el.querySelector(".silent").textContent) });
 
   // Reload: everything comes back from the retained status and alarms; vitals wait for new values.
   await page.reload();
