@@ -358,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     def sens(t: Tally, kind: str) -> str:
         n, d = t.events.get(kind, 0), t.detected.get(kind, 0)
         delays = t.delays.get(kind, [])
-        timing = (
-            f"median {statistics.median(delays) + 0:.0f} s, max {max(delays) + 0:.0f} s" if delays else "-"
-        )
+        timing = "-"
+        if delays:  # an onset may lead the labelled start by a few seconds: show it as 0
+            med, worst = max(0.0, statistics.median(delays)), max(0.0, *delays)
+            timing = f"median {med:.0f} s, max {worst:.0f} s"
         return f"{d}/{n} ({timing})"
 
     reduction = 1 - engine_t.false_alarms / naive_t.false_alarms if naive_t.false_alarms else 0.0
