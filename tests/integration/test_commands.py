@@ -1,0 +1,183 @@
+"""Nurse commands over a real Mosquitto: every bad command gets an error result and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import pytest_asyncio
+
+from vitalwatch.config import parse_config
+from vitalwatch.engine.outputs import AlertTransition
+from vitalwatch.supervisor import Daemon
+from vitalwatch.testing import Mosquitto
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.asyncio]
+
+SITE = "test-site"
+BED = "chair-1"
+BASE = f"vitalwatch/v1/{SITE}/{BED}"
+
+
+async def wait_until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Nurse:
+    """A station client: sends raw command payloads and collects results and alerts."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.results: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+
+    async def listen(self) -> None:
+        async for msg in self.client.messages:
+            data = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+            (self.results if str(msg.topic).endswith("/cmd/result") else self.alerts).append(data)
+
+    async def send(self, payload: bytes | dict[str, Any], *, topic: str = f"{BASE}/cmd") -> dict[str, Any]:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        count = len(self.results)
+        await self.client.publish(topic, body, qos=1)
+        await wait_until(lambda: len(self.results) > count, 5, "a command result")
+        return self.results[count]
+
+
+@pytest_asyncio.fixture
+async def setup(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Nurse]]:
+    """The daemon with one bed in infusion without a baseline, so baseline_incomplete is active."""
+    config = parse_config(
+        {
+            "site": SITE,
+            "mqtt": {"port": mosquitto.port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
+            "logging": {"level": "warning"},
+            "state": {"directory": str(tmp_path / "state")},
+            "beds": [
+                {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
+            ],
+        }
+    )
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run())
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe(f"{BASE}/cmd/result", qos=1)
+        await client.subscribe(f"{BASE}/alerts", qos=1)
+        nurse = Nurse(client)
+        listener = asyncio.create_task(nurse.listen())
+        try:
+            await wait_until(lambda: daemon.publishers[BED].connected, 10, "daemon connected")
+            daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time())
+            await wait_until(lambda: bool(nurse.alerts), 10, "the baseline_incomplete alert")
+            yield daemon, nurse
+        finally:
+            listener.cancel()
+            task.cancel()
+            await asyncio.gather(listener, task, return_exceptions=True)
+
+
+def transitions(daemon: Daemon) -> list[AlertTransition]:
+    return [o for o in daemon.beds[BED].outputs if isinstance(o, AlertTransition)]
+
+
+BAD: list[tuple[bytes | dict[str, Any], str]] = [
+    (b"{not json", "bad_json"),
+    (b"\xff\xfe", "bad_json"),
+    (b"[1, 2]", "not_object"),
+    (b"x" * 5000, "too_large"),
+    (
+        json.dumps(
+            {"request_id": "big", "command": "ack", "alert_id": "all", "by": "n" * 60, "pad": "y" * 4100}
+        ).encode(),
+        "too_large",
+    ),
+    ({"command": "ack", "alert_id": "all", "by": "nurse"}, "missing_field"),
+    ({"request_id": "r-a", "command": "ack", "by": "nurse"}, "missing_field"),
+    ({"request_id": "r-b", "command": "ack", "alert_id": 7, "by": "nurse"}, "wrong_type"),
+    ({"request_id": 12, "command": "ack", "alert_id": "all", "by": "nurse"}, "wrong_type"),
+    ({"request_id": "r-c", "command": "ack", "alert_id": "all", "by": "nurse", "extra": 1}, "unknown_field"),
+    ({"request_id": "r-d", "command": "reboot"}, "unknown_command"),
+    (
+        {"request_id": "r-e", "command": "ack", "alert_id": "all", "by": "nurse", "bed": "chair-9"},
+        "wrong_bed",
+    ),
+    ({"request_id": "r-f", "command": "ack", "alert_id": "chair-1-nope", "by": "nurse"}, "unknown_alert"),
+    ({"request_id": "r-g", "command": "phase", "phase": "dancing"}, "bad_value"),
+    ({"request_id": "r-h", "command": "phase", "phase": "infusion", "dose_mg_per_kg": "lots"}, "wrong_type"),
+    ({"request_id": "r-i", "command": "nibp"}, "unavailable"),  # a Masimo oximeter has no cuff
+]
+
+
+async def test_bad_commands_each_get_an_error_and_change_nothing(setup: tuple[Daemon, Nurse]) -> None:
+    """Malformed, oversized, unknown, wrong-bed and impossible commands: error result, same state."""
+    daemon, nurse = setup
+    session = daemon.beds[BED]
+    before = (
+        len(transitions(daemon)),
+        session.engine.phase,
+        [t.acknowledged_by for t in session.engine.active_alarms()],
+    )
+    for payload, code in BAD:
+        result = await nurse.send(payload)
+        assert result["ok"] is False, payload
+        assert code == result["error"]["code"], (payload, result)
+        assert result["error"]["message"]
+        assert BED == result["bed"]
+    after = (
+        len(transitions(daemon)),
+        session.engine.phase,
+        [t.acknowledged_by for t in session.engine.active_alarms()],
+    )
+    assert before == after
+    assert "r-b" == next(r for r in nurse.results if r["error"]["code"] == "wrong_type")["request_id"]
+
+
+async def test_valid_ack_acknowledges_and_a_replay_is_refused(setup: tuple[Daemon, Nurse]) -> None:
+    """An ack of the active alarm produces an 'acknowledged' alert; the same request again is refused."""
+    daemon, nurse = setup
+    alert_id = nurse.alerts[0]["alert_id"]
+    ack = {"request_id": "st-1", "command": "ack", "alert_id": alert_id, "by": "station-2", "bed": BED}
+    result = await nurse.send(ack)
+    assert (True, "st-1", "ack", None) == (
+        result["ok"],
+        result["request_id"],
+        result["command"],
+        result["error"],
+    )
+    await wait_until(lambda: any(a["state"] == "acknowledged" for a in nurse.alerts), 5, "acknowledged alert")
+    acked = next(a for a in nurse.alerts if a["state"] == "acknowledged")
+    assert (alert_id, "station-2") == (acked["alert_id"], acked["acknowledged_by"])
+    count = len(transitions(daemon))
+    replay = await nurse.send(ack)
+    assert ("replayed", "st-1") == (replay["error"]["code"], replay["request_id"])
+    await asyncio.sleep(0.3)
+    assert count == len(transitions(daemon))
+
+
+async def test_phase_command_changes_phase_and_stores_fields(setup: tuple[Daemon, Nurse]) -> None:
+    """phase recovery with dose and planned minutes: applied, and the fields are journalled."""
+    daemon, nurse = setup
+    cmd = {
+        "request_id": "st-2",
+        "command": "phase",
+        "phase": "recovery",
+        "dose_mg_per_kg": 0.5,
+        "planned_minutes": 40,
+    }
+    result = await nurse.send(cmd)
+    assert result["ok"] is True
+    assert "recovery" == daemon.beds[BED].engine.phase
+    await asyncio.sleep(0.2)  # the journal write runs on the writer thread
+    meta = daemon.store.meta(BED)
+    assert {"phase": "recovery", "dose_mg_per_kg": 0.5, "planned_minutes": 40.0} == meta["phase_fields"]
+    assert "recovery" == meta["phase"]
