@@ -14,6 +14,14 @@ broken virtual environment or package. The configuration may be what crashed the
 ``tomllib`` rejects is scanned line by line for ``local_alarm_command = [...]``. Messages go to
 stderr with a ``<N>`` syslog priority prefix, which journald turns into the entry's priority.
 
+Clearing: ``vitalwatch.service`` runs ``vitalwatch-failsafe clear`` (privileged, ``ExecStartPre=-+``)
+before every start; it only runs the command when a marker in /run says the alarm is raised.
+
+Since systemd 254 ``OnFailure=`` fires on every crash, even when ``Restart=`` will start the daemon
+again (252, Debian 12, fires only once the start limit is hit). ``raise`` therefore asks systemctl
+for the unit's state and stays quiet while a restart is pending: only a daemon that systemd gave up
+on is an alarm.
+
 systemd (>= 251) passes the failed unit's ``MONITOR_SERVICE_RESULT``, ``MONITOR_EXIT_CODE`` and
 ``MONITOR_EXIT_STATUS``; they are logged so the engineer sees why without digging.
 """
@@ -34,6 +42,12 @@ from typing import Any
 __all__ = ["find_alarm_command", "main"]
 
 DEFAULT_CONFIG = Path("/etc/vitalwatch/vitalwatch.toml")
+# Exists while the alarm is raised, so `clear` (run before every daemon start) is silent otherwise.
+# /run is a tmpfs: a reboot forgets it, as it resets a buzzer.
+DEFAULT_MARKER = Path("/run/vitalwatch-failsafe.raised")
+DAEMON_UNIT = "vitalwatch.service"
+# SubStates in which systemd will not start the daemon again by itself.
+GIVEN_UP = frozenset({"failed", "dead"})
 ALARM_NAME = "daemon_failed"
 # A buzzer or mosquitto_pub returns in well under this; a hung one must not hold the unit forever.
 COMMAND_TIMEOUT_S = 30.0
@@ -98,11 +112,29 @@ def run_alarm(command: Sequence[str], state: str, environ: Mapping[str, str]) ->
     return done.returncode
 
 
+def unit_substate(systemctl: str, unit: str) -> str | None:
+    """The unit's SubState (``failed``, ``auto-restart``, ``running``...), or None if unknown."""
+    try:
+        done = subprocess.run(
+            [systemctl, "show", "-p", "SubState", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip()
+    return value if done.returncode == 0 and value else None
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``vitalwatch-failsafe [--config PATH] raise|clear``; non-zero when the alarm could not sound."""
     env = dict(os.environ if environ is None else environ)
     parser = argparse.ArgumentParser(prog="vitalwatch-failsafe", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--marker", type=Path, default=DEFAULT_MARKER, help="exists while raised")
+    parser.add_argument("--systemctl", default="systemctl", help="program asked for the unit's state")
     parser.add_argument("state", choices=("raise", "clear"))
     args = parser.parse_args(argv)
     state = "raised" if args.state == "raise" else "cleared"
@@ -112,7 +144,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if k in env
     }
     if state == "raised":
+        # systemd >= 254 runs OnFailure= on every crash, also when Restart= will start the daemon
+        # again in 2 s; only a unit that stays failed (start limit hit) is an alarm.
+        substate = unit_substate(args.systemctl, env.get("MONITOR_UNIT", DAEMON_UNIT))
+        if substate is not None and substate not in GIVEN_UP:
+            log(NOTICE, "failsafe.restart_pending", substate=substate, **failed)
+            return 0
         log(CRIT, "failsafe.daemon_failed", detail="vitalwatch stopped; no alerts reach nurses", **failed)
+    elif not args.marker.exists():
+        return 0  # nothing raised: a normal (re)start of the daemon
     else:
         log(NOTICE, "failsafe.cleared", detail="vitalwatch is being started again")
     try:
@@ -121,6 +161,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log(ERR, "failsafe.config_unreadable", path=str(args.config), error=exc.strerror or str(exc))
         text = ""
     command, how = find_alarm_command(text)
+    if state == "raised":
+        _touch(args.marker)
+    else:
+        args.marker.unlink(missing_ok=True)
     if command is None:
         log(
             CRIT if state == "raised" else NOTICE,
@@ -137,6 +181,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
     log(NOTICE, f"failsafe.alarm_{state}", program=command[0])
     return 0
+
+
+def _touch(marker: Path) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError as exc:  # the alarm matters more than remembering it
+        log(ERR, "failsafe.marker_unwritable", path=str(marker), error=exc.strerror or str(exc))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,22 @@ def alarm_script(tmp_path: Path) -> tuple[Path, Path]:
     return script, record
 
 
+def fake_systemctl(tmp_path: Path, substate: str) -> str:
+    program = tmp_path / "systemctl"
+    program.write_text(f"#!/bin/sh\necho {substate}\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+def opts(tmp_path: Path, config: Path, substate: str = "failed") -> list[str]:
+    """Arguments that keep the test off the real /run and the real systemctl."""
+    return [
+        "--config", str(config),
+        "--marker", str(tmp_path / "run" / "raised"),
+        "--systemctl", fake_systemctl(tmp_path, substate),
+    ]  # fmt: skip
+
+
 def test_command_under_mqtt_or_top_level() -> None:
     assert (["/bin/buzz", "-l"], "toml") == find_alarm_command(
         '[mqtt]\nhost = "x"\nlocal_alarm_command = ["/bin/buzz", "-l"]\n'
@@ -56,8 +72,13 @@ def test_raise_and_clear_run_the_command(tmp_path: Path, capsys: pytest.CaptureF
         "MONITOR_SERVICE_RESULT": "start-limit-hit",
         "MONITOR_EXIT_CODE": "exited",
     }
-    assert 0 == failsafe.main(["--config", str(config), "raise"], env)
-    assert 0 == failsafe.main(["--config", str(config), "clear"], env)
+    marker = tmp_path / "run" / "raised"
+    assert 0 == failsafe.main([*opts(tmp_path, config), "raise"], env)
+    assert marker.exists()
+    assert 0 == failsafe.main([*opts(tmp_path, config), "clear"], env)
+    assert not marker.exists()
+    # A normal start with nothing raised runs nothing.
+    assert 0 == failsafe.main([*opts(tmp_path, config), "clear"], env)
     assert ["daemon_failed raised * arg", "daemon_failed cleared * arg"] == record.read_text().splitlines()
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("<2>")  # journald priority: critical
@@ -66,9 +87,32 @@ def test_raise_and_clear_run_the_command(tmp_path: Path, capsys: pytest.CaptureF
     assert "start-limit-hit" == entry["monitor_service_result"]
 
 
+def test_pending_restart_is_not_an_alarm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """systemd >= 254 runs OnFailure= between auto-restarts: stay quiet while a restart is pending."""
+    buzzer, record = alarm_script(tmp_path)
+    config = tmp_path / "vitalwatch.toml"
+    config.write_text(f'local_alarm_command = ["{buzzer}"]\n')
+    assert 0 == failsafe.main([*opts(tmp_path, config, "auto-restart"), "raise"], {})
+    assert not record.exists()
+    assert "failsafe.restart_pending" in capsys.readouterr().err
+    # Given up (start limit hit): the alarm sounds.
+    assert 0 == failsafe.main([*opts(tmp_path, config, "failed"), "raise"], {})
+    assert ["daemon_failed raised * "] == record.read_text().splitlines()
+
+
+def test_unknown_unit_state_raises(tmp_path: Path) -> None:
+    """No systemctl answer (no systemd, D-Bus down): better a false alarm than a silent failure."""
+    buzzer, record = alarm_script(tmp_path)
+    config = tmp_path / "vitalwatch.toml"
+    config.write_text(f'local_alarm_command = ["{buzzer}"]\n')
+    args = ["--config", str(config), "--marker", str(tmp_path / "m"), "--systemctl", str(tmp_path / "none")]
+    assert 0 == failsafe.main([*args, "raise"], {})
+    assert ["daemon_failed raised * "] == record.read_text().splitlines()
+
+
 def test_missing_config_or_command_fails_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """No way to sound the alarm: a critical journal entry and a failed unit (exit 1)."""
-    assert 1 == failsafe.main(["--config", str(tmp_path / "absent.toml"), "raise"], {})
+    assert 1 == failsafe.main([*opts(tmp_path, tmp_path / "absent.toml"), "raise"], {})
     events = [json.loads(line[3:])["event"] for line in capsys.readouterr().err.splitlines()]
     assert ["failsafe.daemon_failed", "failsafe.config_unreadable", "failsafe.no_alarm_command"] == events
 
@@ -76,9 +120,9 @@ def test_missing_config_or_command_fails_loudly(tmp_path: Path, capsys: pytest.C
 def test_failing_command_is_reported(tmp_path: Path) -> None:
     config = tmp_path / "vitalwatch.toml"
     config.write_text('local_alarm_command = ["/bin/false"]\n')
-    assert 1 == failsafe.main(["--config", str(config), "raise"], {})
+    assert 1 == failsafe.main([*opts(tmp_path, config), "raise"], {})
     config.write_text(f'local_alarm_command = ["{tmp_path / "missing"}"]\n')
-    assert 1 == failsafe.main(["--config", str(config), "raise"], {})
+    assert 1 == failsafe.main([*opts(tmp_path, config), "raise"], {})
 
 
 @pytest.mark.skipif(SYSTEM_PYTHON is None, reason="no /usr/bin/python3 on this machine")
@@ -92,7 +136,7 @@ def test_runs_standalone_under_the_system_python(tmp_path: Path) -> None:
     config = tmp_path / "vitalwatch.toml"
     config.write_text(f'[mqtt\nlocal_alarm_command = ["{buzzer}"]\n')  # broken TOML
     done = subprocess.run(
-        [SYSTEM_PYTHON, "-I", str(copy), "--config", str(config), "raise"],
+        [SYSTEM_PYTHON, "-I", str(copy), *opts(tmp_path, config), "raise"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -101,13 +101,19 @@ def test_unit_requirements_are_present() -> None:
     assert "vitalwatch" == service["SyslogIdentifier"]
 
 
-def test_failsafe_unit_raises_and_clears() -> None:
+def test_failsafe_unit_raises_and_the_daemon_clears() -> None:
     failsafe = unit("vitalwatch-failsafe.service")["Service"]
     assert "oneshot" == failsafe["Type"]
-    assert "yes" == failsafe["RemainAfterExit"]
+    # Not RemainAfterExit: an active fail-safe unit would swallow every later OnFailure=.
+    assert "RemainAfterExit" not in failsafe
     assert failsafe["ExecStart"].endswith(" raise")
-    assert failsafe["ExecStop"].endswith(" clear")
     assert "-I" in failsafe["ExecStart"].split()  # isolated: no user site, no cwd on sys.path
+    svc = unit("vitalwatch.service")
+    # No Conflicts=: on systemd >= 254 OnFailure= fires between auto-restarts, and a conflict
+    # would then cancel the restart.
+    assert "Conflicts" not in svc["Unit"]
+    pre = svc["Service"]["ExecStartPre"]
+    assert pre.startswith("-+/usr/bin/python3 -I ") and pre.endswith(" clear")
 
 
 @needs_analyze
