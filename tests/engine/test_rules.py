@@ -102,6 +102,16 @@ def test_spo2_low_from_invalid_signal_is_silent() -> None:
     assert [] == h.raised("spo2_low")
 
 
+def test_pulse_under_artifact_is_silent() -> None:
+    """Motion artifact with a pulse of 150 for 2 min: no pulse alarm (the device said unreliable)."""
+    h = infusing()
+    h.run(T, T + 5)
+    h.status("artifact", True, T + 5)
+    h.run(T + 5, T + 125, pulse=150.0)
+    assert [] == h.raised("pulse_high")
+    assert [] == h.raised("pulse_above_baseline")
+
+
 def test_invalid_signal_pauses_the_timer_without_clearing_it() -> None:
     """10 s low, 20 s artifact, 5 s low again: 15 s of valid low signal -> HIGH."""
     h = infusing()

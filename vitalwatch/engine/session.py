@@ -210,7 +210,7 @@ class BedEngine:
             "message": occ.finding.message,
             "evidence": list(occ.finding.evidence),
             "onset_t": occ.onset_t,
-            "active": occ in list(self._book.active()),
+            "active": any(o is occ for o in self._book.active()),
             "history": list(occ.history),
             "baseline": self.baseline.describe(),
         }
