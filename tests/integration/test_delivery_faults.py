@@ -428,3 +428,44 @@ async def test_daemon_sigkill_mid_session_resumes_same_session(mosquitto: Mosqui
             assert "infusion" == a["phase"]
             assert active_before[a["alert_id"]]["onset_utc"] == a["onset_utc"]
     assert "session.resumed" in second_log.read_text()
+
+
+async def test_monitor_cable_pulled_and_replugged(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The pty closes (cable pulled): link_lost is raised within after_s; replugged under the same
+    configured name (a fresh pty), the daemon reads it without a restart and link_lost clears."""
+    from vitalwatch.simulators import make_simulator
+    from vitalwatch.simulators.endpoint import serve_pty
+    from vitalwatch.simulators.scenarios import get_scenario
+
+    link_path = tmp_path / "oximeter-tty"
+    station = Station(mosquitto.port)
+    station.connect()
+    async with serve_pty(make_simulator("masimo", get_scenario("normal")), speed=1.0, link=link_path) as ep:
+        run = Running(make_config(mosquitto.port, tmp_path / "state", device_url=str(link_path)))
+        link = run.daemon.beds[BED].links["oximeter"]
+        try:
+            await wait_until(lambda: link.readings > 0, 10, "readings from the monitor")
+            # link_lost is an infusion/recovery rule (shipped table: after_s = 10; at once when the
+            # port vanishes)
+            run.daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time())
+
+            def link_lost(state: str) -> list[dict[str, Any]]:
+                return [
+                    a
+                    for a in station.unique().values()
+                    if a["condition"] == "link_lost" and a["state"] == state
+                ]
+
+            pulled = time.monotonic()
+            await ep.close()
+            await wait_until(lambda: bool(link_lost("raised")), 12, "link_lost raised")
+            assert time.monotonic() - pulled < 10.0  # the rule's configured after_s
+            await asyncio.sleep(1.0)
+            await ep.reopen()
+            readings = link.readings
+            await wait_until(lambda: link.readings > readings, 15, "readings from the new port")
+            await wait_until(lambda: bool(link_lost("cleared")), 10, "link_lost cleared")
+            assert link_lost("raised")[0]["alert_id"] == link_lost("cleared")[0]["alert_id"]
+        finally:
+            station.disconnect()
+            await run.stop()
