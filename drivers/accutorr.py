@@ -82,7 +82,7 @@ STATUS_BITS: dict[tuple[int, int], tuple[str, str]] = {
     (1, 6): ("device_fault", "filter_mismatch"),
     (1, 7): ("calibrating", "system_test_in_progress"),
     (2, 0): ("cuff_overpressure", "nibp_cuff_overpressure"),
-    (2, 1): ("artifact", "nibp_motion_artifact"),
+    (2, 1): ("cuff_error", "nibp_motion_artifact"),  # the cuff cycle failed; SpO2 stays trusted
 }
 
 PatientData = tuple[int | None, int | None, int | None, int | None, int | None, int, int, int, int | None]

@@ -123,6 +123,9 @@ def parse_line(line: bytes) -> NellcorLine | None:
     spo2, pulse, pa = (_value(m.group(i)) for i in (7, 8, 9))
     if spo2 is None or pulse is None or pa is None:
         return None
+    if spo2[0] is not None and spo2[0] > 100:
+        # A saturation above 100 % is a corrupted line (lost spaces), never a reading.
+        return None
     day, mon, yy, hh, mi, ss = m.group(1, 2, 3, 4, 5, 6)
     try:
         year = int(yy) + (1900 if int(yy) >= 70 else 2000)  # the manuals' own examples say 97, 98

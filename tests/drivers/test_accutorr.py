@@ -109,7 +109,7 @@ def test_status_bits_map_to_vocabulary_codes() -> None:
         DeviceStatus("searching", True, {"condition": "pulse_search"}),
         DeviceStatus("calibrating", True, {"condition": "system_test_in_progress"}),
         DeviceStatus("cuff_overpressure", True, {"condition": "nibp_cuff_overpressure"}),
-        DeviceStatus("artifact", True, {"condition": "nibp_motion_artifact"}),
+        DeviceStatus("cuff_error", True, {"condition": "nibp_motion_artifact"}),
     ]
     assert {s.code for s in statuses(on)} <= STATUS_CODES
     same = drv.feed(line((None, None, None, None, None, 0b0000_1011, 0b1000_0000, 0b11, 3)), 5.0)
@@ -117,8 +117,8 @@ def test_status_bits_map_to_vocabulary_codes() -> None:
     off = drv.feed(line((98, 72, None, None, None, 0b0001_0000, 0, 0, 3)), 10.0)
     assert statuses(off) == [
         DeviceStatus("low_perfusion", True, {"condition": "pulse_level_weak"}),
-        DeviceStatus("artifact", False),
         DeviceStatus("calibrating", False),
+        DeviceStatus("cuff_error", False),
         DeviceStatus("cuff_overpressure", False),
         DeviceStatus("no_sensor", False),
         DeviceStatus("searching", False),

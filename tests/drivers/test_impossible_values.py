@@ -2,8 +2,7 @@
 
 Found by mutating the real samples: a Nellcor line whose spaces were lost read ``SpO2 980``.
 Each oximeter driver that prints SpO2 as text either rejects the line or reports no value.
-Nellcor does not yet (its own round-trip test draws SpO2 up to 254 and expects it back), so its
-cases are strict xfails until that driver and test change together.
+Nellcor treats such a line as unrecognised.
 """
 
 from __future__ import annotations
@@ -13,14 +12,12 @@ import pytest
 from vitalwatch.drivers import make_driver
 from vitalwatch.drivers.events import DecodeProblem, Observation
 
-NELLCOR_XFAIL = pytest.mark.xfail(reason="nellcor passes SpO2 > 100 through as a number", strict=True)
-
 
 @pytest.mark.parametrize(
     ("driver", "line"),
     [
-        pytest.param("nellcor", b"12-NOV-98 14:00:05 980 120 50\r\n", marks=NELLCOR_XFAIL),
-        pytest.param("nellcor", b"12-NOV-98 14:00:05 101* 120 50 SH\r\n", marks=NELLCOR_XFAIL),
+        ("nellcor", b"12-NOV-98 14:00:05 980 120 50\r\n"),
+        ("nellcor", b"12-NOV-98 14:00:05 101* 120 50 SH\r\n"),
         ("masimo", b"02/22/16 22:47:45 SN=0000056661 SPO2=101% BPM=097 PI=03.60% ALARM=0000 EXC=000800\r\n"),
         ("nonin-ascii", b"SPO2=101 HR=072\r\n"),
     ],
@@ -34,7 +31,6 @@ def test_spo2_above_100_is_never_a_number(driver: str, line: bytes) -> None:
     assert spo2 or any(isinstance(e, DecodeProblem) for e in events)
 
 
-@NELLCOR_XFAIL
 def test_nellcor_good_line_after_a_corrupted_one_still_decodes() -> None:
     """The corrupted line is a problem; the next line is read normally."""
     drv = make_driver("nellcor")

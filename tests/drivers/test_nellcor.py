@@ -166,7 +166,7 @@ lines = st.builds(
     time=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2069, 12, 31)).map(
         lambda d: d.replace(microsecond=0)
     ),
-    spo2=_value,
+    spo2=st.one_of(st.none(), st.integers(0, 100)),
     pulse_rate=_value,
     pa=_value,
     spo2_star=st.booleans(),

@@ -258,14 +258,14 @@ def test_accutorr_conversation_reports_each_nibp_once() -> None:
 
 
 def test_accutorr_conversation_failed_nibp_and_probe_off() -> None:
-    """A failed cuff cycle gives NIBP observations with value None and artifact; probe off -> sensor_off."""
+    """A failed cuff cycle gives NIBP observations with value None and cuff_error; probe off -> sensor_off."""
     drv = AccutorrDriver(poll_interval_s=5.0)
     sim = AccutorrSimulator(Scenario(cuff_error_from=200.0, probe_off_from=250.0), nibp_interval_min=2.0)
     events = [e for _, e in converse(drv, sim, 260.0, step=0.1)]
     nibp_sys = [e.value for e in observations(events) if e.kind == "nibp_systolic"]
     assert nibp_sys == [150.0, 150.0, None]
     assert statuses(events) == [
-        DeviceStatus("artifact", True, {"condition": "nibp_motion_artifact"}),
+        DeviceStatus("cuff_error", True, {"condition": "nibp_motion_artifact"}),
         DeviceStatus("sensor_off", True, {"condition": "sensor_off"}),
     ]
     assert observations(events)[-2:] == [

@@ -188,7 +188,7 @@ def check_cuff_error(device: str, run: Run) -> None:
     """A failed cycle is reported the way the device can say it, and never as a pressure.
 
     SunTech has an error code (-> ``cuff_error``). The Accutorr only has ST2 bit 1 "NIBP motion
-    artifact" with ``--`` values (the driver reports it as ``artifact`` with that condition).
+    artifact" with ``--`` values (the driver reports it as ``cuff_error`` with that condition).
     HL7 PCD-01 carries it as OBX-11 ``X`` with an empty value (-> ``value: None``).
     """
     assert [] == run.problems()
