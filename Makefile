@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+include mk/install.mk
+include mk/release.mk
+
 .PHONY: demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
@@ -19,6 +22,7 @@ demo: $(STAMP)
 ## test: lint, strict typing, and the whole test suite against a real Mosquitto
 test: $(STAMP)
 	scripts/ensure-mosquitto.sh
+	scripts/ensure-browser.sh
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -q
 

@@ -17,6 +17,7 @@ from vitalwatch import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "demo",
+    "station",
     "check_config",
     "decode",
     "simulate",

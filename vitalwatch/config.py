@@ -310,6 +310,11 @@ def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) ->
                 cls(**options)
             except (TypeError, ValueError) as exc:
                 r.problem("options", f"rejected by the {driver} driver: {exc}")
+            else:
+                # A family whose line settings depend on an option (Contec old: 19200 odd parity).
+                serial_for = getattr(cls, "serial_for", None)
+                if callable(serial_for) and "protocol" in options:
+                    defaults = serial_for(options["protocol"])
     role = r.choice("role", _DEFAULT_ROLE.get(driver or "", "spo2"), _ROLES)
     serial = _serial(r, defaults)
     r.finish()

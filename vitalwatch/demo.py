@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from vitalwatch.nurse_view import format_alert
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
+from vitalwatch.station.demo import amqtt_ws_listener, demo_station
 from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import free_port
 
@@ -42,6 +44,16 @@ def parse_broker(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 1883
 
 
+def _port_free(port: int) -> bool:
+    """The station's well-known port, unless something else already listens there."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def demo_config(host: str, port: int, device_url: str, state_dir: Path) -> Config:
     """The daemon's configuration for the demo: one chair with one Masimo Rad-8."""
     return parse_config(
@@ -56,13 +68,16 @@ def demo_config(host: str, port: int, device_url: str, state_dir: Path) -> Confi
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(port: int) -> AsyncIterator[None]:
+async def embedded_broker(port: int, ws_port: int) -> AsyncIterator[None]:
     """An amqtt broker on loopback for the demo only (tests use a real Mosquitto)."""
     from amqtt.broker import Broker
 
     broker = Broker(
         {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"127.0.0.1:{port}"},
+                "ws": amqtt_ws_listener(ws_port),  # the nurse station page speaks MQTT over WebSockets
+            },
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
     )
@@ -101,17 +116,27 @@ async def run_demo(
     speed: float,
     broker: str | None,
     scenario: str = "desaturation",
+    station_port: int = 8080,
     out: TextIO = sys.stdout,
 ) -> int:
     """Run the whole chain for ``duration`` wall seconds."""
+    station_port = station_port if _port_free(station_port) else 0
     host, port = parse_broker(broker) if broker else ("127.0.0.1", free_port())
     story = get_scenario(scenario)
     sim = make_simulator("masimo", story)
     with tempfile.TemporaryDirectory(prefix="vitalwatch-demo-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             if broker is None:
-                await stack.enter_async_context(embedded_broker(port))
-                print(f"embedded MQTT broker on mqtt://{host}:{port}", file=out, flush=True)
+                ws_port = free_port()
+                await stack.enter_async_context(embedded_broker(port, ws_port))
+                print(
+                    f"embedded MQTT broker on mqtt://{host}:{port} (WebSockets on {ws_port})",
+                    file=out,
+                    flush=True,
+                )
+                await stack.enter_async_context(
+                    demo_station(site=SITE, ws_url=f"ws://127.0.0.1:{ws_port}/", out=out, port=station_port)
+                )
             endpoint = await stack.enter_async_context(serve_pty(sim, speed=speed))
             print(f"simulated Masimo Rad-8 ({scenario}) on {endpoint.url}", file=out, flush=True)
             daemon = Daemon(demo_config(host, port, endpoint.url, Path(tmp)))

@@ -123,3 +123,15 @@ def test_run_refuses_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_text('site = "x"\n')
     assert main(["run", "--config", str(bad)]) == 2
     assert "beds: at least one [[beds]] table is required" in capsys.readouterr().err
+
+
+def test_line_settings_follow_the_contec_protocol_option() -> None:
+    """An old-protocol CMS50D+ talks 19200 8O1 unless the file says otherwise; an explicit baudrate wins."""
+    old = {"id": "ox", "driver": "contec", "url": "x", "options": {"protocol": "old"}}
+    new = {"id": "ox2", "driver": "contec", "url": "y", "options": {"protocol": "new"}}
+    forced = {"id": "ox3", "driver": "contec", "url": "z", "options": {"protocol": "old"}, "baudrate": 9600}
+    cfg = parse_config(minimal(beds=[{"id": "b", "devices": [old, new, forced]}]))
+    serials = [d.serial for d in cfg.beds[0].devices]
+    assert (serials[0].baudrate, serials[0].parity.value) == (19200, "O")
+    assert (serials[1].baudrate, serials[1].parity.value) == (115200, "N")
+    assert (serials[2].baudrate, serials[2].parity.value) == (9600, "O")
