@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Module names, run in this order.
-BENCHMARKS: tuple[str, ...] = ("bench.decode", "bench.hl7")
+BENCHMARKS: tuple[str, ...] = ("bench.decode", "bench.hl7", "bench.alarm_quality")
 
 
 def main(argv: list[str]) -> int:
