@@ -469,3 +469,24 @@ async def test_monitor_cable_pulled_and_replugged(mosquitto: Mosquitto, tmp_path
         finally:
             station.disconnect()
             await run.stop()
+
+
+async def test_unwritable_database_raises_persistence_degraded_and_alerts_still_flow(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The journal cannot be written (here: a directory where the file should be): the local
+    'persistence degraded' alarm is raised and alerts are still published live from memory."""
+    state = tmp_path / "state"
+    (state / "vitalwatch.sqlite3").mkdir(parents=True)
+    station = Station(mosquitto.port)
+    station.connect()
+    run = Running(make_config(mosquitto.port, state))
+    try:
+        await wait_until(lambda: run.daemon.publishers[BED].connected, 10, "daemon connected")
+        await burst(run.daemon, 5, pause=0.0)
+        await wait_until(lambda: len(station.unique()) >= len(delivered(run.daemon)), 10, "live alerts")
+        station.check(delivered(run.daemon))
+        assert ("persistence_degraded", "*") in run.daemon.local_alarms.active
+    finally:
+        station.disconnect()
+        await run.stop()
