@@ -12,9 +12,14 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from vitalwatch.engine.signals import NibpReading, fmt
+from vitalwatch.engine.snapshot import encode_number
 from vitalwatch.engine.table import BaselineSettings
+
+if TYPE_CHECKING:
+    from vitalwatch.engine.snapshot import StateReader
 
 __all__ = ["Baseline", "BaselineCollector"]
 
@@ -45,6 +50,28 @@ class Baseline:
             f"pulse {fmt(self.pulse_rate)} /min"
         )
 
+    def to_state(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
+        return {
+            "systolic": encode_number(self.systolic),
+            "diastolic": encode_number(self.diastolic),
+            "spo2": encode_number(self.spo2),
+            "pulse_rate": encode_number(self.pulse_rate),
+            "nibp_count": self.nibp_count,
+            "oximetry_s": self.oximetry_s,
+        }
+
+    @classmethod
+    def from_state(cls, r: StateReader) -> Baseline:
+        return cls(
+            systolic=r.opt_number("systolic"),
+            diastolic=r.opt_number("diastolic"),
+            spo2=r.opt_number("spo2"),
+            pulse_rate=r.opt_number("pulse_rate"),
+            nibp_count=r.integer("nibp_count"),
+            oximetry_s=r.seconds("oximetry_s"),
+        )
+
 
 class BaselineCollector:
     """Collects baseline-phase samples and readings; bounded (one hour of 1 Hz samples)."""
@@ -70,6 +97,26 @@ class BaselineCollector:
         if reading.valid:
             self._readings.append(reading)
             self._cache = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """What was collected (the estimate is recomputed from it)."""
+        return {
+            "samples": {p: [encode_number(v) for v in q] for p, q in self._samples.items()},
+            "valid_s": dict(self._valid_s),
+            "readings": [r.to_state() for r in self._readings],
+        }
+
+    def restore_state(self, r: StateReader) -> None:
+        samples, valid_s = r.child("samples"), r.child("valid_s")
+        for p, q in self._samples.items():
+            q.clear()
+            q.extend(samples.numbers(p, q.maxlen))
+            self._valid_s[p] = valid_s.seconds(p)
+        self._readings.clear()
+        self._readings.extend(
+            NibpReading.from_state(c) for c in r.children("readings", self._readings.maxlen)
+        )
+        self._cache = None
 
     def readings(self) -> list[NibpReading]:
         """The valid baseline NIBP readings, oldest first."""

@@ -9,12 +9,17 @@ the evidence for the engineer reviewing the alert later (which readings, when).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from vitalwatch.engine.baseline import Baseline
 from vitalwatch.engine.lifecycle import Finding
 from vitalwatch.engine.signals import NibpReading, Sample, fmt
+from vitalwatch.engine.snapshot import encode_number
 from vitalwatch.engine.table import Rule, compare
 from vitalwatch.engine.vocabulary import CONDITIONS
+
+if TYPE_CHECKING:
+    from vitalwatch.engine.snapshot import StateReader
 
 __all__ = [
     "NibpCheck",
@@ -66,6 +71,24 @@ class SustainState:
         if self.acc >= rule.sustain_s - _EPS:
             return True
         return rule.bypass_limit is not None and self.bypass_acc >= rule.bypass_s - _EPS
+
+    def snapshot(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`); acc/bypass_acc are durations, not times."""
+        return {
+            "acc": self.acc,
+            "bypass_acc": self.bypass_acc,
+            "first_out": self.first_out.to_state() if self.first_out is not None else None,
+            "latest": self.latest.to_state() if self.latest is not None else None,
+            "worst": encode_number(self.worst),
+        }
+
+    def restore_state(self, r: StateReader) -> None:
+        first, latest = r.opt_child("first_out"), r.opt_child("latest")
+        self.acc = r.seconds("acc")
+        self.bypass_acc = r.seconds("bypass_acc")
+        self.first_out = Sample.from_state(first) if first is not None else None
+        self.latest = Sample.from_state(latest) if latest is not None else None
+        self.worst = r.opt_number("worst")
 
 
 def sustained_limit(rule: Rule, baseline: Baseline | None) -> float | None:
@@ -134,6 +157,18 @@ class NibpCheck:
     value: float | None
     limit: float | None
     text: str
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "out": self.out,
+            "value": encode_number(self.value),
+            "limit": encode_number(self.limit),
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_state(cls, r: StateReader) -> NibpCheck:
+        return cls(r.flag("out"), r.opt_number("value"), r.opt_number("limit"), r.text("text"))
 
 
 def nibp_check(rule: Rule, r: NibpReading, baseline: Baseline | None) -> NibpCheck | None:
@@ -204,6 +239,22 @@ class NibpRuleState:
             return False
         self.pending = r
         return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
+        return {
+            "pending": self.pending.to_state() if self.pending is not None else None,
+            "active": self.active,
+            "check": self.check.to_state() if self.check is not None else None,
+            "evidence": [r.to_state() for r in self.evidence],
+        }
+
+    def restore_state(self, r: StateReader) -> None:
+        pending, check = r.opt_child("pending"), r.opt_child("check")
+        self.pending = NibpReading.from_state(pending) if pending is not None else None
+        self.active = r.flag("active")
+        self.check = NibpCheck.from_state(check) if check is not None else None
+        self.evidence = [NibpReading.from_state(c) for c in r.children("evidence", 64)]
 
     def finding(self, rule: Rule) -> Finding:
         check = self.check

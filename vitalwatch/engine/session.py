@@ -189,6 +189,37 @@ class BedEngine:
         out = self._enter(now)
         return out + self._evaluate(self._now)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The whole session state as strict JSON data, for :meth:`restore` after a restart.
+
+        Records ``taken_at`` (the latest ``now`` seen); see :mod:`vitalwatch.engine.snapshot`.
+        """
+        from vitalwatch.engine.resume import engine_snapshot
+
+        return engine_snapshot(self)
+
+    @classmethod
+    def restore(
+        cls,
+        table: AlarmTable,
+        state: Mapping[str, Any],
+        id_factory: Callable[[], str] | None = None,
+        *,
+        now: float,
+        elapsed_outage_s: float = 0.0,
+    ) -> BedEngine:
+        """Continue a session from :meth:`snapshot` in a new process whose clock reads ``now``.
+
+        Every stored time moves by ``now - elapsed_outage_s - taken_at``: with the default the
+        outage is not counted; pass the wall-clock gap to count it in the phase, overdue,
+        re-notify and escalation clocks (valid-signal timers never advance over it). Devices
+        count as just connected. ValueError, naming the field, for another version or a missing
+        or invalid field. Details: :mod:`vitalwatch.engine.snapshot`.
+        """
+        from vitalwatch.engine.resume import restore_engine
+
+        return restore_engine(cls, table, state, id_factory, now=now, elapsed_outage_s=elapsed_outage_s)
+
     def active_alarms(self) -> list[AlertTransition]:
         """The latest transition of each active alarm, in the order they were raised."""
         return [occ.last for occ in self._book.active() if occ.last is not None]

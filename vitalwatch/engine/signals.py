@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vitalwatch.engine.snapshot import encode_number
+from vitalwatch.engine.vocabulary import PHASES
+
+if TYPE_CHECKING:
+    from vitalwatch.engine.snapshot import StateReader
 
 __all__ = ["NibpAssembler", "NibpReading", "Sample", "Signal", "fmt"]
 
@@ -34,6 +41,14 @@ class Sample:
     value: float | None
     valid: bool
     device: str
+
+    def to_state(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
+        return {"t": self.t, "value": encode_number(self.value), "valid": self.valid, "device": self.device}
+
+    @classmethod
+    def from_state(cls, r: StateReader) -> Sample:
+        return cls(r.when("t"), r.opt_number("value"), r.flag("valid"), r.text("device"))
 
 
 class Signal:
@@ -89,6 +104,16 @@ class Signal:
         start = since if end is None else max(end, since)
         return max(0.0, t - start)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The held sample and the end of the last valid stretch (``hold_s`` comes from the table)."""
+        cur = self.current
+        return {"current": cur.to_state() if cur is not None else None, "valid_end": self.valid_end}
+
+    def restore_state(self, r: StateReader) -> None:
+        cur = r.opt_child("current")
+        self.current = Sample.from_state(cur) if cur is not None else None
+        self.valid_end = r.opt_when("valid_end")
+
 
 @dataclass(frozen=True, slots=True)
 class NibpReading:
@@ -108,6 +133,30 @@ class NibpReading:
         flag = "" if self.valid else " INVALID"
         return (
             f"t={self.t:.1f} BP {fmt(self.systolic)}/{fmt(self.diastolic)}{mean} mmHg ({self.device}){flag}"
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
+        return {
+            "t": self.t,
+            "systolic": encode_number(self.systolic),
+            "diastolic": encode_number(self.diastolic),
+            "mean": encode_number(self.mean),
+            "valid": self.valid,
+            "device": self.device,
+            "phase": self.phase,
+        }
+
+    @classmethod
+    def from_state(cls, r: StateReader) -> NibpReading:
+        return cls(
+            r.when("t"),
+            r.opt_number("systolic"),
+            r.opt_number("diastolic"),
+            r.opt_number("mean"),
+            r.flag("valid"),
+            r.text("device"),
+            r.text("phase", PHASES),
         )
 
 
@@ -153,6 +202,26 @@ class NibpAssembler:
                 del self._pending[device]
         return done
 
+    def snapshot(self) -> dict[str, Any]:
+        """The readings still being assembled, per device."""
+        return {
+            device: {
+                "t": t,
+                "values": {k: encode_number(v) for k, v in values.items()},
+                "unreliable": unreliable,
+            }
+            for device, (t, values, unreliable) in self._pending.items()
+        }
+
+    def restore_state(self, r: StateReader, key: str) -> None:
+        self._pending = {}
+        for device, p in r.child_map(key).items():
+            values = p.opt_number_map("values")
+            for kind in values:
+                if kind not in self._KINDS:
+                    raise ValueError(f"engine snapshot: {p.path}.values: unknown NIBP kind {kind!r}")
+            self._pending[device] = (p.when("t"), values, p.flag("unreliable"))
+
 
 class ReadingLog:
     """The recent NIBP readings of a bed, bounded (a long session has a few dozen)."""
@@ -162,6 +231,13 @@ class ReadingLog:
 
     def valid(self) -> list[NibpReading]:
         return [r for r in self.readings if r.valid]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [r.to_state() for r in self.readings]
+
+    def restore_state(self, r: StateReader, key: str) -> None:
+        self.readings.clear()
+        self.readings.extend(NibpReading.from_state(c) for c in r.children(key, self.readings.maxlen))
 
     def last_valid(self) -> NibpReading | None:
         for r in reversed(self.readings):
