@@ -18,6 +18,7 @@ per bed so receivers order and de-duplicate on ``(alert_id, seq)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,9 @@ __all__ = [
     "ALERT_SCHEMA",
     "COMMANDS",
     "COMMAND_RESULT_SCHEMA",
+    "ERROR_CODES",
     "STATUS_SCHEMA",
+    "TECHNICAL_ALARMS",
     "VITAL_SCHEMA",
     "Topics",
     "WallClock",
@@ -48,6 +51,27 @@ COMMAND_RESULT_SCHEMA = "vitalwatch.cmd-result/1"
 
 # The commands a nurse station may send on ``.../cmd`` (schemas/command.schema.json).
 COMMANDS: tuple[str, ...] = ("ack", "phase", "nibp")
+
+# Why a command was refused: ``error.code`` of a result (schemas/command_result.schema.json).
+# A station may branch on the code; ``error.message`` is for people and may change wording.
+ERROR_CODES: tuple[str, ...] = (
+    "too_large",  # more than 4096 bytes
+    "bad_json",  # not UTF-8 JSON
+    "not_object",  # JSON, but not an object
+    "missing_field",  # request_id, command, or a field the command needs
+    "wrong_type",  # a field of the wrong JSON type (or request_id not matching its pattern)
+    "bad_value",  # right type, value outside what the schema allows
+    "unknown_field",  # a field the command does not take (a typo is refused, never ignored)
+    "unknown_command",
+    "wrong_bed",  # site/bed in the command are not the topic's
+    "replayed",  # request_id already accepted
+    "unknown_alert",  # alert_id is not an active alarm of this bed
+    "unavailable",  # the bed cannot do it (nibp without a commandable cuff)
+    "internal",  # a bug in the gateway; nothing was changed
+)
+
+# Local technical alarms a status may list (the gateway's own health, not the patient's).
+TECHNICAL_ALARMS: tuple[str, ...] = ("broker_unreachable", "persistence_degraded")
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
 _PARAMETER_MDC = {
@@ -166,16 +190,29 @@ def status_payload(
     links: dict[str, bool],
     heartbeat: int,
     sent_at: datetime,
+    phase_minutes: float | None = None,
+    outbox_pending: int = 0,
+    technical: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Retained bed status; ``state`` is online or offline (the last will says offline too)."""
+    """Retained bed status; ``state`` is online or offline (the last will says offline too).
+
+    ``phase_minutes`` is the gateway's own count (monotonic clock) as of ``sent_utc``, so a
+    station that reloads shows exact minutes in phase instead of "at least N"; None when the
+    caller does not know it. ``outbox_pending`` counts alert transitions the broker has not
+    acknowledged yet; ``technical`` names the gateway's active local technical alarms
+    (:data:`TECHNICAL_ALARMS`), so an engineer sees why a bed may be late with its alerts.
+    """
     return {
         "schema": STATUS_SCHEMA,
         "state": state,
         "site": site,
         "bed": bed,
         "phase": phase,
+        "phase_minutes": None if phase_minutes is None else round(max(0.0, phase_minutes), 1),
         "links": {name: ("up" if up else "down") for name, up in sorted(links.items())},
         "heartbeat": heartbeat,
+        "outbox_pending": outbox_pending,
+        "technical": sorted(set(technical)),
         "version": __version__,
         "sent_utc": _iso(sent_at),
     }
@@ -204,23 +241,27 @@ def command_result_payload(
     site: str,
     bed: str,
     sent_at: datetime,
-    error: str | None = None,
+    error: tuple[str, str] | None = None,
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The answer on ``.../cmd/result`` to one command (schema: schemas/command_result.schema.json).
 
     ``request_id`` and ``command`` are echoed as far as they could be read: a command that is
     not JSON at all still gets a result, with both ``None`` and ``error`` naming the problem,
-    so the sender is never left guessing. An ``ok`` result has no error; a refused one has.
+    so the sender is never left guessing. An ``ok`` result has no error; a refused one has
+    ``error = (code, message)``, published as ``{"code": ..., "message": ...}``: the code
+    (:data:`ERROR_CODES`) for a program, the message for a nurse or an engineer.
     """
     if ok == (error is not None):
         raise ValueError("a command result is either ok with no error, or not ok with an error")
+    if error is not None and (error[0] not in ERROR_CODES or not error[1]):
+        raise ValueError(f"unknown error code {error[0]!r} or empty message")
     return {
         "schema": COMMAND_RESULT_SCHEMA,
         "request_id": request_id,
         "command": command,
         "ok": ok,
-        "error": error,
+        "error": None if error is None else {"code": error[0], "message": error[1]},
         "site": site,
         "bed": bed,
         "detail": detail,

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from vitalwatch.engine.outputs import AlertState, AlertTransition
 from vitalwatch.link import backoff_delay
 from vitalwatch.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from vitalwatch.outbox import Entry, Lanes, PendingRow, Store
-from vitalwatch.payloads import Topics, WallClock, alert_payload, encode
+from vitalwatch.payloads import Topics, WallClock, alert_payload, command_result_payload, encode
 from vitalwatch.statestore import transition_to_json
 
 __all__ = ["BedPublisher", "read_password", "tls_context"]
@@ -55,15 +56,30 @@ log = structlog.get_logger("vitalwatch.publisher")
 # How long an alert waits for its SQLite commit before it is sent anyway: a stalled SD card
 # must not hold back a nurse's alert (the row is still written when the disk answers).
 PERSIST_WAIT_S = 2.0
+# The systemd credential name (``LoadCredential=mqtt-password:...`` in systemd/vitalwatch.service).
+CREDENTIAL_NAME = "mqtt-password"
 # Reconnect backoff cap: short enough that a restarted broker is used again quickly.
 MAX_RECONNECT_S = 10.0
 
 
-def read_password(path: Path | None) -> str | None:
-    """The broker password from a file (or a systemd credential), first line, no newline."""
+def read_password(path: Path | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The broker password: from ``path``, else from the systemd credential, else None.
+
+    Never from the command line or the main configuration (``ps``, shell history, a config
+    copied into a ticket). Without ``password_file`` the daemon uses
+    ``$CREDENTIALS_DIRECTORY/mqtt-password`` if systemd put it there (``LoadCredential=``).
+    First line only, without its newline. An EMPTY file means "no password": install.sh
+    creates an empty placeholder because ``LoadCredential=`` refuses to start the unit when
+    the source is missing, and sending an empty password would fail the login instead.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        path = candidate if candidate.is_file() else None
     if path is None:
         return None
-    return path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0] if lines and lines[0] else None
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
@@ -121,6 +137,7 @@ class BedPublisher:
         self._vitals: dict[str, bytes] = {}
         self._wake = asyncio.Event()
         self._heartbeat = 0
+        self._status_due = False  # publish the status before the next heartbeat
         self._timeout = cfg.publish_timeout_s
         self.connected = False
         self.delivered = 0
@@ -185,9 +202,7 @@ class BedPublisher:
 
     # ------------------------------------------------------------------ connection
     def _new_client(self) -> aiomqtt.Client:
-        will = aiomqtt.Will(
-            self.topics.status, encode(self._status("offline", self._heartbeat)), qos=1, retain=True
-        )
+        will = aiomqtt.Will(self.topics.status, encode(self._status_doc("offline")), qos=1, retain=True)
         return aiomqtt.Client(
             self._cfg.host,
             self._cfg.port,
@@ -217,8 +232,7 @@ class BedPublisher:
                         await self._on_connect(client)
                         async with asyncio.TaskGroup() as group:
                             group.create_task(self._serve(client), name=f"send[{self.bed}]")
-                            if self._commands is not None:
-                                group.create_task(self._receive(client), name=f"cmd[{self.bed}]")
+                            group.create_task(self._receive(client), name=f"receive[{self.bed}]")
                 except* aiomqtt.MqttError as group:
                     log.warning("mqtt.disconnected", error=str(group.exceptions[0]), pending=self.pending)
                 finally:
@@ -239,9 +253,15 @@ class BedPublisher:
         self.connected = up
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
-        """Commands first (none missed), then online status and the whole active set (the truth)."""
+        """Commands first (none missed), then online status and the whole active set (the truth).
+
+        Subscribing to our own ``alarms/+`` makes the broker send its retained copies; any it
+        holds for an alarm we do not know as active is cleared in :meth:`_receive`, so a
+        station never sees a stale alarm from before a crash (docs/mqtt.md, "The active set").
+        """
         if self._commands is not None:
             await client.subscribe(self.topics.cmd, qos=1, timeout=self._timeout)
+        await client.subscribe(self.topics.alarm("+"), qos=1, timeout=self._timeout)
         await self._publish_status(client, "online")
         for alert_id, body in list(self._retained.items()):
             await client.publish(self.topics.alarm(alert_id), body, qos=1, retain=True, timeout=self._timeout)
@@ -256,8 +276,26 @@ class BedPublisher:
                     await self._publish_status(client, "offline")
 
     async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
-        payload = self._status(state, self._heartbeat)
+        self._status_due = False
+        payload = self._status_doc(state)
         await client.publish(self.topics.status, encode(payload), qos=1, retain=True, timeout=self._timeout)
+
+    def _status_doc(self, state: str) -> dict[str, Any]:
+        """The status callable's document plus what only the publisher knows.
+
+        ``outbox_pending`` is this publisher's backlog; ``technical`` adds broker_unreachable
+        and persistence_degraded (the store's health) to whatever the caller listed.
+        """
+        doc = self._status(state, self._heartbeat)
+        doc.setdefault("phase_minutes", None)
+        doc["outbox_pending"] = self.pending
+        technical = set(doc.get("technical", ()))
+        if self.unreachable:
+            technical.add("broker_unreachable")
+        if self._store is not None and not self._store.healthy:
+            technical.add("persistence_degraded")
+        doc["technical"] = sorted(technical)
+        return doc
 
     # ------------------------------------------------------------------ sending
     async def _send(self, client: aiomqtt.Client, entry: Entry) -> None:
@@ -303,23 +341,55 @@ class BedPublisher:
                 self._heartbeat += 1
                 await self._publish_status(client, "online")
                 next_beat = loop.time() + self._cfg.heartbeat_s
-            if self._lanes.peek() is not None or self._vitals:
+            elif self._status_due:  # a local technical alarm changed: say so now, not at the next beat
+                await self._publish_status(client, "online")
+            if self._lanes.peek() is not None or self._vitals or self._status_due:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
 
     # ------------------------------------------------------------------ commands
     async def _receive(self, client: aiomqtt.Client) -> None:
-        assert self._commands is not None
+        """Commands (one result each) and the broker's retained alarms (stale ones cleared)."""
+        alarms = self.topics.alarm("")
         async for message in client.messages:
-            if str(message.topic) != self.topics.cmd:
-                continue
-            try:
-                result = self._commands(_payload_bytes(message.payload))
-            except Exception as exc:  # a bug must not kill the connection; the sender hears of it
-                log.exception("command.failed")
-                result = {"ok": False, "error": {"code": "internal", "message": type(exc).__name__}}
-            await client.publish(self.topics.cmd_result, encode(result), qos=1, timeout=self._timeout)
+            topic = str(message.topic)
+            if topic.startswith(alarms):
+                await self._check_retained(client, topic[len(alarms) :], message)
+            elif topic == self.topics.cmd and self._commands is not None:
+                await client.publish(
+                    self.topics.cmd_result,
+                    encode(self._command_result(_payload_bytes(message.payload))),
+                    qos=1,
+                    timeout=self._timeout,
+                )
+
+    def _command_result(self, payload: bytes) -> dict[str, Any]:
+        assert self._commands is not None
+        try:
+            return self._commands(payload)
+        except Exception as exc:  # a bug must not kill the connection; the sender hears of it
+            log.exception("command.failed")
+            return command_result_payload(
+                request_id=None,
+                command=None,
+                ok=False,
+                error=("internal", f"gateway error {type(exc).__name__}; nothing was changed"),
+                site=self._site,
+                bed=self.bed,
+                sent_at=datetime.now(UTC),
+            )
+
+    async def _check_retained(self, client: aiomqtt.Client, alert_id: str, message: aiomqtt.Message) -> None:
+        """A retained alarm the broker kept but we do not know as active is stale: clear it.
+
+        Only messages flagged retained count: those are the broker's stored copies sent at
+        subscribe time; our own live publishes come back unflagged (MQTT 3.1.1 §3.3.1.3).
+        """
+        if not message.retain or not _payload_bytes(message.payload) or alert_id in self._retained:
+            return
+        log.info("alarm.stale_cleared", alert_id=alert_id)
+        await client.publish(self.topics.alarm(alert_id), b"", qos=1, retain=True, timeout=self._timeout)
 
     # ------------------------------------------------------------------ unreachable alarm
     def _stuck_since(self) -> float | None:
@@ -350,4 +420,6 @@ class BedPublisher:
                     log.info("broker.reachable", pending=self.pending)
                 if self._on_unreachable is not None:
                     self._on_unreachable(stuck)
+                self._status_due = True
+                self._wake.set()
             await asyncio.sleep(min(0.5, limit / 4))

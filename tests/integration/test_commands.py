@@ -12,6 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 import pytest_asyncio
+from jsonschema import Draft202012Validator
 
 from vitalwatch.config import parse_config
 from vitalwatch.engine.outputs import AlertTransition
@@ -19,6 +20,12 @@ from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.asyncio]
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT = Draft202012Validator(
+    json.loads((ROOT / "schemas" / "command_result.schema.json").read_text(encoding="utf-8")),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
 
 SITE = "test-site"
 BED = "chair-1"
@@ -97,21 +104,29 @@ BAD: list[tuple[bytes | dict[str, Any], str]] = [
     (b"x" * 5000, "too_large"),
     (
         json.dumps(
-            {"request_id": "big", "command": "ack", "alert_id": "all", "by": "n" * 60, "pad": "y" * 4100}
+            {"request_id": "big", "command": "ack", "alert_id": "*", "by": "n" * 60, "pad": "y" * 4100}
         ).encode(),
         "too_large",
     ),
-    ({"command": "ack", "alert_id": "all", "by": "nurse"}, "missing_field"),
+    ({"command": "ack", "alert_id": "*", "by": "nurse"}, "missing_field"),
     ({"request_id": "r-a", "command": "ack", "by": "nurse"}, "missing_field"),
     ({"request_id": "r-b", "command": "ack", "alert_id": 7, "by": "nurse"}, "wrong_type"),
-    ({"request_id": 12, "command": "ack", "alert_id": "all", "by": "nurse"}, "wrong_type"),
-    ({"request_id": "r-c", "command": "ack", "alert_id": "all", "by": "nurse", "extra": 1}, "unknown_field"),
+    ({"request_id": 12, "command": "ack", "alert_id": "*", "by": "nurse"}, "wrong_type"),
+    ({"request_id": "r-c", "command": "ack", "alert_id": "*", "by": "nurse", "extra": 1}, "unknown_field"),
     ({"request_id": "r-d", "command": "reboot"}, "unknown_command"),
     (
-        {"request_id": "r-e", "command": "ack", "alert_id": "all", "by": "nurse", "bed": "chair-9"},
+        {"request_id": "r-e", "command": "ack", "alert_id": "*", "by": "nurse", "bed": "chair-9"},
         "wrong_bed",
     ),
     ({"request_id": "r-f", "command": "ack", "alert_id": "chair-1-nope", "by": "nurse"}, "unknown_alert"),
+    (
+        {"request_id": "r-f2", "command": "ack", "alert_id": "all", "by": "RN Kim"},
+        "unknown_alert",
+    ),  # "*" only
+    ({"request_id": "r-f3", "command": "ack", "alert_id": "*", "by": "RN\u0007Kim"}, "bad_value"),
+    ({"request_id": "r-f4", "command": "nibp", "site": "other-site"}, "wrong_bed"),
+    ({"request_id": "r-f5", "command": "nibp", "sent_utc": "yesterday"}, "bad_value"),
+    ({"request_id": "r-g0", "command": "phase", "phase": "ended", "dose_mg_per_kg": 0}, "bad_value"),
     ({"request_id": "r-g", "command": "phase", "phase": "dancing"}, "bad_value"),
     ({"request_id": "r-h", "command": "phase", "phase": "infusion", "dose_mg_per_kg": "lots"}, "wrong_type"),
     ({"request_id": "r-i", "command": "nibp"}, "unavailable"),  # a Masimo oximeter has no cuff
@@ -130,6 +145,7 @@ async def test_bad_commands_each_get_an_error_and_change_nothing(setup: tuple[Da
     for payload, code in BAD:
         result = await nurse.send(payload)
         assert result["ok"] is False, payload
+        RESULT.validate(result)
         assert code == result["error"]["code"], (payload, result)
         assert result["error"]["message"]
         assert BED == result["bed"]
@@ -146,8 +162,18 @@ async def test_valid_ack_acknowledges_and_a_replay_is_refused(setup: tuple[Daemo
     """An ack of the active alarm produces an 'acknowledged' alert; the same request again is refused."""
     daemon, nurse = setup
     alert_id = nurse.alerts[0]["alert_id"]
-    ack = {"request_id": "st-1", "command": "ack", "alert_id": alert_id, "by": "station-2", "bed": BED}
+    ack = {
+        "request_id": "st-1",
+        "command": "ack",
+        "alert_id": alert_id,
+        "by": "RN Kim",
+        "site": SITE,
+        "bed": BED,
+        "sent_utc": "2026-03-01T10:15:48.020Z",
+    }
     result = await nurse.send(ack)
+    RESULT.validate(result)
+    assert {"acknowledged": [alert_id]} == result["detail"]
     assert (True, "st-1", "ack", None) == (
         result["ok"],
         result["request_id"],
@@ -156,7 +182,7 @@ async def test_valid_ack_acknowledges_and_a_replay_is_refused(setup: tuple[Daemo
     )
     await wait_until(lambda: any(a["state"] == "acknowledged" for a in nurse.alerts), 5, "acknowledged alert")
     acked = next(a for a in nurse.alerts if a["state"] == "acknowledged")
-    assert (alert_id, "station-2") == (acked["alert_id"], acked["acknowledged_by"])
+    assert (alert_id, "RN Kim") == (acked["alert_id"], acked["acknowledged_by"])
     count = len(transitions(daemon))
     replay = await nurse.send(ack)
     assert ("replayed", "st-1") == (replay["error"]["code"], replay["request_id"])
@@ -181,3 +207,13 @@ async def test_phase_command_changes_phase_and_stores_fields(setup: tuple[Daemon
     meta = daemon.store.meta(BED)
     assert {"phase": "recovery", "dose_mg_per_kg": 0.5, "planned_minutes": 40.0} == meta["phase_fields"]
     assert "recovery" == meta["phase"]
+
+
+async def test_ack_star_acknowledges_every_active_alarm(setup: tuple[Daemon, Nurse]) -> None:
+    """alert_id "*" (the documented wildcard) acknowledges the bed's active alarms, by a nurse's name."""
+    daemon, nurse = setup
+    result = await nurse.send({"request_id": "st-star", "command": "ack", "alert_id": "*", "by": "RN Kim"})
+    RESULT.validate(result)
+    assert (True, None) == (result["ok"], result["error"])
+    await wait_until(lambda: any(a["state"] == "acknowledged" for a in nurse.alerts), 5, "acknowledged alert")
+    assert all(t.acknowledged_by == "RN Kim" for t in daemon.beds[BED].engine.active_alarms())

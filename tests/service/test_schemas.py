@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from vitalwatch.commands_in import Command, CommandError, parse_command
 from vitalwatch.drivers.vocabulary import KINDS
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
 from vitalwatch.payloads import (
     COMMANDS,
+    ERROR_CODES,
+    TECHNICAL_ALARMS,
     Topics,
     WallClock,
     alert_payload,
@@ -125,8 +130,12 @@ def test_alert_schema_rejects_what_a_receiver_must_not_get() -> None:
 
 
 def test_status_payloads_validate_online_and_offline() -> None:
-    """Online with links and a heartbeat; offline (the last will) too; before any phase is set."""
-    for state, phase in (("online", "baseline"), ("offline", None)):
+    """Online with links, a heartbeat, minutes in phase, a backlog and a technical alarm; offline (the
+    last will) too, before any phase is set."""
+    for state, phase, minutes, technical in (
+        ("online", "baseline", 12.345, ["persistence_degraded", "broker_unreachable"]),
+        ("offline", None, None, []),
+    ):
         doc = status_payload(
             state=state,
             site="clinic-a",
@@ -135,9 +144,43 @@ def test_status_payloads_validate_online_and_offline() -> None:
             links={"oximeter": True, "cuff": False},
             heartbeat=42,
             sent_at=NOW,
+            phase_minutes=minutes,
+            outbox_pending=3,
+            technical=technical,
         )
         check("status", doc)
     assert {"cuff": "down", "oximeter": "up"} == doc["links"]
+    assert (None, 3, []) == (doc["phase_minutes"], doc["outbox_pending"], doc["technical"])
+
+
+def test_status_defaults_validate_and_technical_is_sorted_and_known() -> None:
+    """A caller that knows nothing extra still builds a valid status; an unknown technical alarm
+    name is refused by the schema (a receiver can rely on the list)."""
+    doc = status_payload(
+        state="online", site="s", bed="b", phase="infusion", links={}, heartbeat=0, sent_at=NOW
+    )
+    check("status", doc)
+    assert (None, 0, []) == (doc["phase_minutes"], doc["outbox_pending"], doc["technical"])
+    with_alarms = status_payload(
+        state="online",
+        site="s",
+        bed="b",
+        phase="infusion",
+        links={},
+        heartbeat=0,
+        sent_at=NOW,
+        phase_minutes=7.04,
+        technical=("persistence_degraded", "broker_unreachable", "broker_unreachable"),
+    )
+    assert ["broker_unreachable", "persistence_degraded"] == with_alarms["technical"]
+    assert 7.0 == with_alarms["phase_minutes"]
+    assert sorted(TECHNICAL_ALARMS) == sorted(
+        schema_enum("status", "properties", "technical", "items", "enum")
+    )
+    with pytest.raises(ValidationError):
+        validator("status").validate(doc | {"technical": ["coffee_empty"]})
+    with pytest.raises(ValidationError):
+        validator("status").validate({k: v for k, v in doc.items() if k != "outbox_pending"})
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -153,7 +196,8 @@ def test_vital_payload_for_every_kind_validates(kind: str) -> None:
 
 
 def test_command_result_payloads_validate_and_ok_excludes_error() -> None:
-    """A success has no error; a refusal names one; a result for unreadable input echoes nulls."""
+    """A success has no error; a refusal names one (code + message); a result for unreadable
+    input echoes nulls."""
     ok = command_result_payload(
         request_id="r-1",
         command="ack",
@@ -168,19 +212,26 @@ def test_command_result_payloads_validate_and_ok_excludes_error() -> None:
         request_id=None,
         command=None,
         ok=False,
-        error="malformed JSON: Expecting value at 1:1",
+        error=("bad_json", "not UTF-8 JSON: Expecting value: line 1 column 1 (char 0)"),
         site="clinic-a",
         bed="chair-1",
         sent_at=NOW,
     )
     check("command_result", refused)
+    assert "bad_json" == refused["error"]["code"]
     with pytest.raises(ValidationError):
-        validator("command_result").validate(ok | {"error": "x"})
+        validator("command_result").validate(ok | {"error": {"code": "bad_json", "message": "x"}})
     with pytest.raises(ValidationError):
         validator("command_result").validate(refused | {"error": None})
+    with pytest.raises(ValidationError):
+        validator("command_result").validate(refused | {"error": {"code": "oops", "message": "x"}})
     with pytest.raises(ValueError, match="either ok"):
         command_result_payload(
             request_id="r", command="ack", ok=False, site="s", bed="b", sent_at=NOW, error=None
+        )
+    with pytest.raises(ValueError, match="unknown error code"):
+        command_result_payload(
+            request_id="r", command="ack", ok=False, site="s", bed="b", sent_at=NOW, error=("oops", "x")
         )
 
 
@@ -255,6 +306,8 @@ def test_schema_vocabularies_are_the_codes_vocabularies() -> None:
     assert sorted(p.value for p in Priority) == sorted(schema_enum("alert", "properties", "priority", "enum"))
     assert sorted(c.value for c in Category) == sorted(schema_enum("alert", "properties", "category", "enum"))
     assert sorted(COMMANDS) == sorted(schema_enum("command", "properties", "command", "enum"))
+    error_object = schema_enum("command_result", "properties", "error", "oneOf")[1]
+    assert list(ERROR_CODES) == error_object["properties"]["code"]["enum"]
     pattern = re.compile(
         json.loads((SCHEMAS / "alert.schema.json").read_text())["properties"]["condition"]["pattern"]
     )
@@ -294,3 +347,103 @@ def test_docs_have_an_example_of_every_payload() -> None:
 def test_docs_examples_validate(name: str, text: str) -> None:
     """What the documentation shows is what the daemon may send (or accept)."""
     check(name, json.loads(text))
+
+
+# --- the daemon's command parser accepts exactly what the command schema accepts -----------------
+
+SITE, BED = "clinic-a", "chair-1"
+
+MORE_COMMANDS: list[Any] = [
+    {"request_id": "r", "command": "ack", "alert_id": "all", "by": "RN Kim"},  # valid; not a wildcard
+    {"request_id": "_.:-", "command": "nibp"},
+    {"request_id": "r\n", "command": "nibp"},
+    {"request_id": "", "command": "nibp"},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "RN Kim ☕"},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x" * 64},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x" * 65},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "a\x7fb"},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "a\x85b"},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": 7},
+    {"request_id": "r", "command": "ack", "alert_id": "**", "by": "x"},
+    {"request_id": "r", "command": "ack", "alert_id": "-x", "by": "x"},
+    {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "phase": "infusion"},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "alert_id": "*"},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "by": "RN Kim"},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": 0},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": 10},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": 10.01},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": True},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "planned_minutes": 0.5},
+    {"request_id": "r", "command": "phase", "phase": "infusion", "planned_minutes": 601},
+    {"request_id": "r", "command": "phase", "phase": 3},
+    {"request_id": "r", "command": "nibp", "dose_mg_per_kg": 1},
+    {"request_id": "r", "command": "nibp", "phase": "infusion"},
+    {"request_id": "r", "command": "nibp", "sent_utc": "2026-03-01T10:00:00.123Z"},
+    {"request_id": "r", "command": "nibp", "sent_utc": "2026-03-01T10:00:00+00:00"},
+    {"request_id": "r", "command": "nibp", "sent_utc": "2026-13-01T10:00:00Z"},
+    {"request_id": "r", "command": "nibp", "sent_utc": 0},
+    {"request_id": "r", "command": "nibp", "site": "clinic/a"},
+    {"request_id": "r", "command": "nibp", "bed": 1},
+    {"request_id": "r", "command": 7},
+    {"request_id": "r", "command": "NIBP"},
+    "nibp",
+    7,
+    None,
+]
+
+
+def parsed_ok(doc: Any) -> bool:
+    return isinstance(parse_command(json.dumps(doc).encode(), site=SITE, bed=BED), Command)
+
+
+def schema_ok(doc: Any) -> bool:
+    return validator("command").is_valid(json.loads(json.dumps(doc)))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [*GOOD_COMMANDS, *(doc for _, doc in BAD_COMMANDS), *MORE_COMMANDS],
+    ids=lambda d: json.dumps(d)[:60],
+)
+def test_parser_accepts_exactly_what_the_schema_accepts(doc: Any) -> None:
+    """Documented, malformed and edge-case commands: the daemon and the schema agree on each."""
+    assert schema_ok(doc) == parsed_ok(doc)
+
+
+def test_documented_commands_are_accepted_by_the_daemon() -> None:
+    """Positive control for the agreement test: every documented example parses ("RN Kim", "*")."""
+    assert all(parsed_ok(doc) for doc in GOOD_COMMANDS)
+    assert all(parsed_ok(json.loads(text)) for name, text in doc_examples() if name == "command")
+    assert not any(parsed_ok(doc) for _, doc in BAD_COMMANDS)
+
+
+_VALUES: dict[str, Any] = {
+    "request_id": st.sampled_from(["r-1", "", "a b", "x" * 64, "x" * 65, 5, None]),
+    "command": st.sampled_from(["ack", "phase", "nibp", "reboot", 1]),
+    "by": st.one_of(st.text(max_size=70), st.sampled_from(["RN Kim", "", 3])),
+    "alert_id": st.sampled_from(["*", "all", "01JC3W9Q2K8Y3V7T6M0ZP4H1RX", "a/b", "", 1]),
+    "phase": st.sampled_from(["baseline", "infusion", "recovery", "ended", "sedation", None]),
+    "dose_mg_per_kg": st.one_of(st.floats(-1, 12), st.integers(-1, 12), st.booleans(), st.just("1")),
+    "planned_minutes": st.one_of(st.floats(-1, 700), st.integers(-1, 700)),
+    "site": st.sampled_from([SITE, "clinic-b", "a/b", 1]),
+    "bed": st.sampled_from([BED, "chair-2", "", None]),
+    "sent_utc": st.sampled_from(["2026-03-01T10:00:00Z", "2026-03-01T10:00:00.5Z", "yesterday", 0]),
+    "mrn": st.just("123456"),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(_VALUES)), st.none(), max_size=7).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _VALUES[k] for k in keys})
+    )
+)
+def test_parser_and_schema_agree_on_generated_commands(doc: dict[str, Any]) -> None:
+    """Random mixes of fields and values: accepted by the daemon iff valid per the schema, except
+    that a schema-valid command naming another site or bed is refused as wrong_bed."""
+    result = parse_command(json.dumps(doc).encode(), site=SITE, bed=BED)
+    elsewhere = doc.get("site", SITE) != SITE or doc.get("bed", BED) != BED
+    if schema_ok(doc) and elsewhere:
+        assert isinstance(result, CommandError) and "wrong_bed" == result.code
+    else:
+        assert schema_ok(doc) == isinstance(result, Command), result
