@@ -1,0 +1,393 @@
+"""Shared parts of the daemon benchmarks: ptys, a broker, a daemon process, a subscriber process.
+
+Why one module: the latency, throughput and footprint benchmarks all run the real daemon
+(``python -m vitalwatch run``) as a separate process against a real Mosquitto on loopback and
+feed it from pseudo-terminals, and they must do it the same way so their numbers compare.
+
+Clocks: every timestamp that is compared across processes is ``clock_gettime(CLOCK_MONOTONIC)``
+(:func:`mono`), which is one system-wide clock on Linux, so a write time taken in the writer
+process and a receive time taken in the subscriber process are on the same time line.
+
+The subscriber is this module run as a script (``python -m bench.common subscribe ...``): a
+plain paho client in its own process that stamps each message on arrival and writes them all
+to a JSON file when it gets SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import tty
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SITE = "bench"
+PREFIX = "vitalwatch/v1"
+_MASIMO_CLOCK = datetime(2024, 3, 4, 9, 0, 0)
+
+
+def mono() -> float:
+    """CLOCK_MONOTONIC seconds: one clock for every process on this machine."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max/mean of durations given in seconds, in milliseconds."""
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p90_ms": round(percentile(ms, 90), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(max(ms), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------- ptys
+@dataclass
+class Pty:
+    """A pseudo-terminal whose master we write (the simulated device) and whose slave the daemon opens."""
+
+    master: int
+    slave: int  # kept open so writes never fail while the daemon (re)opens the slave
+    path: str
+
+    @classmethod
+    def open(cls) -> Pty:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # bytes go through as a cable carries them
+        return cls(master, slave, os.ttyname(slave))
+
+    def write(self, data: bytes) -> int:
+        """Write all of ``data`` (blocking master); returns bytes written."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master, view)
+            view = view[n:]
+        return len(data)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def masimo_line(spo2: int, pulse: int, second: int = 0) -> bytes:
+    """One Rad-8 ASCII 1 line from the driver's own encoder (two observations: SpO2 and pulse)."""
+    from datetime import timedelta
+
+    from vitalwatch.drivers.masimo import encode_line
+
+    return encode_line(
+        when=_MASIMO_CLOCK + timedelta(seconds=second % 86400),
+        spo2=spo2,
+        pulse_rate=pulse,
+        perfusion_index=3.6,
+    )
+
+
+# ---------------------------------------------------------------------------------------- config
+def zero_delay_alarms() -> dict[str, Any]:
+    """[alarms] overrides: only spo2_low_high, zero sustain, in every phase, not latching.
+
+    Zero condition delay makes the alarm the direct consequence of one line; not latching and
+    every other rule off means each crossing after a recovery line raises a new alert_id.
+    """
+    from vitalwatch.engine.table import load_alarm_table
+
+    ids = [r.id for r in load_alarm_table(None).rules]
+    rules: dict[str, Any] = {i: {"enabled": False} for i in ids if i != "spo2_low_high"}
+    rules["spo2_low_high"] = {"sustain_s": 0, "phases": ["baseline", "infusion", "recovery"]}
+    return {"table": "default", "latching": {"high": False}, "rules": rules}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_table(name: str, data: Mapping[str, Any], out: list[str]) -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+    out.append(f"[{name}]")
+    out += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            _toml_table(f"{name}.{k}", v, out)
+
+
+def write_config(
+    path: Path,
+    *,
+    broker_port: int,
+    state_dir: Path,
+    beds: Mapping[str, Sequence[tuple[str, str, str]]],
+    alarms: Mapping[str, Any] | None = None,
+    log_level: str = "info",
+) -> Path:
+    """A daemon TOML: ``beds`` maps bed id -> [(device id, driver, url)]."""
+    out = [f"site = {_toml_value(SITE)}"]
+    _toml_table(
+        "mqtt",
+        {"host": "127.0.0.1", "port": broker_port, "heartbeat_s": 5.0, "keepalive_s": 30},
+        out,
+    )
+    _toml_table("state", {"directory": str(state_dir)}, out)
+    _toml_table("logging", {"level": log_level, "format": "json"}, out)
+    _toml_table("alarms", alarms or {"table": "default"}, out)
+    for bed, devices in beds.items():
+        out += ["[[beds]]", f"id = {_toml_value(bed)}"]
+        for dev_id, driver, url in devices:
+            out += ["[[beds.devices]]", f"id = {_toml_value(dev_id)}"]
+            out += [f"driver = {_toml_value(driver)}", f"url = {_toml_value(url)}"]
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- daemon
+@dataclass
+class DaemonProcess:
+    """``python -m vitalwatch run`` as a child process, its JSON log in a file."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started: float  # mono() just before Popen
+
+    @classmethod
+    def start(
+        cls,
+        config: Path,
+        log_path: Path,
+        *,
+        cpu: int | None = None,
+        env: Mapping[str, str] | None = None,
+        nodelay: bool = False,
+    ) -> DaemonProcess:
+        """Start the daemon; ``nodelay`` runs it with TCP_NODELAY on its MQTT sockets (see below)."""
+        cmd = [sys.executable, "-m", "vitalwatch", "run", "--config", str(config)]
+        if nodelay:
+            cmd = [sys.executable, "-m", "bench.common", "run-nodelay", "--config", str(config)]
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        log = log_path.open("wb")
+        started = mono()
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
+        log.close()
+        return cls(proc, log_path, started)
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return found
+
+    def wait_for(self, event: str, count: int = 1, timeout: float = 30.0) -> float:
+        """Wait until ``event`` has been logged ``count`` times; returns mono() when seen."""
+        deadline = mono() + timeout
+        while mono() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited ({self.proc.returncode}); see {self.log_path}")
+            if sum(1 for e in self.events() if e.get("event") == event) >= count:
+                return mono()
+            time.sleep(0.01)
+        raise TimeoutError(f"daemon did not log {event} x{count} within {timeout} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def rss_kb(self) -> int:
+        """Resident set size of the daemon (the Python process, not taskset, which execs it)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# ---------------------------------------------------------------------------------------- subscriber
+@dataclass
+class Subscriber:
+    """The independent MQTT subscriber process; :meth:`finish` returns what it received."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+
+    @classmethod
+    def start(
+        cls, broker_port: int, topics: Sequence[str], out: Path, *, cpu: int | None = None
+    ) -> Subscriber:
+        ready = out.with_suffix(".ready")
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "bench.common", "subscribe", str(broker_port), str(out), *topics]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        proc = subprocess.Popen(cmd, cwd=ROOT)
+        deadline = mono() + 20
+        while not ready.exists():
+            if proc.poll() is not None or mono() > deadline:
+                raise RuntimeError("subscriber did not start")
+            time.sleep(0.01)
+        return cls(proc, out)
+
+    def finish(self) -> list[tuple[float, str, bytes]]:
+        """Stop the process; (receive time, topic, payload) in arrival order."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=15)
+        rows = json.loads(self.out.read_text())
+        return [(t, topic, bytes.fromhex(body)) for t, topic, body in rows]
+
+
+def _subscribe_main(port: int, out: Path, topics: list[str]) -> None:
+    """Stamp every message with CLOCK_MONOTONIC on arrival; dump them on SIGTERM."""
+    import paho.mqtt.client as mqtt
+
+    got: list[tuple[float, str, bytes]] = []
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        got.append((mono(), msg.topic, msg.payload))
+
+    def on_connect(c: Any, _u: Any, _f: Any, _rc: Any, _p: Any = None) -> None:
+        c.subscribe([(t, 1) for t in topics])
+
+    def on_subscribe(*_a: Any) -> None:
+        out.with_suffix(".ready").write_text("ok")
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    signal.signal(signal.SIGTERM, lambda *_: client.disconnect())
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_forever()
+    out.write_text(json.dumps([(t, topic, body.hex()) for t, topic, body in got]))
+
+
+def _run_nodelay(argv: list[str]) -> int:
+    """``vitalwatch run`` with TCP_NODELAY set on every aiomqtt connection it opens.
+
+    Why: paho does not set TCP_NODELAY, so after a QoS 0 vital (which the broker never answers)
+    Nagle holds the next small write - the alert - until the broker's delayed ACK, tens of ms on
+    Linux. This launcher shows the daemon with the one-line fix in the publisher (see
+    docs/performance.md) beside the daemon as shipped, in the same run.
+    """
+    import socket
+
+    import aiomqtt
+
+    from vitalwatch.cli import main as cli_main
+
+    enter = aiomqtt.Client.__aenter__
+
+    async def aenter(self: aiomqtt.Client) -> aiomqtt.Client:
+        client = await enter(self)
+        sock = self._client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
+
+    aiomqtt.Client.__aenter__ = aenter  # type: ignore[method-assign]
+    return cli_main(["run", *argv])
+
+
+# ---------------------------------------------------------------------------------------- reporting
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import platform
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def report(name: str, rows: list[dict[str, Any]], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Print ``rows`` (metric, value, unit, target, met) as text and JSON; write results/NAME.json."""
+    doc = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    width = max(len(r["metric"]) for r in rows) if rows else 10
+    print(f"{'metric':<{width}}  {'value':>12} {'unit':<10} {'target':<14} met")
+    for r in rows:
+        met = "" if r.get("met") is None else ("yes" if r["met"] else "NO")
+        print(f"{r['metric']:<{width}}  {r['value']:>12} {r['unit']:<10} {r.get('target', ''):<14} {met}")
+    print(json.dumps({"benchmark": name, "rows": rows}))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def row(metric: str, value: float, unit: str, target: str = "", met: bool | None = None) -> dict[str, Any]:
+    return {"metric": metric, "value": value, "unit": unit, "target": target, "met": met}
+
+
+def start_broker(workdir: Path, *, cpu: int | None = None) -> Any:
+    """A real Mosquitto on a free loopback port (optionally pinned to ``cpu``)."""
+    from vitalwatch.testing import Mosquitto
+
+    broker = Mosquitto(workdir)
+    broker.start()
+    if cpu is not None and broker.process is not None:
+        os.sched_setaffinity(broker.process.pid, {cpu})
+    return broker
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "subscribe":
+        _subscribe_main(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "run-nodelay":
+        sys.exit(_run_nodelay(sys.argv[2:]))
+    else:
+        print("usage: python -m bench.common subscribe PORT OUT TOPIC...", file=sys.stderr)
+        sys.exit(2)

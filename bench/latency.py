@@ -1,0 +1,307 @@
+"""End-to-end alarm latency: last byte of a limit-crossing line on a pty -> alert at an MQTT subscriber.
+
+What runs, all separate processes on this machine (loopback only):
+
+.. code-block:: text
+
+    this process (writer)  --pty A-->  vitalwatch run (outbox on disk)  --+
+                           --pty B-->  vitalwatch run (outbox on tmpfs) --+--> Mosquitto --> subscriber
+                           --pty C-->  floor: read pty, publish (aiomqtt) -+     (stamps arrival)
+
+The writer writes a whole Masimo line in one ``write()`` and stamps CLOCK_MONOTONIC just
+before it; the subscriber process stamps CLOCK_MONOTONIC when paho hands it the message. Same
+clock, so the difference is the latency. The alarm table has zero condition delay (only
+``spo2_low_high``, sustain 0 s, in every phase, not latching): each crossing line raises a new
+alert and the recovery line after it clears it; only ``raised`` transitions are counted.
+
+The three paths are fed in turn (A cross, B cross, C cross, then the recovery lines), 10-13 ms
+apart, so they see the same machine at the same moments and the ratio is side by side. One pty
+per path because two readers of one pty would race for its bytes; the ptys are made the same
+way. The floor is the least a program can do: read the pty, find ``SPO2=``, publish QoS 1 with
+aiomqtt on a falling edge below 90 - no journal, no engine, no logging.
+
+The tmpfs daemon (``/dev/shm``, where fsync returns at once) shows what the outbox's
+``synchronous=FULL`` commit adds; the disk daemon is the one the target is about.
+
+Run: ``python -m bench latency``; ``python -m bench.latency floor PTY PORT TOPIC`` is the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    PREFIX,
+    ROOT,
+    SITE,
+    DaemonProcess,
+    Pty,
+    Subscriber,
+    masimo_line,
+    mono,
+    report,
+    row,
+    start_broker,
+    summary_ms,
+    write_config,
+    zero_delay_alarms,
+)
+
+ALARMS = int(os.environ.get("BENCH_LATENCY_ALARMS", "1000"))
+WARMUP = 20
+GAP_S = 0.010  # between writes; plus up to JITTER_S so nothing locks onto the daemon's 0.25 s tick
+JITTER_S = 0.003
+PNG = ROOT / "docs" / "img" / "alarm-latency.png"
+FLOOR_TOPIC = f"{PREFIX}/{SITE}/floor/alerts"
+
+
+# ------------------------------------------------------------------------------------ the floor
+async def _floor(pty_path: str, port: int, topic: str) -> None:
+    import aiomqtt
+
+    fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes] = asyncio.Queue()
+    buf = bytearray()
+
+    def readable() -> None:
+        buf.extend(os.read(fd, 4096))
+        while (i := buf.find(b"\n")) >= 0:
+            lines.put_nowait(bytes(buf[: i + 1]))
+            del buf[: i + 1]
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-floor") as client:
+        loop.add_reader(fd, readable)
+        low = False
+        while True:
+            line = await lines.get()
+            at = line.find(b"SPO2=")
+            if at < 0 or not line[at + 5 : at + 8].isdigit():
+                continue
+            value = int(line[at + 5 : at + 8])
+            if value < 90 and not low:
+                await client.publish(topic, b"%d" % value, qos=1)
+            low = value < 90
+
+
+# ------------------------------------------------------------------------------------ the run
+def _commit_cost_ms(directory: Path, n: int = 200) -> dict[str, float]:
+    """Median and p99 of one outbox alert commit (synchronous=FULL) on ``directory``'s disk."""
+    from vitalwatch.outbox import DB_NAME, Store
+
+    async def go() -> list[float]:
+        store = Store(directory / DB_NAME)
+        payload = {"schema": "vitalwatch.alert/1", "message": "SpO2 86 % below 90 %", "value": 86}
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await store.record(
+                "probe", alert_id=f"p-{i}", seq=i, rank=3, clears=False, payload=payload, transition={}
+            )
+            times.append(time.perf_counter() - t0)
+        store.close()
+        return times
+
+    times = asyncio.run(go())
+    return summary_ms(times)
+
+
+# Daemon variants: name -> (outbox on tmpfs instead of disk, TCP_NODELAY on its MQTT socket).
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "shipped": (False, False),
+    "nodelay": (False, True),
+    "nodelay_tmpfs": (True, True),
+}
+LABELS = {
+    "floor": "floor (pty -> aiomqtt)",
+    "shipped": "daemon as shipped (outbox on disk)",
+    "nodelay": "daemon + TCP_NODELAY (outbox on disk)",
+    "nodelay_tmpfs": "daemon + TCP_NODELAY (outbox on tmpfs)",
+}
+
+
+def run(work: Path) -> dict[str, Any]:
+    """Start everything, write WARMUP + ALARMS crossings per path, return the latencies (s)."""
+    broker = start_broker(work)
+    shm = Path(tempfile.mkdtemp(prefix="vw-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    names = [*VARIANTS, "floor"]
+    ptys = {name: Pty.open() for name in names}
+    daemons: dict[str, DaemonProcess] = {}
+    floor: subprocess.Popen[bytes] | None = None
+    sub: Subscriber | None = None
+    try:
+        topics = [f"{PREFIX}/{SITE}/bed-{name}/alerts" for name in VARIANTS] + [FLOOR_TOPIC]
+        sub = Subscriber.start(broker.port, topics, work / "received.json")
+        for name, (tmpfs, nodelay) in VARIANTS.items():
+            cfg = write_config(
+                work / f"{name}.toml",
+                broker_port=broker.port,
+                state_dir=shm / name if tmpfs else work / f"state-{name}",
+                beds={f"bed-{name}": [("oximeter", "masimo", ptys[name].path)]},
+                alarms=zero_delay_alarms(),
+            )
+            daemons[name] = DaemonProcess.start(cfg, work / f"{name}.log", nodelay=nodelay)
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.latency",
+                "floor",
+                ptys["floor"].path,
+                str(broker.port),
+                FLOOR_TOPIC,
+            ],
+            cwd=ROOT,
+        )
+        for d in daemons.values():
+            d.wait_for("daemon.ready")
+            d.wait_for("device.connected")
+        time.sleep(1.0)  # the floor connects; the daemons publish their first status
+
+        writes: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+        rng = random.Random(8)
+        for i in range(WARMUP + ALARMS):
+            value = 80 + i % 9
+            for spo2 in (value, 97):
+                for name in names:
+                    line = masimo_line(spo2, 72, i)
+                    t = mono()
+                    ptys[name].write(line)
+                    if spo2 < 90:
+                        writes[name].append((t, spo2))
+                    time.sleep(GAP_S + rng.random() * JITTER_S)
+        time.sleep(1.0)
+        received = sub.finish()
+        sub = None
+    finally:
+        if floor is not None:
+            floor.terminate()
+            floor.wait(timeout=10)
+        if sub is not None:
+            sub.proc.kill()
+        for d in daemons.values():
+            d.stop()
+        broker.stop()
+        for p in ptys.values():
+            p.close()
+
+    raised: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+    for t, topic, body in received:
+        if topic == FLOOR_TOPIC:
+            raised["floor"].append((t, int(body)))
+            continue
+        payload = json.loads(body)
+        if payload["state"] == "raised":
+            raised[topic.split("/")[3].removeprefix("bed-")].append((t, int(payload["value"])))
+    latencies: dict[str, list[float]] = {}
+    for name in names:
+        w, r = writes[name], raised[name]
+        if len(w) != len(r) or any(wv != rv for (_, wv), (_, rv) in zip(w, r, strict=True)):
+            raise RuntimeError(
+                f"{name}: {len(w)} crossings written, {len(r)} raises received (or out of order)"
+            )
+        latencies[name] = [rt - wt for (wt, _), (rt, _) in zip(w[WARMUP:], r[WARMUP:], strict=True)]
+    commit = _commit_cost_ms(work / "state-shipped")
+    commit_tmpfs = _commit_cost_ms(shm)
+    shutil.rmtree(shm, ignore_errors=True)
+    return {"latencies": latencies, "commit_disk": commit, "commit_tmpfs": commit_tmpfs}
+
+
+def plot(latencies: dict[str, list[float]], path: Path) -> bool:
+    """Histogram of the three latency distributions (False when matplotlib is not installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no histogram (pip install matplotlib)")
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    top = max(max(v) for v in latencies.values()) * 1000
+    bins = [i * 0.2 for i in range(int(min(top, 40) / 0.2) + 2)]
+    for name in ("floor", "nodelay_tmpfs", "nodelay", "shipped"):
+        ms = [min(v * 1000, bins[-1]) for v in latencies[name]]
+        ax.hist(ms, bins=bins, alpha=0.55, label=f"{LABELS[name]}: p50 {statistics.median(ms):.2f} ms")
+    ax.set_xlabel("latency, last byte written -> alert received (ms; last bin includes the tail)")
+    ax.set_ylabel("alarms")
+    ax.set_title(f"End-to-end alarm latency, {len(latencies['floor'])} alarms per path")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    """Measure, print the table (text and JSON), write results/latency.json and the histogram."""
+    with tempfile.TemporaryDirectory(prefix="vw-latency-") as tmp:
+        res = run(Path(tmp))
+    lat = res["latencies"]
+    s = {name: summary_ms(v) for name, v in lat.items()}
+    rows = [
+        row("floor p50", s["floor"]["p50_ms"], "ms"),
+        row("floor p99", s["floor"]["p99_ms"], "ms"),
+        row("floor max", s["floor"]["max_ms"], "ms"),
+    ]
+    for name in VARIANTS:
+        ratio = round(s[name]["p50_ms"] / s["floor"]["p50_ms"], 2)
+        on_disk = not VARIANTS[name][0]
+        rows += [
+            row(f"{name} p50", s[name]["p50_ms"], "ms"),
+            row(
+                f"{name} p99",
+                s[name]["p99_ms"],
+                "ms",
+                "<= 10" if on_disk else "",
+                s[name]["p99_ms"] <= 10 if on_disk else None,
+            ),
+            row(f"{name} max", s[name]["max_ms"], "ms"),
+            row(
+                f"{name} p50 / floor p50",
+                ratio,
+                "x",
+                "<= 3" if on_disk else "",
+                ratio <= 3 if on_disk else None,
+            ),
+        ]
+    rows += [
+        row("outbox alert commit (FULL, disk) p50", res["commit_disk"]["p50_ms"], "ms"),
+        row("outbox alert commit (FULL, disk) p99", res["commit_disk"]["p99_ms"], "ms"),
+        row("outbox alert commit (tmpfs) p50", res["commit_tmpfs"]["p50_ms"], "ms"),
+    ]
+    plotted = plot(lat, PNG)
+    report(
+        "latency",
+        rows,
+        {
+            "alarms_per_path": len(lat["floor"]),
+            "labels": LABELS,
+            "summaries_ms": s,
+            "commit_disk_ms": res["commit_disk"],
+            "commit_tmpfs_ms": res["commit_tmpfs"],
+            "histogram": str(PNG.relative_to(ROOT)) if plotted else None,
+            "raw_latencies_s": {k: [round(x, 6) for x in v] for k, v in lat.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "floor":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_floor(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+    else:
+        main()
