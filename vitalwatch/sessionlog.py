@@ -158,6 +158,21 @@ class SessionDb:
         conn.row_factory = sqlite3.Row
         return conn
 
+    def _write(self, conn: sqlite3.Connection, statements: list[Statement]) -> bool:
+        """One transaction; False (logged, counted) when it failed and was rolled back."""
+        try:
+            conn.execute("BEGIN")
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+            return True
+        except sqlite3.Error as exc:
+            self.failures += 1
+            log.error("sessionlog.write_failed", error=str(exc), statements=len(statements))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return False
+
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -171,17 +186,12 @@ class SessionDb:
                 while batch is not None and not self._queue.empty():
                     batch = self._queue.get_nowait()
                     batches.append(batch)
-                statements = [s for b in batches if b is not None for s in b]
+                work = [b for b in batches if b is not None]
                 try:
-                    conn.execute("BEGIN")
-                    for sql, params in statements:
-                        conn.execute(sql, params)
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self.failures += 1
-                    log.error("sessionlog.write_failed", error=str(exc), statements=len(statements))
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    if not self._write(conn, [s for b in work for s in b]) and len(work) > 1:
+                        # One bad batch must not lose the others it was coalesced with.
+                        for b in work:
+                            self._write(conn, b)
                 finally:
                     for _ in batches:
                         self._queue.task_done()
