@@ -29,8 +29,9 @@ import pytest
 
 from vitalwatch.cli import build_parser
 from vitalwatch.commands.tail import build_options
-from vitalwatch.config import MqttConfig, TlsConfig
-from vitalwatch.publisher import tls_context
+from vitalwatch.config import MqttConfig, TlsConfig, parse_config
+from vitalwatch.publisher import read_password, tls_context
+from vitalwatch.supervisor import Daemon
 from vitalwatch.tail import tail
 from vitalwatch.testing import ConfiguredMosquitto, adapt_mosquitto_config, free_port, mosquitto_binary
 
@@ -383,3 +384,145 @@ async def gw_publish(clinic: Clinic, ctx: ssl.SSLContext) -> AsyncIterator[Any]:
             await client.publish(topic, payload, qos=1, retain=retain)
 
         yield publish
+
+
+# --- the daemon itself against the secured broker -----------------------------------------------
+
+
+def daemon_config(clinic: Clinic, tmp_path: Path, password_file: Path | None) -> dict[str, Any]:
+    """Bed chair-1 of clinic-a as gw-clinic-a-1 over TLS + password, hostname verified ("localhost")."""
+    mqtt: dict[str, Any] = {
+        "host": "localhost",
+        "port": clinic.tls,
+        "username": "gw-clinic-a-1",
+        "client_id": "vw-gw-a",
+        "heartbeat_s": 0.5,
+        "publish_timeout_s": 2.0,
+        "tls": {"ca_file": str(clinic.certs / "ca.crt")},
+    }
+    if password_file is not None:
+        mqtt["password_file"] = str(password_file)
+    return {
+        "site": "clinic-a",
+        "mqtt": mqtt,
+        "logging": {"level": "warning"},
+        "state": {"directory": str(tmp_path / "state")},
+        "beds": [
+            {"id": "chair-1", "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
+        ],
+    }
+
+
+async def next_json(queue: asyncio.Queue[tuple[str, bytes]], topic: str, **match: Any) -> dict[str, Any]:
+    """The next message on ``topic`` whose JSON has the given fields (others are skipped)."""
+    async with asyncio.timeout(10):
+        while True:
+            got_topic, body = await queue.get()
+            if got_topic == topic and body:
+                doc: dict[str, Any] = json.loads(body)
+                if all(doc.get(k) == v for k, v in match.items()):
+                    return doc
+
+
+async def test_daemon_over_tls_delivers_alerts_and_applies_a_station_ack(
+    clinic: Clinic, tmp_path: Path
+) -> None:
+    """The real daemon as gw-clinic-a-1 (TLS, hostname verified, password from a file): a nurse station
+    receives its alert, the station's ack is applied, and gw-clinic-b-1 cannot forge this bed's alerts."""
+    pw = tmp_path / "gw-password"
+    pw.write_text(PASSWORDS["gw-clinic-a-1"] + "\n")
+    pw.chmod(0o600)
+    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path, pw)))
+    runner = asyncio.create_task(daemon.run())
+    try:
+        async with watching(station(clinic), f"{A1}/alerts", f"{A1}/cmd/result") as seen:
+            async with asyncio.timeout(10):
+                while not daemon.publishers["chair-1"].connected:  # noqa: ASYNC110 - another task's state
+                    await asyncio.sleep(0.05)
+            # In infusion without a baseline, baseline_incomplete is raised at once.
+            daemon.beds["chair-1"].set_phase("infusion", asyncio.get_running_loop().time())
+            raised = await next_json(seen, f"{A1}/alerts", state="raised")
+            assert ("clinic-a", "chair-1") == (raised["site"], raised["bed"])
+            ack = {
+                "request_id": "sec-ack-1",
+                "command": "ack",
+                "alert_id": raised["alert_id"],
+                "by": "RN Kim",
+            }
+            async with station(clinic) as st:
+                await st.publish(f"{A1}/cmd", json.dumps(ack).encode(), qos=1)
+            result = await next_json(seen, f"{A1}/cmd/result", request_id="sec-ack-1")
+            assert (True, None) == (result["ok"], result["error"])
+            acked = await next_json(seen, f"{A1}/alerts", alert_id=raised["alert_id"], state="acknowledged")
+            assert "RN Kim" == acked["acknowledged_by"]
+            # Another bed's gateway cannot publish this bed's alerts (nor its retained alarms).
+            forged = json.dumps(raised | {"state": "cleared", "seq": raised["seq"] + 100}).encode()
+            await attempt_publishes(
+                gateway(clinic, "gw-clinic-b-1"),
+                [f"{A1}/alerts", f"{A1}/alarms/{raised['alert_id']}"],
+                forged,
+            )
+            async with gateway(clinic, "gw-clinic-a-1") as gw:
+                await gw.publish(f"{A1}/alerts", b"sentinel-daemon", qos=1)
+            got = await until_sentinel(seen, b"sentinel-daemon")
+        assert [] == [item for item in got if item[1] == forged]
+        active = {t.alert_id: t for t in daemon.beds["chair-1"].engine.active_alarms()}
+        assert "RN Kim" == active[raised["alert_id"]].acknowledged_by
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_daemon_logs_in_with_the_systemd_credential(
+    clinic: Clinic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No password_file: the daemon reads $CREDENTIALS_DIRECTORY/mqtt-password and the broker lets it in."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text(PASSWORDS["gw-clinic-a-1"] + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path, None)))
+    runner = asyncio.create_task(daemon.run())
+    try:
+        async with watching(station(clinic), f"{A1}/status") as seen:
+            online = await next_json(seen, f"{A1}/status", state="online", heartbeat=1)
+        assert "chair-1" == online["bed"]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+# --- where the password comes from --------------------------------------------------------------
+
+
+async def test_read_password_from_file_first_line_and_empty_means_none(tmp_path: Path) -> None:
+    """First line without its newline; an empty file (install's placeholder) means no password."""
+    (tmp_path / "pw").write_text("s3cret\r\nignored\n")
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "blank").write_text("\n")
+    assert "s3cret" == read_password(tmp_path / "pw", {})
+    assert read_password(tmp_path / "empty", {}) is None
+    assert read_password(tmp_path / "blank", {}) is None
+    assert read_password(None, {}) is None
+
+
+async def test_read_password_falls_back_to_the_systemd_credential(tmp_path: Path) -> None:
+    """Without password_file: $CREDENTIALS_DIRECTORY/mqtt-password if it exists; the file wins if set."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert read_password(None, env) is None  # directory without the credential
+    (creds / "mqtt-password").write_text("")
+    assert read_password(None, env) is None  # the empty placeholder
+    (creds / "mqtt-password").write_text("from-systemd\n")
+    assert "from-systemd" == read_password(None, env)
+    (tmp_path / "pw").write_text("from-file\n")
+    assert "from-file" == read_password(tmp_path / "pw", env)
+
+
+async def test_no_password_on_the_command_line_or_in_the_config() -> None:
+    """`vitalwatch run` has no password option, and the configuration refuses a password key."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--password", "s3cret"])
+    with pytest.raises(Exception, match="password_file"):
+        parse_config({"site": "s", "mqtt": {"password": "s3cret"}, "beds": []})
