@@ -198,7 +198,17 @@ def _alarms(data: SessionData) -> tuple[list[AlarmLife], list[float]]:
 def summarise(data: SessionData) -> Summary:
     """Durations, baseline, peaks, time beyond thresholds, alarms and discharge-ready of one session."""
     info = data.info
-    end_s = float(info["ended_s"] if info["ended_s"] is not None else info["last_s"])
+    # An open session's row is not rewritten every minute (SD budget): its end is the latest thing seen.
+    end_s = (
+        float(info["ended_s"])
+        if info["ended_s"] is not None
+        else max(
+            [float(info["last_s"])]
+            + [m.t_s + m.span_s for m in data.minutes[-1:]]
+            + [r.t_s for r in data.nibp[-1:]]
+            + [e[0] for e in data.events[-1:]]
+        )
+    )
     phases = _phases(data, end_s)
     infusion_s = next((s for p, s, _ in phases if p == "infusion"), None)
     recovery_s = next((s for p, s, _ in phases if p == "recovery" and s >= (infusion_s or 0.0)), None)

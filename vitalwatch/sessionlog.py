@@ -82,6 +82,7 @@ NIBP_GROUP_S = 2.0
 # Batches waiting for the writer; a card stalled for this many minutes of every bed loses
 # the oldest record rows (logged), never blocks the loop.
 MAX_QUEUED_BATCHES = 1000
+PAGE_SIZE = 1024
 
 _SCHEMA = f"""
 PRAGMA user_version={SCHEMA_VERSION};
@@ -118,12 +119,21 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
 class SessionDb:
     """The sessions database: schema at open, then every write on one writer thread."""
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", commit_interval_s: float = 60.0) -> None:
         self.path = path
+        # At most one commit per interval for all beds together: each commit rewrites a few
+        # pages (WAL frames), so commits, not rows, are what wear the card.
+        self.commit_interval_s = commit_interval_s
+        self._wake = threading.Event()
+        self._urgent = 0  # flushes/closes waiting: commit without waiting out the interval
         self.failures = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path)
         try:
+            # Small pages: a commit rewrites every page it touches (one per bed per table), so
+            # 1 KiB pages write a quarter of the bytes of the 4 KiB default. Only effective when
+            # the file is created (WAL fixes the page size afterwards).
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
         finally:
@@ -144,12 +154,19 @@ class SessionDb:
             log.error("sessionlog.queue_full", dropped_statements=len(batch))
 
     def flush(self) -> None:
-        """Wait until everything submitted so far is written (tests, shutdown, the benchmark)."""
-        self._queue.join()
+        """Write everything submitted so far now, and wait for it (tests, shutdown, the benchmark)."""
+        self._urgent += 1
+        self._wake.set()
+        try:
+            self._queue.join()
+        finally:
+            self._urgent -= 1
 
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
+        self._urgent += 1
         self._queue.put(None)
+        self._wake.set()
         self._thread.join(timeout=30)
 
     def read(self) -> sqlite3.Connection:
@@ -179,8 +196,14 @@ class SessionDb:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=2000")
         try:
+            last_commit = float("-inf")
             while True:
                 batch = self._queue.get()
+                # Wait out the commit interval (a flush or close cuts it short).
+                if not self._urgent:
+                    self._wake.wait(max(0.0, last_commit + self.commit_interval_s - time.monotonic()))
+                self._wake.clear()
+                last_commit = time.monotonic()
                 batches = [batch]
                 # Coalesce whatever else is waiting (other beds, a stall's backlog): one commit.
                 while batch is not None and not self._queue.empty():
@@ -276,6 +299,7 @@ class SessionLog:
         self.session_id: str | None = None
         self._ended = False  # an `ended` was seen: wait for a phase before recording again
         self._pending: list[Statement] = []
+        self._dirty = False  # the session row needs writing
         self._resume: sqlite3.Row | None = None
         self._last_number: tuple[str, int] = ("", 0)
         self._load()
@@ -345,7 +369,7 @@ class SessionLog:
             value = fields.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self._fields[name] = float(value)
-        self._pending.append(self._session_row())
+        self._dirty = True
 
     def tick(self, now: float) -> None:
         """Close a minute that ended without any input (devices silent); cheap, call it often."""
@@ -356,6 +380,8 @@ class SessionLog:
         """Write the partial minute and everything pending (daemon stop)."""
         if self.session_id is not None:
             self._close_bucket(now)
+            self._last_t = max(self._last_t, now)
+            self._dirty = True
             self._submit()
 
     # ------------------------------------------------------------------ sessions
@@ -416,7 +442,11 @@ class SessionLog:
         else:
             if resume is not None:  # a phase command while an old session was left open: end it
                 self._pending.append(
-                    ("UPDATE sessions SET ended_s=last_s WHERE session_id=?", (resume["session_id"],))
+                    (
+                        "UPDATE sessions SET ended_s=max(last_s, coalesce((SELECT max(t_s + span_s) "
+                        "FROM minutes WHERE session_id=?1), 0)) WHERE session_id=?1",
+                        (resume["session_id"],),
+                    )
                 )
             start = self._wall(now)
             day = start.strftime("%Y%m%d")
@@ -429,6 +459,7 @@ class SessionLog:
             log.info("sessionlog.opened", session_id=self.session_id, phase=self._phase)
         self._bucket_t = now - self._t0
         self._last_t = now
+        self._dirty = True
         return True
 
     def _phase_changed(self, phase: str, now: float) -> None:
@@ -447,11 +478,13 @@ class SessionLog:
             self._freeze_baseline()
         self._event(now, "phase", {"phase": phase, "previous": self._phase})
         self._phase = phase
+        self._dirty = True
         if phase == "ended":
             self._flush_nibp(now, force=True)
             if not self._baseline:
                 self._freeze_baseline()
             self._pending.append(self._session_row(ended_s=now - self._t0))
+            self._dirty = False
             self._submit()
             log.info("sessionlog.ended", session_id=self.session_id)
             self.session_id, self._ended = None, True
@@ -578,9 +611,11 @@ class SessionLog:
         )
 
     def _submit(self) -> None:
-        last = self._pending[-1][0] if self._pending else ""
-        if self.session_id is not None and last and not last.startswith("INSERT OR REPLACE INTO sessions"):
+        # The session row changes rarely (open, phase, baseline, nurse fields, end): rewriting it
+        # every minute would cost two more pages per commit on the card.
+        if self.session_id is not None and self._dirty:
             self._pending.append(self._session_row())
+        self._dirty = False
         batch, self._pending = self._pending, []
         self.db.submit(batch)
 
