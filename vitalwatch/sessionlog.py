@@ -300,6 +300,8 @@ class SessionLog:
         self._ended = False  # an `ended` was seen: wait for a phase before recording again
         self._pending: list[Statement] = []
         self._dirty = False  # the session row needs writing
+        self._t0 = self._last_t = self._bucket_t = self._started_utc = 0.0
+        self._phase, self._record_id, self._n = "baseline", "", 0
         self._resume: sqlite3.Row | None = None
         self._last_number: tuple[str, int] = ("", 0)
         self._load()
