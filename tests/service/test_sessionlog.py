@@ -151,3 +151,42 @@ def test_a_failing_write_is_counted_not_raised(db: SessionDb) -> None:
     db.submit([("INSERT INTO nibp VALUES ('s', 1, 120, 80, 93, 1)", ())])
     assert 1 == len(rows(db, "SELECT * FROM nibp"))
     assert db.failures >= 1
+
+
+def test_real_engine_outputs_and_baseline_are_recorded(db: SessionDb) -> None:
+    """Wired as the daemon wires it: engine outputs as observer, the engine's frozen baseline."""
+    from vitalwatch.engine.session import BedEngine
+    from vitalwatch.engine.table import default_table
+
+    engine = BedEngine(default_table(), bed="b", devices={"ox": "spo2", "cuff": "nibp"})
+    log = SessionLog(db, "b", wall=wall(0.0), baseline=lambda: engine.baseline)
+
+    def feed(device: str, obs: Observation, t: float) -> None:
+        log.observation(device, obs, t, obs.value is not None)
+        for out in engine.observe(device, obs, t):
+            log.output(out)
+
+    for t in range(0, 1500):
+        if t == 600:
+            for out in engine.set_phase("infusion", float(t)):
+                log.output(out)
+        value = 84.0 if 900 <= t < 960 else 96.0
+        feed("ox", Observation("spo2", value, "%"), float(t))
+        feed("ox", Observation("pulse_rate", 70.0, "/min"), float(t))
+        if t in (60, 240):
+            feed("cuff", Observation("nibp_systolic", 120.0 + t // 60, "mm[Hg]"), float(t))
+            feed("cuff", Observation("nibp_diastolic", 80.0, "mm[Hg]"), float(t))
+    log.close(1500.0)
+    (session,) = rows(db, "SELECT * FROM sessions")
+    assert (engine.baseline.systolic, 96.0, 70.0) == (
+        session["bl_systolic"],
+        session["bl_spo2"],
+        session["bl_pulse"],
+    )
+    alerts = [
+        json.loads(r["data"]) for r in rows(db, "SELECT data FROM events WHERE kind='alert' ORDER BY n")
+    ]
+    raised = [a for a in alerts if a["state"] == "raised" and a["condition"] == "spo2_low"]
+    assert 1 == len(raised)
+    assert "high" == raised[0]["priority"]
+    assert 900.0 <= raised[0]["onset_s"] < 960.0
