@@ -10,7 +10,15 @@ import importlib
 import sys
 
 # Module names, run in this order.
-BENCHMARKS: tuple[str, ...] = ("bench.decode", "bench.hl7", "bench.alarm_quality")
+BENCHMARKS: tuple[str, ...] = (
+    "bench.decode",
+    "bench.hl7",
+    "bench.alarm_quality",
+    "bench.replay_speed",
+    "bench.latency",
+    "bench.throughput",
+    "bench.footprint",
+)
 
 
 def main(argv: list[str]) -> int:

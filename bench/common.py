@@ -327,7 +327,7 @@ def _run_nodelay(argv: list[str]) -> int:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client
 
-    aiomqtt.Client.__aenter__ = aenter  # type: ignore[method-assign]
+    aiomqtt.Client.__aenter__ = aenter  # type: ignore[method-assign,assignment]
     return cli_main(["run", *argv])
 
 

@@ -9,6 +9,7 @@ a clinic engineer re-plugging an adapter should never need to restart the daemon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -138,41 +139,67 @@ class DeviceLink:
         self._listener.on_events(self.config.id, events, now)
 
     async def _session(self, port: SerialPort) -> None:
+        """Pump one open port until it fails (DeviceError) or the task is cancelled.
+
+        Bytes are handled in the loop's reader callback, synchronously, as soon as the port is
+        readable: no task, future or timer is created per read, which at a few hundred reads a
+        second was most of the daemon's idle CPU. This coroutine only wakes for the driver's
+        timers, queued writes and commands (``poke``), and at least every ``IDLE_WAKE_S``.
+        """
         driver = make_driver(self.config.driver, **dict(self.config.options))
         self.driver = driver
         self.connected = True
         log.info("device.connected", driver=self.config.driver)
         self._listener.on_link(self.config.id, True, self.now(), "port open")
-        while True:
-            now = self.now()
-            deadline = driver.next_deadline()
-            if deadline is not None and deadline <= now:
-                if self.tap is not None:
-                    self.tap.timer(self.config.id, now)
-                self._deliver(driver.on_timer(now), now)
-                deadline = driver.next_deadline()
-            out = driver.data_to_send()
-            if out or port.has_pending_writes:
-                port.write(out)
-            wait = IDLE_WAKE_S if deadline is None else max(0.0, min(IDLE_WAKE_S, deadline - now))
-            if port.has_pending_writes:
-                wait = min(wait, 0.05)
-            self._wake.clear()
-            read_task = asyncio.ensure_future(port.read(wait))
-            wake_task = asyncio.ensure_future(self._wake.wait())
+        loop = asyncio.get_running_loop()
+        fd = port.fileno()
+        # What went wrong in the reader callback (a lost port, or a bug downstream), re-raised
+        # here so it ends the session exactly as an exception in this coroutine would.
+        failed: list[Exception] = []
+        wake_at = [0.0]  # when the coroutine below wakes up anyway (self.now() time)
+
+        def on_readable() -> None:
             try:
-                await asyncio.wait({read_task, wake_task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                wake_task.cancel()
-                if not read_task.done():
-                    read_task.cancel()
-                    await asyncio.gather(read_task, return_exceptions=True)
-            if read_task.cancelled():
-                continue
-            data = read_task.result()  # raises DeviceError when the port went away
-            if data:
+                data = port.read_nowait()
                 now = self.now()
                 if self.tap is not None:
                     self.tap.raw(self.config.id, data, now)
                 self._listener.on_bytes(self.config.id, now)
                 self._deliver(driver.feed(data, now), now)
+                out = driver.data_to_send()
+                if out:
+                    port.write(out)
+                deadline = driver.next_deadline()
+            except Exception as exc:  # handed to the coroutine below, which re-raises it
+                loop.remove_reader(fd)
+                failed.append(exc)
+                self._wake.set()
+                return
+            if port.has_pending_writes or (deadline is not None and deadline < wake_at[0]):
+                self._wake.set()
+
+        loop.add_reader(fd, on_readable)
+        try:
+            while not failed:
+                now = self.now()
+                deadline = driver.next_deadline()
+                if deadline is not None and deadline <= now:
+                    if self.tap is not None:
+                        self.tap.timer(self.config.id, now)
+                    self._deliver(driver.on_timer(now), now)
+                    deadline = driver.next_deadline()
+                out = driver.data_to_send()
+                if out or port.has_pending_writes:
+                    port.write(out)
+                wait = IDLE_WAKE_S if deadline is None else max(0.0, min(IDLE_WAKE_S, deadline - now))
+                if port.has_pending_writes:
+                    wait = min(wait, 0.05)
+                wake_at[0] = now + wait
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+        finally:
+            if not failed:
+                loop.remove_reader(fd)
+        raise failed[0]

@@ -88,6 +88,28 @@ class SerialPort:
             raise self._error("read failed", EOFError("end of stream"))
         return data
 
+    def fileno(self) -> int:
+        """The port's file descriptor, for a reader kept on the loop for the whole session."""
+        try:
+            fd: int = self._port.fileno()
+        except (serial.SerialException, OSError, AttributeError) as exc:
+            raise self._error("port has no file descriptor", exc) from exc
+        return fd
+
+    def read_nowait(self) -> bytes:
+        """What is there now, without waiting (b"" when nothing); DeviceUnavailable at end of stream.
+
+        For a caller that already knows the descriptor is readable (``loop.add_reader``): a
+        readable port that gives no bytes means the other end hung up (pty master closed).
+        """
+        try:
+            data: bytes = self._port.read(READ_CHUNK)
+        except (serial.SerialException, OSError) as exc:
+            raise self._error("read failed (adapter unplugged or peer closed)", exc) from exc
+        if not data:
+            raise self._error("read failed", EOFError("end of stream"))
+        return data
+
     def write(self, data: bytes) -> None:
         """Queue bytes for the device; what the port cannot take now is kept for later."""
         self._pending += data
