@@ -83,6 +83,10 @@ class BedSession:
         self.links: dict[str, DeviceLink] = {}
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
         self._unreliable: dict[str, set[str]] = {}
+        # For health and metrics: when each device last gave a valid reading (monotonic s), and
+        # how many alert transitions of each state this bed produced.
+        self.last_valid: dict[str, float] = {}
+        self.transition_counts: dict[str, int] = {}
 
     @property
     def bed(self) -> str:
@@ -100,9 +104,12 @@ class BedSession:
             if isinstance(event, DeviceStatus) and event.code in UNRELIABLE_STATUSES:
                 codes = self._unreliable.setdefault(device, set())
                 (codes.add if event.active else codes.discard)(event.code)
-            if isinstance(event, Observation) and self.sink is not None and self._vital_payload is not None:
+            if isinstance(event, Observation):
                 valid = event.value is not None and not self._unreliable.get(device)
-                self.sink.vital(event.kind, self._vital_payload(device, event, now, valid))
+                if valid:
+                    self.last_valid[device] = now
+                if self.sink is not None and self._vital_payload is not None:
+                    self.sink.vital(event.kind, self._vital_payload(device, event, now, valid))
             self.dispatch(self.engine.observe(device, event, now))
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
@@ -149,6 +156,8 @@ class BedSession:
                 observer(out)
             match out:
                 case AlertTransition():
+                    state = out.state.value
+                    self.transition_counts[state] = self.transition_counts.get(state, 0) + 1
                     log.info(
                         "alert.transition",
                         alert_id=out.alert_id,

@@ -13,6 +13,7 @@ Layout (``config/example.toml`` is the documented example)::
                 [mqtt.tls] ca_file, cert_file, key_file, verify_hostname
     [logging]   level, format
     [state]     directory, restore_grace_s
+    [metrics]   enabled, address, port, restore_grace_s
     [alarms]    the alarm table (see vitalwatch.engine.table)
     [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options
 """
@@ -35,6 +36,7 @@ __all__ = [
     "Config",
     "DeviceConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "MqttConfig",
     "StateConfig",
     "TlsConfig",
@@ -96,6 +98,15 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """Prometheus endpoint; loopback only unless an engineer opens it on purpose."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceConfig:
     id: str
     driver: str
@@ -118,6 +129,7 @@ class Config:
     logging: LoggingConfig
     state: StateConfig
     beds: tuple[BedConfig, ...]
+    metrics: MetricsConfig = MetricsConfig()
     alarms: Any  # vitalwatch.engine.table.AlarmTable, typed loosely to keep import order simple
     source: Path | None = None
 
@@ -358,10 +370,8 @@ def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
 
 
 def _alarms(data: Mapping[str, Any] | None, problems: list[ConfigProblem]) -> Any:
-    try:
-        from vitalwatch.engine.table import load_alarm_table
-    except ModuleNotFoundError:  # TEMPORARY until the engine lands
-        return data
+    from vitalwatch.engine.table import load_alarm_table
+
     try:
         return load_alarm_table(data, key="alarms")
     except ConfigError as exc:
@@ -387,6 +397,13 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         restore_grace_s=sr.number("restore_grace_s", 120.0, 0.0, 86400.0),
     )
     sr.finish()
+    mr = _Reader(r.table("metrics") or {}, "metrics", problems)
+    metrics = MetricsConfig(
+        enabled=mr.boolean("enabled", False),
+        address=mr.string("address", "127.0.0.1") or "127.0.0.1",
+        port=mr.integer("port", 9108, 1, 65535),
+    )
+    mr.finish()
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)
     r.finish()
@@ -394,7 +411,14 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         raise ConfigError(problems)
     assert site is not None  # a missing site is a problem above
     return Config(
-        site=site, mqtt=mqtt, logging=logging_cfg, state=state, beds=beds, alarms=alarms, source=source
+        site=site,
+        mqtt=mqtt,
+        logging=logging_cfg,
+        state=state,
+        beds=beds,
+        alarms=alarms,
+        metrics=metrics,
+        source=source,
     )
 
 

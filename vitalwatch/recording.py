@@ -19,6 +19,7 @@ Journal line kinds::
     {"t": 20.0, "k": "phase", "phase": "infusion"}
     {"t": 21.0, "k": "ack", "alert_id": "*", "by": "RN Kim"}
     {"t": 21.25, "k": "tick"}
+    {"t": 0.0, "k": "id", "id": "chair-1-20261129T101502-0001"}   the live run's alert ids, in order
 
 Raw bytes can contain what a monitor prints about a patient (HL7 PID segments): the
 recording directory is created mode 0700 and is meant for engineers' test rigs, not for
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +58,16 @@ class BedJournal:
 
     def timer(self, device: str, now: float) -> None:
         self.write({"t": now, "k": "timer", "dev": device})
+
+    def ids(self, factory: Callable[[], str]) -> Callable[[], str]:
+        """Wrap the alert-id factory so a replay reuses the live run's ids (they carry wall time)."""
+
+        def make() -> str:
+            alert_id = factory()
+            self.write({"t": 0.0, "k": "id", "id": alert_id})
+            return alert_id
+
+        return make
 
     def close(self) -> None:
         self._file.close()
@@ -187,6 +198,11 @@ def _alarm_table(meta: Mapping[str, Any], table: AlarmTable | None) -> AlarmTabl
     return load_alarm_table(None)
 
 
+def _id_source(recorded: Iterator[str], fallback: Iterator[str]) -> Callable[[], str]:
+    """The live run's alert ids in order, then made-up ones (a journal cut short by a crash)."""
+    return lambda: next(recorded, None) or next(fallback)
+
+
 def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dict[str, list[Output]]:
     """Feed every bed's journal back through fresh drivers and engines; outputs per bed."""
     meta = json.loads((directory / "meta.json").read_text())
@@ -197,11 +213,19 @@ def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dic
             name: _ReplayDevice(name, d["driver"], d.get("options", {}), d["role"])
             for name, d in bed_meta["devices"].items()
         }
-        bed = _ReplayBed(BedEngine(alarm_table, bed_id, {n: d.role for n, d in devices.items()}), devices)
         path = directory / f"{bed_id}.jsonl"
         if not path.exists():
             results[bed_id] = []
             continue
+        recorded_ids = iter([str(r["id"]) for r in _records(path) if r["k"] == "id"])
+        fallback = iter(f"{bed_id}-replay-{n:06d}" for n in range(1, 10**9))
+        engine = BedEngine(
+            alarm_table,
+            bed_id,
+            {n: d.role for n, d in devices.items()},
+            id_factory=_id_source(recorded_ids, fallback),
+        )
+        bed = _ReplayBed(engine, devices)
         for record in _records(path):
             now = float(record["t"])
             kind = record["k"]

@@ -78,6 +78,9 @@ class Notifier:
         message = "\n".join(lines).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never block the event loop: a receiver whose queue is full (a stuck reader)
+                # would otherwise stall the alarm daemon inside sendall().
+                sock.setblocking(False)
                 sock.connect(self._address)
                 sock.sendall(message)
         except OSError:

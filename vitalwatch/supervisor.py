@@ -18,11 +18,14 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import REGISTRY
+from prometheus_client import start_http_server as start_metrics_server
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.bed import BedSession, Engine
@@ -30,6 +33,8 @@ from vitalwatch.commands_in import CommandHandler
 from vitalwatch.config import BedConfig, Config
 from vitalwatch.drivers import Observation
 from vitalwatch.engine.outputs import Output, PhaseChanged
+from vitalwatch.engine.session import BedEngine
+from vitalwatch.housekeeping import DaemonCollector, Housekeeping
 from vitalwatch.link import DeviceLink
 from vitalwatch.metrics import (
     BROKER_UNREACHABLE,
@@ -41,6 +46,7 @@ from vitalwatch.metrics import (
 from vitalwatch.outbox import DB_NAME, Store
 from vitalwatch.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.publisher import BedPublisher
+from vitalwatch.recording import BedJournal, RecordingEngine, open_journals, write_meta
 from vitalwatch.statestore import IdFactory, RestoringEngine, seed_engine, transition_from_json
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
@@ -50,6 +56,8 @@ log = structlog.get_logger("vitalwatch.supervisor")
 # How often the engine's timers run (sustain, renotify, overdue, silent link). Alarm
 # delays are whole seconds; a quarter second keeps the added latency well below that.
 TICK_S = 0.25
+# `vitalwatch status` asks the running daemon here (inside the state directory).
+STATUS_SOCKET = "status.sock"
 
 
 # A local alarm command that has not finished by then is left behind (and logged): a hung
@@ -59,12 +67,6 @@ LOCAL_COMMAND_TIMEOUT_S = 10.0
 
 def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> Engine:
     """The clinical engine for one bed, with its device roles."""
-    try:
-        from vitalwatch.engine.session import BedEngine
-    except ModuleNotFoundError:  # TEMPORARY: until the clinical engine lands
-        from vitalwatch.alarm_seed import SeedEngine
-
-        return SeedEngine(bed=bed.id)
     engine: Engine = BedEngine(
         config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices}, id_factory=id_factory
     )
@@ -132,10 +134,16 @@ class LocalAlarms:
 class Daemon:
     """Everything `vitalwatch run` starts, reachable for tests and `vitalwatch demo`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, record_dir: Path | None = None) -> None:
         self.config = config
         loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
         self.wall = WallClock(loop.time(), datetime.now(UTC))
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.journals: dict[str, BedJournal] = {}
+        if record_dir is not None:
+            write_meta(record_dir, config)
+            self.journals = open_journals(record_dir, config.beds)
         self.beds: dict[str, BedSession] = {}
         self.publishers: dict[str, BedPublisher] = {}
         self.commands: dict[str, CommandHandler] = {}
@@ -160,10 +168,12 @@ class Daemon:
         restored = [transition_from_json(d, mono_now=now, epoch_now=epoch_now) for d in store.active(bed)]
         pending = store.pending(bed)
         seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
-        base = make_engine(config, bed_cfg, id_factory=ids)
+        journal = self.journals.get(bed)
+        base = make_engine(config, bed_cfg, id_factory=journal.ids(ids) if journal is not None else ids)
         seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
         engine = RestoringEngine(base, restored, now=now, grace_s=config.state.restore_grace_s)
-        session = BedSession(bed_cfg, engine, vital_payload=self._vital, observers=[self._journal(bed)])
+        recorded: Engine = RecordingEngine(engine, journal) if journal is not None else engine
+        session = BedSession(bed_cfg, recorded, vital_payload=self._vital, observers=[self._journal(bed)])
         publisher = BedPublisher(
             config.mqtt,
             site=config.site,
@@ -192,7 +202,7 @@ class Daemon:
                 seq=seq,
             )
         for dev in bed_cfg.devices:
-            session.links[dev.id] = DeviceLink(dev, session)
+            session.links[dev.id] = DeviceLink(dev, session, tap=journal)
         self.beds[bed] = session
         self.publishers[bed] = publisher
 
@@ -260,29 +270,55 @@ class Daemon:
             session.tick(loop.time())
             await asyncio.sleep(TICK_S)
 
-    async def run(self) -> None:
+    async def run(self, housekeeping: Housekeeping | None = None) -> None:
         """Run every task until cancelled; the database is closed on the way out."""
+        hk = housekeeping or Housekeeping(self, status_socket=self.config.state.directory / STATUS_SOCKET)
+        collector = self._start_metrics(hk)
         try:
             async with asyncio.TaskGroup() as group:
+
+                def start(coro: Coroutine[Any, Any, None], name: str) -> None:
+                    self.tasks[name] = group.create_task(coro, name=name)
+
                 for bed_id, session in self.beds.items():
                     with bound_contextvars(bed=bed_id):
-                        group.create_task(self.publishers[bed_id].run(), name=f"publisher[{bed_id}]")
-                        group.create_task(self._ticker(session), name=f"ticker[{bed_id}]")
+                        start(self.publishers[bed_id].run(), f"publisher[{bed_id}]")
+                        start(self._ticker(session), f"ticker[{bed_id}]")
                         for dev_id, link in session.links.items():
-                            group.create_task(link.run(), name=f"device[{bed_id}/{dev_id}]")
+                            start(link.run(), f"device[{bed_id}/{dev_id}]")
+                start(hk.run(), "housekeeping")
+                hk.ready()
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
         finally:
+            hk.notifier.stopping()
+            if collector is not None:
+                REGISTRY.unregister(collector)
+            for journal in self.journals.values():
+                journal.close()
             await asyncio.to_thread(self.store.close)
 
+    def _start_metrics(self, hk: Housekeeping) -> DaemonCollector | None:
+        """Prometheus on loopback by default (metrics are for engineers, not an alert path)."""
+        cfg = self.config.metrics
+        if not cfg.enabled:
+            return None
+        collector = DaemonCollector(hk)
+        REGISTRY.register(collector)
+        start_metrics_server(cfg.port, addr=cfg.address)
+        log.info("metrics.listening", address=cfg.address, port=cfg.port)
+        return collector
 
-async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> None:
+
+async def run_daemon(
+    config: Config, *, stop: asyncio.Event | None = None, record_dir: Path | None = None
+) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(config)
+    daemon = Daemon(config, record_dir=record_dir)
     main = asyncio.create_task(daemon.run(), name="daemon")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:

@@ -129,3 +129,20 @@ def test_watchdog_interval_none_when_not_ours_or_absent() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "15000000", "WATCHDOG_PID": "me"}) is None
+
+
+def test_a_full_receiver_queue_never_blocks_the_sender(tmp_path: Path) -> None:
+    """A reader that stopped reading (queue full) makes send() return False at once, not hang."""
+    import time as _time
+
+    path = tmp_path / "full.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        started = _time.monotonic()
+        results = [notifier.watchdog() for _ in range(2000)]
+        assert _time.monotonic() - started < 5.0
+        assert results[0] is True and results[-1] is False
+    finally:
+        receiver.close()

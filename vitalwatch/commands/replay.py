@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--observations", metavar="FILE.csv", help="CSV with header t,event,name,value")
     source.add_argument("--scenario", metavar="NAME", help="a simulator scenario (normal, desaturation, ...)")
+    source.add_argument(
+        "--recording", metavar="DIR", help="a directory written by `vitalwatch run --record DIR` (every bed)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="scenario seed (default 0)")
     parser.add_argument(
         "--devices",
@@ -78,6 +81,21 @@ def _load_config(path: str) -> tuple[AlarmTable, str, dict[str, str]]:
     return table, str(bed.get("id", "bed-1")), devices or dict(DEFAULT_DEVICES)
 
 
+def _replay_recording(directory: Path, table: AlarmTable | None) -> int:
+    """Raw bytes of a live run back through fresh drivers and engines: the same alerts."""
+    from vitalwatch.recording import replay_recording
+
+    try:
+        results = replay_recording(directory, table=table)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"vitalwatch replay: cannot replay {directory}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for outputs in results.values():
+        for out in outputs:
+            print(json.dumps(output_to_json(out)))
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Replay and print JSON lines; 2 with one stderr line on bad input."""
     try:
@@ -93,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vitalwatch replay: cannot read {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.recording:
+        return _replay_recording(Path(args.recording), table if args.config else None)
     if args.observations:
         try:
             with open(args.observations, encoding="utf-8", newline="") as fh:

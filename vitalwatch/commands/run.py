@@ -21,6 +21,12 @@ def register(sub: Any) -> None:
         "run", help="run the monitoring daemon", description=__doc__
     )
     parser.add_argument("--config", type=Path, required=True, help="the TOML configuration file")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="record every device's raw bytes and the session's inputs for `vitalwatch replay --recording`",
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    asyncio.run(run_daemon(config))
+    asyncio.run(run_daemon(config, record_dir=args.record))
     return 0
