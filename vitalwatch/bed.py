@@ -73,6 +73,7 @@ class BedSession:
         sink: OutputSink | None = None,
         vital_payload: Callable[[str, Observation, float, bool], dict[str, Any]] | None = None,
         observers: list[Callable[[Output], None]] | None = None,
+        recorder: Callable[[str, Observation, float, bool], None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -80,6 +81,8 @@ class BedSession:
         # Called with every output before it is dispatched (the session journal listens here).
         self.observers: list[Callable[[Output], None]] = list(observers or [])
         self._vital_payload = vital_payload
+        # The session record (vitalwatch.sessionlog) sees every observation and its validity.
+        self.recorder = recorder
         self.links: dict[str, DeviceLink] = {}
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
         self._unreliable: dict[str, set[str]] = {}
@@ -110,6 +113,8 @@ class BedSession:
                     self.last_valid[device] = now
                 if self.sink is not None and self._vital_payload is not None:
                     self.sink.vital(event.kind, self._vital_payload(device, event, now, valid))
+                if self.recorder is not None:
+                    self.recorder(device, event, now, valid)
             self.dispatch(self.engine.observe(device, event, now))
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:

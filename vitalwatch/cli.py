@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tail",
     "status",
     "report",
+    "export",
 )
 
 EXIT_USAGE = 2

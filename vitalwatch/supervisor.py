@@ -47,6 +47,7 @@ from vitalwatch.outbox import DB_NAME, Store
 from vitalwatch.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.publisher import BedPublisher
 from vitalwatch.recording import BedJournal, RecordingEngine, open_journals, write_meta
+from vitalwatch.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 from vitalwatch.statestore import IdFactory, RestoringEngine, seed_engine, transition_from_json
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
@@ -149,6 +150,8 @@ class Daemon:
         self.commands: dict[str, CommandHandler] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
+        self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
+        self.records: dict[str, SessionLog] = {}
         for bed_cfg in config.beds:
             self._add_bed(bed_cfg, loop.time())
 
@@ -173,7 +176,17 @@ class Daemon:
         seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
         engine = RestoringEngine(base, restored, now=now, grace_s=config.state.restore_grace_s)
         recorded: Engine = RecordingEngine(engine, journal) if journal is not None else engine
-        session = BedSession(bed_cfg, recorded, vital_payload=self._vital, observers=[self._journal(bed)])
+        record = SessionLog(
+            self.sessions, bed, wall=self.wall.utc, baseline=lambda: getattr(base, "baseline", None)
+        )
+        self.records[bed] = record
+        session = BedSession(
+            bed_cfg,
+            recorded,
+            vital_payload=self._vital,
+            observers=[self._journal(bed), record.output],
+            recorder=record.observation,
+        )
         publisher = BedPublisher(
             config.mqtt,
             site=config.site,
@@ -217,6 +230,11 @@ class Daemon:
 
         return observe
 
+    def _phase_fields(self, bed: str, fields: dict[str, Any]) -> None:
+        """Dose and planned length from the nurse's phase command: journal and session record."""
+        self.store.put_meta(bed, {"phase_fields": fields})
+        self.records[bed].phase_fields(fields)
+
     def _command_fn(self, bed: str, session: BedSession) -> Callable[[bytes], dict[str, Any]]:
         loop = asyncio.get_running_loop()
         handler = CommandHandler(
@@ -228,7 +246,7 @@ class Daemon:
             request_nibp=session.request_nibp,
             is_active=session.is_active,
             remember=lambda rid: self.store.remember_request(bed, rid),
-            store_phase_fields=lambda fields: self.store.put_meta(bed, {"phase_fields": fields}),
+            store_phase_fields=lambda fields: self._phase_fields(bed, fields),
             seen=self.store.requests(bed),
         )
         self.commands[bed] = handler
@@ -267,7 +285,9 @@ class Daemon:
     async def _ticker(self, session: BedSession) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            session.tick(loop.time())
+            now = loop.time()
+            session.tick(now)
+            self.records[session.bed].tick(now)
             await asyncio.sleep(TICK_S)
 
     async def run(self, housekeeping: Housekeeping | None = None) -> None:
@@ -295,6 +315,10 @@ class Daemon:
                 REGISTRY.unregister(collector)
             for journal in self.journals.values():
                 journal.close()
+            now = asyncio.get_running_loop().time()
+            for record in self.records.values():
+                record.close(now)
+            await asyncio.to_thread(self.sessions.close)
             await asyncio.to_thread(self.store.close)
 
     def _start_metrics(self, hk: Housekeeping) -> DaemonCollector | None:

@@ -188,3 +188,13 @@ async def test_daemon_under_systemd_protocol_metrics_status_and_recording(
     # Everything the nurse received is reproduced, in order; the replay may go on past the point
     # where the test stopped listening (the daemon kept running until SIGTERM).
     assert live_keys == replay_keys[: len(live_keys)]
+
+    # The live run also kept its de-identified session record: the end-of-session report works on it.
+    code, out, err = await run_cli(
+        "report", "--bed", BED, "--out", str(tmp_path / "report"), "--db", str(tmp_path / "sessions.sqlite3")
+    )
+    assert code == 0, err
+    pngs = list((tmp_path / "report").glob("*.png"))
+    assert pngs and pngs[0].stat().st_size > 10_000
+    html = next((tmp_path / "report").glob("*.html")).read_text()
+    assert "spo2_low" in html or "SpO2" in html
