@@ -158,10 +158,14 @@ class DeviceLink:
         failed: list[Exception] = []
         wake_at = [0.0]  # when the coroutine below wakes up anyway (self.now() time)
 
+        now_fn = self._clock or loop.time
+
         def on_readable() -> None:
             try:
                 data = port.read_nowait()
-                now = self.now()
+                if not data:
+                    return
+                now = now_fn()
                 if self.tap is not None:
                     self.tap.raw(self.config.id, data, now)
                 self._listener.on_bytes(self.config.id, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import serial
 
@@ -32,6 +33,9 @@ class SerialPort:
         self._device_id = device_id
         self._url = url
         self._pending = b""
+        # A local tty (not socket:// or rfc2217://) is read with one os.read(): pyserial's read()
+        # adds a select() and a timeout object per call, a third of the read path's cost.
+        self._fd: int | None = port.fileno() if isinstance(port, serial.Serial) else None
 
     @classmethod
     async def open(cls, url: str, settings: SerialSettings, *, device_id: str) -> SerialPort:
@@ -103,7 +107,12 @@ class SerialPort:
         readable port that gives no bytes means the other end hung up (pty master closed).
         """
         try:
-            data: bytes = self._port.read(READ_CHUNK)
+            if self._fd is not None:
+                data: bytes = os.read(self._fd, READ_CHUNK)
+            else:
+                data = self._port.read(READ_CHUNK)
+        except BlockingIOError:
+            return b""  # a spurious wake-up: nothing there after all
         except (serial.SerialException, OSError) as exc:
             raise self._error("read failed (adapter unplugged or peer closed)", exc) from exc
         if not data:
