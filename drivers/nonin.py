@@ -236,6 +236,9 @@ class NoninDriver:
         self.format_acknowledged = False
         self.pleth_samples = 0
         self._tracker = StatusTracker()
+        # The codes of the last frame: 75 frames/s repeat the same bits, and the tracker only
+        # reports edges, so an unchanged set skips it (most of the per-frame status cost).
+        self._last_codes: tuple[str, ...] = ()
         self._reset_stream()
 
     def _reset_stream(self) -> None:
@@ -302,6 +305,7 @@ class NoninDriver:
         if self._buf:
             events.append(DecodeProblem("truncated_frame", len(self._buf)))
         events += self._tracker.reset()
+        self._last_codes = ()
         self._reset_stream()
         return events
 
@@ -423,6 +427,10 @@ class NoninDriver:
             codes.append("low_perfusion")
         if self._low_battery:
             codes.append("low_battery")
+        key = tuple(codes)
+        if key == self._last_codes:
+            return []  # same set as the last frame: the tracker would report no edge
+        self._last_codes = key
         return list(self._tracker.update(codes, detail))
 
     def _packet8(self, unit: bytes, now: float) -> list[Event]:
