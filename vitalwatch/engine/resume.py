@@ -2,7 +2,7 @@
 
 .. code-block:: text
 
-    {"version": 1, "taken_at", "bed", "devices", "older_adult", "id_counter", "started",
+    {"version": 1, "taken_at", "now", "bed", "devices", "older_adult", "id_counter", "started",
      "phase", "phase_start", "phase_starts",
      "signals": {spo2, pulse_rate},            held sample + end of the last valid stretch
      "nibp_pending", "nibp_readings",          readings being assembled, the reading log
@@ -39,8 +39,12 @@ __all__ = ["engine_snapshot", "restore_engine"]
 _RULE_KINDS = ("sustained", "nibp")
 
 
-def engine_snapshot(e: BedEngine) -> dict[str, Any]:
-    """The whole state of ``e`` as strict JSON data (``json.dumps(..., allow_nan=False)`` works)."""
+def engine_snapshot(e: BedEngine, now: float | None = None) -> dict[str, Any]:
+    """The whole state of ``e`` as strict JSON data (``json.dumps(..., allow_nan=False)`` works).
+
+    ``taken_at`` is the latest time the engine was told about (``bytes_seen`` included, which
+    does not move the engine clock ``now``), or the caller's ``now`` when later.
+    """
     rules: dict[str, Any] = {}
     for rule in e.table.rules:
         if rule.id in e._sustain:
@@ -57,7 +61,8 @@ def engine_snapshot(e: BedEngine) -> dict[str, Any]:
             }
     return {
         "version": VERSION,
-        "taken_at": e._now,
+        "taken_at": max([e._now, *e._last_bytes.values(), *([now] if now is not None else [])]),
+        "now": e._now,
         "bed": e.bed,
         "devices": dict(e._roles),
         "older_adult": e._older_adult,
@@ -112,7 +117,7 @@ def restore_engine(
     e = cls(table, r.text("bed"), devices, id_factory, older_adult=r.flag("older_adult"))
     e._count = r.integer("id_counter")
     e._started = r.flag("started")
-    e._now = r.when("taken_at")
+    e._now = r.when("now")
     e._phase = r.text("phase", PHASES)
     e._phase_start = r.when("phase_start")
     e.phase_starts = r.when_map("phase_starts")

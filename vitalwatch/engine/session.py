@@ -189,14 +189,15 @@ class BedEngine:
         out = self._enter(now)
         return out + self._evaluate(self._now)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The whole session state as strict JSON data, for :meth:`restore` after a restart.
 
-        Records ``taken_at`` (the latest ``now`` seen); see :mod:`vitalwatch.engine.snapshot`.
+        Records ``taken_at``: the latest time any call gave the engine, or ``now`` (the caller's
+        clock at the snapshot) when later. See :mod:`vitalwatch.engine.snapshot`.
         """
         from vitalwatch.engine.resume import engine_snapshot
 
-        return engine_snapshot(self)
+        return engine_snapshot(self, now)
 
     @classmethod
     def restore(

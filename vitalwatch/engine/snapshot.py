@@ -6,7 +6,8 @@
     BedEngine.restore(table, state, now=loop.time()) ◀── json.loads ◀───────────────── state store
 
 **Clock rule.** A monotonic clock does not survive a restart: the new process's ``loop.time()``
-has another origin. The snapshot records ``taken_at`` (the engine's latest ``now``) and restore
+has another origin. The snapshot records ``taken_at`` (the latest time any call gave the engine,
+``bytes_seen`` included, or the ``now`` passed to ``snapshot(now)`` when later) and restore
 moves every stored engine time by ``delta = now - elapsed_outage_s - taken_at``. With the default
 ``elapsed_outage_s = 0`` the outage is not counted at all: every elapsed duration (phase time,
 time since the last NIBP, re-notify/escalation/ack-silence deadlines, the held sample's age) is
