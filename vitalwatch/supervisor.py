@@ -148,6 +148,8 @@ class Daemon:
         self.beds: dict[str, BedSession] = {}
         self.publishers: dict[str, BedPublisher] = {}
         self.commands: dict[str, CommandHandler] = {}
+        # Monotonic time each bed's current phase began: the status says exact minutes in phase.
+        self.phase_start: dict[str, float] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
         self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
@@ -205,6 +207,11 @@ class Daemon:
             start = meta.get("phase_start_epoch")
             if isinstance(start, int | float):
                 seed_engine(base, seq=seq, phase_elapsed_s=max(0.0, epoch_now - start), now=now)
+                self.phase_start[bed] = now - max(0.0, epoch_now - start)
+                # set_phase above journalled "now" as the start: put the real start back, or a
+                # second restart would count the phase from the first restart.
+                store.put_meta(bed, {"phase_start_epoch": start})
+        self.phase_start.setdefault(bed, now)  # a new engine starts its session in baseline now
         if restored or pending or phase:
             log.info(
                 "session.resumed",
@@ -224,6 +231,7 @@ class Daemon:
 
         def observe(out: Output) -> None:
             if isinstance(out, PhaseChanged):
+                self.phase_start[bed] = out.t
                 self.store.put_meta(
                     bed, {"phase": out.phase, "phase_start_epoch": self.wall.utc(out.t).timestamp()}
                 )
@@ -245,6 +253,7 @@ class Daemon:
             set_phase=session.set_phase,
             request_nibp=session.request_nibp,
             is_active=session.is_active,
+            active_ids=lambda: [t.alert_id for t in session.engine.active_alarms()],
             remember=lambda rid: self.store.remember_request(bed, rid),
             store_phase_fields=lambda fields: self._phase_fields(bed, fields),
             seen=self.store.requests(bed),
@@ -269,7 +278,10 @@ class Daemon:
         )
 
     def _status_fn(self, session: BedSession) -> Any:
+        loop = asyncio.get_running_loop()
+
         def status(state: str, heartbeat: int) -> dict[str, Any]:
+            start = self.phase_start.get(session.bed)
             return status_payload(
                 state=state,
                 site=self.config.site,
@@ -278,6 +290,8 @@ class Daemon:
                 links=session.link_states(),
                 heartbeat=heartbeat,
                 sent_at=datetime.now(UTC),
+                phase_minutes=None if start is None else (loop.time() - start) / 60.0,
+                technical=[alarm for alarm, bed in self.local_alarms.active if bed in (session.bed, "*")],
             )
 
         return status

@@ -68,7 +68,7 @@ def read_password_file(path: Path | None, environ: dict[str, str] | None = None)
     if path is None:
         return None
     lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0] if lines else ""
+    return lines[0] if lines and lines[0] else None  # an empty file (install placeholder): no password
 
 
 def _clock(iso: Any) -> str:

@@ -210,11 +210,6 @@ async def test_every_published_message_validates_against_its_schema(
     assert rec.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="needs supervisor.Daemon._status_fn to pass phase_minutes (issue 6 report)",
-)
 async def test_status_says_exact_minutes_in_phase(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """A station that (re)loads takes the minutes in phase from the status, so they must be there."""
     config = parse_config(
