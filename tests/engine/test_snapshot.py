@@ -262,8 +262,8 @@ def test_outage_counts_in_phase_and_escalation_clocks() -> None:
     assert 10_000.0 - 90.0 - 24.0 == e.active_alarms()[0].onset_t
     e.bytes_seen("oximeter", 10_000.0)
     e.bytes_seen("nibp", 10_000.0)
-    out = [o for o in e.tick(10_005.0) if o.__class__ is AlertTransition]
-    assert AlertState.ESCALATED not in [o.state for o in out if isinstance(o, AlertTransition)]
+    out = [o for o in e.tick(10_005.0) if isinstance(o, AlertTransition)]
+    assert AlertState.ESCALATED not in [o.state for o in out]
     out = [o for o in e.tick(10_006.0) if isinstance(o, AlertTransition)]
     escalated = [o for o in out if o.state is AlertState.ESCALATED]
     assert [(before.alert_id, 39.0 + 90.0 + 6.0)] == [(o.alert_id, o.phase_elapsed_s) for o in escalated]
@@ -291,6 +291,31 @@ def test_changed_rule_starts_fresh_others_continue() -> None:
     e = BedEngine.restore(table, state, now=310.0)
     assert 9.0 == e._sustain["spo2_low_high"].acc
     assert 0.0 == e._sustain["spo2_low_medium"].acc
+
+
+def test_outage_neither_advances_nor_resets_sustain_timers() -> None:
+    """Over a 60 s outage the held SpO2 counts for its 5 s hold only, as without a restart; then it pauses."""
+    h = EngineHarness()
+    h.standard_baseline()
+    h.run(300.0, 310.0, spo2=86.0)
+    e = BedEngine.restore(h.engine.table, round_trip(h.engine), now=1_000.0, elapsed_outage_s=60.0)
+    e.bytes_seen("nibp", 1_000.0)
+    # Nobody watched for 60 s: signal_lost (> 30 s) is true at once (the sample was stale after 5 s).
+    first = [o for o in e.tick(1_000.0) if isinstance(o, AlertTransition)]
+    assert [("signal_lost", AlertState.RAISED, 55.0)] == [(o.condition, o.state, o.value) for o in first]
+    assert 9.0 + 5.0 == e._sustain["spo2_low_high"].acc
+    e.tick(1_029.0)
+    assert 14.0 == e._sustain["spo2_low_high"].acc  # no valid signal: paused, not reset
+    raised = []
+    for t in range(1_030, 1_040):
+        raised += e.observe("oximeter", Observation("spo2", 86.0, ""), float(t))
+        e.bytes_seen("nibp", float(t))
+    # 14 s, then 1 s after the first new sample (at 1030) = 15 s at 1031.
+    assert [(1_031.0, "spo2_low", AlertState.RAISED)] == [
+        (o.t, o.condition, o.state)
+        for o in raised
+        if isinstance(o, AlertTransition) and o.condition == "spo2_low"
+    ]
 
 
 # ---------------------------------------------------------------------------- corrupt snapshots

@@ -213,7 +213,7 @@ class BedEngine:
 
         Every stored time moves by ``now - elapsed_outage_s - taken_at``: with the default the
         outage is not counted; pass the wall-clock gap to count it in the phase, overdue,
-        re-notify and escalation clocks (valid-signal timers never advance over it). Devices
+        re-notify and escalation clocks (valid-signal timers pause over it). Devices
         count as just connected. ValueError, naming the field, for another version or a missing
         or invalid field. Details: :mod:`vitalwatch.engine.snapshot`.
         """

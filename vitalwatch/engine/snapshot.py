@@ -16,8 +16,9 @@ what it was at the snapshot. When the daemon knows the wall-clock gap it passes 
 the outage: the phase, overdue, re-notify and escalation clocks include the gap, the held sample
 goes stale after ``sample_hold_s`` (so ``signal_lost`` may be raised at once when the gap exceeds
 its delay - true: nobody watched the patient), and the timers that count *valid signal*
-(sustained delays, the baseline's oximetry seconds) neither advance nor reset during the outage,
-as the engine's own rule for absent signal says.
+(sustained delays, the baseline's oximetry seconds) advance only over the rest of the held
+sample's hold, as without a restart, then neither advance nor reset (the engine's own rule for
+absent signal).
 
 **Links and statuses.** Every device counts as just connected at ``now``: its silence clock
 restarts and its status set is empty (the daemon reopens the ports and the fresh drivers report
