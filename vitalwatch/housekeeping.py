@@ -96,6 +96,7 @@ class MetricsState:
     transitions: tuple[tuple[str, str, int], ...] = ()  # bed, state, count
     connected: tuple[tuple[str, bool], ...] = ()
     loop_lag_s: float = 0.0
+    clock_synced: bool = False
 
 
 def metrics_state_of(daemon: Daemon, *, now: float, loop_lag_s: float) -> MetricsState:
@@ -112,7 +113,14 @@ def metrics_state_of(daemon: Daemon, *, now: float, loop_lag_s: float) -> Metric
         transitions += [(bed_id, state, n) for state, n in session.transition_counts.items()]
         publisher = daemon.publishers.get(bed_id)
         connected.append((bed_id, publisher is not None and publisher.connected))
-    return MetricsState(tuple(devices), tuple(active), tuple(transitions), tuple(connected), loop_lag_s)
+    return MetricsState(
+        tuple(devices),
+        tuple(active),
+        tuple(transitions),
+        tuple(connected),
+        loop_lag_s,
+        daemon.wall.clock_synced,
+    )
 
 
 class DaemonCollector(Collector):
@@ -126,7 +134,9 @@ class DaemonCollector(Collector):
         bed_dev = ["bed", "device"]
         readings = CounterMetricFamily("vitalwatch_readings", "Decoded events per device", labels=bed_dev)
         problems = CounterMetricFamily("vitalwatch_decode_problems", "Undecodable byte runs", labels=bed_dev)
-        link = GaugeMetricFamily("vitalwatch_link_up", "1 while the device's port is open", labels=bed_dev)
+        link = GaugeMetricFamily(
+            "vitalwatch_device_link_up", "1 while the device's port is open", labels=bed_dev
+        )
         age = GaugeMetricFamily(
             "vitalwatch_last_reading_age_seconds",
             "Seconds since the device's last valid reading",
@@ -139,7 +149,7 @@ class DaemonCollector(Collector):
             if last_age is not None:
                 age.add_metric([bed_id, dev_id], last_age)
         active = GaugeMetricFamily(
-            "vitalwatch_active_alarms", "Active alarms by priority", labels=["bed", "priority"]
+            "vitalwatch_alarms_active", "Active alarms by priority", labels=["bed", "priority"]
         )
         for bed_id, priority, n in state.active:
             active.add_metric([bed_id, priority], n)
@@ -155,7 +165,9 @@ class DaemonCollector(Collector):
             connected.add_metric([bed_id], 1.0 if up else 0.0)
         lag = GaugeMetricFamily("vitalwatch_event_loop_lag_seconds", "Latest measured event-loop lag")
         lag.add_metric([], state.loop_lag_s)
-        yield from (readings, problems, link, age, active, transitions, connected, lag)
+        clock = GaugeMetricFamily("vitalwatch_clock_synchronized", "1 while the wall clock is synchronised")
+        clock.add_metric([], 1.0 if state.clock_synced else 0.0)
+        yield from (readings, problems, link, age, active, transitions, connected, lag, clock)
 
 
 class Housekeeping:

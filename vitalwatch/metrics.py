@@ -8,7 +8,7 @@ station's heartbeat supervision are.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "ALERTS_DELIVERED",
@@ -19,6 +19,7 @@ __all__ = [
     "OUTBOX_PENDING",
     "PERSISTENCE_DEGRADED",
     "PERSISTENCE_FAILURES",
+    "PUBLISH_ACK_LATENCY",
 ]
 
 BROKER_UNREACHABLE = Gauge(
@@ -58,4 +59,10 @@ COMMANDS = Counter(
     "vitalwatch_commands",
     "Nurse commands received, by result (ok or the error code)",
     ["bed", "result"],
+)
+PUBLISH_ACK_LATENCY = Histogram(
+    "vitalwatch_publish_ack_latency_seconds",
+    "Time from offering an alert transition to the broker to its PUBACK",
+    ["bed"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

@@ -33,6 +33,7 @@ import contextlib
 import os
 import random
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,7 @@ import structlog
 from vitalwatch.config import MqttConfig
 from vitalwatch.engine.outputs import AlertState, AlertTransition
 from vitalwatch.link import backoff_delay
-from vitalwatch.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from vitalwatch.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, PUBLISH_ACK_LATENCY
 from vitalwatch.outbox import Entry, Lanes, PendingRow, Store
 from vitalwatch.payloads import Topics, WallClock, alert_payload, command_result_payload, encode
 from vitalwatch.statestore import transition_to_json
@@ -307,7 +308,9 @@ class BedPublisher:
             entry.persisted = None
         body = dict(entry.payload)
         body["sent_utc"] = _utc_iso(datetime.now(UTC))
+        offered = time.monotonic()
         await client.publish(self.topics.alerts, encode(body), qos=1, timeout=self._timeout)
+        PUBLISH_ACK_LATENCY.labels(self.bed).observe(time.monotonic() - offered)
         # The retained topic always carries the latest state (or nothing once it ended), so a
         # backlog sent after a reconnect never puts an older state back on a station's screen.
         retained = self._retained.get(entry.alert_id, b"")

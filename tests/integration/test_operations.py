@@ -148,14 +148,16 @@ async def test_daemon_under_systemd_protocol_metrics_status_and_recording(
                 async with asyncio.timeout(10):
                     while True:
                         text = await asyncio.to_thread(scrape, metrics_port)
-                        if metric(text, "vitalwatch_active_alarms", bed=BED, priority="high") >= 1.0:
+                        if metric(text, "vitalwatch_alarms_active", bed=BED, priority="high") >= 1.0:
                             break
                         await asyncio.sleep(0.2)
                 assert metric(text, "vitalwatch_readings_total", bed=BED, device="oximeter") > 10
-                assert metric(text, "vitalwatch_link_up", bed=BED, device="oximeter") == 1.0
-                assert metric(text, "vitalwatch_active_alarms", bed=BED, priority="high") >= 1.0
+                assert metric(text, "vitalwatch_device_link_up", bed=BED, device="oximeter") == 1.0
+                assert metric(text, "vitalwatch_alarms_active", bed=BED, priority="high") >= 1.0
                 assert metric(text, "vitalwatch_mqtt_connected", bed=BED) == 1.0
                 assert "vitalwatch_event_loop_lag_seconds" in text
+                assert "vitalwatch_clock_synchronized" in text
+                assert 'vitalwatch_publish_ack_latency_seconds_count{bed="chair-2"}' in text
 
                 code, out, err = await run_cli("status", "--socket", str(tmp_path / "status.sock"))
                 assert code in (0, 1), err  # 1 is allowed: a container's clock may be unsynchronised
