@@ -295,11 +295,31 @@ class _Rejected(Exception):
         self.err = err
 
 
+# A patient-identifying segment up to its end (CR/LF) or the MLLP end byte; the name must start
+# the data or follow a segment end, so "PID" inside a field is left alone.
+_PATIENT_SEGMENTS = re.compile(rb"(?:(?<=[\r\n\x0b])|^)(PID|PD1|PV1|PV2|NK1|GT1|IN1|IN2|MRG)\|[^\r\n\x1c]*")
+
+
 class Hl7Driver:
     """Sans-I/O HL7 v2 receiver: MLLP (or plain) bytes in, observations out, ACKs to send."""
 
     name: ClassVar[str] = "hl7"
     serial: ClassVar[SerialSettings] = SerialSettings(baudrate=9600)  # [unconfirmed], see docstring
+
+    @staticmethod
+    def scrub(raw: bytes) -> bytes:
+        """Raw bytes with the fields of patient-identifying segments blanked, for debug dumps.
+
+        PID, PD1, PV1, PV2, NK1, GT1, IN1, IN2 and MRG can carry names, identifiers, addresses
+        and insurance numbers; everything after their segment name is replaced.
+        """
+        if raw and raw[:1] != b"\x0b" and not raw.startswith(b"MSH|"):
+            # The dump may start inside a segment (even one that looks like "ENT|..."): drop that part.
+            cut = min(
+                (i for i in (raw.find(b"\r"), raw.find(b"\n"), raw.find(b"\x0b")) if i >= 0), default=len(raw)
+            )
+            raw = b"<partial>" + raw[cut:]
+        return _PATIENT_SEGMENTS.sub(rb"\1|<scrubbed>", raw)
 
     def __init__(
         self,
@@ -580,8 +600,21 @@ class Hl7Driver:
             f.join(["MSA", code, msh[9]] + ([escape(reason, d)] if reason else [])),
         ]
         if err is not None:
-            lines.append(f.join(["ERR", "", "", f"{err[0]}{c}{escape(err[1], d)}{c}HL70357", "E", "", "", "",
-                                 escape(reason, d)]))
+            lines.append(
+                f.join(
+                    [
+                        "ERR",
+                        "",
+                        "",
+                        f"{err[0]}{c}{escape(err[1], d)}{c}HL70357",
+                        "E",
+                        "",
+                        "",
+                        "",
+                        escape(reason, d),
+                    ]
+                )
+            )
         payload = ("\r".join(lines) + "\r").encode(self._encoding)
         if self._mode == "mllp":
             self._outbox += encode_block(payload)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -33,6 +35,8 @@ MAX_BACKOFF_S = 30.0
 # Wake up at least this often even when the driver has no timer, so a stop request or a
 # queued command is never stuck behind a silent port.
 IDLE_WAKE_S = 0.5
+# Raw chunks kept per device for a debug dump after a decode problem (a few frames' worth).
+RAW_CHUNKS_KEPT = 8
 
 
 def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
@@ -79,6 +83,8 @@ class DeviceLink:
         self.driver: Driver | None = None
         self.connected = False
         self.decode_problems = 0
+        # The last raw chunks, for the debug-level dump that goes with a decode problem.
+        self._recent: deque[bytes] = deque(maxlen=RAW_CHUNKS_KEPT)
         self.readings = 0
 
     def now(self) -> float:
@@ -134,9 +140,24 @@ class DeviceLink:
             if isinstance(event, DecodeProblem):
                 self.decode_problems += 1
                 log.info("device.decode_problem", reason=event.reason, length=event.length)
+                self._dump_recent(event.reason)
             else:
                 self.readings += 1
         self._listener.on_events(self.config.id, events, now)
+
+    def _dump_recent(self, reason: str) -> None:
+        """At debug level only: the last raw bytes as hex, with patient segments scrubbed.
+
+        An engineer chasing line noise needs the bytes; the driver's ``scrub`` (HL7 blanks PID,
+        PV1, NK1 ...) keeps patient identifiers out of even a debug log.
+        """
+        if not log.is_enabled_for(logging.DEBUG):
+            return
+        raw = b"".join(self._recent)
+        scrub = getattr(type(self.driver), "scrub", None) if self.driver is not None else None
+        if callable(scrub):
+            raw = scrub(raw)
+        log.debug("device.decode_problem.raw", reason=reason, recent_hex=raw.hex())
 
     async def _session(self, port: SerialPort) -> None:
         """Pump one open port until it fails (DeviceError) or the task is cancelled.
@@ -166,6 +187,7 @@ class DeviceLink:
                 if not data:
                     return
                 now = now_fn()
+                self._recent.append(data)
                 if self.tap is not None:
                     self.tap.raw(self.config.id, data, now)
                 self._listener.on_bytes(self.config.id, now)

@@ -95,3 +95,35 @@ async def test_missing_port_reports_link_down_once_and_keeps_trying(tmp_path: Pa
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
+    """The last raw bytes go with a decode problem as hex at debug level, patient segments blanked."""
+    import io
+    import json
+
+    from vitalwatch.drivers import make_driver
+    from vitalwatch.drivers.events import DecodeProblem
+    from vitalwatch.logconfig import configure_logging
+
+    config = DeviceConfig(id="mon", driver="hl7", url="x", role="multi", serial=SerialSettings())
+    chunk = (
+        b"\x0bMSH|^~\\&|M|I|V|C|20261129||ORU^R01|1|P|2.6\r"
+        b"PID|||SIM-0001||DOE^JANE\rOBX|1|NM|150456|1|9x\r"
+    )
+    for level, dumped in (("info", False), ("debug", True)):
+        out = io.StringIO()
+        configure_logging(level, "json", stream=out)
+        link = DeviceLink(config, Recorder())
+        link.driver = make_driver("hl7")
+        link._recent.append(chunk)
+        link._deliver([DecodeProblem("garbage", 5)], 0.0)
+        records = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert records[0]["event"] == "device.decode_problem"
+        raw = [r for r in records if r["event"] == "device.decode_problem.raw"]
+        assert bool(raw) is dumped
+        if dumped:
+            data = bytes.fromhex(raw[0]["recent_hex"])
+            assert b"OBX|1|NM|150456" in data
+            assert b"SIM-0001" not in data and b"DOE^JANE" not in data
+    configure_logging("info", "json", stream=io.StringIO())
