@@ -13,6 +13,10 @@ Durability (fsync) policy:
   cut the moment the publisher may send it. Alert transitions are rare (a handful per
   minute per bed), so one fsync each costs nothing that matters, while ``NORMAL`` could
   lose the last commits on power loss - exactly the alerts raised while the broker was down.
+- Engine snapshots (:mod:`vitalwatch.statestore`, one row per bed, replaced) are written with
+  ``synchronous=NORMAL`` too: the alert rows they follow are already FULL-synced, and a lost
+  snapshot only means the restart resumes from an older one (the alert journal wins where it
+  is newer).
 - Delivery marks, request ids and counters are written with ``synchronous=NORMAL``: losing
   one to a power cut only means an alert is sent once more (receivers de-duplicate) or a
   counter is re-read from the next FULL commit, which also syncs every earlier WAL frame.
@@ -75,6 +79,8 @@ CREATE TABLE IF NOT EXISTS meta(
     bed TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(bed, key));
 CREATE TABLE IF NOT EXISTS requests(
     bed TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(bed, request_id));
+CREATE TABLE IF NOT EXISTS snapshot(
+    bed TEXT PRIMARY KEY, written REAL NOT NULL, state BLOB NOT NULL);
 """
 
 
@@ -258,6 +264,18 @@ class Store:
 
         return self._submit(lambda: self._txn("NORMAL", work))
 
+    def put_snapshot(self, bed: str, state: bytes, *, written: float) -> asyncio.Future[bool | None]:
+        """Replace the bed's engine snapshot (opaque bytes; ``written`` = UTC epoch), NORMAL sync."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT OR REPLACE INTO snapshot(bed, written, state) VALUES (?, ?, ?)",
+                (bed, written, state),
+            )
+            return True
+
+        return self._submit(lambda: self._txn("NORMAL", work))
+
     # ------------------------------------------------------------------ start-up reads
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         def work() -> list[tuple[Any, ...]]:
@@ -291,6 +309,14 @@ class Store:
             k: json.loads(v) if k != "seq" else int(v)
             for k, v in self._read("SELECT key, value FROM meta WHERE bed=?", (bed,))
         }
+
+    def snapshot(self, bed: str) -> tuple[float, bytes] | None:
+        """The bed's last engine snapshot and when it was written (UTC epoch), or None."""
+        rows = self._read("SELECT written, state FROM snapshot WHERE bed=?", (bed,))
+        if not rows:
+            return None
+        written, state = rows[0]
+        return float(written), bytes(state) if isinstance(state, bytes | memoryview) else str(state).encode()
 
     def requests(self, bed: str) -> list[str]:
         rows = self._read("SELECT request_id FROM requests WHERE bed=? ORDER BY at", (bed,))

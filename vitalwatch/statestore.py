@@ -1,14 +1,51 @@
-"""Session continuity across a daemon restart: what is journalled, and how a restart resumes it.
+"""Session continuity across a daemon restart: the engine snapshot, the alert journal, and how they combine.
 
-The engine (``vitalwatch.engine``) has no snapshot/restore yet, so the daemon journals what it
-can see from outside - the phase and when it started, the nurse's phase fields, the last
-transition of every active alarm (which carries acknowledgements), the per-bed ``seq`` and the
-alert-id counter - in the outbox database (:mod:`vitalwatch.outbox`), and resumes by:
+Two records survive a restart, both in the outbox database (:mod:`vitalwatch.outbox`):
 
-1. seeding the engine's ``seq`` counter (so numbering continues: receivers de-duplicate on
+- the **engine snapshot** (``BedEngine.snapshot()``, zlib-compressed JSON, one row per bed,
+  ``synchronous=NORMAL``): the whole engine - phase and phase clock, baseline, held samples,
+  sustain timers, NIBP rule state, every active alarm with its re-notify/escalation/ack-silence
+  timers, the per-bed ``seq``. :class:`SnapshotWriter` writes it after every batch of outputs
+  holding an ``AlertTransition``, ``PhaseChanged`` or ``StatusChanged``, at most every
+  :data:`SNAPSHOT_INTERVAL_S` otherwise while the engine was fed anything, and at clean
+  shutdown;
+- the **alert journal**: every transition (outbox row + ``active`` table + ``seq``), committed
+  with ``synchronous=FULL`` before it is published, plus session values in ``meta`` (phase,
+  phase start, nurse's phase fields, alert-id counter).
+
+A snapshot is submitted to the writer thread only *after* the alert rows of the batch it
+follows (the next loop iteration, and the writer runs in submission order), so the journal is
+never older than the snapshot; it can be newer (a kill between the two commits, or a power cut
+that lost the NORMAL snapshot commit but not the FULL alert commit).
+
+**Resume rule** (:func:`resume_from_snapshot`):
+
+1. The snapshot is refused - ``session.snapshot_rejected`` with the reason, and the
+   journal-only resume below is used - when it cannot be decoded, ``BedEngine.restore`` raises
+   ``ValueError`` (another version, a corrupt field), or its bed or devices (id -> role) differ
+   from the configuration.
+2. Otherwise the engine is restored with ``elapsed_outage_s`` = the wall-clock gap since the
+   snapshot was written, clamped to ``[0, MAX_OUTAGE_S]`` (24 h): the wall clock may step
+   (NTP, an RTC-less Pi booting in 1970); a negative gap counts as none, and a gap beyond a
+   day is not a session that should continue anyway, so counting one day is enough to make
+   every phase/overdue/re-notify clock expire.
+3. The journal decides which alarms are active and what their latest transition is. An alarm
+   active in both with the same ``seq`` is the snapshot's (all its timers). An alarm the
+   journal shows with a newer ``seq`` (an acknowledgement, re-notify or rise journalled after
+   the snapshot), or active only in the journal, is taken out of the snapshot and handed to
+   :class:`RestoringEngine` as an orphan (its takeover below: same ``alert_id``, the ack
+   re-applied). An alarm active only in the snapshot was cleared after it (the CLEARED row is
+   journalled) and is dropped.
+4. ``seq`` continues after the larger of the snapshot's and the journal's (``meta.seq`` and
+   undelivered rows). The daemon's :class:`IdFactory` stays the id factory. A phase journalled
+   after the snapshot (``meta.phase`` differs) is entered again, as in the journal-only resume.
+
+**Journal-only resume** (no snapshot, or a refused one): the daemon
+
+1. seeds the engine's ``seq`` counter (so numbering continues: receivers de-duplicate on
    ``(alert_id, seq)`` and a reused seq would be dropped as a duplicate) and its id factory;
-2. re-entering the journalled phase (the phase clock restarts, see below);
-3. wrapping the engine in :class:`RestoringEngine`, which holds the restored active alarms as
+2. re-enters the journalled phase (the phase clock restarts from the journalled start);
+3. wraps the engine in :class:`RestoringEngine`, which holds the restored active alarms as
    *orphans* until the fresh engine finds the same condition again (same condition,
    parameter and device): the engine's new occurrence is then *adopted* under the old
    ``alert_id`` (its RAISED becomes a RENOTIFIED of the old alarm, with the old onset, and a
@@ -17,18 +54,24 @@ alert-id counter - in the outbox database (:mod:`vitalwatch.outbox`), and resume
    An orphan the engine does not find again within ``grace_s`` is CLEARED, except a latching
    one (HIGH physiological, unacknowledged), which stays until a nurse acknowledges it.
 
-What a restart does NOT restore (needs an engine ``snapshot()``/``restore()`` hook): sustain
-timers (a condition must be sustained again for its full delay before it is adopted), the
-baseline (collected anew; in infusion/recovery relative rules see an empty baseline until
-then), re-notify/escalation timers and escalation level of orphans, the acknowledgement
-silence timer (re-applied acks start a new silence), NIBP rule/overdue state, discharge state.
+   That resume loses what only the engine knew: sustain timers (a condition must be sustained
+   again before it is adopted), the baseline, re-notify/escalation timers, NIBP rule state.
+
+An adopted alarm lives in the engine under the engine's own id; :meth:`RestoringEngine.snapshot`
+writes it under the published id and onset, so the next restart restores it as published.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import dataclasses
 import itertools
-from collections.abc import Callable
+import json
+import math
+import time
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +79,32 @@ from typing import Any
 import structlog
 
 from vitalwatch.drivers import Event
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Output, Priority
+from vitalwatch.engine.outputs import (
+    AlertState,
+    AlertTransition,
+    Category,
+    Output,
+    PhaseChanged,
+    Priority,
+    StatusChanged,
+)
+from vitalwatch.engine.session import BedEngine
+from vitalwatch.engine.table import AlarmTable
 
 __all__ = [
+    "MAX_OUTAGE_S",
+    "SNAPSHOT_INTERVAL_S",
     "IdFactory",
     "RestoringEngine",
+    "Resumed",
+    "SnapshotRejected",
+    "SnapshotWriter",
+    "SnapshottingEngine",
+    "decode_snapshot",
+    "encode_snapshot",
     "engine_seq",
+    "outage_s",
+    "resume_from_snapshot",
     "seed_engine",
     "transition_from_json",
     "transition_to_json",
@@ -202,6 +265,23 @@ class RestoringEngine:
         mine = [self._rename(tr) for tr in self.engine.active_alarms()]
         return [*self.orphans, *mine]
 
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The wrapped engine's snapshot with adopted alarms under their published id and onset.
+
+        Orphans are not in it: they are still in the alert journal's ``active`` table, and the
+        next restart hands them to a new :class:`RestoringEngine` again.
+        """
+        state: dict[str, Any] = self.engine.snapshot(now)
+        alarms = state.get("alarms") or {}
+        for occ in [*alarms.get("active", []), *alarms.get("closed", [])]:
+            found = self._alias.get(occ.get("alert_id"))
+            if found is None:
+                continue
+            for item in (occ, occ.get("last")):
+                if isinstance(item, dict):
+                    item["alert_id"], item["onset_t"] = found
+        return state
+
     def knows(self, alert_id: str) -> bool:
         """Whether ``alert_id`` is an active alarm (for validating a nurse's ack)."""
         return any(tr.alert_id == alert_id for tr in self.active_alarms())
@@ -258,4 +338,244 @@ class RestoringEngine:
             result.append(self._rename(out))
             if out.state is AlertState.CLEARED:
                 self._alias.pop(eid, None)
+        return result
+
+
+# ---------------------------------------------------------------------- engine snapshot
+
+# Without an alarm transition or phase change, a snapshot is written at most this often (and
+# only when the engine was fed anything): what a kill can lose is under a minute of sustain
+# timer and baseline collection, against SD-card writes (issue 7 §8, docs/operations.md).
+SNAPSHOT_INTERVAL_S = 60.0
+# The largest outage counted (wall-clock gap since the snapshot); module docstring, rule 2.
+MAX_OUTAGE_S = 24 * 3600.0
+# Outputs after which the snapshot is written at once (what a restart must not get wrong).
+_SNAPSHOT_NOW = (AlertTransition, PhaseChanged, StatusChanged)
+
+
+class SnapshotRejected(ValueError):
+    """A stored snapshot that cannot be used; ``reason`` is what the log event says."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_snapshot(state: Mapping[str, Any]) -> bytes:
+    """Strict JSON, zlib-compressed: a snapshot is mostly repeated keys and similar numbers,
+    so it shrinks about tenfold, and bytes are what an SD card pays for."""
+    text = json.dumps(state, separators=(",", ":"), allow_nan=False)
+    return zlib.compress(text.encode(), 6)
+
+
+def decode_snapshot(blob: bytes) -> Any:
+    """The inverse of :func:`encode_snapshot`; :class:`SnapshotRejected` when it is not one."""
+    try:
+        return json.loads(zlib.decompress(blob))
+    except (zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise SnapshotRejected(f"undecodable: {exc}") from None
+
+
+def outage_s(written_epoch: float, epoch_now: float) -> float:
+    """The wall-clock gap since the snapshot, clamped to ``[0, MAX_OUTAGE_S]`` (docstring, rule 2)."""
+    gap = epoch_now - written_epoch
+    if not math.isfinite(gap):
+        return 0.0
+    return min(max(gap, 0.0), MAX_OUTAGE_S)
+
+
+@dataclass(slots=True)
+class Resumed:
+    """What :func:`resume_from_snapshot` built: the engine and what the journal adds to it."""
+
+    engine: BedEngine
+    orphans: list[AlertTransition]  # journalled alarms the snapshot does not have (rule 3)
+    dropped: list[str]  # snapshot alarms the journal shows cleared
+    seq: int
+    outage_s: float
+
+
+def resume_from_snapshot(
+    table: AlarmTable,
+    blob: bytes,
+    *,
+    bed: str,
+    devices: Mapping[str, str],
+    id_factory: Callable[[], str] | None,
+    now: float,
+    written_epoch: float,
+    epoch_now: float,
+    journal_active: list[AlertTransition],
+    journal_seq: int,
+) -> Resumed:
+    """The engine restored from ``blob`` and reconciled with the alert journal (module docstring).
+
+    Raises :class:`SnapshotRejected` (never anything else for a bad snapshot) when it cannot be
+    used; the caller then falls back to the journal-only resume.
+    """
+    state = decode_snapshot(blob)
+    if not isinstance(state, dict):
+        raise SnapshotRejected(f"not an object: {type(state).__name__}")
+    if state.get("bed") != bed:
+        raise SnapshotRejected(f"bed changed: snapshot {state.get('bed')!r}, config {bed!r}")
+    if state.get("devices") != dict(devices):
+        raise SnapshotRejected(
+            f"devices changed: snapshot {state.get('devices')!r}, config {dict(devices)!r}"
+        )
+    gap = outage_s(written_epoch, epoch_now)
+
+    def restore(data: dict[str, Any]) -> BedEngine:
+        try:
+            return BedEngine.restore(table, data, id_factory, now=now, elapsed_outage_s=gap)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # ValueError is the documented refusal; the others would be a hole in its checks,
+            # and a bad snapshot must never stop the daemon from starting.
+            raise SnapshotRejected(str(exc) or type(exc).__name__) from None
+
+    engine = restore(state)
+    mine = {tr.alert_id: tr for tr in engine.active_alarms()}
+    journal = {tr.alert_id: tr for tr in journal_active}
+    journal_wins = {aid for aid, tr in journal.items() if aid not in mine or tr.seq > mine[aid].seq}
+    dropped = sorted(aid for aid in mine if aid not in journal or aid in journal_wins)
+    if dropped:
+        # Restore again without them (the state was validated above, so its shape is known).
+        trimmed = copy.deepcopy(state)
+        alarms = trimmed["alarms"]
+        alarms["active"] = [o for o in alarms["active"] if o["alert_id"] not in dropped]
+        engine = restore(trimmed)
+    seq = max(journal_seq, engine_seq(engine) or 0)
+    seed_engine(engine, seq=seq, phase_elapsed_s=None, now=now)
+    orphans = sorted((journal[aid] for aid in journal_wins), key=lambda tr: tr.seq)
+    return Resumed(
+        engine,
+        orphans,
+        [aid for aid in dropped if aid not in journal_wins],
+        seq,
+        gap,
+    )
+
+
+class SnapshotWriter:
+    """When one bed's engine snapshot is written, and writing it (module docstring).
+
+    ``take(now)`` returns the snapshot; ``put(blob, epoch)`` stores it and returns the store's
+    future. At most one write is in flight: a request meanwhile is remembered and served by
+    one fresh snapshot when it finishes, so a stalled SD card never queues a pile of them.
+    """
+
+    def __init__(
+        self,
+        bed: str,
+        take: Callable[[float], Mapping[str, Any]],
+        put: Callable[[bytes, float], asyncio.Future[bool | None]],
+        *,
+        clock: Callable[[], float],
+        interval_s: float = SNAPSHOT_INTERVAL_S,
+    ) -> None:
+        self.bed = bed
+        self._take = take
+        self._put = put
+        self._clock = clock
+        self.interval_s = interval_s
+        self._changed = False
+        self._last_write = clock()
+        self._scheduled = False
+        self._inflight: asyncio.Future[bool | None] | None = None
+        self._again = False
+        self.writes = 0
+        self.bytes_written = 0
+
+    def fed(self, outputs: list[Output]) -> None:
+        """The engine was called and returned ``outputs``: write soon if any of them matters."""
+        self._changed = True
+        if any(isinstance(o, _SNAPSHOT_NOW) for o in outputs) and not self._scheduled:
+            # After the current callback: the bed session dispatches these outputs first, so
+            # their alert rows are submitted to the writer thread before the snapshot is.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_write)
+
+    def tick(self, now: float) -> None:
+        """Periodic check (every engine tick): write when something changed a while ago."""
+        if self._changed and now - self._last_write >= self.interval_s:
+            self.write()
+
+    def _scheduled_write(self) -> None:
+        self._scheduled = False
+        self.write()
+
+    def write(self) -> asyncio.Future[bool | None] | None:
+        """Take and store a snapshot now (or right after the write in flight); never raises."""
+        if self._inflight is not None and not self._inflight.done():
+            self._again = True
+            return self._inflight
+        now = self._clock()
+        self._changed = self._again = False
+        self._last_write = now
+        try:
+            blob = encode_snapshot(self._take(now))
+        except Exception as exc:  # a snapshot bug must not take the bed's alarms down with it
+            log.error("session.snapshot_failed", bed=self.bed, error=repr(exc))
+            return None
+        self.writes += 1
+        self.bytes_written += len(blob)
+        fut = self._inflight = self._put(blob, time.time())
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut: asyncio.Future[bool | None]) -> None:
+        if self._again and not fut.cancelled():
+            self.write()
+
+    async def close(self) -> None:
+        """Clean shutdown: wait for the write in flight, then store a last snapshot."""
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
+        self._again = False
+        last = self.write()
+        if last is not None:
+            await asyncio.gather(last, return_exceptions=True)
+
+
+class SnapshottingEngine:
+    """Wraps the bed's engine so every call tells the :class:`SnapshotWriter` what came out."""
+
+    def __init__(self, engine: Any, writer: SnapshotWriter) -> None:
+        self.engine = engine
+        self.writer = writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    @property
+    def phase(self) -> str:
+        return str(self.engine.phase)
+
+    def _fed(self, outputs: list[Output]) -> list[Output]:
+        self.writer.fed(outputs)
+        return outputs
+
+    def observe(self, device: str, event: Event, now: float) -> list[Output]:
+        return self._fed(self.engine.observe(device, event, now))
+
+    def bytes_seen(self, device: str, now: float) -> None:
+        self.engine.bytes_seen(device, now)
+
+    def link(self, device: str, up: bool, now: float) -> list[Output]:
+        return self._fed(self.engine.link(device, up, now))
+
+    def set_phase(self, phase: str, now: float) -> list[Output]:
+        return self._fed(self.engine.set_phase(phase, now))
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
+        return self._fed(self.engine.acknowledge(alert_id, by, now))
+
+    def tick(self, now: float) -> list[Output]:
+        outputs: list[Output] = self.engine.tick(now)
+        if outputs:  # a tick alone only moves the clock: not a change worth writing
+            self.writer.fed(outputs)
+        self.writer.tick(now)
+        return outputs
+
+    def active_alarms(self) -> list[AlertTransition]:
+        result: list[AlertTransition] = self.engine.active_alarms()
         return result

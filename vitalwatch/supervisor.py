@@ -5,10 +5,13 @@ on the way out and each publisher says ``offline`` before it goes. Nothing here 
 anything clinical: that is the engine's job.
 
 At start the outbox database (``{state.directory}/vitalwatch.sqlite3``) is opened and each
-bed's session resumed from it (:mod:`vitalwatch.statestore`): undelivered alerts are queued
-again, the seq and alert-id counters continue, the phase is re-entered and the alarms that
-were active are shown again under their ids. Local technical alarms (broker unreachable,
-persistence degraded) go to the log, a metric and ``mqtt.local_alarm_command``.
+bed's session resumed from it (:mod:`vitalwatch.statestore`): the engine continues from its
+last snapshot (baseline, sustain/re-notify/escalation timers, NIBP rule state, active alarms),
+reconciled with the alert journal, or - without a usable snapshot - from the journal alone;
+undelivered alerts are queued again, the seq and alert-id counters continue, the phase is
+re-entered and the alarms that were active are shown again under their ids. Local technical
+alarms (broker unreachable, persistence degraded) go to the log, a metric and
+``mqtt.local_alarm_command``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,17 @@ from vitalwatch.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.publisher import BedPublisher
 from vitalwatch.recording import BedJournal, RecordingEngine, open_journals, write_meta
 from vitalwatch.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
-from vitalwatch.statestore import IdFactory, RestoringEngine, seed_engine, transition_from_json
+from vitalwatch.statestore import (
+    IdFactory,
+    RestoringEngine,
+    Resumed,
+    SnapshotRejected,
+    SnapshottingEngine,
+    SnapshotWriter,
+    resume_from_snapshot,
+    seed_engine,
+    transition_from_json,
+)
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
 
@@ -154,6 +167,7 @@ class Daemon:
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
         self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
         self.records: dict[str, SessionLog] = {}
+        self.snapshots: dict[str, SnapshotWriter] = {}
         for bed_cfg in config.beds:
             self._add_bed(bed_cfg, loop.time())
 
@@ -174,10 +188,27 @@ class Daemon:
         pending = store.pending(bed)
         seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
         journal = self.journals.get(bed)
-        base = make_engine(config, bed_cfg, id_factory=journal.ids(ids) if journal is not None else ids)
-        seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
+        id_factory = journal.ids(ids) if journal is not None else ids
+        resumed = self._resume_snapshot(
+            bed_cfg, id_factory, restored, journal_seq=seq, now=now, epoch_now=epoch_now
+        )
+        if resumed is not None:
+            base: Any = resumed.engine
+            restored, seq = resumed.orphans, resumed.seq
+        else:
+            base = make_engine(config, bed_cfg, id_factory=id_factory)
+            seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
         engine = RestoringEngine(base, restored, now=now, grace_s=config.state.restore_grace_s)
-        recorded: Engine = RecordingEngine(engine, journal) if journal is not None else engine
+        loop = asyncio.get_running_loop()
+        writer = SnapshotWriter(
+            bed,
+            engine.snapshot,
+            lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
+            clock=loop.time,
+        )
+        self.snapshots[bed] = writer
+        snapshotting = SnapshottingEngine(engine, writer)
+        recorded: Engine = RecordingEngine(snapshotting, journal) if journal is not None else snapshotting
         record = SessionLog(
             self.sessions, bed, wall=self.wall.utc, baseline=lambda: getattr(base, "baseline", None)
         )
@@ -200,9 +231,13 @@ class Daemon:
             on_unreachable=lambda up: self.local_alarms.set("broker_unreachable", bed, up),
         )
         session.sink = publisher
-        publisher.restore(pending, restored)
+        # Shown as active again at once: the snapshot's alarms and the journal's orphans.
+        publisher.restore(pending, engine.active_alarms())
+        if resumed is not None:
+            self.phase_start[bed] = base.phase_starts.get(base.phase, now)
         phase = meta.get("phase")
         if isinstance(phase, str) and phase != session.engine.phase:
+            # No snapshot, or a phase change journalled after it: the journal's phase wins.
             session.set_phase(phase, now)
             start = meta.get("phase_start_epoch")
             if isinstance(start, int | float):
@@ -212,19 +247,63 @@ class Daemon:
                 # second restart would count the phase from the first restart.
                 store.put_meta(bed, {"phase_start_epoch": start})
         self.phase_start.setdefault(bed, now)  # a new engine starts its session in baseline now
-        if restored or pending or phase:
+        if restored or pending or phase or resumed is not None:
             log.info(
                 "session.resumed",
                 bed=bed,
-                phase=phase,
-                active=len(restored),
+                phase=session.engine.phase,
+                active=len(engine.active_alarms()),
                 undelivered=len(pending),
                 seq=seq,
+                snapshot=resumed is not None,
             )
         for dev in bed_cfg.devices:
             session.links[dev.id] = DeviceLink(dev, session, tap=journal)
         self.beds[bed] = session
         self.publishers[bed] = publisher
+
+    def _resume_snapshot(
+        self,
+        bed_cfg: BedConfig,
+        id_factory: Callable[[], str],
+        journal_active: list[Any],
+        *,
+        journal_seq: int,
+        now: float,
+        epoch_now: float,
+    ) -> Resumed | None:
+        """The bed's engine from its stored snapshot, or None (no snapshot, or a refused one)."""
+        stored = self.store.snapshot(bed_cfg.id)
+        if stored is None:
+            return None
+        written, blob = stored
+        try:
+            resumed = resume_from_snapshot(
+                self.config.alarms,
+                blob,
+                bed=bed_cfg.id,
+                devices={d.id: d.role for d in bed_cfg.devices},
+                id_factory=id_factory,
+                now=now,
+                written_epoch=written,
+                epoch_now=epoch_now,
+                journal_active=journal_active,
+                journal_seq=journal_seq,
+            )
+        except SnapshotRejected as exc:
+            log.warning("session.snapshot_rejected", bed=bed_cfg.id, reason=exc.reason)
+            return None
+        log.info(
+            "session.snapshot_restored",
+            bed=bed_cfg.id,
+            phase=resumed.engine.phase,
+            outage_s=round(resumed.outage_s, 1),
+            active=len(resumed.engine.active_alarms()),
+            journal_newer=[tr.alert_id for tr in resumed.orphans],
+            journal_cleared=resumed.dropped,
+            seq=resumed.seq,
+        )
+        return resumed
 
     def _journal(self, bed: str) -> Callable[[Output], None]:
         """Persist what the engine cannot restore by itself yet: the phase and when it began."""
@@ -329,6 +408,8 @@ class Daemon:
                 REGISTRY.unregister(collector)
             for journal in self.journals.values():
                 journal.close()
+            for writer in self.snapshots.values():  # the last engine state, for the next start
+                await writer.close()
             now = asyncio.get_running_loop().time()
             for record in self.records.values():
                 record.close(now)
