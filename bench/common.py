@@ -92,17 +92,18 @@ class Pty:
 
 
 def masimo_line(spo2: int, pulse: int, second: int = 0) -> bytes:
-    """One Rad-8 ASCII 1 line from the driver's own encoder (two observations: SpO2 and pulse)."""
+    """One Rad-8 ASCII 1 line from the driver's own encoder (SpO2, pulse, PI; SpCO/SpMet dashes)."""
     from datetime import timedelta
 
     from vitalwatch.drivers.masimo import encode_line
 
-    return encode_line(
+    line: bytes = encode_line(
         when=_MASIMO_CLOCK + timedelta(seconds=second % 86400),
         spo2=spo2,
         pulse_rate=pulse,
         perfusion_index=3.6,
     )
+    return line
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -294,7 +295,8 @@ def _subscribe_main(port: int, out: Path, topics: list[str]) -> None:
     def on_subscribe(*_a: Any) -> None:
         out.with_suffix(".ready").write_text("ok")
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    version = mqtt.CallbackAPIVersion.VERSION2  # type: ignore[attr-defined]
+    client = mqtt.Client(version, client_id=f"bench-sub-{os.getpid()}")
     client.on_message = on_message
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -323,7 +325,7 @@ def _run_nodelay(argv: list[str]) -> int:
     async def aenter(self: aiomqtt.Client) -> aiomqtt.Client:
         client = await enter(self)
         sock = self._client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client
 

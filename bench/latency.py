@@ -51,6 +51,7 @@ from bench.common import (
     Subscriber,
     masimo_line,
     mono,
+    percentile,
     report,
     row,
     start_broker,
@@ -231,12 +232,14 @@ def plot(latencies: dict[str, list[float]], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     top = max(max(v) for v in latencies.values()) * 1000
-    bins = [i * 0.2 for i in range(int(min(top, 40) / 0.2) + 2)]
+    bins = [i * 0.1 for i in range(int(min(top, 15) / 0.1) + 2)]
     for name in ("floor", "nodelay_tmpfs", "nodelay", "shipped"):
         ms = [min(v * 1000, bins[-1]) for v in latencies[name]]
-        ax.hist(ms, bins=bins, alpha=0.55, label=f"{LABELS[name]}: p50 {statistics.median(ms):.2f} ms")
+        p50, p99 = statistics.median(latencies[name]) * 1000, percentile(latencies[name], 99) * 1000
+        ax.hist(ms, bins=bins, alpha=0.55, label=f"{LABELS[name]}: p50 {p50:.2f}, p99 {p99:.1f} ms")
     ax.set_xlabel("latency, last byte written -> alert received (ms; last bin includes the tail)")
-    ax.set_ylabel("alarms")
+    ax.set_ylabel("alarms (log scale)")
+    ax.set_yscale("log")
     ax.set_title(f"End-to-end alarm latency, {len(latencies['floor'])} alarms per path")
     ax.legend()
     fig.tight_layout()
@@ -299,8 +302,18 @@ def main() -> None:
     )
 
 
+def replot() -> None:
+    """Redraw the histogram from results/latency.json (no new measurement)."""
+    from bench.common import RESULTS
+
+    doc = json.loads((RESULTS / "latency.json").read_text())
+    plot(doc["raw_latencies_s"], PNG)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "floor":
+    if len(sys.argv) == 2 and sys.argv[1] == "replot":
+        replot()
+    elif len(sys.argv) == 5 and sys.argv[1] == "floor":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_floor(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     else:
