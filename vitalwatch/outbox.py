@@ -269,7 +269,8 @@ class Store:
 
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute(
-                "INSERT OR REPLACE INTO snapshot(bed, written, state) VALUES (?, ?, ?)",
+                "INSERT INTO snapshot(bed, written, state) VALUES (?, ?, ?) "
+                "ON CONFLICT(bed) DO UPDATE SET written=excluded.written, state=excluded.state",
                 (bed, written, state),
             )
             return True
