@@ -15,7 +15,8 @@ disk, default alarm table, Mosquitto on loopback.
 2. **Real rates**: the ``normal`` scenario in real time for ``REAL_S`` seconds (``BENCH_REAL_S``;
    the issue asks for 10 min, the bench default is shorter to stay within its time budget and
    says so). RSS at the end (VmRSS) and the CPU share of one core (utime+stime over wall time,
-   after a 10 s warm-up).
+   after a 10 s warm-up). Then ``LIGHT_S`` seconds with 1 Hz oximeters in place of the Contec
+   and the Nonin, to show what the waveform-rate devices' wake-ups cost.
 3. **Accelerated soak**: the ``session`` scenario (alarms, probe-off, artifacts, phase changes)
    at ``SOAK_SPEED`` x real time for ``SOAK_S`` seconds, i.e. one hour of device traffic. NIBP
    modules are polled by the daemon on its own clock, so they are not accelerated. RSS is
@@ -44,6 +45,15 @@ DEVICES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("bed-3", (("oximeter", "nellcor"), ("nibp", "accutorr"))),
     ("bed-4", (("oximeter", "contec"), ("nibp", "suntech"))),
 )
+# The same beds with 1 Hz oximeters instead of the Contec (60 packets/s) and the Nonin (75
+# frames/s): shows how much of the CPU share is the waveform-rate devices' wake-ups.
+LIGHT_DEVICES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("bed-1", (("oximeter", "masimo"), ("nibp", "suntech"))),
+    ("bed-2", (("oximeter", "nellcor"), ("nibp", "suntech"))),
+    ("bed-3", (("oximeter", "nellcor"), ("nibp", "accutorr"))),
+    ("bed-4", (("oximeter", "masimo"), ("nibp", "suntech"))),
+)
+LIGHT_S = 45.0
 START_RUNS = 5
 REAL_S = float(os.environ.get("BENCH_REAL_S", "90"))
 SOAK_SPEED = 30.0
@@ -79,7 +89,14 @@ def _ready_time(work: Path, config: Path, i: int) -> tuple[float, str]:
 
 
 async def _serve_and_sample(
-    work: Path, name: str, scenario: str, *, speed: float, seconds: float, broker_port: int
+    work: Path,
+    name: str,
+    scenario: str,
+    *,
+    speed: float,
+    seconds: float,
+    broker_port: int,
+    devices: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = DEVICES,
 ) -> dict[str, Any]:
     """Serve the 8 devices, run the daemon for ``seconds``, sample RSS and CPU every second."""
     from contextlib import AsyncExitStack
@@ -90,8 +107,8 @@ async def _serve_and_sample(
 
     async with AsyncExitStack() as stack:
         beds: dict[str, list[tuple[str, str, str]]] = {}
-        for bed, devices in DEVICES:
-            for dev_id, driver in devices:
+        for bed, bed_devices in devices:
+            for dev_id, driver in bed_devices:
                 story = get_scenario(scenario, seed=len(beds))
                 ep = await stack.enter_async_context(serve_pty(make_simulator(driver, story), speed=speed))
                 beds.setdefault(bed, []).append((dev_id, driver, ep.url))
@@ -140,6 +157,17 @@ def main() -> None:
             real = asyncio.run(
                 _serve_and_sample(work, "real", "normal", speed=1.0, seconds=REAL_S, broker_port=broker.port)
             )
+            light = asyncio.run(
+                _serve_and_sample(
+                    work,
+                    "light",
+                    "normal",
+                    speed=1.0,
+                    seconds=LIGHT_S,
+                    broker_port=broker.port,
+                    devices=LIGHT_DEVICES,
+                )
+            )
             soak = asyncio.run(
                 _serve_and_sample(
                     work, "soak", "session", speed=SOAK_SPEED, seconds=SOAK_S, broker_port=broker.port
@@ -165,6 +193,7 @@ def main() -> None:
         row("start to READY, max", round(max(ready), 3), "s"),
         row(f"RSS after {real['seconds']:.0f} s, 8 devices", round(rss_mb, 1), "MB", "<= 64", rss_mb <= 64),
         row("CPU share of one core, 8 devices real rate", round(cpu_pct, 2), "%", "<= 2", cpu_pct <= 2),
+        row("CPU share, 1 Hz oximeters for Contec/Nonin", round(light["cpu_share"] * 100, 2), "%"),
         row(
             f"soak: {soak_h:.1f} h traffic, RSS growth",
             round(growth_mb, 2),
@@ -174,7 +203,9 @@ def main() -> None:
         ),
         row("soak: RSS at end", round(soak["rss_end_kb"] / 1024, 1), "MB"),
     ]
-    report("footprint", rows, {"start_s": ready, "ready_signal": how, "real": real, "soak": soak})
+    report(
+        "footprint", rows, {"start_s": ready, "ready_signal": how, "real": real, "light": light, "soak": soak}
+    )
 
 
 if __name__ == "__main__":
