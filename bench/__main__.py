@@ -18,6 +18,9 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.latency",
     "bench.throughput",
     "bench.footprint",
+    "bench.sd_budget",
+    "bench.snapshot_budget",
+    "bench.journal_budget",
 )
 
 
@@ -32,6 +35,7 @@ def main(argv: list[str]) -> int:
         if wanted and name.rpartition(".")[2] not in wanted:
             continue
         print(f"== {name}")
+        sys.argv = [name]  # each module's own arguments (sd_budget's HOURS, ...) take their defaults
         importlib.import_module(name).main()
     return 0
 

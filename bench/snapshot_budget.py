@@ -4,9 +4,10 @@ Why: issue 7 §8 allows at most 5 MB/hour written to the state directory. The se
 measured by :mod:`bench.sd_budget`; this measures the other writer, the outbox database
 (``vitalwatch.sqlite3``): the engine snapshot the daemon stores after every batch with an alert
 transition, phase change or status change, at most once a minute otherwise, and the alert
-journal rows (FULL-synced) it follows. Bytes are counted as in ``sd_budget``: every byte the
-process hands to ``write()`` (``wchar`` in ``/proc/self/io``), an upper bound on what reaches
-the card.
+journal rows (FULL-synced) it follows, with what the daemon adds per transition: the delivery
+mark after the broker's PUBACK and the alert-id counter of each new alarm. Bytes are counted
+as in ``sd_budget``: every byte the process hands to ``write()`` (``wchar`` in
+``/proc/self/io``), an upper bound on what reaches the card.
 
 Busy session per bed, in virtual time with the real engine and the daemon's own
 :class:`~vitalwatch.statestore.SnapshotWriter`, :class:`~vitalwatch.statestore.RestoringEngine`
@@ -61,10 +62,22 @@ class Bed:
         )
         self.engine = SnapshottingEngine(engine, self.writer)
         self.pending: list[asyncio.Future[Any]] = []
+        self.transitions: list[tuple[str, int]] = []  # journalled, not yet marked delivered
+        self.alarms = 0
+
+    def acknowledged(self) -> None:
+        """The broker's PUBACK for every journalled transition: the publisher's delivery marks."""
+        for alert_id, seq in self.transitions:
+            self.store.delivered(self.bed, alert_id, seq)
+        self.transitions.clear()
 
     def _journal(self, outputs: list[Output]) -> None:
         for out in outputs:
             if isinstance(out, AlertTransition) and self.journal:
+                if out.state is AlertState.RAISED:  # the daemon's IdFactory journals its counter
+                    self.alarms += 1
+                    self.store.put_meta(self.bed, {"id_counter": self.alarms}, sync="NORMAL")
+                self.transitions.append((out.alert_id, out.seq))
                 self.pending.append(
                     self.store.record(
                         self.bed,
@@ -112,6 +125,7 @@ async def measure(beds: int, hours: float, directory: Path, *, journal: bool = T
         for bed in session:  # in real time every write finishes within the second
             await asyncio.gather(*bed.pending)
             bed.pending.clear()
+            bed.acknowledged()
             if bed.writer._inflight is not None:
                 await bed.writer._inflight
     for bed in session:

@@ -10,23 +10,42 @@ Durability (fsync) policy:
 
 - ``journal_mode=WAL`` and, for transactions that record an alert, ``synchronous=FULL``:
   the WAL is fsynced at every such commit, so an alert the engine raised survives a power
-  cut the moment the publisher may send it. Alert transitions are rare (a handful per
-  minute per bed), so one fsync each costs nothing that matters, while ``NORMAL`` could
-  lose the last commits on power loss - exactly the alerts raised while the broker was down.
-- Engine snapshots (:mod:`vitalwatch.statestore`, one row per bed, replaced) are written with
-  ``synchronous=NORMAL`` too: the alert rows they follow are already FULL-synced, and a lost
-  snapshot only means the restart resumes from an older one (the alert journal wins where it
-  is newer).
-- Delivery marks, request ids and counters are written with ``synchronous=NORMAL``: losing
-  one to a power cut only means an alert is sent once more (receivers de-duplicate) or a
-  counter is re-read from the next FULL commit, which also syncs every earlier WAL frame.
+  cut the moment the publisher may send it. ``NORMAL`` could lose the last commits on power
+  loss - exactly the alerts raised while the broker was down.
+- Engine snapshots (:mod:`vitalwatch.statestore`, one row per bed, updated in place) are
+  written with ``synchronous=NORMAL``: the alert rows they follow are already FULL-synced,
+  and a lost snapshot only means the restart resumes from an older one.
+- Delivery marks and ``NORMAL`` session values (the alert-id counter) are *deferred*: kept on
+  the writer thread and written inside the next transaction of any kind, or after
+  :data:`DEFER_S` at the latest, and at close. Losing one to a crash only means an alert is
+  sent once more (receivers de-duplicate) or an id counter is re-read older (the UTC part of
+  the id keeps ids unique). Their futures resolve to True when queued.
+
+SD-card wear (docs/operations.md, "SD-card write budget"; ``python -m bench.journal_budget``):
+a WAL commit appends one frame per page it touched and a checkpoint copies each touched page
+again, so the cost of a transition is pages x page size, not row bytes. Hence: new files
+use :data:`PAGE_SIZE` (1 KiB) pages - ``page_size`` only takes effect when the file is
+created, so an existing database keeps its 4 KiB pages and simply works as before; no index
+on ``delivered`` (the undelivered rows are read once, at start: a scan of at most
+:data:`KEEP_DELIVERED` rows), dropped from existing files at open; ``active`` is updated in
+place (``INSERT OR REPLACE`` moved the row and rewrote its index); the per-bed ``seq`` is
+not rewritten in ``meta`` per transition (``meta()`` takes the larger of the stored value and
+the outbox's highest ``seq``); records waiting for the writer are committed together.
 
 Threading: ``sqlite3`` calls block, and an SD card can stall for hundreds of milliseconds,
 so every call runs on one dedicated writer thread (a single-worker executor that owns the
 connection). Calls are executed in submission order, so a delivery mark can never overtake
-the insert it refers to. A failing write (disk full, read-only, I/O error) resolves its
-future to ``None``/``False`` and reports the store as degraded through ``on_health``; the
-publisher then keeps sending from memory and the supervisor raises "persistence degraded".
+the insert it refers to; records waiting together may be committed in one transaction
+(earlier, never later, than a call submitted after them).
+
+Failures (disk full, read-only, I/O error): the failing write's future resolves to ``None``,
+the store reports itself degraded through ``on_health`` (the supervisor raises the local
+"persistence degraded" alarm; the publisher keeps sending from memory) and the write is
+*held* in memory (at most :data:`MAX_HELD`, oldest dropped first; snapshots are not held, the
+next one replaces them). Every later transaction first replays the held writes in their
+original order, in the same transaction, so a row is never written after one that came later;
+while any are held a retry runs every :data:`RETRY_S`. The first commit that succeeds clears
+the degraded state.
 
 Lane rule (:class:`Lanes`): undelivered transitions are grouped per ``alert_id``. Each
 alert's lane is the highest priority among its undelivered transitions; the next transition
@@ -40,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import heapq
+import itertools
 import json
 import sqlite3
 import time
@@ -51,18 +71,31 @@ from typing import Any, TypeVar
 
 import structlog
 
-__all__ = ["DB_NAME", "Entry", "Lanes", "PendingRow", "Store"]
+__all__ = ["DB_NAME", "PAGE_SIZE", "Entry", "Lanes", "PendingRow", "Store"]
 
 log = structlog.get_logger("vitalwatch.outbox")
 
 T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], object]
 
 DB_NAME = "vitalwatch.sqlite3"
-# Delivered rows kept per bed for `vitalwatch status`/audit; older ones are pruned at start so
-# the file stays small on an SD card.
+# Page size of a NEW database file (SQLite fixes it once the file is in WAL mode). Every commit
+# writes each page it touches, so 1 KiB pages write about a quarter of the 4 KiB default.
+PAGE_SIZE = 1024
+# Delivered rows kept for `vitalwatch status`/audit; older ones are pruned at start so the
+# file stays small on an SD card.
 KEEP_DELIVERED = 10_000
 # Request ids remembered per bed to refuse replayed commands; bounded like every buffer.
 KEEP_REQUESTS = 10_000
+# Deferred writes (delivery marks, the id counter) wait at most this long for a transaction
+# to ride along with: a busy bed commits something (an alert, a snapshot) well within it.
+DEFER_S = 30.0
+# While writes are held after a failure, try them again this often (a freed disk is used
+# again within seconds, without waiting for the next alert).
+RETRY_S = 2.0
+# Writes held in memory while the disk refuses them: ~1.5 kB each, so at most ~15 MB; at
+# three busy beds (300 transitions/hour) about 30 hours of alerts.
+MAX_HELD = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -71,7 +104,7 @@ CREATE TABLE IF NOT EXISTS outbox(
     rank INTEGER NOT NULL, clears INTEGER NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL, delivered REAL,
     UNIQUE(bed, alert_id, seq));
-CREATE INDEX IF NOT EXISTS outbox_undelivered ON outbox(bed, delivered);
+DROP INDEX IF EXISTS outbox_undelivered;
 CREATE TABLE IF NOT EXISTS active(
     bed TEXT NOT NULL, alert_id TEXT NOT NULL, transition TEXT NOT NULL,
     PRIMARY KEY(bed, alert_id));
@@ -95,6 +128,10 @@ class PendingRow:
     payload: dict[str, Any]
 
 
+def _noop(conn: sqlite3.Connection) -> bool:
+    return True
+
+
 class Store:
     """The SQLite database of the daemon; every method that writes returns an asyncio future."""
 
@@ -103,19 +140,40 @@ class Store:
         path: Path,
         *,
         on_health: Callable[[bool, str], None] | None = None,
+        page_size: int = PAGE_SIZE,
+        autocheckpoint: int | None = None,
+        defer_s: float = DEFER_S,
+        retry_s: float = RETRY_S,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.path = path
         self.on_health = on_health
         self.healthy = True
         self.last_error = ""
-        self.writes = 0
-        self.failures = 0
+        self.writes = 0  # transactions committed
+        self.failures = 0  # transactions that failed
+        self.replayed = 0  # held writes committed later
+        self.dropped = 0  # held writes dropped at MAX_HELD
+        self._page_size = page_size
+        self._autocheckpoint = autocheckpoint  # None: SQLite's default (1000 pages)
+        self._defer_s = defer_s
+        self._retry_s = retry_s
+        self._max_held = max_held
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitalwatch-db")
         self._conn: sqlite3.Connection | None = None
+        # Writer thread only: writes that failed, in order, and deferred NORMAL writes.
+        self._held: deque[tuple[str, Work]] = deque()
+        self._deferred: list[Work] = []
+        # Records not yet committed: appended on the loop thread, drained by the writer.
+        self._records: deque[tuple[int, Work]] = deque()
+        self._record_results: dict[int, bool | None] = {}
+        self._tokens = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None  # loop thread only
+        self._closed = False
         # Opening runs on the writer thread too (the connection belongs to it).
         self._pool.submit(self._open).result()
 
@@ -124,15 +182,24 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=2000")
-            conn.executescript(_SCHEMA)
-            conn.execute(
-                "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
-                "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
-                (KEEP_DELIVERED,),
-            )
+            try:
+                # Only effective while the file is empty (before WAL): an existing database
+                # keeps the page size it was created with.
+                conn.execute(f"PRAGMA page_size={self._page_size}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=2000")
+                if self._autocheckpoint is not None:
+                    conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
+                    "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
+                    (KEEP_DELIVERED,),
+                )
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         except (sqlite3.Error, OSError) as exc:
             self._conn = None
@@ -143,9 +210,9 @@ class Store:
             return
         self.healthy, self.last_error = ok, reason
         if ok:
-            log.info("persistence.recovered", path=str(self.path))
+            log.info("persistence.recovered", path=str(self.path), replayed=self.replayed)
         else:
-            log.error("persistence.degraded", path=str(self.path), error=reason)
+            log.error("persistence.degraded", path=str(self.path), error=reason, held=len(self._held))
         if self.on_health is not None:
             # Called on the writer thread: hand the news to the event loop's thread.
             if self._loop is not None and not self._loop.is_closed():
@@ -153,18 +220,41 @@ class Store:
             else:
                 self.on_health(ok, reason)
 
-    def _txn(self, sync: str, body: Callable[[sqlite3.Connection], T]) -> T | None:
-        """Run ``body`` in one transaction; None (and degraded) when SQLite fails."""
+    def _hold(self, sync: str, work: Work) -> None:
+        """Keep a failed write for the retry; the oldest goes first when the bound is reached."""
+        if len(self._held) >= self._max_held:
+            self._held.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("persistence.held_dropped", dropped=self.dropped, limit=self._max_held)
+        self._held.append((sync, work))
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._arm, self._retry_s)
+
+    def _txn(self, sync: str, body: Callable[[sqlite3.Connection], T], *, hold: bool = True) -> T | None:
+        """Run held writes, deferred writes and ``body`` in one transaction; None when SQLite fails.
+
+        ``hold``: keep ``body`` for the retry if it fails (False for snapshots, which the next
+        one replaces, and for the flush, which has no body of its own).
+        """
+        held, deferred = list(self._held), list(self._deferred)
         if self._conn is None:
             self._open()
-            if self._conn is None:
-                self.failures += 1
-                return None
         conn = self._conn
+        if conn is None:
+            self.failures += 1
+            if hold:
+                self._hold(sync, body)
+            return None
+        strongest = "FULL" if sync == "FULL" or any(s == "FULL" for s, _ in held) else "NORMAL"
         try:
-            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute(f"PRAGMA synchronous={strongest}")
             conn.execute("BEGIN IMMEDIATE")
             try:
+                for _, work in held:
+                    work(conn)
+                for work in deferred:
+                    work(conn)
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
@@ -173,16 +263,90 @@ class Store:
                 raise
         except (sqlite3.Error, OSError) as exc:
             self.failures += 1
+            if hold:
+                self._hold(sync, body)
             self._set_health(False, str(exc))
             return None
+        for _ in held:
+            self._held.popleft()
+        del self._deferred[: len(deferred)]
+        self.replayed += len(held)
         self.writes += 1
         self._set_health(True, "")
         return result
 
-    # ------------------------------------------------------------------ async API
+    def _flush(self) -> tuple[int, int]:
+        """Write what is held or deferred now; (held, deferred) still waiting afterwards."""
+        if self._held or self._deferred:
+            self._txn("NORMAL", _noop, hold=False)
+        return len(self._held), len(self._deferred)
+
+    def _commit_records(self, token: int) -> bool | None:
+        """Commit every record waiting (one transaction); the result for ``token``'s record."""
+        if token not in self._record_results:
+            batch: list[tuple[int, Work]] = []
+            while self._records:
+                batch.append(self._records.popleft())
+            works = [work for _, work in batch]
+
+            def body(conn: sqlite3.Connection) -> bool:
+                for work in works:
+                    work(conn)
+                return True
+
+            result = self._txn("FULL", body)
+            for t, _ in batch:
+                self._record_results[t] = result
+        return self._record_results.pop(token, None)
+
+    # ------------------------------------------------------------------ loop side
     def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._pool, fn)
+
+    def _arm(self, delay: float) -> None:
+        """(Loop thread) make sure a flush runs within ``delay``."""
+        if self._closed or self._loop is None or self._loop.is_closed():
+            return
+        if self._timer is not None and self._timer.when() <= self._loop.time() + delay:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, self._kick)
+
+    def _kick(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        fut = self._loop.run_in_executor(self._pool, self._flush) if self._loop else None
+        if fut is not None:
+            fut.add_done_callback(self._rearm)
+
+    def _rearm(self, fut: asyncio.Future[tuple[int, int]]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        held, deferred = fut.result()
+        if held:
+            self._arm(self._retry_s)
+        elif deferred:
+            self._arm(self._defer_s)
+
+    def _defer(self, work: Work) -> asyncio.Future[bool | None]:
+        """Queue a NORMAL write for the next transaction (module docstring); True once queued."""
+
+        def queue() -> bool | None:
+            if len(self._deferred) >= self._max_held:
+                self._deferred.pop(0)  # a lost delivery mark only means one resend
+            self._deferred.append(work)
+            return True
+
+        fut = self._submit(queue)
+        self._arm(self._defer_s)
+        return fut
+
+    async def flush(self) -> None:
+        """Write every held and deferred write now (benchmarks, tests, shutdown)."""
+        await self._submit(self._flush)
 
     def record(
         self,
@@ -195,65 +359,68 @@ class Store:
         payload: dict[str, Any],
         transition: dict[str, Any],
     ) -> asyncio.Future[bool | None]:
-        """Commit one alert transition (outbox row + active-alarm table + seq) with a full fsync."""
+        """Commit one alert transition (outbox row + active-alarm table) with a full fsync."""
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         tr = json.dumps(transition, separators=(",", ":"), sort_keys=True)
+        created = time.time()
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR IGNORE INTO outbox(bed, alert_id, seq, rank, clears, payload, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (bed, alert_id, seq, rank, int(clears), body, time.time()),
+                (bed, alert_id, seq, rank, int(clears), body, created),
             )
             if clears:
                 conn.execute("DELETE FROM active WHERE bed=? AND alert_id=?", (bed, alert_id))
-            else:
+            else:  # in place: INSERT OR REPLACE gave the row a new rowid and rewrote its index
                 conn.execute(
-                    "INSERT OR REPLACE INTO active(bed, alert_id, transition) VALUES (?, ?, ?)",
+                    "INSERT INTO active(bed, alert_id, transition) VALUES (?, ?, ?) "
+                    "ON CONFLICT(bed, alert_id) DO UPDATE SET transition=excluded.transition",
                     (bed, alert_id, tr),
                 )
-            conn.execute(
-                "INSERT INTO meta(bed, key, value) VALUES (?, 'seq', ?) "
-                "ON CONFLICT(bed, key) DO UPDATE SET value=excluded.value "
-                "WHERE CAST(excluded.value AS INTEGER) > CAST(meta.value AS INTEGER)",
-                (bed, str(seq)),
-            )
-            return True
 
-        return self._submit(lambda: self._txn("FULL", work))
+        token = next(self._tokens)
+        self._records.append((token, work))
+        return self._submit(lambda: self._commit_records(token))
 
     def delivered(self, bed: str, alert_id: str, seq: int) -> asyncio.Future[bool | None]:
-        """The broker acknowledged (alert_id, seq): it will not be sent again after a restart."""
+        """The broker acknowledged (alert_id, seq): it will not be sent again after a restart (deferred)."""
+        at = time.time()
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE outbox SET delivered=? WHERE bed=? AND alert_id=? AND seq=?",
-                (time.time(), bed, alert_id, seq),
+                (at, bed, alert_id, seq),
             )
-            return True
 
-        return self._submit(lambda: self._txn("NORMAL", work))
+        return self._defer(work)
 
     def put_meta(
         self, bed: str, values: dict[str, Any], *, sync: str = "FULL"
     ) -> asyncio.Future[bool | None]:
-        """Session values (phase, counters, command fields) as JSON, one transaction."""
+        """Session values (phase, counters, command fields) as JSON; ``NORMAL`` ones are deferred."""
+        rows = [(bed, key, json.dumps(value)) for key, value in values.items()]
 
         def work(conn: sqlite3.Connection) -> bool:
-            for key, value in values.items():
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(bed, key, value) VALUES (?, ?, ?)",
-                    (bed, key, json.dumps(value)),
-                )
+            conn.executemany(
+                "INSERT INTO meta(bed, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(bed, key) DO UPDATE SET value=excluded.value",
+                rows,
+            )
             return True
 
+        if sync == "NORMAL":
+            return self._defer(work)
         return self._submit(lambda: self._txn(sync, work))
 
     def remember_request(self, bed: str, request_id: str) -> asyncio.Future[bool | None]:
+        """A command's request id, so a replay after a restart is refused too."""
+        at = time.time()
+
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute(
                 "INSERT OR IGNORE INTO requests(bed, request_id, at) VALUES (?, ?, ?)",
-                (bed, request_id, time.time()),
+                (bed, request_id, at),
             )
             conn.execute(
                 "DELETE FROM requests WHERE bed=? AND request_id NOT IN "
@@ -275,7 +442,7 @@ class Store:
             )
             return True
 
-        return self._submit(lambda: self._txn("NORMAL", work))
+        return self._submit(lambda: self._txn("NORMAL", work, hold=False))
 
     # ------------------------------------------------------------------ start-up reads
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -306,10 +473,15 @@ class Store:
         return sorted(found, key=lambda t: t.get("seq", 0))
 
     def meta(self, bed: str) -> dict[str, Any]:
-        return {
+        """Session values; ``seq`` is the larger of ``meta.seq`` (older files) and the outbox's highest."""
+        values = {
             k: json.loads(v) if k != "seq" else int(v)
             for k, v in self._read("SELECT key, value FROM meta WHERE bed=?", (bed,))
         }
+        top = self._read("SELECT max(seq) FROM outbox WHERE bed=?", (bed,))
+        if top and top[0][0] is not None:
+            values["seq"] = max(int(top[0][0]), int(values.get("seq", 0)))
+        return values
 
     def snapshot(self, bed: str) -> tuple[float, bytes] | None:
         """The bed's last engine snapshot and when it was written (UTC epoch), or None."""
@@ -324,7 +496,13 @@ class Store:
         return [r[0] for r in rows]
 
     def close(self) -> None:
+        """Write what is held or deferred (if the disk allows), then close; any thread."""
+        self._closed = True
+
         def work() -> None:
+            self._flush()
+            if self._held:
+                log.error("persistence.lost_at_close", held=len(self._held))
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,3 +197,217 @@ def test_latched_restored_alarm_stays_until_acknowledged() -> None:
     assert [AlertState.ACKNOWLEDGED, AlertState.CLEARED] == [o.state for o in out]
     assert [11, 12] == [o.seq for o in out]
     assert [] == wrapper.active_alarms()
+
+
+# ------------------------------------------------------------------ SD-card wear and held writes
+
+
+async def record(store: Store, seq: int, alert_id: str = "a", *, clears: bool = False) -> bool | None:
+    tr = transition(alert_id, seq, AlertState.CLEARED if clears else AlertState.RAISED)
+    return await store.record(
+        "chair-1",
+        alert_id=alert_id,
+        seq=seq,
+        rank=3,
+        clears=clears,
+        payload={"alert_id": alert_id, "seq": seq, "message": "SpO2 84 % below 90 %" * 20},
+        transition=transition_to_json(tr, utc=WallClock(0.0).utc),
+    )
+
+
+def on_writer(store: Store, sql: str) -> None:
+    """Run one statement on the store's own connection (its writer thread)."""
+
+    def work() -> None:
+        assert store._conn is not None
+        store._conn.execute(sql)
+
+    store._pool.submit(work).result()
+
+
+def rows(path: Path) -> list[tuple[str, int, bool]]:
+    """(alert_id, seq, delivered) of every outbox row in insertion order, read by another connection."""
+    conn = sqlite3.connect(path)
+    try:
+        found = conn.execute("SELECT alert_id, seq, delivered IS NOT NULL FROM outbox ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(a, s, bool(d)) for a, s, d in found]
+
+
+def wchar() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar")
+
+
+@pytest.mark.asyncio
+async def test_new_file_has_small_pages_and_no_delivered_index(tmp_path: Path) -> None:
+    """A new journal uses 1 KiB pages (a commit writes whole pages) and has no index on delivered."""
+    store = Store(tmp_path / DB_NAME)
+    assert await record(store, 1) is True
+    store.close()
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert 1024 == conn.execute("PRAGMA page_size").fetchone()[0]
+    indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")]
+    conn.close()
+    assert "outbox_undelivered" not in indexes
+
+
+@pytest.mark.asyncio
+async def test_existing_4k_file_of_the_old_schema_keeps_working(tmp_path: Path) -> None:
+    """A journal written by the previous version (4 KiB pages, delivered index, meta.seq) is read
+    as before: pending rows, active alarms and seq come back; it keeps its page size."""
+    path = tmp_path / DB_NAME
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(
+        """
+        CREATE TABLE outbox(id INTEGER PRIMARY KEY, bed TEXT NOT NULL, alert_id TEXT NOT NULL,
+            seq INTEGER NOT NULL, rank INTEGER NOT NULL, clears INTEGER NOT NULL, payload TEXT NOT NULL,
+            created REAL NOT NULL, delivered REAL, UNIQUE(bed, alert_id, seq));
+        CREATE INDEX outbox_undelivered ON outbox(bed, delivered);
+        CREATE TABLE active(bed TEXT NOT NULL, alert_id TEXT NOT NULL, transition TEXT NOT NULL,
+            PRIMARY KEY(bed, alert_id));
+        CREATE TABLE meta(bed TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(bed, key));
+        INSERT INTO outbox VALUES (1, 'chair-1', 'a', 7, 3, 0, '{"seq": 7}', 0, NULL);
+        INSERT INTO outbox VALUES (2, 'chair-1', 'b', 8, 3, 0, '{"seq": 8}', 0, 5.0);
+        INSERT INTO active VALUES ('chair-1', 'a', '{"alert_id": "a", "seq": 7}');
+        INSERT INTO meta VALUES ('chair-1', 'seq', '9');
+        """
+    )
+    old.close()
+    store = Store(path)
+    assert [("a", 7)] == [(r.alert_id, r.seq) for r in store.pending("chair-1")]
+    assert ["a"] == [t["alert_id"] for t in store.active("chair-1")]
+    assert 9 == store.meta("chair-1")["seq"]  # meta.seq (9) beats the outbox's highest (8)
+    assert await record(store, 10, "c") is True
+    assert 10 == store.meta("chair-1")["seq"]  # no meta.seq write any more: the outbox says 10
+    store.close()
+    conn = sqlite3.connect(path)
+    assert 4096 == conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_delivery_marks_ride_along_with_the_next_commit(tmp_path: Path) -> None:
+    """A delivery mark is not a commit of its own: it is written by the next record (or flush)."""
+    store = Store(tmp_path / DB_NAME, defer_s=60.0)
+    assert await record(store, 1) is True
+    writes = store.writes
+    assert await store.delivered("chair-1", "a", 1) is True
+    assert writes == store.writes
+    assert [("a", 1, False)] == rows(tmp_path / DB_NAME)
+    assert await record(store, 2, "b") is True
+    assert writes + 1 == store.writes
+    assert [("a", 1, True), ("b", 2, False)] == rows(tmp_path / DB_NAME)
+    await store.delivered("chair-1", "b", 2)
+    store.close()  # close writes what is still deferred
+    assert [("a", 1, True), ("b", 2, True)] == rows(tmp_path / DB_NAME)
+
+
+@pytest.mark.asyncio
+async def test_deferred_mark_is_written_by_the_timer(tmp_path: Path) -> None:
+    """With nothing else to write, a deferred mark is committed after defer_s."""
+    store = Store(tmp_path / DB_NAME, defer_s=0.05)
+    assert await record(store, 1) is True
+    await store.delivered("chair-1", "a", 1)
+    await asyncio.sleep(0.3)
+    assert [("a", 1, True)] == rows(tmp_path / DB_NAME)
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_failed_rows_are_held_and_written_later_in_order(tmp_path: Path) -> None:
+    """Writes refused by SQLite degrade the store; the next write that succeeds first writes the
+    held rows in their order, then its own, and the store is healthy again."""
+    news: list[bool] = []
+    store = Store(tmp_path / DB_NAME, on_health=lambda ok, reason: news.append(ok), retry_s=60.0)
+    assert await record(store, 1) is True
+    on_writer(store, "PRAGMA query_only=1")  # every write now fails like a read-only disk
+    assert await record(store, 2) is None
+    assert await record(store, 3, clears=True) is None
+    assert await store.put_snapshot("chair-1", b"s", written=1.0) is None
+    assert store.healthy is False
+    assert [("a", 1, False)] == rows(tmp_path / DB_NAME)
+    on_writer(store, "PRAGMA query_only=0")
+    assert await record(store, 4, "b") is True
+    await asyncio.sleep(0)  # on_health is handed to the loop thread
+    assert store.healthy is True
+    assert [False, True] == news
+    assert [("a", 1, False), ("a", 2, False), ("a", 3, False), ("b", 4, False)] == rows(tmp_path / DB_NAME)
+    assert [] == [t["alert_id"] for t in store.active("chair-1") if t["alert_id"] == "a"]  # 3 cleared it
+    assert store.snapshot("chair-1") is None  # snapshots are not held: the next one replaces them
+    assert 2 == store.replayed
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_held_rows_are_retried_without_a_new_write(tmp_path: Path) -> None:
+    """Once the disk takes writes again, held rows are written by the retry timer on their own."""
+    news: list[bool] = []
+    store = Store(tmp_path / DB_NAME, on_health=lambda ok, reason: news.append(ok), retry_s=0.05)
+    on_writer(store, "PRAGMA query_only=1")
+    assert await record(store, 1) is None
+    await asyncio.sleep(0.2)  # retried meanwhile, still refused
+    assert store.failures >= 2
+    on_writer(store, "PRAGMA query_only=0")
+    for _ in range(40):
+        if store.healthy:
+            break
+        await asyncio.sleep(0.05)
+    assert [("a", 1, False)] == rows(tmp_path / DB_NAME)
+    assert [False, True] == news
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_held_writes_are_bounded_oldest_dropped(tmp_path: Path) -> None:
+    """At most max_held writes wait in memory; beyond that the oldest are dropped and counted."""
+    store = Store(tmp_path / DB_NAME, max_held=3, retry_s=60.0)
+    on_writer(store, "PRAGMA query_only=1")
+    for seq in range(1, 6):
+        assert await record(store, seq) is None
+    assert 2 == store.dropped
+    on_writer(store, "PRAGMA query_only=0")
+    await store.flush()
+    assert [3, 4, 5] == [s for _, s, _ in rows(tmp_path / DB_NAME)]
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_records_waiting_for_the_writer_share_one_commit(tmp_path: Path) -> None:
+    """Records queued while the writer is busy (a slow card) are committed in one transaction."""
+    store = Store(tmp_path / DB_NAME)
+    gate = threading.Event()
+    store._pool.submit(gate.wait)  # the writer is stuck in a slow write
+    writes = store.writes
+    futures = [asyncio.ensure_future(record(store, seq, f"x{seq}")) for seq in (1, 2, 3)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert [True, True, True] == await asyncio.gather(*futures)
+    assert writes + 1 == store.writes
+    assert [1, 2, 3] == [s for _, s, _ in rows(tmp_path / DB_NAME)]
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_bytes_written_per_transition_stay_small(tmp_path: Path) -> None:
+    """Guard for the SD-card budget: a transition (record, delivery mark, checkpoints) writes well
+    under the 41.6 kB the first version wrote (docs/operations.md, SD-card write budget)."""
+    store = Store(tmp_path / DB_NAME)
+    for seq in range(1, 21):
+        await record(store, seq, f"w{seq // 4}", clears=seq % 4 == 0)
+        await store.delivered("chair-1", f"w{seq // 4}", seq)
+    await store.flush()
+    before = wchar()
+    n = 200
+    for seq in range(21, 21 + n):
+        await record(store, seq, f"w{seq // 4}", clears=seq % 4 == 0)
+        await store.delivered("chair-1", f"w{seq // 4}", seq)
+    await store.flush()
+    per = (wchar() - before) / n
+    store.close()
+    assert per < 14_000, f"{per:.0f} bytes per transition"
