@@ -165,6 +165,7 @@ class Store:
             self._loop = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitalwatch-db")
         self._conn: sqlite3.Connection | None = None
+        self.readonly = False  # _conn is the read-only fallback (writes fail and are held)
         # Writer thread only: writes that failed, in order, and deferred NORMAL writes.
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
@@ -177,8 +178,14 @@ class Store:
         # Opening runs on the writer thread too (the connection belongs to it).
         self._pool.submit(self._open).result()
 
+    @property
+    def held(self) -> int:
+        """Writes refused by the disk and waiting in memory for the retry."""
+        return len(self._held)
+
     # ------------------------------------------------------------------ thread side
     def _open(self) -> None:
+        """Open for writing; failing that, keep (or open) a read-only connection for the reads."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -200,10 +207,37 @@ class Store:
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
         except (sqlite3.Error, OSError) as exc:
-            self._conn = None
-            self._set_health(False, f"cannot open {self.path}: {exc}")
+            if self._conn is None:
+                self._conn = self._open_readonly()
+                self.readonly = self._conn is not None
+            self._set_health(False, f"cannot open {self.path} for writing: {exc}")
+            return
+        if self._conn is not None:
+            self._conn.close()  # the read-only fallback of a directory that is writable again
+        self._conn, self.readonly = conn, False
+
+    def _open_readonly(self) -> sqlite3.Connection | None:
+        """The existing journal, read-only (a read-only state directory): undelivered alerts of
+        before are still loaded and sent, only new writes fail (and are held).
+
+        ``mode=ro`` needs the WAL's ``-shm`` file, which a clean close removed and a read-only
+        directory cannot create; then ``immutable=1`` reads the database file alone - all of it
+        after a clean close (the WAL was checkpointed), up to the last checkpoint otherwise.
+        """
+        if not self.path.is_file():
+            return None
+        wal = self.path.with_name(self.path.name + "-wal")
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{self.path.as_uri()}?{mode}", uri=True, check_same_thread=False)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error:
+                continue
+            wal_ignored = mode == "immutable=1" and wal.is_file() and wal.stat().st_size > 0
+            log.warning("persistence.read_only", path=str(self.path), mode=mode, wal_ignored=wal_ignored)
+            return conn
+        return None
 
     def _set_health(self, ok: bool, reason: str) -> None:
         if ok == self.healthy:
@@ -238,10 +272,10 @@ class Store:
         one replaces, and for the flush, which has no body of its own).
         """
         held, deferred = list(self._held), list(self._deferred)
-        if self._conn is None:
+        if self._conn is None or self.readonly:
             self._open()
         conn = self._conn
-        if conn is None:
+        if conn is None or self.readonly:
             self.failures += 1
             if hold:
                 self._hold(sync, body)
