@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import heapq
 import itertools
 import json
@@ -250,7 +251,8 @@ class Store:
         if self.on_health is not None:
             # Called on the writer thread: hand the news to the event loop's thread.
             if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self.on_health, ok, reason)
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody to tell
+                    self._loop.call_soon_threadsafe(self.on_health, ok, reason)
             else:
                 self.on_health(ok, reason)
 
@@ -263,7 +265,8 @@ class Store:
                 log.error("persistence.held_dropped", dropped=self.dropped, limit=self._max_held)
         self._held.append((sync, work))
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._arm, self._retry_s)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: close() flushes
+                self._loop.call_soon_threadsafe(self._arm, self._retry_s)
 
     def _txn(self, sync: str, body: Callable[[sqlite3.Connection], T], *, hold: bool = True) -> T | None:
         """Run held writes, deferred writes and ``body`` in one transaction; None when SQLite fails.
@@ -352,9 +355,13 @@ class Store:
         self._timer = None
         if self._closed:
             return
-        fut = self._loop.run_in_executor(self._pool, self._flush) if self._loop else None
-        if fut is not None:
-            fut.add_done_callback(self._rearm)
+        if self._loop is None:
+            return
+        try:
+            fut = self._loop.run_in_executor(self._pool, self._flush)
+        except RuntimeError:  # close() (on another thread) shut the writer down meanwhile
+            return
+        fut.add_done_callback(self._rearm)
 
     def _rearm(self, fut: asyncio.Future[tuple[int, int]]) -> None:
         if fut.cancelled() or fut.exception() is not None:
