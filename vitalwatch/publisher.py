@@ -18,7 +18,9 @@ keeps TCP open and never answers). One transition is in flight at a time, so not
 failure can overtake it. A fresh ``aiomqtt.Client`` is built for every connection: paho keeps
 unacknowledged QoS 1 messages in memory and would resend them on its own after a reconnect,
 beside what we resend from the outbox (operations note §2.1). Receivers de-duplicate on
-``(alert_id, seq)``. If the database cannot be written, sending goes on from memory.
+``(alert_id, seq)``. If the database cannot be written, sending goes on from memory and the
+store holds the refused rows until the disk takes them again (:mod:`vitalwatch.outbox`); the
+delivery mark is deferred by the store (a crash before it is written means one resend).
 
 Broker unreachable: if alerts could not be delivered for ``unreachable_alarm_s`` (disconnected
 that long, or the oldest undelivered alert made no progress that long), ``on_unreachable(True)``
