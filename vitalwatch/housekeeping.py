@@ -242,7 +242,7 @@ class Housekeeping:
     @contextlib.asynccontextmanager
     async def _serve_status(self, path: Path) -> Any:
         """A Unix socket that writes one JSON snapshot (and its health) to each client."""
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(path)  # a socket file left by a killed daemon
 
         async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -254,11 +254,16 @@ class Housekeeping:
                 await writer.drain()
             writer.close()
 
-        server = await asyncio.start_unix_server(answer, path=str(path))
-        os.chmod(path, 0o660)  # the service user and its group (an engineer in it) may ask
+        try:
+            server = await asyncio.start_unix_server(answer, path=str(path))
+            os.chmod(path, 0o660)  # the service user and its group (an engineer in it) may ask
+        except OSError as exc:  # a read-only or full state directory: monitoring goes on without it
+            log.warning("status.socket_unavailable", path=str(path), error=str(exc))
+            yield None
+            return
         try:
             yield server
         finally:
             server.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(path)

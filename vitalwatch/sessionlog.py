@@ -127,25 +127,37 @@ class SessionDb:
         self._wake = threading.Event()
         self._urgent = 0  # flushes/closes waiting: commit without waiting out the interval
         self.failures = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path)
-        try:
-            # Small pages: a commit rewrites every page it touches (one per bed per table), so
-            # 1 KiB pages write a quarter of the bytes of the 4 KiB default. Only effective when
-            # the file is created (WAL fixes the page size afterwards).
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
         self._synchronous = synchronous
         self._queue: queue.Queue[list[Statement] | None] = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
         self._thread = threading.Thread(target=self._run, name="vitalwatch-sessions", daemon=True)
+        # The record is not the alarm path: a database that cannot be opened (read-only or full
+        # state directory) costs the session record, never the monitoring.
+        self.available = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            try:
+                # Small pages: a commit rewrites every page it touches (one per bed per table), so
+                # 1 KiB pages write a quarter of the bytes of the 4 KiB default. Only effective when
+                # the file is created (WAL fixes the page size afterwards).
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            self.failures += 1
+            log.error("sessionlog.unavailable", path=str(path), error=str(exc))
+            return
+        self.available = True
         self._thread.start()
 
     def submit(self, batch: list[Statement]) -> None:
         """Queue statements to run in one transaction; never blocks (a full queue drops, logged)."""
         if not batch:
+            return
+        if not self.available:
+            self.failures += 1
             return
         try:
             self._queue.put_nowait(batch)
@@ -155,6 +167,8 @@ class SessionDb:
 
     def flush(self) -> None:
         """Write everything submitted so far now, and wait for it (tests, shutdown, the benchmark)."""
+        if not self.available:
+            return
         self._urgent += 1
         self._wake.set()
         try:
@@ -164,6 +178,8 @@ class SessionDb:
 
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
+        if not self.available:
+            return
         self._urgent += 1
         self._queue.put(None)
         self._wake.set()
@@ -171,7 +187,11 @@ class SessionDb:
 
     def read(self) -> sqlite3.Connection:
         """A separate connection for reads at start (open sessions); the caller closes it."""
-        conn = sqlite3.connect(self.path)
+        if self.available:
+            conn = sqlite3.connect(self.path)
+        else:  # nothing recorded: an empty database of the right shape
+            conn = sqlite3.connect(":memory:")
+            conn.executescript(_SCHEMA)
         conn.row_factory = sqlite3.Row
         return conn
 

@@ -308,11 +308,6 @@ def journalled_all(db: Path) -> list[tuple[str, int]]:
 
 @pytest.mark.mqtt
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="SessionDb (vitalwatch/sessionlog.py) raises OperationalError at open and the status socket "
-    "(vitalwatch/housekeeping.py) cannot be bound in a read-only state directory; both outside this change",
-)
 async def test_daemon_on_read_only_state_directory_runs_and_publishes_with_persistence_degraded(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
