@@ -145,7 +145,8 @@ class Endpoint:
                 wait = min(wait, max(0.0, wall_end - self._loop.time()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel on 3.11
+                    await self._wake.wait()
 
 
 class PtyEndpoint(Endpoint):

@@ -233,11 +233,9 @@ class BedPublisher:
                             "mqtt.connected", host=self._cfg.host, port=self._cfg.port, pending=self.pending
                         )
                         await self._on_connect(client)
-                        async with asyncio.TaskGroup() as group:
-                            group.create_task(self._serve(client), name=f"send[{self.bed}]")
-                            group.create_task(self._receive(client), name=f"receive[{self.bed}]")
-                except* aiomqtt.MqttError as group:
-                    log.warning("mqtt.disconnected", error=str(group.exceptions[0]), pending=self.pending)
+                        await self._pump(client)
+                except aiomqtt.MqttError as exc:
+                    log.warning("mqtt.disconnected", error=str(exc), pending=self.pending)
                 finally:
                     self._set_connected(False)
                 await asyncio.sleep(backoff_delay(attempt, self._rng, cap=MAX_RECONNECT_S))
@@ -245,6 +243,33 @@ class BedPublisher:
         finally:
             watchdog.cancel()
             await self._say_offline()
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Send and receive until one fails (its exception is raised) or we are cancelled.
+
+        Not a TaskGroup: aiomqtt 2.x waits for PUBACKs with ``asyncio.wait_for``, which on
+        Python 3.11 can swallow a cancellation that arrives as the wait completes; a child that
+        swallowed it would keep a TaskGroup (and the daemon's shutdown) waiting forever. Here a
+        child that outlives its cancellation has its connection cut under it.
+        """
+        tasks = {
+            asyncio.create_task(self._serve(client), name=f"send[{self.bed}]"),
+            asyncio.create_task(self._receive(client), name=f"receive[{self.bed}]"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises the failure (MqttError: reconnect; anything else: a bug)
+        finally:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            if pending:
+                with contextlib.suppress(Exception):
+                    client._client.disconnect()  # wakes a message iterator that ignored the cancel
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=2.0)
 
     def _set_connected(self, up: bool) -> None:
         now = asyncio.get_running_loop().time()
@@ -304,7 +329,8 @@ class BedPublisher:
     async def _send(self, client: aiomqtt.Client, entry: Entry) -> None:
         if entry.persisted is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(entry.persisted), PERSIST_WAIT_S)
+                async with asyncio.timeout(PERSIST_WAIT_S):
+                    await asyncio.shield(entry.persisted)
             except TimeoutError:
                 log.warning("persistence.slow", alert_id=entry.alert_id, seq=entry.seq)
             entry.persisted = None
@@ -350,8 +376,11 @@ class BedPublisher:
                 await self._publish_status(client, "online")
             if self._lanes.peek() is not None or self._vitals or self._status_due:
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the wait completes, and a shutdown would then hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
+                async with asyncio.timeout(max(0.0, next_beat - loop.time())):
+                    await self._wake.wait()
 
     # ------------------------------------------------------------------ commands
     async def _receive(self, client: aiomqtt.Client) -> None:
