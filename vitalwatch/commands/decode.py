@@ -82,7 +82,8 @@ def parse_option_value(text: str) -> int | float | bool | str:
         return text
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as constructor keyword arguments (shared with simulate)."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -101,7 +102,7 @@ def _error(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Decode ``args.file`` with ``args.driver``; returns the exit code."""
     try:
-        options = _parse_options(args.option)
+        options = parse_options(args.option)
     except ValueError as exc:
         return _error(str(exc))
     try:

@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import Any
 
-from vitalwatch.commands.decode import parse_option_value
+from vitalwatch.commands.decode import parse_options
 from vitalwatch.simulators import SIMULATORS, make_simulator, simulator_class
 from vitalwatch.simulators.base import DeviceSimulator
 from vitalwatch.simulators.endpoint import Endpoint, serve_pty, serve_tcp
@@ -75,23 +75,12 @@ def _error(message: str) -> int:
     return EXIT_USAGE
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"bad --option {item!r} (expected KEY=VALUE)")
-        options[key] = parse_option_value(value)
-    return options
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the scenario and simulator, then serve until the end; returns the exit code."""
     if args.speed <= 0:
         return _error("--speed must be positive")
     try:
-        options = _parse_options(args.option)
+        options = parse_options(args.option)
         scenario = get_scenario(args.scenario, args.seed)
     except KeyError as exc:
         return _error(str(exc.args[0]) if exc.args else f"unknown scenario {args.scenario!r}")
