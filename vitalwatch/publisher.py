@@ -137,8 +137,12 @@ class BedPublisher:
         store: Store | None = None,
         commands: Callable[[bytes], dict[str, Any]] | None = None,
         on_unreachable: Callable[[bool], None] | None = None,
+        on_alert_sent: Callable[[], None] | None = None,
     ) -> None:
         self._cfg = cfg
+        # Called right after an alert is offered to the broker (the engine snapshot is written
+        # then, not before: it is milliseconds of work the alert must not wait for).
+        self._on_alert_sent = on_alert_sent
         self._site = site
         self.bed = bed
         self.topics = Topics(cfg.topic_prefix, site, bed)
@@ -353,6 +357,8 @@ class BedPublisher:
         offered = time.monotonic()
         await client.publish(self.topics.alerts, encode(body), qos=1, timeout=self._timeout)
         PUBLISH_ACK_LATENCY.labels(self.bed).observe(time.monotonic() - offered)
+        if self._on_alert_sent is not None:
+            self._on_alert_sent()
         # The retained topic always carries the latest state (or nothing once it ended), so a
         # backlog sent after a reconnect never puts an older state back on a station's screen.
         retained = self._retained.get(entry.alert_id, b"")

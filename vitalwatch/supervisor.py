@@ -52,6 +52,7 @@ from vitalwatch.publisher import BedPublisher
 from vitalwatch.recording import BedJournal, RecordingEngine, open_journals, write_meta
 from vitalwatch.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 from vitalwatch.statestore import (
+    SNAPSHOT_AFTER_S,
     IdFactory,
     RestoringEngine,
     Resumed,
@@ -205,6 +206,7 @@ class Daemon:
             engine.snapshot,
             lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
             clock=loop.time,
+            after_s=SNAPSHOT_AFTER_S,
         )
         self.snapshots[bed] = writer
         snapshotting = SnapshottingEngine(engine, writer)
@@ -229,6 +231,7 @@ class Daemon:
             store=store,
             commands=self._command_fn(bed, session),
             on_unreachable=lambda up: self.local_alarms.set("broker_unreachable", bed, up),
+            on_alert_sent=writer.alert_sent,
         )
         session.sink = publisher
         # Shown as active again at once: the snapshot's alarms and the journal's orphans.
