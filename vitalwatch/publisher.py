@@ -45,6 +45,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from vitalwatch.bed import VitalPayload
 from vitalwatch.config import MqttConfig
 from vitalwatch.engine.outputs import AlertState, AlertTransition
 from vitalwatch.link import backoff_delay
@@ -154,7 +155,7 @@ class BedPublisher:
         self._on_unreachable = on_unreachable
         self._lanes = Lanes()
         self._retained: dict[str, bytes] = {}  # alert_id -> latest payload, active alarms only
-        self._vitals: dict[str, bytes] = {}
+        self._vitals: dict[str, VitalPayload] = {}  # latest per kind, built when sent
         self._wake = asyncio.Event()
         self._heartbeat = 0
         self._status_due = False  # publish the status before the next heartbeat
@@ -215,9 +216,12 @@ class BedPublisher:
         OUTBOX_PENDING.labels(self.bed).set(len(self._lanes))
         self._wake.set()
 
-    def vital(self, kind: str, payload: dict[str, Any]) -> None:
-        """Latest value per kind; a newer value replaces one not yet sent (QoS 0 telemetry)."""
-        self._vitals[kind] = encode(payload)
+    def vital(self, kind: str, payload: VitalPayload) -> None:
+        """Latest value per kind; a newer value replaces one not yet sent (QoS 0 telemetry).
+
+        ``payload`` may be a function: it is called (and the result encoded) only when sent.
+        """
+        self._vitals[kind] = payload
         self._wake.set()
 
     # ------------------------------------------------------------------ connection
@@ -386,7 +390,8 @@ class BedPublisher:
                     break  # a long backlog must not starve the heartbeat
                 entry = self._lanes.peek()
             while self._vitals:
-                kind, body = self._vitals.popitem()
+                kind, payload = self._vitals.popitem()
+                body = encode(payload() if callable(payload) else payload)
                 await client.publish(self.topics.vital(kind), body, qos=0)
             if loop.time() >= next_beat:
                 self._heartbeat += 1
