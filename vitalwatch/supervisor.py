@@ -1,4 +1,4 @@
-"""The daemon: one TaskGroup with a link per device, a publisher and a ticker per bed.
+"""The daemon: one TaskGroup with a link per device, a publisher per bed and one ticker.
 
 SIGTERM (systemd) or SIGINT cancels the group; each ``async with`` closes its port or client
 on the way out and each publisher says ``offline`` before it goes. Nothing here decides
@@ -378,12 +378,20 @@ class Daemon:
 
         return status
 
-    async def _ticker(self, session: BedSession) -> None:
+    async def _ticker(self) -> None:
+        """Every bed's engine and session-record timers, TICK_S apart, from one task.
+
+        One task for all beds, not one per bed: each wake-up is event-loop overhead, and four
+        per-bed tickers at 4 Hz were about 6 % of the daemon's CPU at real device rates
+        (docs/performance.md, footprint).
+        """
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            session.tick(now)
-            self.records[session.bed].tick(now)
+            for bed_id, session in self.beds.items():
+                with bound_contextvars(bed=bed_id):
+                    session.tick(now)
+                    self.records[bed_id].tick(now)
             await asyncio.sleep(TICK_S)
 
     async def run(self, housekeeping: Housekeeping | None = None) -> None:
@@ -399,9 +407,9 @@ class Daemon:
                 for bed_id, session in self.beds.items():
                     with bound_contextvars(bed=bed_id):
                         start(self.publishers[bed_id].run(), f"publisher[{bed_id}]")
-                        start(self._ticker(session), f"ticker[{bed_id}]")
                         for dev_id, link in session.links.items():
                             start(link.run(), f"device[{bed_id}/{dev_id}]")
+                start(self._ticker(), "ticker")
                 start(hk.run(), "housekeeping")
                 hk.ready()
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
