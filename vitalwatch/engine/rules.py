@@ -91,6 +91,33 @@ class SustainState:
         self.worst = r.opt_number("worst")
 
 
+def finding_for(
+    rule: Rule,
+    message: str,
+    *,
+    value: float | None = None,
+    unit: str | None = None,
+    limit: float | None = None,
+    evidence: tuple[str, ...] = (),
+    device: str | None = None,
+) -> Finding:
+    """A rule's finding, with category and parameter from the condition vocabulary."""
+    info = CONDITIONS[rule.condition]
+    return Finding(
+        condition=rule.condition,
+        category=info.category,
+        parameter=info.parameter,
+        priority=rule.priority,
+        rule=rule.id,
+        value=value,
+        unit=unit,
+        limit=limit,
+        message=message,
+        evidence=evidence,
+        device=device,
+    )
+
+
 def sustained_limit(rule: Rule, baseline: Baseline | None) -> float | None:
     """The limit in force: absolute, or from the baseline (None when the baseline is missing)."""
     if rule.limit is not None:
@@ -133,17 +160,12 @@ def sustained_finding(rule: Rule, st: SustainState, limit: float, baseline: Base
     if latest is not None:
         evidence.append(f"latest t={latest.t:.1f} {parameter}={fmt(latest.value)} ({latest.device})")
     evidence.append(f"worst {fmt(st.worst)}; {fmt(round(st.acc, 1))} s of valid signal out of range")
-    info = CONDITIONS[rule.condition]
-    return Finding(
-        condition=rule.condition,
-        category=info.category,
-        parameter=info.parameter,
-        priority=rule.priority,
-        rule=rule.id,
+    return finding_for(
+        rule,
+        text,
         value=value,
         unit=unit,
         limit=shown_limit,
-        message=text,
         evidence=tuple(evidence),
         device=latest.device if latest is not None else None,
     )

@@ -35,6 +35,7 @@ from vitalwatch.engine.rules import (
     NibpCheck,
     NibpRuleState,
     SustainState,
+    finding_for,
     nibp_check,
     sustained_finding,
     sustained_limit,
@@ -42,7 +43,7 @@ from vitalwatch.engine.rules import (
 )
 from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
-from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
+from vitalwatch.engine.vocabulary import PHASES
 
 __all__ = ["ROLES", "BedEngine"]
 
@@ -412,32 +413,6 @@ class BedEngine:
         reason = f"baseline reading {len(readings) + 1} of {s.nibp_readings}"
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
-    def _finding(
-        self,
-        rule: Rule,
-        message: str,
-        *,
-        value: float | None = None,
-        unit: str | None = None,
-        limit: float | None = None,
-        evidence: tuple[str, ...] = (),
-        device: str | None = None,
-    ) -> Finding:
-        info = CONDITIONS[rule.condition]
-        return Finding(
-            condition=rule.condition,
-            category=info.category,
-            parameter=info.parameter,
-            priority=rule.priority,
-            rule=rule.id,
-            value=value,
-            unit=unit,
-            limit=limit,
-            message=message,
-            evidence=evidence,
-            device=device,
-        )
-
     def _rule_findings(self, rule: Rule, now: float, out: list[Output]) -> list[Finding]:
         elapsed = now - self._phase_start
         bl = self.baseline
@@ -461,7 +436,7 @@ class BedEngine:
                         f"{fmt(rule.limit)} {unit}: review before start"
                     )
                     return [
-                        self._finding(
+                        finding_for(
                             rule, text, value=value, unit=unit, limit=rule.limit, evidence=(bl.describe(),)
                         )
                     ]
@@ -477,7 +452,7 @@ class BedEngine:
                         reason = f" ({', '.join(why)})" if why else ""
                         text = f"No valid SpO2/pulse for {fmt(round(lost))} s{reason}"
                         return [
-                            self._finding(
+                            finding_for(
                                 rule,
                                 text,
                                 value=round(lost, 1),
@@ -500,7 +475,7 @@ class BedEngine:
                             else f"No data from {device} for {fmt(round(silent))} s"
                         )
                         found.append(
-                            self._finding(
+                            finding_for(
                                 rule,
                                 text,
                                 value=round(silent, 1),
@@ -520,7 +495,7 @@ class BedEngine:
                         f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
                         f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
                     )
-                    return [self._finding(rule, text, evidence=(b.describe(),))]
+                    return [finding_for(rule, text, evidence=(b.describe(),))]
             case "nibp_recovery":
                 last = self._nibp.last_valid()
                 if (
@@ -541,7 +516,7 @@ class BedEngine:
                         )
                         s_out = last.systolic > s_lim
                         return [
-                            self._finding(
+                            finding_for(
                                 rule,
                                 text,
                                 value=last.systolic if s_out else last.diastolic,
@@ -559,7 +534,7 @@ class BedEngine:
                         f"{fmt(round(self.table.planned_infusion_s / 60))} min: stop the pump or review"
                     )
                     return [
-                        self._finding(
+                        finding_for(
                             rule, text, value=round(elapsed, 1), unit="s", limit=self.table.planned_infusion_s
                         )
                     ]
@@ -578,7 +553,7 @@ class BedEngine:
                 f"{fmt(round(rule.interval_s / 60, 1))} min + {fmt(round(rule.grace_s / 60, 1))} min grace)"
             )
             found.append(
-                self._finding(
+                finding_for(
                     rule,
                     text,
                     value=round(since, 1),
@@ -608,7 +583,7 @@ class BedEngine:
                     f"{fmt(round(rule.due_until_s / 60))} min window of the {self._phase} (expected BP peak)"
                 )
                 found.append(
-                    self._finding(
+                    finding_for(
                         rule, text, value=round(since, 1), unit="s", limit=rule.due_until_s + rule.grace_s
                     )
                 )
