@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import sd_budget, snapshot_budget
+from vitalwatch.continuity.statestore import transition_to_json
+from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.payloads import WallClock, alert_payload
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.outbox import DB_NAME, Store
-from vitalwatch.payloads import WallClock, alert_payload
-from vitalwatch.statestore import transition_to_json
 
 # The busy bed of bench.snapshot_budget: an alarm every 3 min with 4 transitions, 104 an hour.
 TRANSITIONS_PER_HOUR = 104

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vitalwatch.outbox import DB_NAME, Entry, Lanes, Store
+from vitalwatch.delivery.outbox import DB_NAME, Entry, Lanes, Store
 
 N = 500
 RUNS = 3

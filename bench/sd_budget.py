@@ -1,7 +1,7 @@
 """SD-card write budget of the session record: bytes written per hour of a busy session.
 
 Why: issue 7 §8 allows at most 5 MB/hour written to the state directory, so the card lasts
-years. The session record (:mod:`vitalwatch.sessionlog`) is the part that grows with the
+years. The session record (:mod:`vitalwatch.record.sessionlog`) is the part that grows with the
 number of readings, so this drives it with a busy session in virtual time and counts every
 byte the process hands to ``write()`` (``wchar`` in ``/proc/self/io``: WAL frames, checkpoints
 and the database file; it over-counts nothing we do not write, and counts what the page
@@ -34,7 +34,7 @@ from vitalwatch.engine.outputs import (
     PhaseChanged,
     Priority,
 )
-from vitalwatch.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
+from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 
 TARGET_BYTES_PER_HOUR = 5_000_000
 PHASES = ("baseline", "infusion", "recovery")

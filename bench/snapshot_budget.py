@@ -10,8 +10,9 @@ as in ``sd_budget``: every byte the process hands to ``write()`` (``wchar`` in
 ``/proc/self/io``), an upper bound on what reaches the card.
 
 Busy session per bed, in virtual time with the real engine and the daemon's own
-:class:`~vitalwatch.statestore.SnapshotWriter`, :class:`~vitalwatch.statestore.RestoringEngine`
-and :class:`~vitalwatch.outbox.Store`: two oximeters (SpO2 and pulse at 1 Hz) and an NIBP monitor
+:class:`~vitalwatch.continuity.statestore.SnapshotWriter`,
+:class:`~vitalwatch.continuity.statestore.RestoringEngine`
+and :class:`~vitalwatch.delivery.outbox.Store`: two oximeters (SpO2 and pulse at 1 Hz) and an NIBP monitor
 every 3 min; 20 min baseline (so the snapshot carries 1200 baseline samples per signal, its
 largest part), 20 min infusion, 20 min recovery; from the infusion on, SpO2 falls to 84 % for
 40 s every 3 min (HIGH spo2_low: raised, re-notified, acknowledged by the nurse, cleared).
@@ -29,13 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vitalwatch.continuity.statestore import (
+    RestoringEngine,
+    SnapshottingEngine,
+    SnapshotWriter,
+    transition_to_json,
+)
+from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Output
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import default_table
-from vitalwatch.outbox import DB_NAME, Store
-from vitalwatch.payloads import WallClock
-from vitalwatch.statestore import RestoringEngine, SnapshottingEngine, SnapshotWriter, transition_to_json
 
 TARGET_BYTES_PER_HOUR = 5_000_000
 DEVICES = {"masimo": "spo2", "nonin": "spo2", "nibp": "nibp"}

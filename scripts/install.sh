@@ -84,7 +84,7 @@ else
     say "skipping the virtual environment (--skip-venv)"
 fi
 
-install -m 0755 "$SRC/vitalwatch/failsafe.py" "$P/libexec/vitalwatch-failsafe"
+install -m 0755 "$SRC/vitalwatch/ops/failsafe.py" "$P/libexec/vitalwatch-failsafe"
 install -m 0644 "$SRC/config/example.toml" "$P/share/vitalwatch.toml.example"
 install -m 0644 "$SRC/systemd/99-vitalwatch-serial.rules" "$P/share/99-vitalwatch-serial.rules"
 install -m 0644 "$SRC/requirements.lock" "$P/share/requirements.lock"

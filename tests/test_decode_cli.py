@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from vitalwatch.cli import main
-from vitalwatch.commands.decode import parse_option_value
+from vitalwatch.cli.decode import parse_option_value
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "masimo"
 RAD8 = VECTORS / "rad8_ascii1_capture_yahnatan.txt"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from vitalwatch.commands import export as export_cmd
+from vitalwatch.cli import export as export_cmd
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import PhaseChanged
-from vitalwatch.export import CSV_FIELDS
-from vitalwatch.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.export import CSV_FIELDS
+from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "session-record.md"

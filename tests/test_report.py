@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vitalwatch.cli import main
-from vitalwatch.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 SESSION = "chair-2-20250304-1"

@@ -17,9 +17,9 @@ import aiomqtt
 import pytest
 
 from vitalwatch.cli import main
+from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.payloads import WallClock, alert_payload, encode, status_payload
-from vitalwatch.tail import TailOptions, TailView, parse_broker_url, read_password_file, tail
+from vitalwatch.station.tail_view import TailOptions, TailView, parse_broker_url, read_password_file, tail
 from vitalwatch.testing import Mosquitto, free_port
 
 NOW = datetime(2026, 3, 1, 10, 15, 17, tzinfo=UTC)

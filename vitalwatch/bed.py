@@ -27,7 +27,7 @@ from vitalwatch.engine.outputs import (
     PhaseChanged,
     StatusChanged,
 )
-from vitalwatch.link import DeviceLink
+from vitalwatch.link.device_link import DeviceLink
 
 __all__ = ["BedSession", "Engine", "OutputSink", "VitalPayload"]
 
@@ -87,7 +87,7 @@ class BedSession:
         # Called with every output before it is dispatched (the session journal listens here).
         self.observers: list[Callable[[Output], None]] = list(observers or [])
         self._vital_payload = vital_payload
-        # The session record (vitalwatch.sessionlog) sees every observation and its validity.
+        # The session record (vitalwatch.record.sessionlog) sees every observation and its validity.
         self.recorder = recorder
         self.links: dict[str, DeviceLink] = {}
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed

@@ -15,10 +15,10 @@ import pytest
 
 from vitalwatch.config import parse_config
 from vitalwatch.engine.outputs import AlertState, AlertTransition
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = pytest.mark.mqtt

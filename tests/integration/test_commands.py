@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 
 from vitalwatch.config import parse_config
 from vitalwatch.engine.outputs import AlertTransition
-from vitalwatch.supervisor import Daemon
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.asyncio]

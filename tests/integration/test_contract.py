@@ -21,10 +21,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from vitalwatch.config import parse_config
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.asyncio]

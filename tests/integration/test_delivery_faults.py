@@ -29,11 +29,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from vitalwatch.config import Config, parse_config
+from vitalwatch.continuity.statestore import decode_snapshot
 from vitalwatch.engine.baseline import Baseline
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 from vitalwatch.engine.session import BedEngine
-from vitalwatch.statestore import decode_snapshot
-from vitalwatch.supervisor import Daemon
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.asyncio]

@@ -14,10 +14,10 @@ import aiomqtt
 import pytest
 
 from vitalwatch.config import Config, parse_config
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = pytest.mark.mqtt

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from vitalwatch.config import parse_config
-from vitalwatch.logconfig import configure_logging
+from vitalwatch.ops.daemon import Daemon
+from vitalwatch.ops.logconfig import configure_logging
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = pytest.mark.mqtt

@@ -28,11 +28,11 @@ import aiomqtt
 import pytest
 
 from vitalwatch.cli import build_parser
-from vitalwatch.commands.tail import build_options
+from vitalwatch.cli.tail import build_options
 from vitalwatch.config import MqttConfig, TlsConfig, parse_config
-from vitalwatch.publisher import read_password, tls_context
-from vitalwatch.supervisor import Daemon
-from vitalwatch.tail import tail
+from vitalwatch.delivery.publisher import read_password, tls_context
+from vitalwatch.ops.daemon import Daemon
+from vitalwatch.station.tail_view import tail
 from vitalwatch.testing import ConfiguredMosquitto, adapt_mosquitto_config, free_port, mosquitto_binary
 
 pytestmark = [

@@ -20,12 +20,12 @@ import aiomqtt
 import pytest
 
 from vitalwatch.config import parse_config
-from vitalwatch.payloads import encode, status_payload
+from vitalwatch.delivery.payloads import encode, status_payload
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
 from vitalwatch.station import StationConfig, serve_station
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto, free_port
 
 pytestmark = pytest.mark.mqtt

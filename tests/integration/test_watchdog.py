@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from vitalwatch.config import parse_config
-from vitalwatch.housekeeping import Housekeeping
-from vitalwatch.sdnotify import Notifier
+from vitalwatch.ops.daemon import Daemon
+from vitalwatch.ops.housekeeping import Housekeeping
+from vitalwatch.ops.sdnotify import Notifier
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.supervisor import Daemon
 from vitalwatch.testing import Mosquitto
 
 pytestmark = pytest.mark.mqtt

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vitalwatch.clocksync import ClockSync, adjtimex_synchronized, parse_timedatectl
+from vitalwatch.ops.clocksync import ClockSync, adjtimex_synchronized, parse_timedatectl
 
 
 def fake_timedatectl(tmp_path: Path, body: str) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vitalwatch import failsafe
-from vitalwatch.failsafe import find_alarm_command
+from vitalwatch.ops import failsafe
+from vitalwatch.ops.failsafe import find_alarm_command
 
 FAILSAFE = Path(failsafe.__file__)
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin")

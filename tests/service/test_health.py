@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.health import (
+from vitalwatch.ops.health import (
     BedState,
     DaemonSnapshot,
     DeviceState,

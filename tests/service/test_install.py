@@ -43,7 +43,7 @@ def test_layout(tmp_path: Path) -> None:
     opt = tmp_path / "opt" / "vitalwatch"
     etc = tmp_path / "etc"
     assert 0o755 == mode(opt / "libexec" / "vitalwatch-failsafe")
-    shipped_failsafe = (ROOT / "vitalwatch" / "failsafe.py").read_bytes()
+    shipped_failsafe = (ROOT / "vitalwatch" / "ops" / "failsafe.py").read_bytes()
     assert shipped_failsafe == (opt / "libexec" / "vitalwatch-failsafe").read_bytes()
     assert (ROOT / "requirements.lock").read_bytes() == (opt / "share" / "requirements.lock").read_bytes()
     assert (opt / "share" / "vitalwatch.toml.example").is_file()

@@ -11,7 +11,7 @@ import pytest
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import SerialSettings
-from vitalwatch.link import DeviceLink, backoff_delay
+from vitalwatch.link.device_link import DeviceLink, backoff_delay
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
@@ -104,7 +104,7 @@ def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
 
     from vitalwatch.drivers import make_driver
     from vitalwatch.drivers.events import DecodeProblem
-    from vitalwatch.logconfig import configure_logging
+    from vitalwatch.ops.logconfig import configure_logging
 
     config = DeviceConfig(id="mon", driver="hl7", url="x", role="multi", serial=SerialSettings())
     chunk = (

@@ -8,7 +8,7 @@ import json
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from vitalwatch.logconfig import configure_logging
+from vitalwatch.ops.logconfig import configure_logging
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from vitalwatch.continuity.statestore import RestoringEngine, transition_from_json, transition_to_json
+from vitalwatch.delivery.outbox import DB_NAME, Entry, Lanes, Store
+from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.outbox import DB_NAME, Entry, Lanes, Store
-from vitalwatch.payloads import WallClock
-from vitalwatch.statestore import RestoringEngine, transition_from_json, transition_to_json
 
 
 def entry(alert_id: str, seq: int, rank: int = 1) -> Entry:

@@ -2,7 +2,7 @@
 every example in docs/mqtt.md does too, and the schemas' enumerations are the code's vocabularies.
 
 A field added to a builder without the schema (or the other way round) fails here, so
-docs/mqtt.md, schemas/ and vitalwatch/payloads.py cannot drift apart.
+docs/mqtt.md, schemas/ and vitalwatch/delivery/payloads.py cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from vitalwatch.commands_in import Command, CommandError, parse_command
-from vitalwatch.drivers.vocabulary import KINDS
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
-from vitalwatch.payloads import (
+from vitalwatch.delivery.commands import Command, CommandError, parse_command
+from vitalwatch.delivery.payloads import (
     COMMANDS,
     ERROR_CODES,
     TECHNICAL_ALARMS,
@@ -35,6 +32,9 @@ from vitalwatch.payloads import (
     status_payload,
     vital_payload,
 )
+from vitalwatch.drivers.vocabulary import KINDS
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vitalwatch.sdnotify import MAX_STATUS_CHARS, Notifier, notify, watchdog_interval
+from vitalwatch.ops.sdnotify import MAX_STATUS_CHARS, Notifier, notify, watchdog_interval
 
 
 def receive(sock: socket.socket) -> set[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, PhaseChanged, Priority
-from vitalwatch.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 

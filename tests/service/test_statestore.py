@@ -1,4 +1,4 @@
-"""Resume from the engine snapshot reconciled with the alert journal (vitalwatch.statestore), and when
+"""Resume from the engine snapshot reconciled with the alert journal (continuity.statestore), and when
 snapshots are written; plus the daemon's fallback to the journal-only resume on a bad snapshot.
 
 The engine runs in virtual time (EngineHarness): infusion from t=300, SpO2 86 % from 300 (HIGH
@@ -20,12 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from vitalwatch.config import parse_config
-from vitalwatch.drivers.events import Observation
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Output, PhaseChanged, Priority
-from vitalwatch.engine.testing import EngineHarness
-from vitalwatch.outbox import DB_NAME, Store
-from vitalwatch.payloads import WallClock
-from vitalwatch.statestore import (
+from vitalwatch.continuity.statestore import (
     MAX_OUTAGE_S,
     RestoringEngine,
     SnapshotRejected,
@@ -36,6 +31,11 @@ from vitalwatch.statestore import (
     resume_from_snapshot,
     transition_to_json,
 )
+from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.payloads import WallClock
+from vitalwatch.drivers.events import Observation
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Output, PhaseChanged, Priority
+from vitalwatch.engine.testing import EngineHarness
 
 DEVICES = {"oximeter": "spo2", "nibp": "nibp"}
 EPOCH = 1_800_000_000.0  # wall clock when the snapshot was written
@@ -259,7 +259,7 @@ async def start_daemon_with(
     state: Path, h: EngineHarness, snapshot: bytes, devices: list[dict[str, str]]
 ) -> Any:
     """A Daemon built (not run) over a journal holding the harness's active alarm and ``snapshot``."""
-    from vitalwatch.supervisor import Daemon
+    from vitalwatch.ops.daemon import Daemon
 
     (alarm,) = h.engine.active_alarms()
     wall = WallClock(0.0, datetime.now(UTC))

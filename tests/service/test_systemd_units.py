@@ -65,7 +65,7 @@ def resolvable_units(tmp_path: Path) -> Path:
     fake_daemon.chmod(0o755)
     replacements = {
         "/opt/vitalwatch/venv/bin/vitalwatch": str(fake_daemon),
-        "/opt/vitalwatch/libexec/vitalwatch-failsafe": str(ROOT / "vitalwatch" / "failsafe.py"),
+        "/opt/vitalwatch/libexec/vitalwatch-failsafe": str(ROOT / "vitalwatch" / "ops" / "failsafe.py"),
         "/usr/bin/python3": sys.executable,
     }
     for name in ("vitalwatch.service", "vitalwatch-failsafe.service"):
@@ -192,8 +192,8 @@ def test_daemon_imports_survive_memory_deny_write_execute() -> None:
         except OSError:
             pass
         import asyncio, numpy, structlog, serial, aiomqtt, prometheus_client, hl7
-        import vitalwatch.supervisor, vitalwatch.cli
-        from vitalwatch.clocksync import adjtimex_synchronized
+        import vitalwatch.ops.daemon, vitalwatch.cli
+        from vitalwatch.ops.clocksync import adjtimex_synchronized
         assert adjtimex_synchronized() in (True, False)
         assert float(numpy.mean(numpy.arange(100.0))) == 49.5
         async def main():

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from vitalwatch.nurse_view import format_alert
+from vitalwatch.station.nurse_view import format_alert
 
 __all__ = [
     "CREDENTIAL_NAME",

@@ -83,7 +83,7 @@ def _load_config(path: str) -> tuple[AlarmTable, str, dict[str, str]]:
 
 def _replay_recording(directory: Path, table: AlarmTable | None) -> int:
     """Raw bytes of a live run back through fresh drivers and engines: the same alerts."""
-    from vitalwatch.recording import replay_recording
+    from vitalwatch.continuity.recording import replay_recording
 
     try:
         results = replay_recording(directory, table=table)

@@ -12,7 +12,7 @@ Durability (fsync) policy:
   the WAL is fsynced at every such commit, so an alert the engine raised survives a power
   cut the moment the publisher may send it. ``NORMAL`` could lose the last commits on power
   loss - exactly the alerts raised while the broker was down.
-- Engine snapshots (:mod:`vitalwatch.statestore`, one row per bed, updated in place) are
+- Engine snapshots (:mod:`vitalwatch.continuity.statestore`, one row per bed, updated in place) are
   written with ``synchronous=NORMAL``: the alert rows they follow are already FULL-synced,
   and a lost snapshot only means the restart resumes from an older one.
 - Delivery marks and ``NORMAL`` session values (the alert-id counter) are *deferred*: kept on
@@ -74,7 +74,7 @@ import structlog
 
 __all__ = ["DB_NAME", "PAGE_SIZE", "Entry", "Lanes", "PendingRow", "Store"]
 
-log = structlog.get_logger("vitalwatch.outbox")
+log = structlog.get_logger("vitalwatch.delivery.outbox")
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], object]

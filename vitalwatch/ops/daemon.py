@@ -5,7 +5,7 @@ on the way out and each publisher says ``offline`` before it goes. Nothing here 
 anything clinical: that is the engine's job.
 
 At start the outbox database (``{state.directory}/vitalwatch.sqlite3``) is opened and each
-bed's session resumed from it (:mod:`vitalwatch.statestore`): the engine continues from its
+bed's session resumed from it (:mod:`vitalwatch.continuity.statestore`): the engine continues from its
 last snapshot (baseline, sustain/re-notify/escalation timers, NIBP rule state, active alarms),
 reconciled with the alert journal, or - without a usable snapshot - from the journal alone;
 undelivered alerts are queued again, the seq and alert-id counters continue, the phase is
@@ -32,26 +32,9 @@ from prometheus_client import start_http_server as start_metrics_server
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.bed import BedSession, Engine
-from vitalwatch.commands_in import CommandHandler
 from vitalwatch.config import BedConfig, Config
-from vitalwatch.drivers import Observation
-from vitalwatch.engine.outputs import Output, PhaseChanged
-from vitalwatch.engine.session import BedEngine
-from vitalwatch.housekeeping import DaemonCollector, Housekeeping
-from vitalwatch.link import DeviceLink
-from vitalwatch.metrics import (
-    BROKER_UNREACHABLE,
-    BROKER_UNREACHABLE_ALARMS,
-    COMMANDS,
-    PERSISTENCE_DEGRADED,
-    PERSISTENCE_FAILURES,
-)
-from vitalwatch.outbox import DB_NAME, Store
-from vitalwatch.payloads import WallClock, status_payload, vital_payload
-from vitalwatch.publisher import BedPublisher
-from vitalwatch.recording import BedJournal, RecordingEngine, open_journals, write_meta
-from vitalwatch.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
-from vitalwatch.statestore import (
+from vitalwatch.continuity.recording import BedJournal, RecordingEngine, open_journals, write_meta
+from vitalwatch.continuity.statestore import (
     SNAPSHOT_AFTER_S,
     IdFactory,
     RestoringEngine,
@@ -63,10 +46,27 @@ from vitalwatch.statestore import (
     seed_engine,
     transition_from_json,
 )
+from vitalwatch.delivery.commands import CommandHandler
+from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
+from vitalwatch.delivery.publisher import BedPublisher
+from vitalwatch.drivers import Observation
+from vitalwatch.engine.outputs import Output, PhaseChanged
+from vitalwatch.engine.session import BedEngine
+from vitalwatch.link.device_link import DeviceLink
+from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
+from vitalwatch.ops.metrics import (
+    BROKER_UNREACHABLE,
+    BROKER_UNREACHABLE_ALARMS,
+    COMMANDS,
+    PERSISTENCE_DEGRADED,
+    PERSISTENCE_FAILURES,
+)
+from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
 
-log = structlog.get_logger("vitalwatch.supervisor")
+log = structlog.get_logger("vitalwatch.ops.daemon")
 
 # How often the engine's timers run (sustain, renotify, overdue, silent link). Alarm
 # delays are whole seconds; a quarter second keeps the added latency well below that.

@@ -1,7 +1,7 @@
-"""The ``vitalwatch`` command line: a thin dispatcher over :mod:`vitalwatch.commands`.
+"""The ``vitalwatch`` command line: a thin dispatcher over one module per sub-command.
 
-Each sub-command lives in its own module with ``register(subparsers)`` (which sets
-``func`` on its parser) so adding one never touches the others.
+Each sub-command lives in its own module of this package, named after the command, with
+``register(subparsers)`` (which sets ``func`` on its parser) so adding one never touches the others.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vitalwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module_name = f"vitalwatch.commands.{name}"
+        module_name = f"vitalwatch.cli.{name}"
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -59,7 +59,7 @@ __all__ = [
     "connect_readonly",
 ]
 
-log = structlog.get_logger("vitalwatch.sessionlog")
+log = structlog.get_logger("vitalwatch.record.sessionlog")
 
 SESSIONS_DB_NAME = "sessions.sqlite3"
 SCHEMA_VERSION = 1

@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import Any
 
-from vitalwatch.commands.decode import parse_options
+from vitalwatch.cli.decode import parse_options
 from vitalwatch.simulators import SIMULATORS, make_simulator, simulator_class
 from vitalwatch.simulators.base import DeviceSimulator
 from vitalwatch.simulators.endpoint import Endpoint, serve_pty, serve_tcp

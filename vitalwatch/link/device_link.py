@@ -23,11 +23,11 @@ from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Driver, Event, make_driver
 from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.errors import DeviceError
-from vitalwatch.serial_port import SerialPort
+from vitalwatch.link.serial_port import SerialPort
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
 
-log = structlog.get_logger("vitalwatch.link")
+log = structlog.get_logger("vitalwatch.link.device_link")
 
 # Longest wait between reconnect attempts; short enough that a re-plugged adapter is
 # back within half a minute.

@@ -11,7 +11,7 @@ Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op that returns ``Fal
 runs the same from a terminal, in tests, and under ``Type=notify``.
 
 Why the daemon must be careful with ``WATCHDOG=1``: systemd restarts the service when pings stop,
-which is the whole point. Ping only after positive health checks (see :mod:`vitalwatch.health`),
+which is the whole point. Ping only after positive health checks (see :mod:`vitalwatch.ops.health`),
 never from a timer that keeps running while the work is stuck.
 """
 

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from typing import Any
 
-from vitalwatch.logconfig import configure_logging
+from vitalwatch.ops.logconfig import configure_logging
 from vitalwatch.station import StationConfig, serve_station, station_url
 
 

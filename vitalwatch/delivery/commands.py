@@ -13,13 +13,13 @@ malformed command and on generated ones. At most :data:`MAX_COMMAND_BYTES` of UT
     "sent_utc" (when the station sent it)
 
 Every command gets exactly one result on ``.../cmd/result`` echoing ``request_id``, built by
-:func:`vitalwatch.payloads.command_result_payload` (one builder, one schema)::
+:func:`vitalwatch.delivery.payloads.command_result_payload` (one builder, one schema)::
 
     {"schema": "vitalwatch.cmd-result/1", "request_id": ..., "command": ..., "ok": true|false,
      "error": null | {"code": "...", "message": "..."}, "site": ..., "bed": ...,
      "detail": {...} | null, "sent_utc": ...}
 
-Error codes are :data:`vitalwatch.payloads.ERROR_CODES`. A rejected command changes nothing.
+Error codes are :data:`vitalwatch.delivery.payloads.ERROR_CODES`. A rejected command changes nothing.
 Fields are checked strictly (unknown fields are errors) because a typo in a clinical command
 should be refused loudly, not half-applied. Who may send a command at all is the broker's ACL's
 job. ``alert_id`` ``"*"`` acknowledges every active alarm of the bed; nothing else is a wildcard.
@@ -38,11 +38,11 @@ from typing import Any
 
 import structlog
 
-from vitalwatch.payloads import COMMANDS, command_result_payload
+from vitalwatch.delivery.payloads import COMMANDS, command_result_payload
 
 __all__ = ["MAX_COMMAND_BYTES", "Command", "CommandError", "CommandHandler", "parse_command"]
 
-log = structlog.get_logger("vitalwatch.commands")
+log = structlog.get_logger("vitalwatch.delivery.commands")
 
 # Real commands are ~150 bytes; 4 KiB leaves room for long ids while bounding what a
 # misbehaving client can make us parse.

@@ -3,7 +3,7 @@
 None of this is on the alarm path. It reads the running daemon's state once a second (the
 hot path only keeps plain counters and timestamps) and:
 
-- pings the systemd watchdog only while :func:`vitalwatch.health.assess` finds no fault, and
+- pings the systemd watchdog only while :func:`vitalwatch.ops.health.assess` finds no fault, and
   measures event-loop lag on the way (a blocked loop misses its ping, so systemd restarts it);
 - exposes Prometheus metrics through a collector that reads that state at scrape time;
 - answers ``vitalwatch status`` on a Unix socket with a JSON snapshot;
@@ -25,16 +25,16 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vitalwatch.clocksync import ClockSync
-from vitalwatch.health import BedState, DaemonSnapshot, DeviceState, Health, assess
-from vitalwatch.sdnotify import Notifier, watchdog_interval
+from vitalwatch.ops.clocksync import ClockSync
+from vitalwatch.ops.health import BedState, DaemonSnapshot, DeviceState, Health, assess
+from vitalwatch.ops.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
-    from vitalwatch.supervisor import Daemon
+    from vitalwatch.ops.daemon import Daemon
 
 __all__ = ["DaemonCollector", "Housekeeping", "snapshot_of"]
 
-log = structlog.get_logger("vitalwatch.housekeeping")
+log = structlog.get_logger("vitalwatch.ops.housekeeping")
 
 # How often health is assessed when systemd asked for no watchdog (status socket, metrics).
 DEFAULT_PERIOD_S = 1.0

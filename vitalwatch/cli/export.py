@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
 
 def database_path(args: argparse.Namespace) -> Path | None:
     """``--db``, else ``{state.directory}/sessions.sqlite3`` of ``--config``, else the default state dir."""
-    from vitalwatch.sessionlog import SESSIONS_DB_NAME
+    from vitalwatch.record.sessionlog import SESSIONS_DB_NAME
 
     if args.db is not None:
         return Path(args.db)
@@ -72,8 +72,8 @@ def parse_since(text: str) -> datetime:
 
 def run(args: argparse.Namespace) -> int:
     """Write the export; see the module docstring for exit codes."""
-    from vitalwatch.export import export_row, load_session, sessions_since, summarise, write_export
-    from vitalwatch.sessionlog import connect_readonly
+    from vitalwatch.record.export import export_row, load_session, sessions_since, summarise, write_export
+    from vitalwatch.record.sessionlog import connect_readonly
 
     try:
         since = parse_since(args.since)

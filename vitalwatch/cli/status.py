@@ -17,8 +17,8 @@ from typing import Any
 
 from vitalwatch.config import load_config
 from vitalwatch.errors import ConfigError
-from vitalwatch.health import DaemonSnapshot, assess, format_report
-from vitalwatch.supervisor import STATUS_SOCKET
+from vitalwatch.ops.daemon import STATUS_SOCKET
+from vitalwatch.ops.health import DaemonSnapshot, assess, format_report
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_UNREACHABLE = 0, 1, 2
 

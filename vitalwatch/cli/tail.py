@@ -20,8 +20,8 @@ from typing import Any
 import aiomqtt
 
 from vitalwatch.config import MqttConfig, TlsConfig
-from vitalwatch.publisher import tls_context
-from vitalwatch.tail import TailOptions, parse_broker_url, read_password_file, tail
+from vitalwatch.delivery.publisher import tls_context
+from vitalwatch.station.tail_view import TailOptions, parse_broker_url, read_password_file, tail
 
 __all__ = ["build_options", "register", "run"]
 

@@ -1,6 +1,6 @@
 """The station in `vitalwatch demo`: a WebSocket listener for the embedded broker and the page's address.
 
-Kept here so the demo (vitalwatch/demo.py) needs three lines: add :func:`amqtt_ws_listener` to the
+Kept here so the demo (vitalwatch/demo_stack.py) needs three lines: add :func:`amqtt_ws_listener` to the
 embedded amqtt broker's listeners, enter :func:`demo_station`, and the address is printed for a new
 user to open. amqtt 0.12's ``ws`` listener speaks MQTT over WebSockets to the page's MQTT.js.
 """

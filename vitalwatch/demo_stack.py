@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from vitalwatch.config import Config, parse_config
-from vitalwatch.nurse_view import format_alert
+from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.station.demo import amqtt_ws_listener, demo_station
-from vitalwatch.supervisor import Daemon
+from vitalwatch.station.embedded_ws import amqtt_ws_listener, demo_station
+from vitalwatch.station.nurse_view import format_alert
 from vitalwatch.testing import free_port
 
 __all__ = ["demo_config", "run_demo"]

@@ -10,8 +10,8 @@ from typing import Any
 
 from vitalwatch.config import load_config
 from vitalwatch.errors import ConfigError
-from vitalwatch.logconfig import configure_logging
-from vitalwatch.supervisor import run_daemon
+from vitalwatch.ops.daemon import run_daemon
+from vitalwatch.ops.logconfig import configure_logging
 
 EXIT_BAD_CONFIG = 2
 

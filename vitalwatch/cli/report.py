@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vitalwatch.commands.export import database_path
+from vitalwatch.cli.export import database_path
 
 __all__ = ["register", "run"]
 
@@ -45,8 +45,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; see the module docstring for exit codes."""
-    from vitalwatch.export import last_session_of_bed, load_session
-    from vitalwatch.sessionlog import connect_readonly
+    from vitalwatch.record.export import last_session_of_bed, load_session
+    from vitalwatch.record.sessionlog import connect_readonly
 
     path = database_path(args)
     if path is None:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         conn.close()
-    from vitalwatch.report import write_report
+    from vitalwatch.record.report import write_report
 
     try:
         png, page = write_report(data, args.out)

@@ -3,7 +3,7 @@
 Why: a clinician reviewing a ketamine session wants one picture (vitals over time, the phases,
 when alarms fired and when they were answered) and one page of numbers (baseline, peaks,
 response times, discharge-ready time), not a database. Both come from the session record
-(:mod:`vitalwatch.sessionlog`) through :func:`vitalwatch.export.summarise`, so the report and
+(:mod:`vitalwatch.record.sessionlog`) through :func:`vitalwatch.record.export.summarise`, so the report and
 the registry export always agree.
 
 The plot uses matplotlib's object API (``Figure`` + Agg canvas, no pyplot): no display is
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from vitalwatch.export import AlarmLife, SessionData, Summary, summarise
+from vitalwatch.record.export import AlarmLife, SessionData, Summary, summarise
 
 __all__ = ["PRIORITY_COLOURS", "render_html", "render_plot", "write_report"]
 

@@ -1,7 +1,7 @@
 """MQTT for one bed: alerts from the durable outbox, retained alarm set and status, vitals, commands.
 
 The only daemon module that imports ``aiomqtt`` (besides ``demo``/``tail``), so the move to
-aiomqtt 3 changes one file. What it publishes (``vitalwatch.payloads.Topics``)::
+aiomqtt 3 changes one file. What it publishes (``vitalwatch.delivery.payloads.Topics``)::
 
     .../alerts              every transition, QoS 1, not retained, from the outbox (priority lanes)
     .../alarms/{alert_id}   retained latest transition while active; empty retained when it ends;
@@ -11,7 +11,7 @@ aiomqtt 3 changes one file. What it publishes (``vitalwatch.payloads.Topics``)::
     .../vitals/{kind}       latest value, QoS 0
     .../cmd (in)  ->  .../cmd/result (out, QoS 1)
 
-Delivery: an alert transition is committed to SQLite (:class:`vitalwatch.outbox.Store`) before
+Delivery: an alert transition is committed to SQLite (:class:`vitalwatch.delivery.outbox.Store`) before
 it is offered to the broker and marked delivered only after ``publish(qos=1)`` returned, which
 in aiomqtt 2.x means the PUBACK arrived (bounded by ``publish_timeout_s``: a SIGSTOPped broker
 keeps TCP open and never answers). One transition is in flight at a time, so nothing after a
@@ -19,7 +19,7 @@ failure can overtake it. A fresh ``aiomqtt.Client`` is built for every connectio
 unacknowledged QoS 1 messages in memory and would resend them on its own after a reconnect,
 beside what we resend from the outbox (operations note §2.1). Receivers de-duplicate on
 ``(alert_id, seq)``. If the database cannot be written, sending goes on from memory and the
-store holds the refused rows until the disk takes them again (:mod:`vitalwatch.outbox`); the
+store holds the refused rows until the disk takes them again (:mod:`vitalwatch.delivery.outbox`); the
 delivery mark is deferred by the store (a crash before it is written means one resend).
 
 Broker unreachable: if alerts could not be delivered for ``unreachable_alarm_s`` (disconnected
@@ -47,16 +47,16 @@ import structlog
 
 from vitalwatch.bed import VitalPayload
 from vitalwatch.config import MqttConfig
+from vitalwatch.continuity.statestore import transition_to_json
+from vitalwatch.delivery.outbox import Entry, Lanes, PendingRow, Store
+from vitalwatch.delivery.payloads import Topics, WallClock, alert_payload, command_result_payload, encode
 from vitalwatch.engine.outputs import AlertState, AlertTransition
-from vitalwatch.link import backoff_delay
-from vitalwatch.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, PUBLISH_ACK_LATENCY
-from vitalwatch.outbox import Entry, Lanes, PendingRow, Store
-from vitalwatch.payloads import Topics, WallClock, alert_payload, command_result_payload, encode
-from vitalwatch.statestore import transition_to_json
+from vitalwatch.link.device_link import backoff_delay
+from vitalwatch.ops.metrics import ALERTS_DELIVERED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, PUBLISH_ACK_LATENCY
 
 __all__ = ["BedPublisher", "read_password", "tls_context"]
 
-log = structlog.get_logger("vitalwatch.publisher")
+log = structlog.get_logger("vitalwatch.delivery.publisher")
 
 # How long an alert waits for its SQLite commit before it is sent anyway: a stalled SD card
 # must not hold back a nurse's alert (the row is still written when the disk answers).

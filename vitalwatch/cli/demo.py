@@ -8,8 +8,8 @@ import contextlib
 import sys
 from typing import Any
 
-from vitalwatch.demo import run_demo
-from vitalwatch.logconfig import configure_logging
+from vitalwatch.demo_stack import run_demo
+from vitalwatch.ops.logconfig import configure_logging
 
 
 def register(sub: Any) -> None:

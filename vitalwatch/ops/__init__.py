@@ -1,0 +1,1 @@
+"""The daemon and how it looks after itself: supervisor, health, watchdog, metrics, clock, fail-safe."""
