@@ -7,7 +7,8 @@
      ├── DeviceError          a serial link failed; .device_id, .port
      │    ├── DeviceUnavailable   the port could not be opened or vanished
      │    └── DeviceTimeout       the port stopped answering
-     └── PublishError         the broker refused or did not acknowledge
+     ├── PublishError         the broker refused or did not acknowledge
+     └── StartupError         the daemon cannot start (a port in use, a state directory held)
 
 Malformed device bytes are *not* exceptions: drivers report them as ``DecodeProblem``
 events. Exceptions are for misuse and for the edges where I/O fails.
@@ -24,6 +25,7 @@ __all__ = [
     "DeviceTimeout",
     "DeviceUnavailable",
     "PublishError",
+    "StartupError",
     "VitalwatchError",
 ]
 
@@ -70,3 +72,11 @@ class DeviceTimeout(DeviceError):
 
 class PublishError(VitalwatchError):
     """The broker refused a message or did not acknowledge it in time."""
+
+
+class StartupError(VitalwatchError):
+    """The daemon cannot start for a reason outside the configuration file (a port in use, ...).
+
+    The message names the setting to change, so ``vitalwatch run`` prints it as one line instead
+    of a traceback, and systemd's journal says why the unit failed.
+    """

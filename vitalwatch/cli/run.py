@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from vitalwatch.config import load_config
-from vitalwatch.errors import ConfigError
+from vitalwatch.errors import ConfigError, StartupError
 from vitalwatch.ops.daemon import run_daemon
 from vitalwatch.ops.logconfig import configure_logging
 
 EXIT_BAD_CONFIG = 2
+# The configuration is fine but the daemon cannot start here and now (state directory held by
+# another daemon, metrics port in use): one line saying why, never a traceback.
+EXIT_CANNOT_START = 1
 
 
 def register(sub: Any) -> None:
@@ -39,5 +42,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    asyncio.run(run_daemon(config, record_dir=args.record))
+    try:
+        asyncio.run(run_daemon(config, record_dir=args.record))
+    except StartupError as exc:
+        print(f"vitalwatch: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     return 0

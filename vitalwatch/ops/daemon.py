@@ -53,6 +53,7 @@ from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.drivers import Observation
 from vitalwatch.engine.outputs import Output, PhaseChanged
 from vitalwatch.engine.session import BedEngine
+from vitalwatch.errors import StartupError
 from vitalwatch.link.device_link import DeviceLink
 from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
 from vitalwatch.ops.metrics import (
@@ -62,6 +63,7 @@ from vitalwatch.ops.metrics import (
     PERSISTENCE_DEGRADED,
     PERSISTENCE_FAILURES,
 )
+from vitalwatch.ops.statelock import StateLock
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
@@ -432,9 +434,15 @@ class Daemon:
         cfg = self.config.metrics
         if not cfg.enabled:
             return None
+        try:
+            start_metrics_server(cfg.port, addr=cfg.address)
+        except OSError as exc:
+            raise StartupError(
+                f"metrics.port: cannot listen on {cfg.address}:{cfg.port}: {exc.strerror or exc}"
+                " (another program uses it? change [metrics] port or set enabled = false)"
+            ) from None
         collector = DaemonCollector(hk)
         REGISTRY.register(collector)
-        start_metrics_server(cfg.port, addr=cfg.address)
         log.info("metrics.listening", address=cfg.address, port=cfg.port)
         return collector
 
@@ -443,8 +451,19 @@ async def run_daemon(
     config: Config, *, stop: asyncio.Event | None = None, record_dir: Path | None = None
 ) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
+    lock = StateLock(config.state.directory)
+    # Before anything is opened: a second daemon must not touch the journal at all.
+    if not lock.acquire():
+        log.warning("state.lock_unavailable", path=str(lock.path))
+    try:
+        await _run_until_stopped(config, stop or asyncio.Event(), record_dir)
+    finally:
+        lock.release()
+    log.info("daemon.stopped")
+
+
+async def _run_until_stopped(config: Config, stop: asyncio.Event, record_dir: Path | None) -> None:
     loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
@@ -462,4 +481,3 @@ async def run_daemon(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-    log.info("daemon.stopped")
