@@ -212,13 +212,24 @@ class _Reader:
             return default
         return value
 
-    def file(self, name: str, base: Path | None) -> Path | None:
+    def file(self, name: str, base: Path | None, *, must_exist: bool = False) -> Path | None:
+        """A path, relative to the configuration file's folder; ``must_exist`` checks it is a file.
+
+        Checked here so ``check-config`` finds a missing certificate or password file, instead of
+        ``run`` failing on it under systemd (a restart loop). Readability is checked at run time:
+        check-config is often run by another user than the daemon's.
+        """
         value = self.string(name)
         if value is None:
+            return None
+        if not value:
+            self.problem(name, "must not be empty")
             return None
         path = Path(value)
         if not path.is_absolute() and base is not None:
             path = base / path
+        if must_exist and not path.is_file():
+            self.problem(name, f"no such file: {path}" if not path.exists() else f"not a file: {path}")
         return path
 
     def table(self, name: str) -> Mapping[str, Any] | None:
@@ -244,9 +255,9 @@ class _Reader:
 def _tls(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | None) -> TlsConfig:
     r = _Reader(data, "mqtt.tls", problems)
     tls = TlsConfig(
-        ca_file=r.file("ca_file", base),
-        cert_file=r.file("cert_file", base),
-        key_file=r.file("key_file", base),
+        ca_file=r.file("ca_file", base, must_exist=True),
+        cert_file=r.file("cert_file", base, must_exist=True),
+        key_file=r.file("key_file", base, must_exist=True),
         verify_hostname=r.boolean("verify_hostname", True),
     )
     if (tls.cert_file is None) != (tls.key_file is None):
@@ -266,7 +277,7 @@ def _mqtt(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | N
         port=r.integer("port", 1883, 1, 65535),
         client_id=r.string("client_id"),
         username=r.string("username"),
-        password_file=r.file("password_file", base),
+        password_file=r.file("password_file", base, must_exist=True),
         keepalive_s=r.integer("keepalive_s", 30, 5, 3600),
         topic_prefix=prefix,
         heartbeat_s=r.number("heartbeat_s", 5.0, 0.5, 600.0),
@@ -309,6 +320,9 @@ def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) ->
     dev_id = r.ident("id")
     driver = r.string("driver", required=True)
     url = r.string("url", required=True)
+    if url is not None and not url.strip():
+        r.problem("url", "must not be empty (a device path such as /dev/ttyUSB0 or a pyserial URL)")
+        url = None
     options = dict(r.table("options") or {})
     defaults = SerialSettings()
     if driver is not None:
@@ -352,16 +366,19 @@ def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
             br.problem("devices", "at least one [[beds.devices]] table is required")
         seen_devices: set[str] = set()
         for j, dev_data in enumerate(device_tables):
-            dev = _device(dev_data, f"beds[{i}].devices[{j}]", problems)
-            if dev is None:
-                continue
-            if dev.id in seen_devices:
+            # Judged on the raw id, so a duplicate is reported with the device's other problems,
+            # not only once those are fixed.
+            raw_id = dev_data.get("id")
+            duplicate = isinstance(raw_id, str) and raw_id in seen_devices
+            if duplicate:
                 problems.append(
-                    ConfigProblem(f"beds[{i}].devices[{j}].id", f"duplicate device id {dev.id!r}")
+                    ConfigProblem(f"beds[{i}].devices[{j}].id", f"duplicate device id {raw_id!r}")
                 )
-                continue
-            seen_devices.add(dev.id)
-            devices.append(dev)
+            if isinstance(raw_id, str):
+                seen_devices.add(raw_id)
+            dev = _device(dev_data, f"beds[{i}].devices[{j}]", problems)
+            if dev is not None and not duplicate:
+                devices.append(dev)
         br.finish()
         if bed_id is not None:
             seen_beds.add(bed_id)
@@ -379,6 +396,13 @@ def _alarms(data: Mapping[str, Any] | None, problems: list[ConfigProblem]) -> An
         return None
 
 
+def _state_directory(r: _Reader, base: Path | None) -> Path:
+    directory = r.file("directory", base) or Path("/var/lib/vitalwatch")
+    if directory.exists() and not directory.is_dir():
+        r.problem("directory", f"must be a directory, {directory} is a file")
+    return directory
+
+
 def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Validate a parsed TOML document; raises ConfigError listing every problem."""
     problems: list[ConfigProblem] = []
@@ -393,7 +417,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     lr.finish()
     sr = _Reader(r.table("state") or {}, "state", problems)
     state = StateConfig(
-        directory=sr.file("directory", base) or Path("/var/lib/vitalwatch"),
+        directory=_state_directory(sr, base),
         restore_grace_s=sr.number("restore_grace_s", 120.0, 0.0, 86400.0),
     )
     sr.finish()
@@ -420,6 +444,32 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         metrics=metrics,
         source=source,
     )
+
+
+def unreadable_files(config: Config) -> list[ConfigProblem]:
+    """The configured secret and certificate files this process cannot read, each with its key.
+
+    ``vitalwatch run`` checks this before it starts anything, so a key file readable by root but
+    not by the daemon's user is one line naming ``mqtt.tls.key_file``, not a traceback.
+    """
+    files: list[tuple[str, Path | None]] = [("mqtt.password_file", config.mqtt.password_file)]
+    if config.mqtt.tls is not None:
+        tls = config.mqtt.tls
+        files += [
+            ("mqtt.tls.ca_file", tls.ca_file),
+            ("mqtt.tls.cert_file", tls.cert_file),
+            ("mqtt.tls.key_file", tls.key_file),
+        ]
+    problems: list[ConfigProblem] = []
+    for key, path in files:
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            problems.append(ConfigProblem(key, f"cannot read {path}: {exc.strerror or exc}"))
+    return problems
 
 
 def load_config(path: Path) -> Config:

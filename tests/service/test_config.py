@@ -135,3 +135,44 @@ def test_line_settings_follow_the_contec_protocol_option() -> None:
     assert (serials[0].baudrate, serials[0].parity.value) == (19200, "O")
     assert (serials[1].baudrate, serials[1].parity.value) == (115200, "N")
     assert (serials[2].baudrate, serials[2].parity.value) == (9600, "O")
+
+
+def test_missing_secret_and_certificate_files_are_named_by_check_config(tmp_path: Path) -> None:
+    mqtt = {
+        "password_file": str(tmp_path / "nope.pw"),
+        "tls": {"ca_file": str(tmp_path / "ca.pem"), "cert_file": str(tmp_path), "key_file": ""},
+    }
+    found = problems_of(minimal(mqtt=mqtt))
+    assert f"mqtt.password_file: no such file: {tmp_path / 'nope.pw'}" in found
+    assert f"mqtt.tls.ca_file: no such file: {tmp_path / 'ca.pem'}" in found
+    assert f"mqtt.tls.cert_file: not a file: {tmp_path}" in found
+    assert "mqtt.tls.key_file: must not be empty" in found
+
+
+def test_files_that_vanish_after_checking_are_named_by_run(tmp_path: Path) -> None:
+    """`run` re-checks readability right before starting (check-config may run as another user)."""
+    from vitalwatch.config import unreadable_files
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    config = parse_config(minimal(mqtt={"password_file": str(secret)}))
+    assert [] == unreadable_files(config)
+    secret.unlink()
+    assert ["mqtt.password_file"] == [p.key for p in unreadable_files(config)]
+
+
+def test_empty_url_and_a_state_directory_that_is_a_file(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("")
+    dev = {"id": "ox", "driver": "masimo", "url": ""}
+    found = problems_of(minimal(state={"directory": str(not_a_dir)}, beds=[{"id": "b", "devices": [dev]}]))
+    assert any(p.startswith("beds[0].devices[0].url: must not be empty") for p in found)
+    assert f"state.directory: must be a directory, {not_a_dir} is a file" in found
+
+
+def test_a_duplicate_device_id_is_reported_with_the_devices_other_problems() -> None:
+    good = {"id": "ox", "driver": "masimo", "url": "x"}
+    bad = {"id": "ox", "driver": "bogus", "url": "x"}
+    found = problems_of(minimal(beds=[{"id": "b", "devices": [good, bad]}]))
+    assert "beds[0].devices[1].id: duplicate device id 'ox'" in found
+    assert any(p.startswith("beds[0].devices[1].driver: unknown driver 'bogus'") for p in found)

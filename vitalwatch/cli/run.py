@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vitalwatch.config import load_config
+from vitalwatch.config import load_config, unreadable_files
 from vitalwatch.errors import ConfigError, StartupError
 from vitalwatch.ops.daemon import run_daemon
 from vitalwatch.ops.logconfig import configure_logging
@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        unreadable = unreadable_files(config)
+        if unreadable:
+            raise ConfigError(unreadable)
     except ConfigError as exc:
         print("vitalwatch: refusing to start, the configuration is invalid:", file=sys.stderr)
         for problem in exc.problems:
