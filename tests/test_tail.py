@@ -275,3 +275,56 @@ async def test_vitalwatch_tail_command_prints_snapshot_then_transitions_and_exit
         "-- live --",
         "10:15:17 chair-1 HIGH   CLEARED      SpO2 back  (value 88 %, limit 90 %)",
     ] == lines
+
+
+class _Lines(io.StringIO):
+    """Captured output whose lines can be awaited one condition at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.changed.set()
+        return super().write(text)
+
+    async def wait_for(self, needle: str, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while needle not in self.getvalue():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.mark.mqtt
+@pytest.mark.asyncio
+async def test_tail_says_the_broker_was_lost_and_resumes_when_it_is_back(mosquitto: Mosquitto) -> None:
+    """A broker killed and restarted: tail says so, re-reads the active set and prints new alerts once."""
+    first = alert("01A", 1, priority=Priority.HIGH)
+    await _publish(mosquitto.port, (f"{BASE}/chair-1/alarms/01A", encode(first), True))
+    out = _Lines()
+    ready = asyncio.Event()
+    opts = TailOptions(host="127.0.0.1", port=mosquitto.port, site="clinic-a", bed="chair-1")
+    task = asyncio.create_task(tail(opts, out, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        assert "active alarms (1):" in out.getvalue()
+        mosquitto.kill()  # no persistence: the restarted broker has no retained 01A any more
+        await out.wait_for("!! broker connection lost")
+        mosquitto.start()
+        await out.wait_for("-- broker connection back")
+        await out.wait_for("no active alarms")  # the stale 01A is not shown as active any more
+        second = alert("01B", 1, message="SpO2 84 % below 85 % for 5 s")
+        await _publish(
+            mosquitto.port,
+            (f"{BASE}/chair-1/alerts", encode(second), False),
+            (f"{BASE}/chair-1/alerts", encode(second), False),  # an outbox resend after the outage
+            (f"{BASE}/chair-1/alerts", encode(alert("01C", 1, message="witness")), False),
+        )
+        await out.wait_for("witness")
+        assert not task.done(), "tail ended instead of following the reconnected broker"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    text = out.getvalue()
+    assert 1 == text.count("SpO2 84 % below 85 % for 5 s")
+    assert 1 == text.count("!! broker connection lost")

@@ -1,7 +1,8 @@
 """``vitalwatch tail``: subscribe like a nurse station and print active alarms, then each transition.
 
-Exit codes: 0 after Ctrl-C / SIGTERM, 1 when the broker cannot be reached or refuses us (the
-reason on stderr), 2 for a bad option (broker URL, unreadable password or certificate file).
+Exit codes: 0 after Ctrl-C / SIGTERM, 1 when the broker cannot be reached or refuses us at the
+start (the reason on stderr; once connected, a lost broker is said on stdout and retried until it
+is back), 2 for a bad option (broker URL, unreadable password or certificate file).
 The password comes from ``--password-file`` or the systemd credential ``mqtt-password``, never
 from the command line.
 """

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,9 @@ __all__ = [
 
 # The systemd credential (LoadCredential=mqtt-password:...) read when no --password-file is given.
 CREDENTIAL_NAME = "mqtt-password"
+# Longest wait between reconnect attempts once the broker was lost: a restarted broker is back in
+# the view within a few seconds.
+RECONNECT_MAX_S = 5.0
 # Remembered (alert_id, seq) pairs: far more than one shift's transitions, and bounded.
 _MAX_SEEN = 10_000
 _RANK = {"high": 3, "medium": 2, "low": 1, "info": 0}
@@ -191,6 +196,23 @@ class TailView:
         links = ", ".join(f"{k} {v}" for k, v in sorted((doc.get("links") or {}).items()))
         return [f"{_clock(doc.get('sent_utc'))} {bed} gateway {state} (phase {doc.get('phase')}; {links})"]
 
+    def begin_snapshot(self) -> None:
+        """A new connection: the retained set that follows is the whole truth, so start it afresh.
+
+        An alarm that ended while we were disconnected left no retained message to tell us; the
+        seen (alert_id, seq) pairs are kept, so the outbox's resends after an outage print once.
+        """
+        self.in_snapshot = True
+        self._active.clear()
+
+    def connection(self, state: str, detail: str = "") -> list[str]:
+        """A line saying the broker connection was lost or is back (the view may be stale between)."""
+        if self.json_lines:
+            return [self._json("broker", state=state, detail=detail)]
+        if state == "lost":
+            return [f"!! broker connection lost ({detail}); alerts are NOT being received; reconnecting"]
+        return ["-- broker connection back; re-reading the active alarms --"]
+
     def end_snapshot(self, now: float) -> list[str]:
         """The snapshot, once the retained messages stopped coming; later messages print live."""
         self.in_snapshot = False
@@ -244,50 +266,86 @@ class TailOptions:
 
 
 async def tail(opts: TailOptions, out: TextIO, *, ready: asyncio.Event | None = None) -> None:
-    """Print the snapshot, then live transitions, until cancelled. MqttError propagates."""
+    """Print the snapshot, then live transitions, until cancelled.
+
+    If the first connection fails, MqttError propagates (a wrong address should end the command).
+    Once connected, a lost broker is said on ``out`` and retried until it is back, with capped,
+    jittered backoff; the snapshot is then read again, so what is shown is the broker's truth.
+    """
     view = TailView(prefix=opts.prefix, json_lines=opts.json_lines, silent_after_s=opts.silent_after_s)
-    loop = asyncio.get_running_loop()
+    rng = random.Random()
 
     def emit(lines: list[str]) -> None:
         for line in lines:
             print(line, file=out, flush=True)
 
-    base = f"{opts.prefix}/{opts.site}/{opts.bed}"
-    async with aiomqtt.Client(
+    connected_once = False
+    attempt = 0
+    while True:
+        try:
+            async with _client(opts) as client:
+                if connected_once:
+                    emit(view.connection("back"))
+                connected_once, attempt = True, 0
+                await _follow(client, view, opts, emit, ready)
+        except aiomqtt.MqttError as exc:
+            if not connected_once:
+                raise
+            if attempt == 0:
+                emit(view.connection("lost", str(exc)))
+        await asyncio.sleep(rng.uniform(0.0, min(RECONNECT_MAX_S, 0.25 * 2.0**attempt)))
+        attempt += 1
+
+
+def _client(opts: TailOptions) -> aiomqtt.Client:
+    return aiomqtt.Client(
         opts.host,
         opts.port,
         username=opts.username,
         password=opts.password,
         tls_context=opts.tls,
         timeout=10,
-    ) as client:
-        # Non-overlapping filters, so no message is delivered twice by the broker.
-        for topic in (f"{base}/status", f"{base}/alarms/+", f"{base}/alerts"):
-            await client.subscribe(topic, qos=1)
-        messages = aiter(client.messages)
-        pending: list[tuple[str, bytes]] = []
-        while True:
-            try:
-                msg = await asyncio.wait_for(anext(messages), opts.settle_s)
-            except TimeoutError:
-                break
-            if msg.retain:
-                emit(view.feed(str(msg.topic), _bytes(msg.payload), loop.time()))
-            else:
-                pending.append((str(msg.topic), _bytes(msg.payload)))
-        emit(view.end_snapshot(loop.time()))
-        for topic, payload in pending:
-            emit(view.feed(topic, payload, loop.time()))
-        if ready is not None:
-            ready.set()
-        while True:
-            try:
-                msg = await asyncio.wait_for(anext(messages), 1.0)
-            except TimeoutError:
-                emit(view.tick(loop.time()))
-                continue
+    )
+
+
+async def _follow(
+    client: aiomqtt.Client,
+    view: TailView,
+    opts: TailOptions,
+    emit: Callable[[list[str]], None],
+    ready: asyncio.Event | None,
+) -> None:
+    """One connection: subscribe, print the retained snapshot, then live messages until it fails."""
+    loop = asyncio.get_running_loop()
+    base = f"{opts.prefix}/{opts.site}/{opts.bed}"
+    view.begin_snapshot()
+    # Non-overlapping filters, so no message is delivered twice by the broker.
+    for topic in (f"{base}/status", f"{base}/alarms/+", f"{base}/alerts"):
+        await client.subscribe(topic, qos=1)
+    messages = aiter(client.messages)
+    pending: list[tuple[str, bytes]] = []
+    while True:
+        try:
+            msg = await asyncio.wait_for(anext(messages), opts.settle_s)
+        except TimeoutError:
+            break
+        if msg.retain:
             emit(view.feed(str(msg.topic), _bytes(msg.payload), loop.time()))
+        else:
+            pending.append((str(msg.topic), _bytes(msg.payload)))
+    emit(view.end_snapshot(loop.time()))
+    for topic, payload in pending:
+        emit(view.feed(topic, payload, loop.time()))
+    if ready is not None:
+        ready.set()
+    while True:
+        try:
+            msg = await asyncio.wait_for(anext(messages), 1.0)
+        except TimeoutError:
             emit(view.tick(loop.time()))
+            continue
+        emit(view.feed(str(msg.topic), _bytes(msg.payload), loop.time()))
+        emit(view.tick(loop.time()))
 
 
 def _bytes(payload: Any) -> bytes:
