@@ -10,27 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 from urllib.parse import urlsplit
-
-import aiomqtt
 
 from vitalwatch.config import Config, parse_config
 from vitalwatch.ops.daemon import Daemon
+from vitalwatch.record.sessionlog import SESSIONS_DB_NAME
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
 from vitalwatch.station.embedded_ws import amqtt_ws_listener, demo_station
-from vitalwatch.station.nurse_view import format_alert
+from vitalwatch.station.tail_view import TailOptions, tail
 from vitalwatch.testing import free_port
 
-__all__ = ["demo_config", "run_demo"]
+__all__ = ["DemoError", "demo_config", "run_demo"]
 
 SITE = "demo-clinic"
 BED = "chair-1"
@@ -89,13 +87,25 @@ async def embedded_broker(port: int, ws_port: int) -> AsyncIterator[None]:
 
 
 async def nurse_view(host: str, port: int, out: TextIO, ready: asyncio.Event) -> None:
-    """Print every alert transition as a nurse reads it."""
-    async with aiomqtt.Client(host, port, identifier=None) as client:
-        await client.subscribe(f"vitalwatch/v1/{SITE}/+/alerts", qos=1)
-        ready.set()
-        async for message in client.messages:
-            payload: dict[str, Any] = json.loads(bytes(message.payload))
-            print(format_alert(payload), file=out, flush=True)
+    """Print the active alarms, then every alert transition as a nurse reads it.
+
+    The same subscriber as ``vitalwatch tail``: it de-duplicates the outbox's resends and, if the
+    broker goes away, says so and picks up again when it is back.
+    """
+    await tail(TailOptions(host=host, port=port, site=SITE), out, ready=ready)
+
+
+def check_broker_reachable(host: str, port: int, timeout: float = 3.0) -> None:
+    """A clear error before anything starts, instead of a traceback from the first MQTT client."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise DemoError(f"cannot reach the broker at mqtt://{host}:{port}: {exc.strerror or exc}") from None
+
+
+class DemoError(Exception):
+    """The demo cannot start (an unreachable broker ...); the message says why, for one line."""
 
 
 async def _follow_phases(daemon: Daemon, phases: tuple[tuple[float, str], ...], speed: float) -> None:
@@ -118,13 +128,34 @@ async def run_demo(
     scenario: str = "desaturation",
     station_port: int = 8080,
     out: TextIO = sys.stdout,
+    state_dir: Path | None = None,
 ) -> int:
-    """Run the whole chain for ``duration`` wall seconds."""
+    """Run the whole chain for ``duration`` wall seconds; the state directory is kept afterwards.
+
+    Kept so an engineer can try ``vitalwatch status``, ``report`` and ``export`` on the session
+    the demo just ran (a new ``vitalwatch-demo-*`` folder under the temporary directory unless
+    ``state_dir`` names one). Returns 1 if a part of the chain failed.
+    """
+    try:
+        story = get_scenario(scenario)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
     station_port = station_port if _port_free(station_port) else 0
     host, port = parse_broker(broker) if broker else ("127.0.0.1", free_port())
-    story = get_scenario(scenario)
+    if broker:
+        check_broker_reachable(host, port)
     sim = make_simulator("masimo", story)
-    with tempfile.TemporaryDirectory(prefix="vitalwatch-demo-") as tmp:
+    if state_dir is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="vitalwatch-demo-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"state directory {state_dir} (kept after the demo; while it runs:"
+        f" vitalwatch status --socket {state_dir / 'status.sock'})",
+        file=out,
+        flush=True,
+    )
+    code = 0
+    try:
         async with contextlib.AsyncExitStack() as stack:
             if broker is None:
                 ws_port = free_port()
@@ -139,20 +170,36 @@ async def run_demo(
                 )
             endpoint = await stack.enter_async_context(serve_pty(sim, speed=speed))
             print(f"simulated Masimo Rad-8 ({scenario}) on {endpoint.url}", file=out, flush=True)
-            daemon = Daemon(demo_config(host, port, endpoint.url, Path(tmp)))
+            daemon = Daemon(demo_config(host, port, endpoint.url, state_dir))
             ready = asyncio.Event()
             tasks = [
                 asyncio.create_task(nurse_view(host, port, out, ready), name="nurse-view"),
             ]
-            await asyncio.wait_for(ready.wait(), 10)
-            tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
-            tasks.append(asyncio.create_task(_follow_phases(daemon, story.phases, speed), name="phases"))
-            print(f"daemon running; alerts for site {SITE} follow (demo ends after {duration:g} s)", file=out)
             try:
-                await asyncio.sleep(duration)
+                await asyncio.wait_for(ready.wait(), 10)
+                tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
+                tasks.append(asyncio.create_task(_follow_phases(daemon, story.phases, speed), name="phases"))
+                print(
+                    f"daemon running; alerts for site {SITE} follow (demo ends after {duration:g} s)",
+                    file=out,
+                    flush=True,
+                )
+                done, _ = await asyncio.wait(tasks, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        print(f"demo: {task.get_name()} failed: {task.exception()!r}", file=out, flush=True)
+                        code = 1
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-    print("demo finished", file=out, flush=True)
-    return 0
+    finally:
+        db = state_dir / SESSIONS_DB_NAME
+        print(
+            f"demo finished; its state is in {state_dir}:\n"
+            f"  vitalwatch report --db {db} --bed {BED} --out {state_dir / 'report'}\n"
+            f"  vitalwatch export --db {db} --since 2000-01-01 --out -",
+            file=out,
+            flush=True,
+        )
+    return code

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-from vitalwatch.demo_stack import run_demo
+from vitalwatch.demo_stack import DemoError, run_demo
 from vitalwatch.ops.logconfig import configure_logging
 
 
@@ -20,22 +21,48 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--scenario", default="desaturation", help="simulator scenario (default desaturation)"
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the daemon keeps its state (default: a new vitalwatch-demo-* temporary folder); kept",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when the demo ran (or was stopped by Ctrl-C or SIGTERM), 1 if it failed, 2 for bad options."""
     if args.duration <= 0 or args.speed <= 0:
         print("vitalwatch demo: --duration and --speed must be positive", file=sys.stderr)
         return 2
     configure_logging("warning", "console", stream=sys.stderr)
     try:
-        return asyncio.run(
-            run_demo(duration=args.duration, speed=args.speed, broker=args.broker, scenario=args.scenario)
-        )
+        return asyncio.run(_main(args))
     except ValueError as exc:
         print(f"vitalwatch demo: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            print("demo interrupted", file=sys.stderr)
+    except DemoError as exc:
+        print(f"vitalwatch demo: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _main(args: argparse.Namespace) -> int:
+    """SIGINT and SIGTERM both stop the demo the same way: every part cleaned up, the state kept."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await run_demo(
+            duration=args.duration,
+            speed=args.speed,
+            broker=args.broker,
+            scenario=args.scenario,
+            state_dir=args.state_dir,
+        )
+    except asyncio.CancelledError:
+        print("demo interrupted", file=sys.stderr)
         return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,9 +1,9 @@
 """Whether the system (wall) clock is synchronised, so alerts can carry ``clock_synced``.
 
 A Raspberry Pi 4 has no RTC: at boot the wall clock is whatever fake-hwclock saved, and services
-start before NTP steps it (../shared/operations-and-reliability.md §4). Durations in VitalWatch use
-the monotonic clock and never depend on this; the flag only tells receivers whether the UTC stamp
-on an alert can be trusted.
+start before NTP steps it (systemd-timesyncd marks the clock synchronised only once it has).
+Durations in VitalWatch use the monotonic clock and never depend on this; the flag only tells
+receivers whether the UTC stamp on an alert can be trusted.
 
 Two sources, in order:
 

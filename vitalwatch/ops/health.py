@@ -8,8 +8,8 @@ Two questions, deliberately kept apart::
 
 A *fault* is a problem a restart can fix: the event loop lags, a device task died, a device has been
 silent for long without its staleness alarm, the outbox is stuck without the broker-unreachable
-alarm. Faults withhold the watchdog ping so systemd restarts the service (issue 7 §1,
-../shared/operations-and-reliability.md §3.1: "only ping after positive health checks").
+alarm. Faults withhold the watchdog ping so systemd restarts the service (``sd_notify(3)``: a
+watchdog ping should only follow a positive check that the service does its job).
 
 A *degradation* is a problem in the world that the daemon is already reporting: a pulled cable,
 a silent monitor, a broker outage, an unsynchronised clock. It makes ``healthy`` False (so monitoring

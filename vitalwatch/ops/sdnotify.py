@@ -4,8 +4,7 @@ The protocol is one datagram of newline-separated ``KEY=VALUE`` assignments sent
 ``AF_UNIX``/``SOCK_DGRAM`` socket whose address systemd passes in ``$NOTIFY_SOCKET``. An address
 starting with ``@`` names a Linux abstract socket (the ``@`` becomes a NUL byte). systemd documents
 the protocol as stable and ships an MIT-0 reference implementation in ``sd_notify(3)``; this module
-follows it rather than the unmaintained ``sdnotify`` package (../shared/operations-and-reliability.md
-§3.1).
+follows it rather than the unmaintained ``sdnotify`` package.
 
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op that returns ``False``, so the daemon
 runs the same from a terminal, in tests, and under ``Type=notify``.

@@ -289,6 +289,11 @@ async def tail(opts: TailOptions, out: TextIO, *, ready: asyncio.Event | None = 
                 connected_once, attempt = True, 0
                 await _follow(client, view, opts, emit, ready)
         except aiomqtt.MqttError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # aiomqtt can turn a cancellation during its disconnect into MqttError: we are
+                # being stopped (Ctrl-C, SIGTERM), not losing the broker.
+                raise asyncio.CancelledError from exc
             if not connected_once:
                 raise
             if attempt == 0:
@@ -326,7 +331,10 @@ async def _follow(
     pending: list[tuple[str, bytes]] = []
     while True:
         try:
-            msg = await asyncio.wait_for(anext(messages), opts.settle_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the Ctrl-C
+            # cancellation when the message and the cancel arrive together.
+            async with asyncio.timeout(opts.settle_s):
+                msg = await anext(messages)
         except TimeoutError:
             break
         if msg.retain:
@@ -340,7 +348,8 @@ async def _follow(
         ready.set()
     while True:
         try:
-            msg = await asyncio.wait_for(anext(messages), 1.0)
+            async with asyncio.timeout(1.0):
+                msg = await anext(messages)
         except TimeoutError:
             emit(view.tick(loop.time()))
             continue

@@ -1,0 +1,88 @@
+"""``vitalwatch demo``, the project's main job, run as a new user runs it.
+
+The whole chain in one process (simulated Rad-8 on a pty, embedded broker, daemon, nurse view):
+a HIGH alert reaches the nurse view, SIGTERM stops it like Ctrl-C, and the state directory is
+kept so ``report`` works on the demo's session. Bad options are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitalwatch.testing import free_port
+
+VITALWATCH = [sys.executable, "-m", "vitalwatch"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VITALWATCH, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_an_unknown_scenario_is_one_line_listing_the_known_ones() -> None:
+    proc = run_cli("demo", "--scenario", "bogus")
+    assert 2 == proc.returncode
+    assert "unknown scenario 'bogus' (known: normal, desaturation" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_broker_is_one_line() -> None:
+    port = free_port()  # nothing listens there
+    proc = run_cli("demo", "--broker", f"mqtt://127.0.0.1:{port}")
+    assert 1 == proc.returncode
+    assert f"cannot reach the broker at mqtt://127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def is_high_raised(line: str) -> bool:
+    """A nurse-view alert line: ``10:15:02 chair-1 HIGH   RAISED  SpO2 ...``."""
+    return " chair-1 HIGH " in line and " RAISED " in line
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_demo_alerts_the_nurse_stops_on_sigterm_and_keeps_its_state(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    proc = await asyncio.create_subprocess_exec(
+        *VITALWATCH,
+        "demo",
+        "--speed",
+        "3",
+        "--duration",
+        "300",
+        "--state-dir",
+        str(state),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any(is_high_raised(line) for line in seen):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"demo ended early: {seen}"
+                seen.append(line)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "".join(seen) + out.decode()
+    assert 0 == proc.returncode, err.decode()
+    assert f"state directory {state}" in text
+    assert "SpO2" in next(line for line in seen if is_high_raised(line))
+    assert f"demo finished; its state is in {state}" in text
+    assert "Traceback" not in err.decode()
+    db = str(state / "sessions.sqlite3")
+    report = run_cli("report", "--db", db, "--bed", "chair-1", "--out", str(tmp_path / "report"))
+    assert 0 == report.returncode, report.stderr
+    html = [line for line in report.stdout.splitlines() if line.endswith(".html")]
+    assert 1 == len(html) and await asyncio.to_thread(os.path.isfile, html[0]), report.stdout
