@@ -288,8 +288,8 @@ class _Lines(io.StringIO):
         self.changed.set()
         return super().write(text)
 
-    async def wait_for(self, needle: str, timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, needle: str) -> None:
+        async with asyncio.timeout(20.0):
             while needle not in self.getvalue():
                 self.changed.clear()
                 await self.changed.wait()
