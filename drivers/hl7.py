@@ -80,8 +80,8 @@ import hl7
 
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
-from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS, screened
 from vitalwatch.drivers.mllp import SB, MllpDeframer, PlainSplitter, encode_block
+from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS, screened
 from vitalwatch.drivers.vocabulary import KINDS, kind_for_mdc
 
 __all__ = [

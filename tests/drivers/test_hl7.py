@@ -112,7 +112,10 @@ def test_sentinels_are_configurable() -> None:
     still never a number, but now counted as a problem per value."""
     events = decode(vector("northern_monitor_pcd01_invalid_values.txt"), invalid_values="")
     assert values(events)[:2] == [("spo2", None), ("pulse_rate", None)]
-    assert problems(events)[:2] == [DecodeProblem("implausible:spo2", 0), DecodeProblem("implausible:pulse_rate", 0)]
+    assert problems(events)[:2] == [
+        DecodeProblem("implausible:spo2", 0),
+        DecodeProblem("implausible:pulse_rate", 0),
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)
