@@ -59,8 +59,9 @@ def example(name: str) -> dict[str, Any]:
     match name:
         case "alert":
             tr = AlertTransition(
-                t=100.0, bed="chair-1", alert_id="01JC3W9Q2K8Y3V7T6M0ZP4H1RX", seq=3, state=AlertState.RAISED,
-                priority=Priority.HIGH, category=Category.PHYSIOLOGICAL, condition="spo2_low", parameter="spo2",
+                t=100.0, bed="chair-1", alert_id="01JC3W9Q2K8Y3V7T6M0ZP4H1RX", seq=3,
+                state=AlertState.RAISED, priority=Priority.HIGH, category=Category.PHYSIOLOGICAL,
+                condition="spo2_low", parameter="spo2",
                 value=86.0, unit="%", limit=90.0, phase="infusion", phase_elapsed_s=754.0, onset_t=85.0,
                 message="SpO2 86 % below 90 % for 15 s", rule="spo2_low_high",
             )  # fmt: skip
