@@ -86,8 +86,8 @@ PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
     "sphb": PlausibleRange(0.0, 25.0),  # Masimo SpHb display 0-25 g/dL
     "spco": PlausibleRange(0.0, 100.0),  # a percentage (Masimo displays 0-99 %)
     "spmet": PlausibleRange(0.0, 100.0),  # a percentage (Masimo displays 0-99.9 %)
-    "resp_rate": PlausibleRange(0.0, 150.0),  # Mindray monitors: 0-120 adult, 0-150 neonate
-    "temperature": PlausibleRange(0.0, 50.0),  # monitor probes measure about 0-50 Cel
+    "resp_rate": PlausibleRange(0.0, 200.0),  # Mindray BeneVision N1 measures 0-200 rpm
+    "temperature": PlausibleRange(0.0, 50.0),  # Mindray BeneVision N1 temperature limits 1-49 Cel
 }
 
 _NIBP = ("nibp_systolic", "nibp_diastolic", "nibp_mean")

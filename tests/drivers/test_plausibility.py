@@ -8,7 +8,9 @@ engine sees an invalid sample, never SpO2 150 or a pulse of 703.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +134,14 @@ def test_non_finite_is_never_plausible(value: float) -> None:
 def test_bounds_are_inclusive() -> None:
     assert not implausible("spo2", 100.0) and not implausible("spo2", 0.0)
     assert implausible("spo2", 100.5) and implausible("spo2", -0.5)
+
+
+def test_documented_table_matches_the_code() -> None:
+    """docs/devices.md "Plausible ranges" lists every kind with the bounds the screen applies."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "devices.md").read_text(encoding="utf-8")
+    section = doc.split("## Plausible ranges", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, tuple[float, float]] = {}
+    for row in re.findall(r"^\| (`.+?) \| [^|]+ \| ([\d.]+)-([\d.]+) \|", section, flags=re.MULTILINE):
+        for kind in re.findall(r"`(\w+)`", row[0]):
+            documented[kind] = (float(row[1]), float(row[2]))
+    assert documented == {k: (r.low, r.high) for k, r in PLAUSIBLE_RANGES.items()}
