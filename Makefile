@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 include mk/install.mk
 include mk/release.mk
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ typecheck: $(STAMP)
 ## bench: benchmarks (never part of `make test`; these machines are noisy)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## fuzz: every driver on fresh seeds for FUZZ_SECONDS each, plus the hostile-input timings (not in `make test`)
+FUZZ_SECONDS ?= 30
+fuzz: $(STAMP)
+	$(BIN)/python -m bench.fuzz_drivers --seconds $(FUZZ_SECONDS) --pathological
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

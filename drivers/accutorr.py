@@ -46,6 +46,7 @@ from typing import ClassVar, Literal
 
 from vitalwatch.drivers.base import LineSplitter, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = [
@@ -151,6 +152,7 @@ def _obs(kind: str, value: int | None) -> Observation:
     return Observation(kind, None if value is None else float(value), k.unit, k.mdc)
 
 
+@screened
 class AccutorrDriver:
     """Polls an ACCUTORR 3 with ``P`` and turns the replies into observations and statuses."""
 

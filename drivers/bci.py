@@ -42,6 +42,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = ["BciDriver", "BciPacket", "LatestPerWindow", "decode_packet", "encode_packet"]
@@ -156,6 +157,7 @@ class LatestPerWindow:
         self._latest.clear()
 
 
+@screened
 class BciDriver:
     """Sans-I/O decoder for the BCI 5-byte stream (see the module docstring)."""
 

@@ -68,6 +68,7 @@ from typing import ClassVar, Literal
 
 from vitalwatch.drivers.base import Parity, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = [
@@ -225,6 +226,7 @@ def _latest_valid(run: bytes, first: int, last: int) -> tuple[float | None, floa
     return spo2, pulse
 
 
+@screened
 class ContecDriver:
     """Sans-I/O driver for both Contec CMS50 protocols (see the module docstring)."""
 

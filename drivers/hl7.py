@@ -33,6 +33,9 @@ Decoding rules (each one a decision; options in brackets):
 - ``value=None`` for: empty OBX-5 (Philips, Comen), OBX-11 ``X``/``W`` (invalid / wrong, EFFICIA
   p.3-18), a sentinel [``invalid_values``, default -100 from the northern sample], or a non-finite
   number. Never a number for those.
+- OBX-5 is read in time linear in its length: an NM longer than ``MAX_NUMBER_CHARS`` (32) is not a
+  number (the message is rejected like any malformed value) and the pattern cannot backtrack.
+  A value that overflows on unit conversion (``1`` and 308 zeros kPa) is a ``non_finite`` problem.
 - OBX-8 containing ``DEMO`` (Mindray VS900) switches the ``demo`` status on for the device.
 - Units: OBX-6 (code or name: MDC, UCUM, Philips MDIL, common text) must resolve to the kind's
   unit. kPa -> mm[Hg] and degF -> Cel are converted (exact factors); an unknown or mismatching unit
@@ -40,8 +43,10 @@ Decoding rules (each one a decision; options in brackets):
   the kind's unit (the 11073 code defines it).
 - ``device_time`` is OBX-14, else OBR-7, else MSH-7 (HL7 DTM; aware when an offset is given,
   naive otherwise). For NIBP it is the measurement time, older than MSH-7 (Mindray sample).
-- Temperature 384.5 next to 38.5 (northern sample) is reported as sent: plausibility is the
-  engine's business, the driver only refuses what the device itself marks invalid.
+- Plausibility (:mod:`vitalwatch.drivers.plausibility`, applied to every driver's output): a value
+  outside its kind's range (temperature 384.5 next to 38.5 in the northern sample, SpO2 150, the
+  unit code 262688 shifted into OBX-5) becomes an ``implausible:<kind>`` problem and ``value=None``.
+- Message size: ``max_block_bytes`` defaults to :data:`DEFAULT_MAX_MESSAGE_BYTES` (64 KiB), see there.
 
 Acknowledgements (§3.4, GEB40 p.25): every message with a readable MSH gets an original-mode ACK
 in ``data_to_send()``, framed like the message came: ``MSA|AA|<MSH-10>``; or ``MSA|AE|<MSH-10>|
@@ -75,10 +80,31 @@ import hl7
 
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
-from vitalwatch.drivers.mllp import DEFAULT_MAX_BLOCK_BYTES, SB, MllpDeframer, PlainSplitter, encode_block
+from vitalwatch.drivers.mllp import SB, MllpDeframer, PlainSplitter, encode_block
+from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS, screened
 from vitalwatch.drivers.vocabulary import KINDS, kind_for_mdc
 
-__all__ = ["Delimiters", "Hl7Driver", "escape", "parse_ack", "parse_ts", "unescape"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "Delimiters",
+    "Hl7Driver",
+    "escape",
+    "parse_ack",
+    "parse_nm",
+    "parse_ts",
+    "unescape",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+"""The largest HL7 message (MLLP block or plain message) the driver accepts by default.
+
+A PCD-01 vital-signs message is 0.5-3 KB (every sample under ``tests/vectors/hl7/`` is below
+2.4 KB; a monitor with all numerics, alarms and device rows stays well under 10 KB). 64 KiB is
+more than 20 times that, so no real message is cut, while a hostile or runaway block is dropped
+as ``block_too_long`` after 64 KiB instead of 1 MiB: decoding a full 64 KiB message takes tens
+of milliseconds, not seconds, so one device cannot stall every bed's alarm evaluation. A site
+with unusually large messages raises it with the ``max_block_bytes`` option.
+"""
 
 # Reference names of the MDC codes we map (for the sub-id fallback; GEB40 and the samples).
 MDC_NAMES: dict[int, str] = {
@@ -122,7 +148,10 @@ for _tokens, _conv in (
     for _token in _tokens:
         _UNIT_TABLE[_token.lower()] = _conv
 
-_NM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+# HL7 NM: optional sign, digits with an optional decimal point. Possessive quantifiers and one
+# alternative per shape: no backtracking, so matching is linear (the old ``\d+\.?\d*`` was
+# quadratic: 40,000 digits and a letter took seconds). Only ever applied to <= MAX_NUMBER_CHARS.
+_NM = re.compile(r"[+-]?+(?:\d++(?:\.\d*+)?+|\.\d++)")
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 _DTM = re.compile(
     r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:(\d{2})(?:\.(\d{1,6}))?)?(?:([+-])(\d{2})(\d{2}))?"
@@ -221,9 +250,15 @@ def escape(text: str, d: Delimiters) -> str:
     return "".join(out)
 
 
+_MAX_DTM_CHARS = 32  # YYYYMMDDHHMMSS.SSSSSS+ZZZZ is 25 characters
+
+
 def parse_ts(text: str) -> datetime | None:
     """HL7 DTM ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`` -> datetime (aware with an offset), or None."""
-    m = _DTM.fullmatch(text.strip())
+    text = text.strip()
+    if len(text) > _MAX_DTM_CHARS:
+        return None
+    m = _DTM.fullmatch(text)
     if m is None:
         return None
     year, month, day, hour, minute, sec, frac, sign, tzh, tzm = m.groups()
@@ -244,6 +279,17 @@ def parse_ts(text: str) -> datetime | None:
         )
     except ValueError:
         return None
+
+
+def parse_nm(text: str) -> float | None:
+    """An HL7 NM value as a float, or None when it is not one (too long, not numeric, not finite).
+
+    Linear in ``len(text)``: the length bound comes first, then one non-backtracking match.
+    """
+    if len(text) > MAX_NUMBER_CHARS or _NM.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def _pick(node: Any, index: int) -> Any:
@@ -300,6 +346,7 @@ class _Rejected(Exception):
 _PATIENT_SEGMENTS = re.compile(rb"(?:(?<=[\r\n\x0b])|^)(PID|PD1|PV1|PV2|NK1|GT1|IN1|IN2|MRG)\|[^\r\n\x1c]*")
 
 
+@screened
 class Hl7Driver:
     """Sans-I/O HL7 v2 receiver: MLLP (or plain) bytes in, observations out, ACKs to send."""
 
@@ -325,7 +372,7 @@ class Hl7Driver:
         self,
         *,
         framing: str = "auto",
-        max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES,
+        max_block_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         ff_terminates: bool = True,
         plain_idle_s: float = 1.0,
         invalid_values: Iterable[float] | str = (-100.0,),
@@ -512,12 +559,13 @@ class Hl7Driver:
         value_text = unescape(_raw(segment, 5), d, self._encoding).strip()
         if status in _INVALID_STATUS or not value_text:
             return Observation(kind, None, unit, mdc, device_time)
-        if not _NM.fullmatch(value_text):
+        parsed = parse_nm(value_text)
+        if parsed is None:
             if self._reject_malformed:
                 raise _Rejected(f"OBX-5 of {kind} is not a number", _ERR_DATA_TYPE)
             return DecodeProblem(f"bad_value:{kind}", len(value_text))
-        value = float(value_text)
-        if value in self._invalid or not math.isfinite(value):
+        value = parsed
+        if value in self._invalid:
             return Observation(kind, None, unit, mdc, device_time)
         conversion = self._unit(segment, d)
         if conversion is None:
@@ -529,6 +577,8 @@ class Hl7Driver:
         _, scale, offset = conversion
         if scale != 1.0 or offset != 0.0:
             value = round(value * scale + offset, 2)
+            if not math.isfinite(value):  # 1e308 kPa overflows: never hand on inf
+                return DecodeProblem(f"non_finite:{kind}", len(value_text))
         return Observation(kind, value, unit, mdc, device_time)
 
     def _unit(self, segment: Any, d: Delimiters) -> tuple[str, float, float] | None:

@@ -68,8 +68,10 @@ lines use dashes for missing, so a 0 there is kept as a number.
 
 ``device_time`` is the line's ``MM/DD/YY HH:MM:SS`` prefix as a naive datetime (the monitor's local
 clock, 20YY); None when the prefix is absent or not a real date. Statuses of a line come before its
-observations. Lines that do not parse (or claim SpO2 > 100 %) become ``DecodeProblem`` and decoding goes
-on with the next line.
+observations. Lines that do not parse become ``DecodeProblem`` and decoding goes on with the next line.
+A value outside its plausible range (SpO2 998 %, pulse 703/min: a corrupted digit) is an
+``implausible:<kind>`` problem and ``value=None`` (:mod:`vitalwatch.drivers.plausibility`); the
+line's other values are kept.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import LineSplitter, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS, screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = ["MasimoDriver", "encode_line"]
@@ -144,8 +147,8 @@ _ORDER = ("spo2", "pulse_rate", "perfusion_index", "pvi", "sphb", "spco", "spmet
 _TIMESTAMP = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
 _DATE = re.compile(r"\d\d/\d\d/\d\d\Z")
 _TIME = re.compile(r"\d\d:\d\d:\d\d\Z")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
-_DASHES = re.compile(r"[-.]*-[-.]*\Z")
+_NUMBER = re.compile(r"\d++(?:\.\d++)?+\Z")  # possessive: linear, and only on <= MAX_NUMBER_CHARS
+_DASH_FILL = frozenset("-.")
 _HEX = re.compile(r"[0-9A-Fa-f]+\Z")
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*\Z")
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
@@ -159,6 +162,7 @@ class _BadLine(Exception):
         self.reason = reason
 
 
+@screened
 class MasimoDriver:
     """Sans-I/O decoder for Masimo ASCII 1 lines (and Rad-8 trend download lines)."""
 
@@ -232,10 +236,6 @@ class MasimoDriver:
             values[kind] = value
         if "spo2" not in values or "pulse_rate" not in values:
             raise _BadLine("missing_spo2_or_bpm")
-        spo2 = values["spo2"]
-        if spo2 is not None and spo2 > 100:
-            # A saturation above 100 % cannot be a reading: a digit was corrupted on the line.
-            raise _BadLine("out_of_range")
         exc = _hex(fields["EXC"].partition(":")[0]) if "EXC" in fields else 0
         alarm = _hex(fields["ALARM"]) if "ALARM" in fields else 0
 
@@ -298,11 +298,17 @@ def _device_time(date: str, time: str) -> datetime | None:
 
 
 def _value(raw: str) -> float | None:
-    """``098%``, ``03.60``, ``--.-%`` -> number or None; raises _BadLine for anything else."""
+    """``098%``, ``03.60``, ``--.-%`` -> number or None; raises _BadLine for anything else.
+
+    Linear in the token: a value longer than ``MAX_NUMBER_CHARS`` is refused before any matching,
+    and the dash fill is checked with set operations (the old ``[-.]*-[-.]*`` regex was quadratic).
+    """
     text = raw[:-1] if raw.endswith("%") else raw
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadLine("bad_value")
     if _NUMBER.match(text):
         return float(text)
-    if _DASHES.match(text):
+    if "-" in text and _DASH_FILL.issuperset(text):
         return None
     raise _BadLine("bad_value")
 

@@ -61,6 +61,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import LineSplitter, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = ["STATUS_MAP", "NellcorDriver", "NellcorLine", "format_line", "parse_line"]
@@ -159,6 +160,7 @@ def format_line(line: NellcorLine) -> bytes:
     return (" ".join(parts + list(line.codes))).encode() + b"\r\n"
 
 
+@screened
 class NellcorDriver:
     """Sans-I/O decoder of the Nellcor real-time printout (see the module docstring)."""
 

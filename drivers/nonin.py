@@ -64,6 +64,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = [
@@ -202,6 +203,7 @@ def _spo2_value(spo2: int) -> float | None:
 _UNSET = object()
 
 
+@screened
 class NoninDriver:
     """Decoder for Nonin binary formats #2, #7 and #8; see the module docstring for the choices."""
 

@@ -9,12 +9,14 @@ bits with the 9th at mark: reads fine as 8N1; ``---``); 8600V manual p.25 (``HH:
 Layout (one line a second, CR LF)::
 
     [HH:MM:SS ]SPO2=XXX HR=YYY[ *][ F]
-      XXX  0-100, or --- (no data)        YYY  0-999 (pulse rate), or --- (no data)
+      XXX  0-100, or --- (no data)        YYY  pulse rate (3 digits), or --- (no data)
 
 Decisions:
 
 - Each data line gives one ``spo2`` and one ``pulse_rate`` observation; ``---`` (any number of
-  dashes) and SpO2 above 100 are ``None``. The device already paces lines at 1/s, so no rate limit.
+  dashes) is ``None``. A value outside its plausible range (SpO2 above 100, pulse 999) is an
+  ``implausible:<kind>`` problem and ``None`` (:mod:`vitalwatch.drivers.plausibility`).
+  The device already paces lines at 1/s, so no rate limit.
 - These models send no status bits, so this driver never emits ``DeviceStatus``; a finger out only
   shows as ``---`` → ``None``. (Use the binary ``nonin`` driver where the device offers it.)
 - The ``*`` event marker and the `` F`` fast-values flag are accepted and not reported (the event
@@ -34,6 +36,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import LineSplitter, SerialSettings
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = ["NoninAsciiDriver", "encode_line"]
@@ -66,17 +69,18 @@ def encode_line(
     return text.encode("ascii") + b"\r\n"
 
 
-def _number(raw: bytes, *, limit: int) -> float | None:
+def _number(raw: bytes) -> float | None:
+    """``097`` -> 97.0, dashes -> None; the range check is the plausibility screen's (one table)."""
     if raw.startswith(b"-"):
         return None
-    value = int(raw)
-    return None if value > limit else float(value)
+    return float(int(raw))
 
 
 def _printable(line: bytes) -> bool:
     return all(0x20 <= b < 0x7F or b == 0x09 for b in line)
 
 
+@screened
 class NoninAsciiDriver:
     """Decoder for the Nonin ``SPO2=XXX HR=YYY`` once-a-second ASCII output."""
 
@@ -128,8 +132,8 @@ class NoninAsciiDriver:
             return [DecodeProblem("bad_line", len(line))]
         if b"*" in match["tail"]:
             self.event_markers += 1
-        spo2 = _number(match["spo2"], limit=100)
-        hr = _number(match["hr"], limit=999)
+        spo2 = _number(match["spo2"])
+        hr = _number(match["hr"])
         k_spo2, k_hr = KINDS["spo2"], KINDS["pulse_rate"]
         return [
             Observation("spo2", spo2, k_spo2.unit, k_spo2.mdc),

@@ -49,6 +49,7 @@ from typing import ClassVar
 
 from vitalwatch.drivers.base import SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
+from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
 
 __all__ = [
@@ -165,6 +166,7 @@ def _obs(kind: str, value: float | None) -> Observation:
     return Observation(kind, value, k.unit, k.mdc)
 
 
+@screened
 class SuntechDriver:
     """Runs SunTech Advantage cuff cycles and decodes their replies (sans-I/O)."""
 

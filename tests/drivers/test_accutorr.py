@@ -230,9 +230,14 @@ def test_round_trip_patient_data(data: PatientData, fmt: StatusFormat) -> None:
     encoded = encode_patient_data(data, fmt)
     assert parse_patient_data(encoded.rstrip(b"\r\n"), fmt) == data
     events = AccutorrDriver(status_format=fmt, report_initial_nibp=True).feed(encoded, 0.0)
-    assert values(events)["spo2"] == (None if data[0] is None else float(data[0]))
+    spo2, _, systolic, mean, diastolic = data[:5]
+    # The documented plausible ranges: SpO2 0-100 %, NIBP 1-320 mmHg, systolic above diastolic.
+    assert values(events)["spo2"] == (float(spo2) if spo2 is not None and spo2 <= 100 else None)
     if data[8] is not None:
-        assert values(events)["nibp_mean"] == (None if data[3] is None else float(data[3]))
+        sys_ok, dia_ok = (v if v is not None and 1 <= v <= 320 else None for v in (systolic, diastolic))
+        reversed_reading = sys_ok is not None and dia_ok is not None and sys_ok <= dia_ok
+        plausible_mean = mean is not None and 1 <= mean <= 320 and not reversed_reading
+        assert values(events)["nibp_mean"] == (float(mean) if plausible_mean and mean is not None else None)
 
 
 @settings(max_examples=100, deadline=None)

@@ -82,13 +82,13 @@ def test_mindray_vs900_demo(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_northern_monitor_invalid_values_and_quirks(mode: str) -> None:
     """-100 is "no reading" (None, never -100); 150031 with sub-id ...150301 is the cuff systolic;
-    duplicate set-ids and the 384.5 temperature are passed on as sent."""
+    duplicate set-ids are passed on; the 384.5 temperature is implausible: a problem and None."""
     events = decode(vector("northern_monitor_pcd01_invalid_values.txt"), mode)
     assert values(events) == [
         ("spo2", None),
         ("pulse_rate", None),
         ("temperature", 38.5),
-        ("temperature", 384.5),
+        ("temperature", None),
         ("nibp_systolic", 142.0),
         ("nibp_mean", 114.0),
         ("nibp_diastolic", 100.0),
@@ -96,7 +96,7 @@ def test_northern_monitor_invalid_values_and_quirks(mode: str) -> None:
     assert observations(events)[4].mdc == 150301
     assert observations(events)[4].device_time == datetime(2025, 6, 12, 9, 33, 19)
     assert observations(events)[0].device_time == datetime(2025, 6, 12, 9, 8, 38)  # from OBR-7
-    assert problems(events) == []
+    assert problems(events) == [DecodeProblem("implausible:temperature", 0)]
 
 
 def test_northern_without_fallback_drops_the_miscoded_row() -> None:
@@ -108,9 +108,14 @@ def test_northern_without_fallback_drops_the_miscoded_row() -> None:
 
 
 def test_sentinels_are_configurable() -> None:
-    """invalid_values="" turns the sentinel off (then -100 is reported as sent)."""
+    """invalid_values="" turns the sentinel off: -100 then meets the plausibility screen, so it is
+    still never a number, but now counted as a problem per value."""
     events = decode(vector("northern_monitor_pcd01_invalid_values.txt"), invalid_values="")
-    assert values(events)[:2] == [("spo2", -100.0), ("pulse_rate", -100.0)]
+    assert values(events)[:2] == [("spo2", None), ("pulse_rate", None)]
+    assert problems(events)[:2] == [
+        DecodeProblem("implausible:spo2", 0),
+        DecodeProblem("implausible:pulse_rate", 0),
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -207,7 +207,7 @@ def test_junk_line_between_records_resyncs() -> None:
         (b"02/22/16 22:47:45 SPO2=0x8% BPM=097 EXC=800", "bad_value"),
         (b"02/22/16 22:47:45 SPO2=098% SPO2=097% BPM=097", "duplicate_key"),
         (b"02/22/16 22:47:45 SPO2=098% BPM=097 hello", "bad_token"),
-        (b"02/22/16 22:47:45 SPO2=998% BPM=097 EXC=800", "out_of_range"),
+        (b"02/22/16 22:47:45 SPO2=" + b"9" * 40 + b"% BPM=097 EXC=800", "bad_value"),
     ],
 )
 def test_bad_lines_are_problems(line: bytes, reason: str) -> None:

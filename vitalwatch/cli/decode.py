@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 from typing import Any, BinaryIO
 
+from vitalwatch import strict_json
 from vitalwatch.drivers import DRIVERS, make_driver
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation, event_to_json_dict
@@ -172,4 +172,4 @@ def _emit(events: list[Event], counts: dict[str, int]) -> None:
                 counts["statuses"] += 1
             case DecodeProblem():
                 counts["problems"] += 1
-        out.write(json.dumps(event_to_json_dict(event)) + "\n")
+        out.write(strict_json.dumps(event_to_json_dict(event), what="decode") + "\n")

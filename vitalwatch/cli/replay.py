@@ -18,12 +18,12 @@ Exit 0 on success, 2 on bad input (one line on stderr naming the line number or 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from vitalwatch import strict_json
 from vitalwatch.engine.replay import (
     DEFAULT_DEVICES,
     ReplayInputError,
@@ -92,7 +92,7 @@ def _replay_recording(directory: Path, table: AlarmTable | None) -> int:
         return EXIT_USAGE
     for outputs in results.values():
         for out in outputs:
-            print(json.dumps(output_to_json(out)))
+            print(strict_json.dumps(output_to_json(out), what="replay"))
     return EXIT_OK
 
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"vitalwatch replay: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return EXIT_USAGE
         if first is not None:
-            print(json.dumps(output_to_json(first)))
+            print(strict_json.dumps(output_to_json(first), what="replay"))
     for out in outputs:
-        print(json.dumps(output_to_json(out)))
+        print(strict_json.dumps(output_to_json(out), what="replay"))
     return EXIT_OK

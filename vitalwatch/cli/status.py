@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitalwatch import strict_json
 from vitalwatch.config import load_config
 from vitalwatch.errors import ConfigError
 from vitalwatch.ops.daemon import STATUS_SOCKET
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     health = assess(snapshot)
     if args.json:
-        print(json.dumps(answer, indent=2))
+        print(strict_json.dumps(answer, what="status_cli", indent=2))
     else:
         print(format_report(snapshot, health))
     return EXIT_HEALTHY if health.healthy else EXIT_UNHEALTHY

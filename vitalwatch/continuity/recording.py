@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vitalwatch import strict_json
 from vitalwatch.config import BedConfig, Config
 from vitalwatch.drivers import Driver, MeasurementStarter, make_driver
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output
@@ -51,7 +52,7 @@ class BedJournal:
         self._file: IO[str] = path.open("a", encoding="utf-8", buffering=1)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.write(strict_json.dumps(record, what="recording", separators=(",", ":")) + "\n")
 
     def raw(self, device: str, data: bytes, now: float) -> None:
         self.write({"t": now, "k": "bytes", "dev": device, "hex": data.hex()})
@@ -89,7 +90,7 @@ def write_meta(directory: Path, config: Config) -> None:
             for bed in config.beds
         },
     }
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (directory / "meta.json").write_text(strict_json.dumps(meta, what="recording", indent=2) + "\n")
 
 
 class RecordingEngine:

@@ -72,6 +72,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from vitalwatch import strict_json
+
 __all__ = ["DB_NAME", "PAGE_SIZE", "Entry", "Lanes", "PendingRow", "Store"]
 
 log = structlog.get_logger("vitalwatch.delivery.outbox")
@@ -401,8 +403,8 @@ class Store:
         transition: dict[str, Any],
     ) -> asyncio.Future[bool | None]:
         """Commit one alert transition (outbox row + active-alarm table) with a full fsync."""
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-        tr = json.dumps(transition, separators=(",", ":"), sort_keys=True)
+        body = strict_json.dumps(payload, what="outbox", separators=(",", ":"), sort_keys=True)
+        tr = strict_json.dumps(transition, what="outbox", separators=(",", ":"), sort_keys=True)
         created = time.time()
 
         def work(conn: sqlite3.Connection) -> None:
@@ -440,7 +442,7 @@ class Store:
         self, bed: str, values: dict[str, Any], *, sync: str = "FULL"
     ) -> asyncio.Future[bool | None]:
         """Session values (phase, counters, command fields) as JSON; ``NORMAL`` ones are deferred."""
-        rows = [(bed, key, json.dumps(value)) for key, value in values.items()]
+        rows = [(bed, key, strict_json.dumps(value, what="outbox")) for key, value in values.items()]
 
         def work(conn: sqlite3.Connection) -> bool:
             conn.executemany(

@@ -17,13 +17,12 @@ per bed so receivers order and de-duplicate on ``(alert_id, seq)``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vitalwatch import __version__
+from vitalwatch import __version__, strict_json
 from vitalwatch.drivers.vocabulary import KINDS
 from vitalwatch.engine.outputs import AlertTransition
 
@@ -269,6 +268,22 @@ def command_result_payload(
     }
 
 
+_KNOWN_SCHEMAS = {ALERT_SCHEMA: "alert", STATUS_SCHEMA: "status", VITAL_SCHEMA: "vital"}
+
+
+def _what(payload: dict[str, Any]) -> str:
+    """The payload's kind for the non-finite metric label (a fixed set, whatever the payload says)."""
+    schema = payload.get("schema")
+    if schema == COMMAND_RESULT_SCHEMA:
+        return "command_result"
+    return _KNOWN_SCHEMAS.get(schema, "mqtt") if isinstance(schema, str) else "mqtt"
+
+
 def encode(payload: dict[str, Any]) -> bytes:
-    """Compact, key-sorted JSON (stable bytes for the same payload)."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    """Compact, key-sorted, strict JSON (stable bytes for the same payload).
+
+    A non-finite number never goes out as ``Infinity``/``NaN`` (not JSON: a station's parser would
+    drop the whole alert); :func:`vitalwatch.strict_json.dumps` publishes it as null, logs and
+    counts it, and the alert itself still goes out.
+    """
+    return strict_json.dumps(payload, what=_what(payload), separators=(",", ":"), sort_keys=True).encode()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vitalwatch import strict_json
 from vitalwatch.ops.clocksync import ClockSync
 from vitalwatch.ops.health import BedState, DaemonSnapshot, DeviceState, Health, assess
 from vitalwatch.ops.sdnotify import Notifier, watchdog_interval
@@ -249,7 +249,7 @@ class Housekeeping:
             snap = self.snapshot()
             health = assess(snap)
             body = {"snapshot": snap.to_dict(), "healthy": health.healthy, "reasons": list(health.reasons)}
-            writer.write(json.dumps(body).encode() + b"\n")
+            writer.write(strict_json.dumps(body, what="status_socket").encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()

@@ -15,6 +15,7 @@ __all__ = [
     "BROKER_UNREACHABLE",
     "BROKER_UNREACHABLE_ALARMS",
     "COMMANDS",
+    "NON_FINITE_VALUES",
     "OUTBOX_OLDEST_AGE",
     "OUTBOX_PENDING",
     "PERSISTENCE_DEGRADED",
@@ -59,6 +60,11 @@ COMMANDS = Counter(
     "vitalwatch_commands",
     "Nurse commands received, by result (ok or the error code)",
     ["bed", "result"],
+)
+NON_FINITE_VALUES = Counter(
+    "vitalwatch_non_finite_values",
+    "NaN/Infinity numbers replaced by null before a JSON document left the daemon, by document kind",
+    ["what"],
 )
 PUBLISH_ACK_LATENCY = Histogram(
     "vitalwatch_publish_ack_latency_seconds",

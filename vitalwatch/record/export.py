@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vitalwatch import strict_json
 from vitalwatch.engine.vocabulary import CONDITIONS
 
 __all__ = [
@@ -370,7 +371,9 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 def write_export(rows: Iterable[dict[str, Any]], fmt: str, *, include_bed: bool = False) -> str:
     """Rows as JSON Lines (one object per line) or CSV (header, flat alarm columns); the text."""
     if fmt == "jsonl":
-        return "".join(json.dumps(r, sort_keys=False, separators=(",", ":")) + "\n" for r in rows)
+        return "".join(
+            strict_json.dumps(r, what="export", sort_keys=False, separators=(",", ":")) + "\n" for r in rows
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_csv_fields(include_bed), lineterminator="\n")
     writer.writeheader()

@@ -33,7 +33,6 @@ the session's start in UTC for selecting sessions by date.
 
 from __future__ import annotations
 
-import json
 import queue
 import sqlite3
 import statistics
@@ -48,6 +47,7 @@ from typing import Any
 
 import structlog
 
+from vitalwatch import strict_json
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
 
@@ -550,7 +550,8 @@ class SessionLog:
             else:
                 del self._last_sample[kind]
         if self._bucket:
-            summary = json.dumps({k: v.to_json() for k, v in self._bucket.items()}, separators=(",", ":"))
+            minute = {k: v.to_json() for k, v in self._bucket.items()}
+            summary = strict_json.dumps(minute, what="session_record", separators=(",", ":"))
             self._pending.append(
                 (
                     "INSERT OR REPLACE INTO minutes VALUES (?,?,?,?,?)",
@@ -606,7 +607,7 @@ class SessionLog:
                     self._n,
                     round(now - self._t0, 3),
                     kind,
-                    json.dumps(data, separators=(",", ":")),
+                    strict_json.dumps(data, what="session_record", separators=(",", ":")),
                 ),
             )
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import mimetypes
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from vitalwatch import strict_json
 
 __all__ = ["STATIC_DIR", "StationConfig", "StationServer", "config_summary", "serve_station", "station_url"]
 
@@ -76,7 +77,7 @@ class StationConfig:
             raise ValueError(f"broker_ws must be a ws:// or wss:// URL, got {self.broker_ws!r}")
 
     def as_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        return strict_json.dumps(asdict(self), what="station_config", sort_keys=True).encode()
 
 
 def _response(status: str, body: bytes, content_type: str, *, head: bool = False) -> bytes:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from vitalwatch import strict_json
 from vitalwatch.station.nurse_view import format_alert
 
 __all__ = [
@@ -126,7 +127,8 @@ class TailView:
         return levels[0], levels[1], levels[2], levels[3] if len(levels) > 3 else None
 
     def _json(self, event: str, **fields: Any) -> str:
-        return json.dumps({"event": event, **fields}, sort_keys=True, separators=(",", ":"))
+        doc = {"event": event, **fields}
+        return strict_json.dumps(doc, what="tail", sort_keys=True, separators=(",", ":"))
 
     def _remember(self, payload: dict[str, Any]) -> bool:
         """True if (alert_id, seq) is new; repeats are what QoS 1 and outbox resends produce."""
