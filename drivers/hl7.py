@@ -341,9 +341,28 @@ class _Rejected(Exception):
         self.err = err
 
 
-# A patient-identifying segment up to its end (CR/LF) or the MLLP end byte; the name must start
-# the data or follow a segment end, so "PID" inside a field is left alone.
-_PATIENT_SEGMENTS = re.compile(rb"(?:(?<=[\r\n\x0b])|^)(PID|PD1|PV1|PV2|NK1|GT1|IN1|IN2|MRG)\|[^\r\n\x1c]*")
+# Where a segment can start in a debug dump: after a segment end (CR, LF), an MLLP start or end
+# byte, or a form feed (some gateways separate messages with one).
+_SEGMENT_BREAK = re.compile(rb"([\r\n\x0b\x1c\x0c])")
+# Segments a debug dump may show as they are: the message header and acknowledgement, and the
+# order and observation segments that carry the measurements being debugged. Every other
+# segment, known or not (PID, PV1, NK1, IN1, a site's own Z-segments ...), is blanked after its
+# name: a list of what to keep cannot miss a new identifying segment, a list of what to drop can.
+_SAFE_SEGMENTS = frozenset({b"MSH", b"SFT", b"MSA", b"ERR", b"EVN", b"ORC", b"OBR", b"OBX", b"TQ1"})
+
+
+def _scrub_segment(segment: bytes) -> bytes:
+    """One segment with everything after its name and separator blanked, unless it is safe.
+
+    The field separator is whatever byte follows the name (MSH-1 may declare ``#`` or any other),
+    so ``PID#...`` is recognised as well as ``PID|...``.
+    """
+    name = segment[:3]
+    if len(segment) > 3 and name.isalnum() and name.isupper() and not segment[3:4].isalnum():
+        if name in _SAFE_SEGMENTS:
+            return segment
+        return name + segment[3:4] + b"<scrubbed>"
+    return b"<scrubbed>" if segment.strip() else segment
 
 
 @screened
@@ -355,18 +374,24 @@ class Hl7Driver:
 
     @staticmethod
     def scrub(raw: bytes) -> bytes:
-        """Raw bytes with the fields of patient-identifying segments blanked, for debug dumps.
+        """Raw bytes with every segment but the measurement ones blanked, for debug dumps.
 
-        PID, PD1, PV1, PV2, NK1, GT1, IN1, IN2 and MRG can carry names, identifiers, addresses
-        and insurance numbers; everything after their segment name is replaced.
+        PID, PD1, PV1, NK1, IN1, MRG ... carry names, identifiers, addresses and insurance
+        numbers; only MSH, MSA, ERR, EVN, ORC, OBR, OBX, SFT and TQ1 are kept. Segments are found
+        by the message's own separators, wherever they start (after CR, LF, an MLLP byte or a
+        form feed), and a piece that is not a whole segment is blanked too.
         """
-        if raw and raw[:1] != b"\x0b" and not raw.startswith(b"MSH|"):
+        if not raw:
+            return raw
+        head = b""
+        if raw[:1] not in b"\r\n\x0b\x1c\x0c" and not raw.startswith(b"MSH"):
             # The dump may start inside a segment (even one that looks like "ENT|..."): drop that part.
-            cut = min(
-                (i for i in (raw.find(b"\r"), raw.find(b"\n"), raw.find(b"\x0b")) if i >= 0), default=len(raw)
-            )
-            raw = b"<partial>" + raw[cut:]
-        return _PATIENT_SEGMENTS.sub(rb"\1|<scrubbed>", raw)
+            found = _SEGMENT_BREAK.search(raw)
+            raw = raw[found.start() :] if found else b""
+            head = b"<partial>"
+        pieces = _SEGMENT_BREAK.split(raw)
+        # split() with a group keeps the separators at the odd positions: scrub the segments only.
+        return head + b"".join(p if i % 2 else _scrub_segment(p) for i, p in enumerate(pieces))
 
     def __init__(
         self,

@@ -43,3 +43,32 @@ def test_a_dump_starting_inside_the_pid_segment_is_cut() -> None:
     scrubbed = Hl7Driver.scrub(MESSAGE[start:])
     assert scrubbed.startswith(b"<partial>")
     assert b"19700101" not in scrubbed
+
+
+def test_a_message_with_its_own_field_separator_is_scrubbed() -> None:
+    """MSH-1 may declare '#' (or any byte): segments are recognised by the message's own separator."""
+    message = (
+        b"MSH#^~\\&#MON#ICU#VW#CLINIC#20261129101500##ORU^R01#42#P#2.6\r"
+        b"PID###MRN123456^^^HOSP^MR##DOE^JOHN^Q##19700101\r"
+        b"OBX#1#NM#150456^MDC_PULS_OXIM_SAT_O2^MDC##97#262688^MDC_DIM_PERCENT^MDC\r"
+    )
+    scrubbed = Hl7Driver.scrub(encode_block(message))
+    for secret in (b"MRN123456", b"DOE", b"JOHN", b"19700101"):
+        assert secret not in scrubbed
+    assert b"PID#<scrubbed>" in scrubbed and b"OBX#1#NM#150456" in scrubbed
+
+
+def test_a_pid_right_after_a_form_feed_is_scrubbed() -> None:
+    dump = MESSAGE + b"\x0cPID|||MRN777^^^HOSP^MR||ROE^RICHARD\r" + MESSAGE
+    scrubbed = Hl7Driver.scrub(dump)
+    for secret in (b"MRN777", b"ROE", b"RICHARD", *SECRETS):
+        assert secret not in scrubbed
+
+
+def test_unknown_segments_are_blanked_and_measurements_kept() -> None:
+    """A site's own Z-segment may carry anything: only the known measurement segments are shown."""
+    dump = MESSAGE + b"ZPI|NICKNAME^BOBBY|ROOM 12\r"
+    scrubbed = Hl7Driver.scrub(dump)
+    assert b"BOBBY" not in scrubbed and b"ZPI|<scrubbed>" in scrubbed
+    assert b"MSH|^~\\&|MON|ICU|VW|CLINIC" in scrubbed
+    assert b"OBR|1|||182777000" in scrubbed
