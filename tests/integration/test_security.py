@@ -49,6 +49,7 @@ A1 = f"{PREFIX}/clinic-a/chair-1"  # served by gw-clinic-a-1
 B1 = f"{PREFIX}/clinic-b/chair-1"  # served by gw-clinic-b-1
 PASSWORDS = {
     "station-clinic-a": "pw-station-a",
+    "station-clinic-a-2": "pw-station-a-2",
     "station-clinic-b": "pw-station-b",
     "gw-clinic-a-1": "pw-gw-a",
 }
@@ -191,7 +192,7 @@ async def test_nurse_station_cannot_publish_alerts_status_alarms_vitals_or_resul
     forged = b'{"forged":true}'
     async with watching(station(clinic), f"{A1}/#") as seen:
         await attempt_publishes(
-            station(clinic),
+            station(clinic, "station-clinic-a-2"),
             [
                 f"{A1}/alerts",
                 f"{A1}/status",
@@ -220,7 +221,7 @@ async def test_bed_gateway_writes_only_its_own_beds_and_never_commands(clinic: C
     async with watching(station(clinic), f"{A1}/cmd") as seen_cmd:
         await attempt_publishes(gateway(clinic, "gw-clinic-a-1"), [f"{A1}/cmd"], forged)
         await attempt_publishes(gateway(clinic, "gw-clinic-b-1"), [f"{A1}/alerts", f"{A1}/cmd"], forged)
-        async with station(clinic) as st:
+        async with station(clinic, "station-clinic-a-2") as st:
             await st.publish(f"{A1}/cmd", b"sentinel-cmd", qos=1)
         got_cmd = await until_sentinel(seen_cmd, b"sentinel-cmd")
     assert [(f"{A1}/cmd", b"sentinel-cmd")] == got_cmd
@@ -357,7 +358,7 @@ async def test_bed_gateway_may_do_everything_the_daemon_does_for_its_beds(clinic
                     await publish(f"{bed}/alarms/01OK", b"t-alarm", True)
                     await publish(f"{bed}/alarms/01OK", b"", True)
                     await publish(f"{bed}/vitals/spo2", b"t-vital", False)
-                async with station(clinic) as st:
+                async with station(clinic, "station-clinic-a-2") as st:
                     await st.publish(f"{bed}/cmd", b"t-cmd", qos=1)
                 assert [(f"{bed}/cmd", b"t-cmd")] == await until_sentinel(commands, b"t-cmd")
                 await gw.publish(f"{bed}/cmd/result", b"t-result", qos=1)
@@ -389,19 +390,23 @@ async def gw_publish(clinic: Clinic, ctx: ssl.SSLContext) -> AsyncIterator[Any]:
 # --- the daemon itself against the secured broker -----------------------------------------------
 
 
-def daemon_config(clinic: Clinic, tmp_path: Path, password_file: Path | None) -> dict[str, Any]:
-    """Bed chair-1 of clinic-a as gw-clinic-a-1 over TLS + password, hostname verified ("localhost")."""
-    mqtt: dict[str, Any] = {
-        "host": "localhost",
-        "port": clinic.tls,
-        "username": "gw-clinic-a-1",
-        "client_id": "vw-gw-a",
-        "heartbeat_s": 0.5,
-        "publish_timeout_s": 2.0,
-        "tls": {"ca_file": str(clinic.certs / "ca.crt")},
-    }
-    if password_file is not None:
-        mqtt["password_file"] = str(password_file)
+def daemon_config(clinic: Clinic, tmp_path: Path, *, local: bool = False) -> dict[str, Any]:
+    """Bed chair-1 of clinic-a as gw-clinic-a-1: over TLS with its client certificate, hostname
+    verified ("localhost"), as a gateway on another host; or ``local``ly on the loopback listener
+    with its user name and the password from the systemd credential, as a daemon on the broker's host."""
+    mqtt: dict[str, Any] = {"client_id": "vw-gw-a", "heartbeat_s": 0.5, "publish_timeout_s": 2.0}
+    if local:
+        mqtt |= {"host": "127.0.0.1", "port": clinic.plain, "username": "gw-clinic-a-1"}
+    else:
+        mqtt |= {
+            "host": "localhost",
+            "port": clinic.mtls,
+            "tls": {
+                "ca_file": str(clinic.certs / "ca.crt"),
+                "cert_file": str(clinic.certs / "gw-clinic-a-1.crt"),
+                "key_file": str(clinic.certs / "gw-clinic-a-1.key"),
+            },
+        }
     return {
         "site": "clinic-a",
         "mqtt": mqtt,
@@ -427,12 +432,10 @@ async def next_json(queue: asyncio.Queue[tuple[str, bytes]], topic: str, **match
 async def test_daemon_over_tls_delivers_alerts_and_applies_a_station_ack(
     clinic: Clinic, tmp_path: Path
 ) -> None:
-    """The real daemon as gw-clinic-a-1 (TLS, hostname verified, password from a file): a nurse station
-    receives its alert, the station's ack is applied, and gw-clinic-b-1 cannot forge this bed's alerts."""
-    pw = tmp_path / "gw-password"
-    pw.write_text(PASSWORDS["gw-clinic-a-1"] + "\n")
-    pw.chmod(0o600)
-    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path, pw)))
+    """The real daemon as gw-clinic-a-1 (TLS with its client certificate, hostname verified): a nurse
+    station receives its alert, the station's ack is applied, and gw-clinic-b-1 cannot forge this bed's
+    alerts."""
+    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path)))
     runner = asyncio.create_task(daemon.run())
     try:
         async with watching(station(clinic), f"{A1}/alerts", f"{A1}/cmd/result") as seen:
@@ -449,7 +452,7 @@ async def test_daemon_over_tls_delivers_alerts_and_applies_a_station_ack(
                 "alert_id": raised["alert_id"],
                 "by": "RN Kim",
             }
-            async with station(clinic) as st:
+            async with station(clinic, "station-clinic-a-2") as st:
                 await st.publish(f"{A1}/cmd", json.dumps(ack).encode(), qos=1)
             result = await next_json(seen, f"{A1}/cmd/result", request_id="sec-ack-1")
             assert (True, None) == (result["ok"], result["error"])
@@ -481,7 +484,7 @@ async def test_daemon_logs_in_with_the_systemd_credential(
     creds.mkdir()
     (creds / "mqtt-password").write_text(PASSWORDS["gw-clinic-a-1"] + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path, None)))
+    daemon = Daemon(parse_config(daemon_config(clinic, tmp_path, local=True)))
     runner = asyncio.create_task(daemon.run())
     try:
         async with watching(station(clinic), f"{A1}/status") as seen:
@@ -526,3 +529,30 @@ async def test_no_password_on_the_command_line_or_in_the_config() -> None:
         build_parser().parse_args(["run", "--password", "s3cret"])
     with pytest.raises(Exception, match="password_file"):
         parse_config({"site": "s", "mqtt": {"password": "s3cret"}, "beds": []})
+
+
+async def test_a_station_cannot_push_a_gateway_off_by_taking_its_client_id(clinic: Clinic) -> None:
+    """A station that connects with the gateway's client id gets its own (its user name) instead:
+    the gateway stays connected, its last will is not published and its next alert gets through."""
+    ctx = context(
+        clinic.certs / "ca.crt", clinic.certs / "gw-clinic-a-1.crt", clinic.certs / "gw-clinic-a-1.key"
+    )
+    will = aiomqtt.Will(f"{A1}/status", b'{"state":"offline","will":"taken-over"}', qos=1, retain=False)
+    gw = aiomqtt.Client(
+        "localhost", clinic.mtls, tls_context=ctx, identifier="vw-gw-a-chair-1", will=will, timeout=5
+    )
+    intruder = aiomqtt.Client(
+        "localhost",
+        clinic.tls,
+        username="station-clinic-a",
+        password=PASSWORDS["station-clinic-a"],
+        tls_context=context(clinic.certs / "ca.crt"),
+        identifier="vw-gw-a-chair-1",
+        timeout=5,
+    )
+    async with watching(station(clinic, "station-clinic-a-2"), f"{A1}/status", f"{A1}/alerts") as seen:
+        async with gw, intruder:
+            await intruder.publish(f"{A1}/cmd", b"intruder-connected", qos=1)  # its session is up
+            await gw.publish(f"{A1}/alerts", b"sentinel-still-here", qos=1, timeout=5)
+        got = await until_sentinel(seen, b"sentinel-still-here")
+    assert [] == [item for item in got if b"taken-over" in item[1]]
