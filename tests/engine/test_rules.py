@@ -39,7 +39,7 @@ def first(h: EngineHarness, condition: str):  # type: ignore[no-untyped-def]
 
 
 def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
-    """27 rules: the rows of clinical-defaults.md, tiers split into one rule each."""
+    """28 rules: the 27 rows of clinical-defaults.md (tiers split into one rule each) and driver_fault."""
     table = load_alarm_table(None)
     expected = {
         "start_gate_bp", "nibp_severe_baseline", "start_gate_spo2", "start_gate_pulse_high",
@@ -47,7 +47,7 @@ def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
         "spo2_below_baseline", "pulse_high_high", "pulse_high_medium", "pulse_above_baseline",
         "pulse_low_high", "pulse_low_medium", "nibp_high_confirmed", "nibp_high_single",
         "nibp_rise_from_baseline", "nibp_high_awareness", "nibp_low_medium", "nibp_low_high",
-        "nibp_overdue_infusion", "nibp_overdue_recovery", "signal_lost", "link_lost",
+        "nibp_overdue_infusion", "nibp_overdue_recovery", "signal_lost", "link_lost", "driver_fault",
         "bp_recovery_slow_low", "bp_recovery_slow_medium", "infusion_overrun",
     }  # fmt: skip
     assert expected == {r.id for r in table.rules}
