@@ -310,7 +310,8 @@ def check_encoding(encoding: str) -> None:
     except LookupError:
         raise OptionError("encoding", f"unknown text encoding {encoding!r}") from None
     except (UnicodeError, TypeError, ValueError) as exc:
-        raise OptionError("encoding", f"{encoding!r} cannot be used for HL7 text ({type(exc).__name__})") from None
+        reason = f"{encoding!r} cannot be used for HL7 text ({type(exc).__name__})"
+        raise OptionError("encoding", reason) from None
     if written != probe.encode("ascii"):
         raise OptionError("encoding", f"{encoding!r} does not write ASCII unchanged (HL7 framing is ASCII)")
 

@@ -426,3 +426,33 @@ def test_discharge_not_ready_with_high_bp() -> None:
         h.nibp(600 + 600 * k, 150, 85)
         h.run(600 + 600 * k, 600 + 600 * (k + 1))
     assert [] == h.statuses()
+
+
+def test_undecodable_bytes_do_not_keep_a_link_alive() -> None:
+    """A wrong-baud line: problems every second but no decoded data is link_lost after 10 s, as silence."""
+    from vitalwatch.drivers.events import DecodeProblem
+
+    h = infusing()
+    for t in range(int(T), int(T) + 15):
+        h.outputs += h.engine.observe("oximeter", DecodeProblem("resync", 1024), float(t))
+        h.engine.bytes_seen("nibp", float(t))
+        h.tick(float(t))
+    alert = first(h, "link_lost")
+    assert (T + 10, Priority.HIGH, "oximeter") == (alert.t, alert.priority, alert.device)
+
+
+def test_driver_fault_status_is_a_high_technical_alarm_until_data_returns() -> None:
+    """driver_fault on (the link caught a driver exception): HIGH at once, in baseline too; off: cleared."""
+    h = EngineHarness()
+    h.run(0.0, 10.0)
+    h.status("driver_fault", True, 10.0)
+    alert = first(h, "driver_fault")
+    assert (10.0, Priority.HIGH, Category.TECHNICAL, "oximeter") == (
+        alert.t, alert.priority, alert.category, alert.device,
+    )  # fmt: skip
+    assert "Driver fault on oximeter: restarted" == alert.message
+    h.run(10.0, 20.0)
+    assert [] == h.alerts("driver_fault", AlertState.CLEARED)
+    h.status("driver_fault", False, 20.0)
+    cleared = h.alerts("driver_fault", AlertState.CLEARED)
+    assert [(20.0, alert.alert_id)] == [(a.t, a.alert_id) for a in cleared]

@@ -149,7 +149,6 @@ class DeviceLink:
         """An unexpected exception around this device: logged (type and place, never its text) and
         reported to the listener as a problem and the ``driver_fault`` alarm.
 
-        Also called by the daemon's task supervisor when this link's task died anyway.
         """
         try:
             self._deliver(self.guard.note_fault(exc, call, self.now()), self.now())
@@ -162,6 +161,10 @@ class DeviceLink:
                 report_error_type=type(again).__name__,
                 report_where=fault_site(again),
             )
+
+    def task_crashed(self, exc: Exception) -> None:
+        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: report it like any fault."""
+        self.report_fault(exc, "task")
 
     def _finish_session(self) -> None:
         """The port closed: the driver's leftovers, then link down (a failure here is reported)."""
