@@ -20,7 +20,8 @@ import aiomqtt
 import pytest
 
 from vitalwatch.config import parse_config
-from vitalwatch.drivers import Event, SerialSettings, make_driver
+from vitalwatch.drivers import Event, make_driver
+from vitalwatch.drivers.nonin import NoninDriver
 from vitalwatch.link import device_link
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.ops.housekeeping import DaemonCollector, metrics_state_of
@@ -40,26 +41,11 @@ HOSTILE = (
 )
 
 
-class AlwaysRaises:
+class AlwaysRaises(NoninDriver):
     """A driver with a bug that fires on every byte (what the guard and the supervisor must contain)."""
-
-    name = "always-raises"
-    serial = SerialSettings()
 
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
         raise ValueError("MLLP payload must not contain 0x0B or 0x1C")
-
-    def feed_eof(self) -> list[Event]:
-        return []
-
-    def data_to_send(self) -> bytes:
-        return b""
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def on_timer(self, now: float) -> list[Event]:
-        return []
 
 
 class TcpMonitor:
