@@ -25,13 +25,31 @@ from typing import ClassVar, Protocol, runtime_checkable
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event
 
 __all__ = [
+    "UNDECODABLE_REPORT_BYTES",
     "Driver",
     "LineSplitter",
     "MeasurementStarter",
+    "OptionError",
     "Parity",
     "SerialSettings",
     "StatusTracker",
 ]
+
+# A stream that never makes a valid frame (wrong baud rate, wrong device) is reported as it
+# goes, one problem per this many skipped bytes, not once at the end of input: at 9600 baud
+# that is about one a second, so the log, the metrics and `vitalwatch decode` show it at once.
+# Reports fall at fixed multiples of the bytes skipped, so they do not depend on how the
+# stream was chunked.
+UNDECODABLE_REPORT_BYTES = 1024
+
+
+class OptionError(ValueError):
+    """A driver option with an unusable value; ``option`` names it for the configuration error."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
 
 
 class Parity(enum.StrEnum):

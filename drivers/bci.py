@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vitalwatch.drivers.base import SerialSettings, StatusTracker
+from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
 from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
@@ -174,7 +174,11 @@ class BciDriver:
         self._codes: list[str] = []  # what the tracker holds, in the order given
 
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
-        """Decode bytes; junk before a packet becomes one ``DecodeProblem("resync", n)``."""
+        """Decode bytes; junk before a packet becomes ``DecodeProblem("resync", n)``.
+
+        A long run of junk (wrong baud rate) is reported as it goes, one problem per
+        ``UNDECODABLE_REPORT_BYTES``, not once when a packet finally comes.
+        """
         events: list[Event] = []
         self._buffer += data
         while True:
@@ -182,6 +186,9 @@ class BciDriver:
             if skipped:
                 self._skipped += skipped
                 del self._buffer[:skipped]
+                while self._skipped >= UNDECODABLE_REPORT_BYTES:
+                    events.append(DecodeProblem("resync", UNDECODABLE_REPORT_BYTES))
+                    self._skipped -= UNDECODABLE_REPORT_BYTES
             if start < 0:
                 break
             raw = bytes(self._buffer[:PACKET_LEN])

@@ -66,7 +66,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from vitalwatch.drivers.base import Parity, SerialSettings, StatusTracker
+from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES, Parity, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
 from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
@@ -315,10 +315,10 @@ class ContecDriver:
                         del buf[:OLD_LEN]
                         events += self._good("old", self._old_events(decode_old(raw)), now)
                         continue
-                self._skip(1)
+                self._skip(1, events)
                 continue
             if not new_ok:
-                self._skip(1)
+                self._skip(1, events)
                 continue
             run = 0
             while run < V7_LEN - 1 and 1 + run < len(buf) and buf[1 + run] & 0x80:
@@ -333,13 +333,17 @@ class ContecDriver:
             elif self.detected == "new" and run > 0:
                 del buf[: 1 + run]  # an info packet (reply to A7, A2, ...): not ours to decode
             else:
-                self._skip(1)
+                self._skip(1, events)
         return events
 
-    def _skip(self, n: int) -> None:
+    def _skip(self, n: int, events: list[Event]) -> None:
+        """Drop junk; a long run of it (wrong baud rate) is reported per ``UNDECODABLE_REPORT_BYTES``."""
         del self._buffer[:n]
         self._skipped += n
         self._run = ("", 0)
+        if self._skipped >= UNDECODABLE_REPORT_BYTES:
+            events.append(DecodeProblem("resync", self._skipped))
+            self._skipped = 0
 
     def _good(self, kind: Literal["old", "new"], events: list[Event], now: float) -> list[Event]:
         """Bookkeeping around one decoded packet: resync report, auto-detection, liveness."""

@@ -56,7 +56,10 @@ unsupported type). An AE'd message yields no observations: GE resends on AE (3 t
 accepting part of it would double-count. The ACK MSH uses the message's own delimiters, swaps
 sender and receiver, MSH-9 ``ACK^<trigger>^ACK``, MSH-7 from ``clock`` or, by default, copied from
 the message (keeps the driver deterministic), MSH-10 ``VW<n>``. Enhanced-mode MSH-15/16 are ignored
-(GE accepts AA like CA). Messages of type ACK are never answered.
+(GE accepts AA like CA). Messages of type ACK are never answered. An ACK that cannot be written
+(an echoed field holds a character the ``encoding`` cannot encode, or an MLLP control byte) is not
+sent and is reported as an ``ack_not_sent`` problem. ``encoding`` must be a text codec that
+writes ASCII unchanged (checked when the driver is built, so ``check-config`` names it).
 
 Supported types: ORU^R01, ORF^R04 (Philips query response, same OBX rows), and ORU^R40 (PCD-04
 alerts) [``alarms``]: decoded into ``device_alarm`` on/off with the alert text, priority, type and
@@ -78,9 +81,9 @@ from typing import Any, ClassVar
 
 import hl7
 
-from vitalwatch.drivers.base import SerialSettings, StatusTracker
+from vitalwatch.drivers.base import OptionError, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
-from vitalwatch.drivers.mllp import SB, MllpDeframer, PlainSplitter, encode_block
+from vitalwatch.drivers.mllp import SB, MllpDeframer, PlainSplitter, can_frame, encode_block
 from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS, screened
 from vitalwatch.drivers.vocabulary import KINDS, kind_for_mdc
 
@@ -88,6 +91,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "Delimiters",
     "Hl7Driver",
+    "check_encoding",
     "escape",
     "parse_ack",
     "parse_nm",
@@ -332,6 +336,26 @@ def parse_ack(payload: bytes) -> tuple[str, str, str] | None:
     return None
 
 
+def check_encoding(encoding: str) -> None:
+    """OptionError unless ``encoding`` is a text codec that reads and writes ASCII unchanged.
+
+    MLLP framing, segment names and delimiters are ASCII bytes, so an encoding that writes them
+    differently (UTF-16, EBCDIC) could never decode a message nor frame an ACK; an unknown name
+    would fail on the first message instead of at start-up.
+    """
+    probe = "MSH|^~\\&\r"
+    try:
+        written = probe.encode(encoding)
+        bytes(range(256)).decode(encoding, errors="replace")
+    except LookupError:
+        raise OptionError("encoding", f"unknown text encoding {encoding!r}") from None
+    except (UnicodeError, TypeError, ValueError) as exc:
+        reason = f"{encoding!r} cannot be used for HL7 text ({type(exc).__name__})"
+        raise OptionError("encoding", reason) from None
+    if written != probe.encode("ascii"):
+        raise OptionError("encoding", f"{encoding!r} does not write ASCII unchanged (HL7 framing is ASCII)")
+
+
 class _Rejected(Exception):
     """Internal: the message cannot be processed; becomes an AE and a DecodeProblem."""
 
@@ -410,7 +434,8 @@ class Hl7Driver:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if framing not in ("auto", "mllp", "none"):
-            raise ValueError(f"framing must be 'auto', 'mllp' or 'none', not {framing!r}")
+            raise OptionError("framing", f"must be 'auto', 'mllp' or 'none', not {framing!r}")
+        check_encoding(encoding)
         if isinstance(invalid_values, str):  # from the command line: "-100,-1"
             invalid_values = [float(v) for v in invalid_values.split(",") if v.strip()]
         self._mode = framing
@@ -435,21 +460,18 @@ class Hl7Driver:
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
         """Decode bytes; completed messages become events and queue their ACK."""
         self._last_rx = now
-        framed: list[bytes | DecodeProblem] = []
         if self._mode == "auto":
             k = data.find(SB)
             if k < 0:
-                framed += self._plain.feed(data)
-            else:
-                framed += self._plain.feed(data[:k])
-                framed += self._plain.flush()
-                self._mode = "mllp"
-                framed += self._mllp.feed(data[k:])
-        elif self._mode == "mllp":
-            framed += self._mllp.feed(data)
-        else:
-            framed += self._plain.feed(data)
-        return self._handle(framed)
+                return self._handle(self._plain.feed(data))
+            # The plain message before the first SB is answered plain, as it came: its ACK is
+            # queued before the switch to MLLP.
+            events = self._handle(self._plain.feed(data[:k]) + self._plain.flush())
+            self._mode = "mllp"
+            return events + self._handle(self._mllp.feed(data[k:]))
+        if self._mode == "mllp":
+            return self._handle(self._mllp.feed(data))
+        return self._handle(self._plain.feed(data))
 
     def feed_eof(self) -> list[Event]:
         """End of input: flush a plain message, report an open block, switch statuses off."""
@@ -492,7 +514,10 @@ class Hl7Driver:
         return events
 
     def _message(self, payload: bytes) -> list[Event]:
-        text = payload.decode(self._encoding, errors="replace")
+        try:
+            text = payload.decode(self._encoding, errors="replace")
+        except UnicodeError:  # a codec that refuses even with errors="replace" (idna, ...)
+            return [DecodeProblem(f"not_decodable:{self._encoding}", len(payload))]
         text = text.replace("\r\n", "\r").replace("\n", "\r").strip(" \t\r\x0c")
         d = Delimiters.from_msh(text)
         if d is None:
@@ -519,10 +544,9 @@ class Hl7Driver:
             else:
                 events = self._observations(message, d)
         except _Rejected as rejected:
-            self._queue_ack(msh_raw, d, "AE", rejected.reason, rejected.err)
-            return [DecodeProblem(f"rejected: {rejected.reason}", len(payload))]
-        self._queue_ack(msh_raw, d, "AA", "", None)
-        return events
+            problems = self._queue_ack(msh_raw, d, "AE", rejected.reason, rejected.err)
+            return [DecodeProblem(f"rejected: {rejected.reason}", len(payload)), *problems]
+        return events + self._queue_ack(msh_raw, d, "AA", "", None)
 
     def _observations(self, message: Any, d: Delimiters) -> list[Event]:
         """Observations of an ORU^R01 / ORF^R04; raises _Rejected for unreadable mapped values."""
@@ -647,11 +671,17 @@ class Hl7Driver:
 
     def _queue_ack(
         self, msh: list[str], d: Delimiters, code: str, reason: str, err: tuple[str, str] | None
-    ) -> None:
-        """Queue an original-mode ACK built with the message's own delimiters."""
+    ) -> list[DecodeProblem]:
+        """Queue an original-mode ACK built with the message's own delimiters.
+
+        The ACK echoes fields of the message (MSH-10 must come back unchanged in MSA-2), so a
+        hostile or broken message can make it unsendable: a character the configured encoding
+        cannot write, or an MLLP control byte (0x0B, 0x1C) that would end the block early. Such
+        an ACK is not sent (the sender retries or gives up, as for a lost ACK) and the returned
+        ``ack_not_sent`` problem says why.
+        """
         if not self._ack:
-            return
-        self._acks_sent += 1
+            return []
         f, c = d.field, d.component
         when = self._clock().strftime("%Y%m%d%H%M%S%z") if self._clock is not None else msh[6]
         trigger = msh[8].split(c)[1] if c in msh[8] else ""
@@ -667,7 +697,7 @@ class Hl7Driver:
                     when,
                     "",
                     f"ACK{c}{trigger}{c}ACK",
-                    f"VW{self._acks_sent}",
+                    f"VW{self._acks_sent + 1}",
                     msh[10] or "P",
                     msh[11] or "2.6",
                 ]
@@ -690,8 +720,15 @@ class Hl7Driver:
                     ]
                 )
             )
-        payload = ("\r".join(lines) + "\r").encode(self._encoding)
+        text = "\r".join(lines) + "\r"
+        try:
+            payload = text.encode(self._encoding)
+        except UnicodeError:
+            return [DecodeProblem(f"ack_not_sent: not encodable in {self._encoding}", len(text))]
         if self._mode == "mllp":
-            self._outbox += encode_block(payload)
-        else:
-            self._outbox += payload
+            if not can_frame(payload):
+                return [DecodeProblem("ack_not_sent: MLLP control byte in an echoed field", len(payload))]
+            payload = encode_block(payload)
+        self._acks_sent += 1
+        self._outbox += payload
+        return []

@@ -13,7 +13,8 @@ This module only finds blocks; :mod:`vitalwatch.drivers.hl7` turns a payload int
 ``protocol.py``). Line noise never raises:
 
 - bytes outside a block (other than CR/LF/FF/space between blocks) -> ``DecodeProblem("garbage")``
-  and we hunt for the next SB;
+  and we hunt for the next SB; a run that never reaches an SB is reported as it goes, one
+  problem per ``UNDECODABLE_REPORT_BYTES``, so a line on the wrong baud rate shows at once;
 - an SB inside a block means the sender restarted: the unfinished block is reported as
   ``truncated_block`` and the new one is read;
 - a block longer than ``max_block_bytes`` -> ``block_too_long``, its tail is discarded up to the
@@ -36,6 +37,7 @@ when the caller flushes it after the line went idle.
 
 from __future__ import annotations
 
+from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES
 from vitalwatch.drivers.events import DecodeProblem
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "SB",
     "MllpDeframer",
     "PlainSplitter",
+    "can_frame",
     "encode_block",
 ]
 
@@ -65,11 +68,44 @@ _BETWEEN_BLOCKS = b"\r\n\x0c\t "
 Framed = bytes | DecodeProblem
 
 
+def can_frame(payload: bytes) -> bool:
+    """Whether ``payload`` fits in an MLLP block (it must not contain SB or EB)."""
+    return SB not in payload and EB not in payload
+
+
 def encode_block(payload: bytes) -> bytes:
-    """Wrap one HL7 message in an MLLP block; the payload must not contain SB or EB."""
-    if SB in payload or EB in payload:
+    """Wrap one HL7 message in an MLLP block; ValueError when :func:`can_frame` says it cannot be."""
+    if not can_frame(payload):
         raise ValueError("MLLP payload must not contain 0x0B or 0x1C")
     return bytes([SB]) + payload + bytes([EB, CR])
+
+
+class _GarbageCount:
+    """Bytes skipped outside any message, reported per ``UNDECODABLE_REPORT_BYTES`` and at the next message.
+
+    Runs of only the whitespace senders put between blocks are not reported at all.
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.significant = False
+
+    def add(self, chunk: bytes | bytearray, out: list[Framed]) -> None:
+        if not chunk:
+            return
+        self.skipped += len(chunk)
+        if chunk.strip(_BETWEEN_BLOCKS):
+            self.significant = True
+        if self.significant:
+            while self.skipped >= UNDECODABLE_REPORT_BYTES:
+                out.append(DecodeProblem("garbage", UNDECODABLE_REPORT_BYTES))
+                self.skipped -= UNDECODABLE_REPORT_BYTES
+
+    def flush(self, out: list[Framed]) -> None:
+        if self.significant and self.skipped:
+            out.append(DecodeProblem("garbage", self.skipped))
+        self.skipped = 0
+        self.significant = False
 
 
 class MllpDeframer:
@@ -82,8 +118,7 @@ class MllpDeframer:
         self._in_block = False
         self._eb_seen = False  # EB was the last byte; a CR may follow
         self._discarding = False  # tail of an over-long block, already reported
-        self._skipped = 0  # garbage bytes since the last block
-        self._skipped_significant = False
+        self._garbage = _GarbageCount()  # bytes outside blocks since the last block
 
     def feed(self, data: bytes) -> list[Framed]:
         """Payloads of the blocks completed by ``data`` and problems, in stream order."""
@@ -99,10 +134,11 @@ class MllpDeframer:
             if not self._in_block:
                 j = data.find(SB, i)
                 end = n if j < 0 else j
-                self._skip(data[i:end])
+                if not self._discarding:
+                    self._garbage.add(data[i:end], out)
                 if j < 0:
                     break
-                self._flush_garbage(out)
+                self._garbage.flush(out)
                 self._discarding = False
                 self._in_block = True
                 i = j + 1
@@ -139,25 +175,10 @@ class MllpDeframer:
         self._eb_seen = stop == k_eb
         return stop + 1
 
-    def _skip(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        if self._discarding:
-            return
-        self._skipped += len(chunk)
-        if chunk.strip(_BETWEEN_BLOCKS):
-            self._skipped_significant = True
-
-    def _flush_garbage(self, out: list[Framed]) -> None:
-        if self._skipped_significant:
-            out.append(DecodeProblem("garbage", self._skipped))
-        self._skipped = 0
-        self._skipped_significant = False
-
     def feed_eof(self) -> list[DecodeProblem]:
         """End of input: an open block is unterminated; pending garbage is reported. Resets."""
         out: list[Framed] = []
-        self._flush_garbage(out)
+        self._garbage.flush(out)
         if self._in_block:
             out.append(DecodeProblem("unterminated_block", len(self._block)))
         self._block.clear()
@@ -178,8 +199,7 @@ class PlainSplitter:
         self._max = max_message_bytes
         self._buf = bytearray()
         self._scan = 0  # where to look for the next segment-start MSH
-        self._skipped = 0
-        self._skipped_significant = False
+        self._garbage = _GarbageCount()
         # Is the first buffered byte at the start of a line (stream start, or after a dropped CR/LF)?
         self._line_start = True
 
@@ -195,12 +215,12 @@ class PlainSplitter:
             start = self._find_msh(0)
             if start < 0:
                 # No message start yet: keep only what could still become a segment-start "MSH".
-                self._drop(len(self._buf) - self._tail_keep())
+                self._drop(len(self._buf) - self._tail_keep(), out)
                 self._scan = 0
                 break
             if start > 0:
-                self._drop(start)
-            self._flush_garbage(out)
+                self._drop(start, out)
+            self._garbage.flush(out)
             nxt = self._find_msh(max(1, self._scan))
             if nxt < 0:
                 self._scan = max(1, len(self._buf) - 3)
@@ -215,22 +235,14 @@ class PlainSplitter:
             self._scan = 0
         return out
 
-    def _drop(self, count: int) -> None:
-        """Discard ``count`` leading bytes that are not part of a message (reported later, once)."""
+    def _drop(self, count: int, out: list[Framed]) -> None:
+        """Discard ``count`` leading bytes that are not part of a message (counted as garbage)."""
         if count <= 0:
             return
         chunk = bytes(self._buf[:count])
         del self._buf[:count]
         self._line_start = chunk[-1] in (CR, 0x0A)
-        self._skipped += count
-        if chunk.strip(_BETWEEN_BLOCKS):
-            self._skipped_significant = True
-
-    def _flush_garbage(self, out: list[Framed]) -> None:
-        if self._skipped_significant:
-            out.append(DecodeProblem("garbage", self._skipped))
-        self._skipped = 0
-        self._skipped_significant = False
+        self._garbage.add(chunk, out)
 
     def _tail_keep(self) -> int:
         """How many trailing bytes might be the beginning of a segment-start ``MSH``."""
@@ -259,11 +271,9 @@ class PlainSplitter:
         self._scan = 0
         line_start, self._line_start = self._line_start, True
         if line_start and data.lstrip(_BETWEEN_BLOCKS).startswith(b"MSH"):
-            self._flush_garbage(out)
+            self._garbage.flush(out)
             out.append(data)
             return out
-        self._skipped += len(data)
-        if data.strip(_BETWEEN_BLOCKS):
-            self._skipped_significant = True
-        self._flush_garbage(out)
+        self._garbage.add(data, out)
+        self._garbage.flush(out)
         return out

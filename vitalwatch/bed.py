@@ -1,7 +1,7 @@
 """One chair: its device links, its alarm engine, and where the engine's outputs go.
 
 The bed session is the glue between the I/O edges and the pure engine. It implements the
-link listener (bytes, events, link up/down go into the engine with the monotonic time they
+link listener (decoded events and link up/down go into the engine with the monotonic time they
 happened), turns engine actions into device commands (a confirmation NIBP reading), and
 hands alert transitions to the publisher. It does no I/O itself.
 """
@@ -105,9 +105,6 @@ class BedSession:
         return {name: link.connected for name, link in self.links.items()}
 
     # -- LinkListener ------------------------------------------------------------------
-    def on_bytes(self, device: str, now: float) -> None:
-        self.engine.bytes_seen(device, now)
-
     def on_events(self, device: str, events: list[Event], now: float) -> None:
         for event in events:
             if isinstance(event, DeviceStatus) and event.code in UNRELIABLE_STATUSES:

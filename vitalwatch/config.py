@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vitalwatch.drivers import DRIVERS, driver_class
-from vitalwatch.drivers.base import Parity, SerialSettings
+from vitalwatch.drivers.base import OptionError, Parity, SerialSettings
 from vitalwatch.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -334,7 +334,9 @@ def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) ->
             defaults = cls.serial
             try:
                 cls(**options)
-            except (TypeError, ValueError) as exc:
+            except OptionError as exc:  # names the option: beds[0].devices[0].options.encoding
+                r.problem(f"options.{exc.option}", f"rejected by the {driver} driver: {exc.reason}")
+            except Exception as exc:  # TypeError for an unknown option, ValueError, and any other refusal
                 r.problem("options", f"rejected by the {driver} driver: {exc}")
             else:
                 # A family whose line settings depend on an option (Contec old: 19200 odd parity).

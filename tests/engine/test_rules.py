@@ -39,7 +39,7 @@ def first(h: EngineHarness, condition: str):  # type: ignore[no-untyped-def]
 
 
 def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
-    """27 rules: the rows of clinical-defaults.md, tiers split into one rule each."""
+    """28 rules: the 27 rows of clinical-defaults.md (tiers split into one rule each) and driver_fault."""
     table = load_alarm_table(None)
     expected = {
         "start_gate_bp", "nibp_severe_baseline", "start_gate_spo2", "start_gate_pulse_high",
@@ -47,7 +47,7 @@ def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
         "spo2_below_baseline", "pulse_high_high", "pulse_high_medium", "pulse_above_baseline",
         "pulse_low_high", "pulse_low_medium", "nibp_high_confirmed", "nibp_high_single",
         "nibp_rise_from_baseline", "nibp_high_awareness", "nibp_low_medium", "nibp_low_high",
-        "nibp_overdue_infusion", "nibp_overdue_recovery", "signal_lost", "link_lost",
+        "nibp_overdue_infusion", "nibp_overdue_recovery", "signal_lost", "link_lost", "driver_fault",
         "bp_recovery_slow_low", "bp_recovery_slow_medium", "infusion_overrun",
     }  # fmt: skip
     assert expected == {r.id for r in table.rules}
@@ -426,3 +426,33 @@ def test_discharge_not_ready_with_high_bp() -> None:
         h.nibp(600 + 600 * k, 150, 85)
         h.run(600 + 600 * k, 600 + 600 * (k + 1))
     assert [] == h.statuses()
+
+
+def test_undecodable_bytes_do_not_keep_a_link_alive() -> None:
+    """A wrong-baud line: problems every second but no decoded data is link_lost after 10 s, as silence."""
+    from vitalwatch.drivers.events import DecodeProblem
+
+    h = infusing()
+    for t in range(int(T), int(T) + 15):
+        h.outputs += h.engine.observe("oximeter", DecodeProblem("resync", 1024), float(t))
+        h.engine.bytes_seen("nibp", float(t))
+        h.tick(float(t))
+    alert = first(h, "link_lost")
+    assert (T + 10, Priority.HIGH, "oximeter") == (alert.t, alert.priority, alert.device)
+
+
+def test_driver_fault_status_is_a_high_technical_alarm_until_data_returns() -> None:
+    """driver_fault on (the link caught a driver exception): HIGH at once, in baseline too; off: cleared."""
+    h = EngineHarness()
+    h.run(0.0, 10.0)
+    h.status("driver_fault", True, 10.0)
+    alert = first(h, "driver_fault")
+    assert (10.0, Priority.HIGH, Category.TECHNICAL, "oximeter") == (
+        alert.t, alert.priority, alert.category, alert.device,
+    )  # fmt: skip
+    assert "Driver fault on oximeter: restarted" == alert.message
+    h.run(10.0, 20.0)
+    assert [] == h.alerts("driver_fault", AlertState.CLEARED)
+    h.status("driver_fault", False, 20.0)
+    cleared = h.alerts("driver_fault", AlertState.CLEARED)
+    assert [(20.0, alert.alert_id)] == [(a.t, a.alert_id) for a in cleared]

@@ -21,12 +21,8 @@ class Recorder:
     """A LinkListener that remembers what it was told."""
 
     def __init__(self) -> None:
-        self.bytes_at: list[float] = []
         self.events: list[Event] = []
         self.links: list[tuple[bool, str]] = []
-
-    def on_bytes(self, device: str, now: float) -> None:
-        self.bytes_at.append(now)
 
     def on_events(self, device: str, events: list[Event], now: float) -> None:
         self.events += events
@@ -102,7 +98,6 @@ def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
     import io
     import json
 
-    from vitalwatch.drivers import make_driver
     from vitalwatch.drivers.events import DecodeProblem
     from vitalwatch.ops.logconfig import configure_logging
 
@@ -115,7 +110,6 @@ def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
         out = io.StringIO()
         configure_logging(level, "json", stream=out)
         link = DeviceLink(config, Recorder())
-        link.driver = make_driver("hl7")
         link._recent.append(chunk)
         link._deliver([DecodeProblem("garbage", 5)], 0.0)
         records = [json.loads(line) for line in out.getvalue().splitlines()]

@@ -11,7 +11,10 @@ a broker or a daemon. The output is the documented contract (one JSON object per
 
 Counts go to stderr at the end, so stdout stays pure JSON lines for ``jq``. Exit 0 when the
 file was read (even if every line was a problem: that is the answer), 2 for an unknown driver,
-a bad ``--option`` or an unreadable file, with one line on stderr saying which.
+a bad ``--option`` or an unreadable file, with one line on stderr saying which. The driver runs
+in the same :class:`~vitalwatch.link.driver_guard.DriverGuard` as in the daemon, so bytes that
+make a driver fail give a ``driver_fault:<type>`` problem (and the driver is rebuilt at once),
+never a traceback.
 
 Binary captures are read as bytes; ``--hex`` reads a hex dump instead (see :func:`hex_dump_bytes`).
 """
@@ -26,8 +29,8 @@ from typing import Any, BinaryIO
 
 from vitalwatch import strict_json
 from vitalwatch.drivers import DRIVERS, make_driver
-from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation, event_to_json_dict
+from vitalwatch.link.driver_guard import DriverGuard
 
 __all__ = ["hex_dump_bytes", "parse_option_value", "register", "run"]
 
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     try:
-        driver = make_driver(args.driver, **options)
+        make_driver(args.driver, **options)  # bad options are exit 2 here, not a fault later
     except KeyError as exc:
         return _error(str(exc.args[0]) if exc.args else f"unknown driver {args.driver!r}")
     except ImportError as exc:
@@ -114,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         return _error(f"bad option for driver {args.driver!r}: {exc}")
 
+    # No backoff: time does not pass in a decode, and the next chunk deserves a fresh driver.
+    driver = DriverGuard(lambda: make_driver(args.driver, **options), first_backoff_s=0.0, max_backoff_s=0.0)
     counts = {"observations": 0, "statuses": 0, "problems": 0}
     try:
         if args.file == "-":
@@ -155,8 +160,9 @@ def hex_dump_bytes(text: bytes) -> bytes:
     return bytes(out)
 
 
-def _decode_stream(driver: Driver, stream: BinaryIO, counts: dict[str, int]) -> None:
+def _decode_stream(driver: DriverGuard, stream: BinaryIO, counts: dict[str, int]) -> None:
     """Feed ``stream`` in chunks with virtual time 0 (no timers fire), then end of input."""
+    _emit(driver.start(0.0), counts)
     while chunk := stream.read(CHUNK_BYTES):
         _emit(driver.feed(chunk, 0.0), counts)
     _emit(driver.feed_eof(), counts)

@@ -41,6 +41,7 @@ from vitalwatch.drivers import Driver, MeasurementStarter, make_driver
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable, load_alarm_table
+from vitalwatch.link.driver_guard import DriverGuard
 
 __all__ = ["BedJournal", "RecordingEngine", "replay_recording", "write_meta"]
 
@@ -147,8 +148,18 @@ class _ReplayDevice:
     driver_name: str
     options: Mapping[str, Any]
     role: str
-    driver: Driver | None = None
+    guard: DriverGuard | None = None  # the same fault isolation as the live link, kept all run
     connected: bool = False
+
+    @property
+    def driver(self) -> Driver | None:
+        return self.guard.driver if self.guard is not None else None
+
+    def guarded(self) -> DriverGuard:
+        if self.guard is None:
+            name, options = self.driver_name, dict(self.options)
+            self.guard = DriverGuard(lambda: make_driver(name, **options))
+        return self.guard
 
 
 @dataclass
@@ -231,20 +242,22 @@ def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dic
             now = float(record["t"])
             kind = record["k"]
             dev = devices.get(record.get("dev", ""))
-            if kind == "bytes" and dev is not None and dev.driver is not None:
-                bed.engine.bytes_seen(dev.name, now)
-                bed.deliver(dev, dev.driver.feed(bytes.fromhex(record["hex"]), now), now)
-            elif kind == "timer" and dev is not None and dev.driver is not None:
-                bed.deliver(dev, dev.driver.on_timer(now), now)
+            # Raw bytes alone are not news for the engine (as live): only what the driver decodes.
+            if kind == "bytes" and dev is not None and dev.connected:
+                bed.deliver(dev, dev.guarded().feed(bytes.fromhex(record["hex"]), now), now)
+            elif kind == "timer" and dev is not None and dev.connected:
+                bed.deliver(dev, dev.guarded().on_timer(now), now)
             elif kind == "link" and dev is not None:
+                # In the live order: link up then the driver's start; its leftovers then link down.
                 if record["up"]:
-                    dev.driver = make_driver(dev.driver_name, **dict(dev.options))
                     dev.connected = True
-                elif dev.driver is not None:
-                    bed.deliver(dev, dev.driver.feed_eof(), now)
-                    dev.driver = None
-                    dev.connected = False
-                bed.dispatch(bed.engine.link(dev.name, bool(record["up"]), now))
+                    bed.dispatch(bed.engine.link(dev.name, True, now))
+                    bed.deliver(dev, dev.guarded().start(now), now)
+                else:
+                    if dev.connected:
+                        bed.deliver(dev, dev.guarded().feed_eof(), now)
+                        dev.connected = False
+                    bed.dispatch(bed.engine.link(dev.name, False, now))
             elif kind == "phase":
                 bed.dispatch(bed.engine.set_phase(str(record["phase"]), now))
             elif kind == "ack":

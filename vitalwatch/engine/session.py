@@ -111,10 +111,11 @@ class BedEngine:
         return self._frozen if self._frozen is not None else self._collector.estimate()
 
     def observe(self, device: str, event: Event, now: float) -> list[Output]:
-        """A driver event from ``device`` (which also proves the link carries bytes)."""
+        """A driver event from ``device`` (a decoded one also proves the link carries data)."""
         out = self._enter(now)
         now = self._now
-        self._last_bytes[device] = now
+        if not isinstance(event, DecodeProblem):  # undecodable bytes (wrong baud rate) are not data
+            self._last_bytes[device] = now
         role = self._roles.get(device, "multi")
         match event:
             case Observation(kind=kind, value=value) if kind in _OXI_KINDS and role in ("spo2", "multi"):
@@ -485,6 +486,12 @@ class BedEngine:
                             )
                         )
                 return found
+            case "driver_fault":
+                return [
+                    finding_for(rule, f"Driver fault on {device}: restarted", device=device)
+                    for device in self._roles
+                    if "driver_fault" in self._statuses.get(device, ())
+                ]
             case "nibp_overdue":
                 return self._overdue(rule, now, elapsed, out)
             case "baseline_incomplete":

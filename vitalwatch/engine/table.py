@@ -184,6 +184,7 @@ RULE_TYPES: dict[str, dict[str, _Spec]] = {
     "nibp_recovery": {"after_s": ("num", 0, 43200), "percent": ("num", 0, 100)},
     "signal_lost": {"after_s": ("num", 5, 600)},
     "link_lost": {"after_s": ("num", 2, 600)},
+    "driver_fault": {},
     "baseline_incomplete": {},
     "infusion_overrun": {},
 }

@@ -1,9 +1,16 @@
 """The device link: keeps one monitor's port open, pumps bytes through its driver, reconnects.
 
 Knows nothing of any protocol. Everything it learns goes to a :class:`LinkListener`
-(the bed session): bytes seen (for the silent-link timer), decoded events, and link up
-or down. A port that vanishes is retried forever with capped, jittered backoff, because
-a clinic engineer re-plugging an adapter should never need to restart the daemon.
+(the bed session): decoded events and link up or down. Raw bytes are not news for the
+listener: a line on the wrong baud rate carries bytes all day and no data, so only decoded
+events keep the silent-link timer quiet. A port that vanishes is retried forever with capped,
+jittered backoff, because a clinic engineer re-plugging an adapter should never need to
+restart the daemon.
+
+One fault stays with its device: the driver runs inside a :class:`DriverGuard` (an exception
+becomes a problem, the ``driver_fault`` alarm and a fresh driver after a backoff), and an
+unexpected exception in the link itself ends only this port session, reported the same way,
+before the port is opened again.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.config import DeviceConfig
-from vitalwatch.drivers import Driver, Event, make_driver
+from vitalwatch.drivers import Driver, Event, driver_class, make_driver
 from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.errors import DeviceError
+from vitalwatch.link.driver_guard import DriverGuard, fault_site
+from vitalwatch.link.problem_log import ProblemLog
 from vitalwatch.link.serial_port import SerialPort
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
@@ -46,8 +55,6 @@ def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) 
 
 class LinkListener(Protocol):
     """What the link reports to (the bed session implements it)."""
-
-    def on_bytes(self, device: str, now: float) -> None: ...
 
     def on_events(self, device: str, events: list[Event], now: float) -> None: ...
 
@@ -80,12 +87,23 @@ class DeviceLink:
         self._rng = rng or random.Random()
         self.tap = tap
         self._wake = asyncio.Event()
-        self.driver: Driver | None = None
+        self.guard = DriverGuard(lambda: make_driver(config.driver, **dict(config.options)))
         self.connected = False
         self.decode_problems = 0
+        self._problem_log = ProblemLog()
         # The last raw chunks, for the debug-level dump that goes with a decode problem.
         self._recent: deque[bytes] = deque(maxlen=RAW_CHUNKS_KEPT)
         self.readings = 0
+
+    @property
+    def driver(self) -> Driver | None:
+        """The current driver instance (None between port sessions or while it restarts)."""
+        return self.guard.driver
+
+    @property
+    def driver_faults(self) -> int:
+        """Faults caught in this device's driver or link since start (for metrics)."""
+        return self.guard.faults
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -116,6 +134,9 @@ class DeviceLink:
                         await self._session(port)
                     except DeviceError as exc:
                         log.warning("device.disconnected", error=str(exc))
+                    except Exception as exc:  # a bug here or downstream: this device only
+                        self.report_fault(exc, "link")
+                        attempt = 1  # reopen after a short backoff, not in a tight loop
                     finally:
                         await port.close()
                         self._finish_session()
@@ -124,14 +145,40 @@ class DeviceLink:
                 attempt += 1
                 await asyncio.sleep(delay)
 
+    def report_fault(self, exc: BaseException, call: str) -> None:
+        """An unexpected exception around this device: logged (type and place, never its text) and
+        reported to the listener as a problem and the ``driver_fault`` alarm.
+
+        """
+        try:
+            self._deliver(self.guard.note_fault(exc, call, self.now()), self.now())
+        except Exception as again:  # the listener itself is failing: a log line is all that is left
+            log.error(
+                "device.fault_unreported",
+                call=call,
+                error_type=type(exc).__name__,
+                where=fault_site(exc),
+                report_error_type=type(again).__name__,
+                report_where=fault_site(again),
+            )
+
+    def task_crashed(self, exc: Exception) -> None:
+        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: report it like any fault."""
+        self.report_fault(exc, "task")
+
     def _finish_session(self) -> None:
+        """The port closed: the driver's leftovers, then link down (a failure here is reported)."""
         now = self.now()
-        if self.driver is not None:
-            self._deliver(self.driver.feed_eof(), now)
-        self.driver = None
-        if self.connected:
+        try:
+            events = self.guard.feed_eof()
+            if events:
+                self._deliver(events, now)
+            if self.connected:
+                self.connected = False
+                self._listener.on_link(self.config.id, False, now, "port closed")
+        except Exception as exc:
             self.connected = False
-            self._listener.on_link(self.config.id, False, now, "port closed")
+            self.report_fault(exc, "close")
 
     def _deliver(self, events: list[Event], now: float) -> None:
         if not events:
@@ -139,8 +186,26 @@ class DeviceLink:
         for event in events:
             if isinstance(event, DecodeProblem):
                 self.decode_problems += 1
-                log.info("device.decode_problem", reason=event.reason, length=event.length)
-                self._dump_recent(event.reason)
+                held = self._problem_log.admit(event.reason, now)
+                if held is not None:
+                    log.info(
+                        "device.decode_problem",
+                        reason=event.reason,
+                        length=event.length,
+                        total=self.decode_problems,
+                        not_logged=held,
+                    )
+                    self._dump_recent(event.reason)
+                if event.reason.startswith("driver_fault:") and self.guard.last_fault is not None:
+                    fault = self.guard.last_fault
+                    log.error(
+                        "device.driver_fault",
+                        error_type=fault.error_type,
+                        where=fault.where,
+                        call=fault.call,
+                        in_a_row=fault.in_a_row,
+                        restart_in_s=fault.restart_in_s,
+                    )
             else:
                 self.readings += 1
         self._listener.on_events(self.config.id, events, now)
@@ -154,7 +219,9 @@ class DeviceLink:
         if not log.is_enabled_for(logging.DEBUG):
             return
         raw = b"".join(self._recent)
-        scrub = getattr(type(self.driver), "scrub", None) if self.driver is not None else None
+        # The class, not the instance: after a fault there is no instance, and the bytes that
+        # caused it must be scrubbed all the same.
+        scrub = getattr(driver_class(self.config.driver), "scrub", None)
         if callable(scrub):
             raw = scrub(raw)
         log.debug("device.decode_problem.raw", reason=reason, recent_hex=raw.hex())
@@ -167,11 +234,11 @@ class DeviceLink:
         second was most of the daemon's idle CPU. This coroutine only wakes for the driver's
         timers, queued writes and commands (``poke``), and at least every ``IDLE_WAKE_S``.
         """
-        driver = make_driver(self.config.driver, **dict(self.config.options))
-        self.driver = driver
+        driver = self.guard
         self.connected = True
         log.info("device.connected", driver=self.config.driver)
         self._listener.on_link(self.config.id, True, self.now(), "port open")
+        self._deliver(driver.start(self.now()), self.now())
         loop = asyncio.get_running_loop()
         fd = port.fileno()
         # What went wrong in the reader callback (a lost port, or a bug downstream), re-raised
@@ -190,7 +257,6 @@ class DeviceLink:
                 self._recent.append(data)
                 if self.tap is not None:
                     self.tap.raw(self.config.id, data, now)
-                self._listener.on_bytes(self.config.id, now)
                 self._deliver(driver.feed(data, now), now)
                 out = driver.data_to_send()
                 if out:

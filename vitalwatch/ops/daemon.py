@@ -64,6 +64,7 @@ from vitalwatch.ops.metrics import (
     PERSISTENCE_FAILURES,
 )
 from vitalwatch.ops.statelock import StateLock
+from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
@@ -410,7 +411,10 @@ class Daemon:
                     with bound_contextvars(bed=bed_id):
                         start(self.publishers[bed_id].run(), f"publisher[{bed_id}]")
                         for dev_id, link in session.links.items():
-                            start(link.run(), f"device[{bed_id}/{dev_id}]")
+                            # Supervised: an exception that escapes one link must not cancel the
+                            # group (every other bed); it is reported and the link started again.
+                            name = f"device[{bed_id}/{dev_id}]"
+                            start(supervise(name, link.run, link.task_crashed), name)
                 start(self._ticker(), "ticker")
                 start(hk.run(), "housekeeping")
                 hk.ready()

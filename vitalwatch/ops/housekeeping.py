@@ -90,8 +90,8 @@ class MetricsState:
     """What the collector exposes, computed on the event loop (scrapes run in another thread)."""
 
     devices: tuple[
-        tuple[str, str, int, int, bool, float | None], ...
-    ] = ()  # bed, dev, reads, problems, up, age
+        tuple[str, str, int, int, bool, float | None, int], ...
+    ] = ()  # bed, dev, reads, problems, up, age, driver faults
     active: tuple[tuple[str, str, int], ...] = ()  # bed, priority, count
     transitions: tuple[tuple[str, str, int], ...] = ()  # bed, state, count
     connected: tuple[tuple[str, bool], ...] = ()
@@ -105,7 +105,9 @@ def metrics_state_of(daemon: Daemon, *, now: float, loop_lag_s: float) -> Metric
         for dev_id, link in session.links.items():
             last = session.last_valid.get(dev_id)
             age = None if last is None else max(0.0, now - last)
-            devices.append((bed_id, dev_id, link.readings, link.decode_problems, link.connected, age))
+            devices.append(
+                (bed_id, dev_id, link.readings, link.decode_problems, link.connected, age, link.driver_faults)
+            )
         counts = {"high": 0, "medium": 0, "low": 0, "info": 0}
         for tr in session.engine.active_alarms():
             counts[tr.priority.value] = counts.get(tr.priority.value, 0) + 1
@@ -134,6 +136,9 @@ class DaemonCollector(Collector):
         bed_dev = ["bed", "device"]
         readings = CounterMetricFamily("vitalwatch_readings", "Decoded events per device", labels=bed_dev)
         problems = CounterMetricFamily("vitalwatch_decode_problems", "Undecodable byte runs", labels=bed_dev)
+        faults = CounterMetricFamily(
+            "vitalwatch_driver_faults", "Unexpected driver or link exceptions (restarted)", labels=bed_dev
+        )
         link = GaugeMetricFamily(
             "vitalwatch_device_link_up", "1 while the device's port is open", labels=bed_dev
         )
@@ -142,9 +147,10 @@ class DaemonCollector(Collector):
             "Seconds since the device's last valid reading",
             labels=bed_dev,
         )
-        for bed_id, dev_id, reads, bad, up, last_age in state.devices:
+        for bed_id, dev_id, reads, bad, up, last_age, fault_count in state.devices:
             readings.add_metric([bed_id, dev_id], reads)
             problems.add_metric([bed_id, dev_id], bad)
+            faults.add_metric([bed_id, dev_id], fault_count)
             link.add_metric([bed_id, dev_id], 1.0 if up else 0.0)
             if last_age is not None:
                 age.add_metric([bed_id, dev_id], last_age)
@@ -167,7 +173,7 @@ class DaemonCollector(Collector):
         lag.add_metric([], state.loop_lag_s)
         clock = GaugeMetricFamily("vitalwatch_clock_synchronized", "1 while the wall clock is synchronised")
         clock.add_metric([], 1.0 if state.clock_synced else 0.0)
-        yield from (readings, problems, link, age, active, transitions, connected, lag, clock)
+        yield from (readings, problems, faults, link, age, active, transitions, connected, lag, clock)
 
 
 class Housekeeping:
