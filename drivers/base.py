@@ -104,6 +104,20 @@ class Driver(Protocol):
 
 
 @runtime_checkable
+class DeviceClocked(Protocol):
+    """A driver whose device sends at its own pace, far below the serial line rate.
+
+    Offline tools (``vitalwatch decode``) give bytes the time they would have arrived at; a device
+    that sends 375 bytes a second on a 9600-baud line would otherwise be replayed 2.5 times too
+    fast, and a driver that reports at most once per second of ``now`` would report too little.
+    """
+
+    def device_byte_rate(self) -> float:
+        """Bytes per second the device sends in its configured format."""
+        ...
+
+
+@runtime_checkable
 class MeasurementStarter(Protocol):
     """An NIBP driver that can ask its device for a new measurement."""
 

@@ -258,6 +258,10 @@ class NoninDriver:
         self._last: dict[str, object] = {}
         self._due: dict[str, float] = {}
 
+    def device_byte_rate(self) -> float:
+        """#2 and #7: 75 frames of 5 bytes a second (375 B/s); #8: one 4-byte packet a second."""
+        return 4.0 if self._fmt == 8 else FRAME_RATE * self._size
+
     # -- Driver protocol -------------------------------------------------------------------
 
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:

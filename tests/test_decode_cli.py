@@ -122,3 +122,35 @@ def test_console_script_subprocess() -> None:
     events = json_lines(done.stdout)
     assert [e["value"] for e in events if e["kind"] == "perfusion_index"] == [3.6, 3.95, 4.25, 3.19, 2.41]
     assert done.stderr.strip() == "observations=25 statuses=0 problems=0"
+
+
+def nonin_capture(seconds: float, data_format: int = 2) -> bytes:
+    """What a Nonin sends in ``seconds``, from its simulator (75 frames/s, or 1 packet/s for #8)."""
+    from vitalwatch.simulators import make_simulator
+    from vitalwatch.simulators.scenarios import get_scenario
+
+    sim = make_simulator("nonin", get_scenario("normal"), data_format=data_format)
+    out, t = bytearray(), 0.0
+    while t < seconds:
+        out += sim.poll(t)
+        t += 0.02
+    return bytes(out)
+
+
+@pytest.mark.parametrize("data_format", [2, 8])
+def test_a_nonin_capture_is_paced_by_the_devices_own_frame_clock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_format: int
+) -> None:
+    """10 s of a Nonin gives the 10 once-a-second SpO2 values the device reported, not fewer."""
+    capture = tmp_path / "nonin.bin"
+    capture.write_bytes(nonin_capture(10.0, data_format))
+    assert main(["decode", "--driver", "nonin", "--option", f"data_format={data_format}", str(capture)]) == 0
+    spo2 = [e for e in json_lines(capsys.readouterr().out) if e.get("kind") == "spo2"]
+    assert 9 <= len(spo2) <= 11
+
+
+def test_hex_flag_on_text_that_is_not_hex_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capture = tmp_path / "capture.txt"
+    capture.write_text("SPO2=097 HR=072\r\n")
+    assert main(["decode", "--driver", "nonin-ascii", "--hex", str(capture)]) == 2
+    assert "--hex: the input holds no hex byte pairs" in capsys.readouterr().err

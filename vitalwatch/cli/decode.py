@@ -28,7 +28,8 @@ import sys
 from typing import Any, BinaryIO
 
 from vitalwatch import strict_json
-from vitalwatch.drivers import DRIVERS, make_driver
+from vitalwatch.drivers import DRIVERS, Driver, make_driver
+from vitalwatch.drivers.base import DeviceClocked
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation, event_to_json_dict
 from vitalwatch.link.driver_guard import DriverGuard
 
@@ -37,9 +38,11 @@ __all__ = ["hex_dump_bytes", "parse_option_value", "register", "run"]
 EXIT_OK = 0
 EXIT_USAGE = 2
 
-# Big enough that a day-long capture is read in few calls, small enough that the driver sees
-# chunk boundaries the way it does from a serial port.
+# Big enough that a day-long capture is read in few calls.
 CHUNK_BYTES = 4096
+# Bytes reach the driver in pieces this far apart in virtual time, as from a serial port that
+# the link reads a few dozen times a second.
+PIECE_S = 0.04
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     try:
-        make_driver(args.driver, **options)  # bad options are exit 2 here, not a fault later
+        probe = make_driver(args.driver, **options)  # bad options are exit 2 here, not a fault later
     except KeyError as exc:
         return _error(str(exc.args[0]) if exc.args else f"unknown driver {args.driver!r}")
     except ImportError as exc:
@@ -120,16 +123,19 @@ def run(args: argparse.Namespace) -> int:
     # No backoff: time does not pass in a decode, and the next chunk deserves a fresh driver.
     driver = DriverGuard(lambda: make_driver(args.driver, **options), first_backoff_s=0.0, max_backoff_s=0.0)
     counts = {"observations": 0, "statuses": 0, "problems": 0}
+    rate = arrival_rate(probe)
     try:
         if args.file == "-":
             stream: BinaryIO = sys.stdin.buffer
             if args.hex:
-                stream = io.BytesIO(hex_dump_bytes(stream.read()))
-            _decode_stream(driver, stream, counts)
+                stream = io.BytesIO(_hex_or_fail(stream.read()))
+            _decode_stream(driver, stream, counts, rate)
         else:
             with open(args.file, "rb") as raw:
-                stream = io.BytesIO(hex_dump_bytes(raw.read())) if args.hex else raw
-                _decode_stream(driver, stream, counts)
+                stream = io.BytesIO(_hex_or_fail(raw.read())) if args.hex else raw
+                _decode_stream(driver, stream, counts, rate)
+    except NotHexError as exc:
+        return _error(str(exc))
     except BrokenPipeError:
         # The reader went away (``| head``): not an error. Point stdout at /dev/null so the
         # interpreter's final flush does not raise again.
@@ -160,11 +166,43 @@ def hex_dump_bytes(text: bytes) -> bytes:
     return bytes(out)
 
 
-def _decode_stream(driver: DriverGuard, stream: BinaryIO, counts: dict[str, int]) -> None:
-    """Feed ``stream`` in chunks with virtual time 0 (no timers fire), then end of input."""
+class NotHexError(ValueError):
+    """``--hex`` was given but the input holds no pair of hex digits."""
+
+
+def _hex_or_fail(text: bytes) -> bytes:
+    data = hex_dump_bytes(text)
+    if not data and text.strip():
+        raise NotHexError("--hex: the input holds no hex byte pairs (like '3E 05 02'); a binary capture?")
+    return data
+
+
+def arrival_rate(driver: Driver) -> float:
+    """Bytes per second the capture arrived at: the device's own pace where its protocol has one.
+
+    A Nonin sends 75 five-byte frames a second (375 B/s) on a 9600-baud line (960 B/s); pacing its
+    capture by the line rate would squeeze 10 s of data into 4 s and the once-a-second report
+    would show fewer values than the device gave. Other families send in bursts at the line rate.
+    """
+    if isinstance(driver, DeviceClocked):
+        return driver.device_byte_rate()
+    return type(driver).serial.bytes_per_second()
+
+
+def _decode_stream(driver: DriverGuard, stream: BinaryIO, counts: dict[str, int], rate: float) -> None:
+    """Feed ``stream`` with the virtual time each byte would have arrived at, then end of input.
+
+    Virtual time starts at 0 and advances by the byte count over ``rate``; timers do not fire
+    (nothing is sent to a device from a file).
+    """
     _emit(driver.start(0.0), counts)
+    piece = max(1, round(rate * PIECE_S))
+    offset = 0
     while chunk := stream.read(CHUNK_BYTES):
-        _emit(driver.feed(chunk, 0.0), counts)
+        for start in range(0, len(chunk), piece):
+            part = chunk[start : start + piece]
+            _emit(driver.feed(part, offset / rate), counts)
+            offset += len(part)
     _emit(driver.feed_eof(), counts)
 
 
