@@ -149,7 +149,9 @@ def test_a_nonin_capture_is_paced_by_the_devices_own_frame_clock(
     assert 9 <= len(spo2) <= 11
 
 
-def test_hex_flag_on_text_that_is_not_hex_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_hex_flag_on_text_that_is_not_hex_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     capture = tmp_path / "capture.txt"
     capture.write_text("SPO2=097 HR=072\r\n")
     assert main(["decode", "--driver", "nonin-ascii", "--hex", str(capture)]) == 2
