@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from vitalwatch.continuity.statestore import RestoringEngine, transition_from_json, transition_to_json
-from vitalwatch.delivery.outbox import DB_NAME, Entry, Lanes, Store
+from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import WallClock
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 
 
