@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.alerts import transition
 from tests.fakes.mqtt import FakeBroker
 from vitalwatch.config import MqttConfig
 from vitalwatch.delivery.payloads import WallClock, status_payload
 from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.delivery.store import DB_NAME, Store
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.outputs import AlertState, Priority
 
 SITE, BED = "clinic-a", "chair-1"
 CFG = MqttConfig(heartbeat_s=0.5, publish_timeout_s=0.2, unreachable_alarm_s=0.6)
@@ -36,29 +37,6 @@ class QuickRetry(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return min(b, 0.02)
-
-
-def transition(
-    alert_id: str, seq: int, *, state: AlertState = AlertState.RAISED, priority: Priority = Priority.LOW
-) -> AlertTransition:
-    return AlertTransition(
-        t=100.0 + seq,
-        bed=BED,
-        alert_id=alert_id,
-        seq=seq,
-        state=state,
-        priority=priority,
-        category=Category.PHYSIOLOGICAL,
-        condition="spo2_low",
-        parameter="spo2",
-        value=88.0,
-        unit="%",
-        limit=90.0,
-        phase="infusion",
-        phase_elapsed_s=60.0,
-        onset_t=100.0,
-        message="SpO2 low",
-    )
 
 
 def status(state: str, heartbeat: int) -> dict[str, Any]:
@@ -105,11 +83,12 @@ async def test_backlog_sends_high_first_and_each_alert_in_seq_order() -> None:
     """Queued before the broker answered: the HIGH alarm leaves first, every alert_id in seq order."""
     broker = FakeBroker()
     pub = publisher(broker)
-    pub.alert(transition("a", 1))
-    pub.alert(transition("b", 2))
-    pub.alert(transition("a", 3, state=AlertState.RENOTIFIED))
+    low = Priority.LOW
+    pub.alert(transition("a", 1, priority=low))
+    pub.alert(transition("b", 2, priority=low))
+    pub.alert(transition("a", 3, AlertState.RENOTIFIED, priority=low))
     pub.alert(transition("h", 4, priority=Priority.HIGH))
-    pub.alert(transition("a", 5, state=AlertState.CLEARED))
+    pub.alert(transition("a", 5, AlertState.CLEARED, priority=low))
     async with running(pub):
         await broker.wait_for(lambda: pub.pending == 0 and len(sent(broker)) == 5, what="backlog sent")
     assert [("h", 4), ("a", 1), ("b", 2), ("a", 3), ("a", 5)] == sent(broker)
@@ -130,7 +109,7 @@ async def test_lost_message_is_sent_again_on_a_new_connection(tmp_path: Path) ->
     try:
         pub = publisher(broker, store=store)
         pub.alert(transition("a", 1))
-        pub.alert(transition("a", 2, state=AlertState.CLEARED))
+        pub.alert(transition("a", 2, AlertState.CLEARED))
         async with running(pub):
             await broker.wait_for(lambda: pub.pending == 0, what="delivered after the loss")
             assert 2 == broker.connects
@@ -169,7 +148,7 @@ async def test_dropped_connection_mid_backlog_loses_nothing_and_keeps_order() ->
     broker.ack_delay = 0.02
     pub = publisher(broker)
     for seq in range(1, 9):
-        pub.alert(transition("a", seq, state=AlertState.RAISED if seq == 1 else AlertState.RENOTIFIED))
+        pub.alert(transition("a", seq, AlertState.RAISED if seq == 1 else AlertState.RENOTIFIED))
     async with running(pub):
         await broker.wait_for(lambda: len(sent(broker)) >= 3, what="part of the backlog sent")
         broker.drop_connections()
