@@ -37,8 +37,8 @@ from typing import Any
 
 from bench import sd_budget, snapshot_budget
 from vitalwatch.continuity.statestore import transition_to_json
-from vitalwatch.delivery.outbox import DB_NAME, Store
 from vitalwatch.delivery.payloads import WallClock, alert_payload
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 
 # The busy bed of bench.snapshot_budget: an alarm every 3 min with 4 transitions, 104 an hour.

@@ -100,7 +100,7 @@ async def _floor(pty_path: str, port: int, topic: str) -> None:
 # ------------------------------------------------------------------------------------ the run
 def _commit_cost_ms(directory: Path, n: int = 200) -> dict[str, float]:
     """Median and p99 of one outbox alert commit (synchronous=FULL) on ``directory``'s disk."""
-    from vitalwatch.delivery.outbox import DB_NAME, Store
+    from vitalwatch.delivery.store import DB_NAME, Store
 
     async def go() -> list[float]:
         store = Store(directory / DB_NAME)

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vitalwatch.delivery.outbox import DB_NAME, Entry, Lanes, Store
+from vitalwatch.delivery.lanes import Entry, Lanes
+from vitalwatch.delivery.store import DB_NAME, Store
 
 N = 500
 RUNS = 3

@@ -12,7 +12,7 @@ as in ``sd_budget``: every byte the process hands to ``write()`` (``wchar`` in
 Busy session per bed, in virtual time with the real engine and the daemon's own
 :class:`~vitalwatch.continuity.statestore.SnapshotWriter`,
 :class:`~vitalwatch.continuity.statestore.RestoringEngine`
-and :class:`~vitalwatch.delivery.outbox.Store`: two oximeters (SpO2 and pulse at 1 Hz) and an NIBP monitor
+and :class:`~vitalwatch.delivery.store.Store`: two oximeters (SpO2 and pulse at 1 Hz) and an NIBP monitor
 every 3 min; 20 min baseline (so the snapshot carries 1200 baseline samples per signal, its
 largest part), 20 min infusion, 20 min recovery; from the infusion on, SpO2 falls to 84 % for
 40 s every 3 min (HIGH spo2_low: raised, re-notified, acknowledged by the nurse, cleared).
@@ -36,8 +36,8 @@ from vitalwatch.continuity.statestore import (
     SnapshotWriter,
     transition_to_json,
 )
-from vitalwatch.delivery.outbox import DB_NAME, Store
 from vitalwatch.delivery.payloads import WallClock
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Output
 from vitalwatch.engine.session import BedEngine

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.example_session import record_example_session
 from vitalwatch.cli import export as export_cmd
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import PhaseChanged
 from vitalwatch.record.export import CSV_FIELDS
-from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "session-record.md"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.example_session import record_example_session
 from vitalwatch.cli import main
-from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 SESSION = "chair-2-20250304-1"

@@ -16,10 +16,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from vitalwatch.cli import main
+from vitalwatch.cli import build_parser, main
+from vitalwatch.cli.tail import build_options
 from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.station.tail_view import TailOptions, TailView, parse_broker_url, read_password_file, tail
+from vitalwatch.station.tail_view import TailOptions, TailView, parse_broker_url, tail
 from vitalwatch.testing import Mosquitto, free_port
 
 NOW = datetime(2026, 3, 1, 10, 15, 17, tzinfo=UTC)
@@ -143,17 +144,20 @@ def test_json_lines_are_json_objects_with_an_event_name() -> None:
     assert {"event": "alert", "topic": f"{BASE}/chair-1/alerts", "payload": doc} == json.loads(line)
 
 
-def test_broker_url_and_password_sources(tmp_path: Path) -> None:
+def test_broker_url_and_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mqtt/mqtts URLs with default ports; the password from a file or the systemd credential."""
     assert ("broker.local", 8883, True) == parse_broker_url("mqtts://broker.local")
     assert ("127.0.0.1", 1884, False) == parse_broker_url("mqtt://127.0.0.1:1884")
     with pytest.raises(ValueError, match="mqtt://HOST:PORT"):
         parse_broker_url("http://x")
     (tmp_path / "pw").write_text("s3cret\nignored\n")
-    assert "s3cret" == read_password_file(tmp_path / "pw", {})
+    args = build_parser().parse_args(["tail", "--password-file", str(tmp_path / "pw")])
+    assert "s3cret" == build_options(args).password
     (tmp_path / "mqtt-password").write_text("from-systemd\n")
-    assert "from-systemd" == read_password_file(None, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
-    assert read_password_file(None, {}) is None
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert "from-systemd" == build_options(build_parser().parse_args(["tail"])).password
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert build_options(build_parser().parse_args(["tail"])).password is None
 
 
 def test_bad_options_exit_2_and_unreachable_broker_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ from vitalwatch.engine.outputs import (
     PhaseChanged,
     StatusChanged,
 )
+from vitalwatch.engine.roles import measures_nibp
 from vitalwatch.link.device_link import DeviceLink
 
 __all__ = ["BedSession", "Engine", "OutputSink", "VitalPayload"]
@@ -154,7 +155,7 @@ class BedSession:
         """Start a cuff cycle on the first NIBP device that can be commanded; False if none can."""
         for link in self.links.values():
             driver: object = link.driver  # any driver class may add the capability
-            if link.config.role in ("nibp", "multi") and isinstance(driver, MeasurementStarter):
+            if measures_nibp(link.config.role) and isinstance(driver, MeasurementStarter):
                 driver.start_measurement()
                 link.poke()
                 log.info("nibp.requested", device=link.config.id, reason=reason)

@@ -29,6 +29,7 @@ from typing import Any
 
 from vitalwatch.drivers import DRIVERS, driver_class
 from vitalwatch.drivers.base import OptionError, Parity, SerialSettings
+from vitalwatch.engine.roles import ROLES, role_for_driver
 from vitalwatch.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -48,9 +49,6 @@ __all__ = [
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("auto", "json", "console")
-_ROLES = ("spo2", "nibp", "multi")
-# Families whose devices measure blood pressure only / several parameters.
-_DEFAULT_ROLE = {"suntech": "nibp", "accutorr": "multi", "hl7": "multi"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,7 +341,7 @@ def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) ->
                 serial_for = getattr(cls, "serial_for", None)
                 if callable(serial_for) and "protocol" in options:
                     defaults = serial_for(options["protocol"])
-    role = r.choice("role", _DEFAULT_ROLE.get(driver or "", "spo2"), _ROLES)
+    role = r.choice("role", role_for_driver(driver or ""), ROLES)
     serial = _serial(r, defaults)
     r.finish()
     if len(problems) > before or dev_id is None or driver is None or url is None:

@@ -5,13 +5,13 @@
     VitalwatchError
      ├── ConfigError          bad configuration; .problems lists (key, reason) pairs
      ├── DeviceError          a serial link failed; .device_id, .port
-     │    ├── DeviceUnavailable   the port could not be opened or vanished
-     │    └── DeviceTimeout       the port stopped answering
-     ├── PublishError         the broker refused or did not acknowledge
+     │    └── DeviceUnavailable   the port could not be opened or vanished
      └── StartupError         the daemon cannot start (a port in use, a state directory held)
 
 Malformed device bytes are *not* exceptions: drivers report them as ``DecodeProblem``
-events. Exceptions are for misuse and for the edges where I/O fails.
+events. Exceptions are for misuse and for the edges where I/O fails. A silent port is not an
+exception either (the engine's silent-link rule raises a technical alarm), nor is a broker that
+does not acknowledge (``aiomqtt.MqttError`` inside the publisher, which reconnects and resends).
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "DeviceError",
-    "DeviceTimeout",
     "DeviceUnavailable",
-    "PublishError",
     "StartupError",
     "VitalwatchError",
 ]
@@ -64,14 +62,6 @@ class DeviceError(VitalwatchError):
 
 class DeviceUnavailable(DeviceError):
     """The port could not be opened, or it vanished (adapter unplugged)."""
-
-
-class DeviceTimeout(DeviceError):
-    """The port is open but stopped delivering bytes."""
-
-
-class PublishError(VitalwatchError):
-    """The broker refused a message or did not acknowledge it in time."""
 
 
 class StartupError(VitalwatchError):

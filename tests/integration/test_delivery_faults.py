@@ -28,10 +28,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.fakes.alerts import transition
 from vitalwatch.config import Config, parse_config
 from vitalwatch.continuity.statestore import decode_snapshot
 from vitalwatch.engine.baseline import Baseline
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Priority
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
@@ -155,22 +156,8 @@ _PRIORITIES = (Priority.LOW, Priority.MEDIUM, Priority.HIGH)
 
 def burst_transition(i: int, seq: int, state: AlertState) -> AlertTransition:
     """Alert ``burst-{i}``: injected straight into the bed session like an engine output."""
-    return AlertTransition(
-        t=float(seq),
-        bed=BED,
-        alert_id=f"burst-{i:03d}",
-        seq=seq,
-        state=state,
-        priority=_PRIORITIES[i % 3],
-        category=Category.PHYSIOLOGICAL,
-        condition="spo2_low",
-        parameter="spo2",
-        value=85.0,
-        unit="%",
-        limit=90.0,
-        phase="infusion",
-        phase_elapsed_s=10.0,
-        onset_t=float(seq),
+    return transition(
+        f"burst-{i:03d}", seq, state, priority=_PRIORITIES[i % 3], bed=BED, t=float(seq), value=85.0,
         message=f"burst alert {i}",
     )
 

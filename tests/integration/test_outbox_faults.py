@@ -33,7 +33,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from vitalwatch.config import Config, parse_config
-from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
@@ -206,7 +206,7 @@ async def test_disk_full_alerts_flow_alarm_raised_and_journal_completed_when_spa
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from vitalwatch.delivery.outbox import DB_NAME, Store
+from vitalwatch.delivery.store import DB_NAME, Store
 
 async def main(directory: str) -> None:
     store = Store(Path(directory) / DB_NAME, defer_s=0.01)

@@ -30,7 +30,7 @@ import pytest
 from vitalwatch.cli import build_parser
 from vitalwatch.cli.tail import build_options
 from vitalwatch.config import MqttConfig, TlsConfig, parse_config
-from vitalwatch.delivery.publisher import read_password, tls_context
+from vitalwatch.delivery.broker import read_password, tls_context
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.station.tail_view import tail
 from vitalwatch.testing import ConfiguredMosquitto, adapt_mosquitto_config, free_port, mosquitto_binary

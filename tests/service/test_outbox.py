@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.alerts import transition
 from vitalwatch.continuity.statestore import RestoringEngine, transition_from_json, transition_to_json
-from vitalwatch.delivery.outbox import DB_NAME, Entry, Lanes, Store
+from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import WallClock
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.delivery.store import DB_NAME, Store
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Priority
 
 
 def entry(alert_id: str, seq: int, rank: int = 1) -> Entry:
@@ -58,27 +60,6 @@ def test_lanes_same_transition_twice_is_kept_once() -> None:
     lanes.push(entry("a", 1))
     lanes.push(entry("a", 1))
     assert 1 == len(lanes)
-
-
-def transition(alert_id: str, seq: int, state: AlertState = AlertState.RAISED) -> AlertTransition:
-    return AlertTransition(
-        t=100.0 + seq,
-        bed="chair-1",
-        alert_id=alert_id,
-        seq=seq,
-        state=state,
-        priority=Priority.HIGH,
-        category=Category.PHYSIOLOGICAL,
-        condition="spo2_low",
-        parameter="spo2",
-        value=84.0,
-        unit="%",
-        limit=90.0,
-        phase="infusion",
-        phase_elapsed_s=60.0,
-        onset_t=100.0,
-        message="SpO2 84 % below 90 %",
-    )
 
 
 @pytest.mark.asyncio

@@ -60,8 +60,6 @@ def test_every_message_reaches_an_abstract_socket(abstract_socket: tuple[socket.
     assert {"STATUS=broker unreachable"} == receive(sock)
     assert notifier.stopping()
     assert {"STOPPING=1"} == receive(sock)
-    assert notifier.watchdog_trigger()
-    assert {"WATCHDOG=trigger"} == receive(sock)
 
 
 def test_module_notify_reads_the_environment(

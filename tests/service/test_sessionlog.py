@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.example_session import record_example_session
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, PhaseChanged, Priority
-from vitalwatch.record.sessionlog import SessionDb, SessionLog, record_example_session
+from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 

@@ -31,8 +31,8 @@ from vitalwatch.continuity.statestore import (
     resume_from_snapshot,
     transition_to_json,
 )
-from vitalwatch.delivery.outbox import DB_NAME, Store
 from vitalwatch.delivery.payloads import WallClock
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Output, PhaseChanged, Priority
 from vitalwatch.engine.testing import EngineHarness

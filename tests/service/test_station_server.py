@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
+from vitalwatch.engine.outputs import Priority
 from vitalwatch.station import StationConfig, serve_station
+from vitalwatch.station.server import STATIC_DIR
 
 
 async def request(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -57,3 +60,12 @@ def test_config_refuses_what_the_page_could_not_use() -> None:
     ):
         with pytest.raises(ValueError):
             StationConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_station_page_ranks_priorities_like_the_gateway() -> None:
+    """station.js keeps a copy of the priority ranks (to sort alarms): they must equal Priority.rank."""
+    source = (STATIC_DIR / "station.js").read_text(encoding="utf-8")
+    table = re.search(r"const RANK = \{([^}]*)\};", source)
+    assert table is not None, "station.js no longer declares its RANK table"
+    ranks = {name: int(rank) for name, rank in re.findall(r"(\w+):\s*(-?\d+)", table.group(1))}
+    assert {p.value: p.rank for p in Priority} == ranks

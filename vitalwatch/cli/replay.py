@@ -30,9 +30,9 @@ from vitalwatch.engine.replay import (
     output_to_json,
     parse_observations,
     replay_rows,
-    role_for_driver,
     run_scenario,
 )
+from vitalwatch.engine.roles import role_for_driver
 from vitalwatch.engine.table import AlarmTable, load_alarm_table
 from vitalwatch.errors import ConfigError
 

@@ -21,8 +21,8 @@ from typing import Any
 import aiomqtt
 
 from vitalwatch.config import MqttConfig, TlsConfig
-from vitalwatch.delivery.publisher import tls_context
-from vitalwatch.station.tail_view import TailOptions, parse_broker_url, read_password_file, tail
+from vitalwatch.delivery.broker import read_password, tls_context
+from vitalwatch.station.tail_view import TailOptions, parse_broker_url, tail
 
 __all__ = ["build_options", "register", "run"]
 
@@ -87,7 +87,7 @@ def build_options(args: argparse.Namespace) -> TailOptions:
         bed=args.bed,
         prefix=args.prefix,
         username=args.username,
-        password=read_password_file(args.password_file),
+        password=read_password(args.password_file),
         tls=context,
         json_lines=args.json,
         silent_after_s=args.silent_after,

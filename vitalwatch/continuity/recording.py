@@ -39,6 +39,7 @@ from vitalwatch import strict_json
 from vitalwatch.config import BedConfig, Config
 from vitalwatch.drivers import Driver, MeasurementStarter, make_driver
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output
+from vitalwatch.engine.roles import measures_nibp
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable, load_alarm_table
 from vitalwatch.link.driver_guard import DriverGuard
@@ -175,7 +176,7 @@ class _ReplayBed:
             if isinstance(out, NibpRequest):
                 for dev in self.devices.values():
                     driver: object = dev.driver
-                    if dev.role in ("nibp", "multi") and isinstance(driver, MeasurementStarter):
+                    if measures_nibp(dev.role) and isinstance(driver, MeasurementStarter):
                         driver.start_measurement()
                         break
 

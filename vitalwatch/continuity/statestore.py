@@ -1,6 +1,6 @@
 """Session continuity across a daemon restart: the engine snapshot, the alert journal, and how they combine.
 
-Two records survive a restart, both in the outbox database (:mod:`vitalwatch.delivery.outbox`):
+Two records survive a restart, both in the outbox database (:mod:`vitalwatch.delivery.store`):
 
 - the **engine snapshot** (``BedEngine.snapshot()``, zlib-compressed JSON, one row per bed,
   ``synchronous=NORMAL``): the whole engine - phase and phase clock, baseline, held samples,

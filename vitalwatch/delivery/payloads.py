@@ -24,7 +24,7 @@ from typing import Any
 
 from vitalwatch import __version__, strict_json
 from vitalwatch.drivers.vocabulary import KINDS
-from vitalwatch.engine.outputs import AlertTransition
+from vitalwatch.engine.outputs import AlertTransition, Priority
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -39,6 +39,8 @@ __all__ = [
     "alert_payload",
     "command_result_payload",
     "encode",
+    "iso_utc",
+    "priority_rank",
     "status_payload",
     "vital_payload",
 ]
@@ -129,18 +131,27 @@ class WallClock:
         self._utc = utc_now or datetime.now(UTC)
         self.clock_synced = clock_synced
 
-    def rebase(self, monotonic_now: float, utc_now: datetime | None = None) -> None:
-        self._mono = monotonic_now
-        self._utc = utc_now or datetime.now(UTC)
-
     def utc(self, t: float) -> datetime:
         return self._utc + timedelta(seconds=t - self._mono)
 
 
-def _iso(dt: datetime | None) -> str | None:
+def iso_utc(dt: datetime | None) -> str | None:
+    """UTC, milliseconds, ``Z``: the one time format of every payload (None stays None)."""
     if dt is None:
         return None
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def priority_rank(name: object) -> int:
+    """The rank of a priority as a payload names it (``Priority.rank``: high 3 ... info 0); 0 if unknown.
+
+    For readers of payloads and records that sort or compare by priority (``vitalwatch tail``,
+    the export); the nurse station's copy in ``station.js`` is checked against this by a test.
+    """
+    try:
+        return Priority(str(name)).rank
+    except ValueError:
+        return 0
 
 
 def alert_payload(
@@ -167,13 +178,13 @@ def alert_payload(
         "limit": tr.limit,
         "phase": tr.phase,
         "phase_minutes": round(tr.phase_elapsed_s / 60.0, 1),
-        "onset_utc": _iso(wall.utc(tr.onset_t)),
-        "event_utc": _iso(wall.utc(tr.t)),
-        "sent_utc": _iso(sent_at or datetime.now(UTC)),
+        "onset_utc": iso_utc(wall.utc(tr.onset_t)),
+        "event_utc": iso_utc(wall.utc(tr.t)),
+        "sent_utc": iso_utc(sent_at or datetime.now(UTC)),
         "clock_synced": wall.clock_synced,
         "escalation_level": tr.escalation_level,
         "acknowledged_by": tr.acknowledged_by,
-        "acknowledged_utc": _iso(wall.utc(tr.acknowledged_t)) if tr.acknowledged_t is not None else None,
+        "acknowledged_utc": iso_utc(wall.utc(tr.acknowledged_t)) if tr.acknowledged_t is not None else None,
         "rule": tr.rule,
         "device": tr.device,
         "message": tr.message,
@@ -213,7 +224,7 @@ def status_payload(
         "outbox_pending": outbox_pending,
         "technical": sorted(set(technical)),
         "version": __version__,
-        "sent_utc": _iso(sent_at),
+        "sent_utc": iso_utc(sent_at),
     }
 
 
@@ -227,7 +238,7 @@ def vital_payload(
         "value": value,
         "unit": unit,
         "quality": quality,
-        "measured_utc": _iso(measured_at),
+        "measured_utc": iso_utc(measured_at),
         "device": device,
     }
 
@@ -264,7 +275,7 @@ def command_result_payload(
         "site": site,
         "bed": bed,
         "detail": detail,
-        "sent_utc": _iso(sent_at),
+        "sent_utc": iso_utc(sent_at),
     }
 
 

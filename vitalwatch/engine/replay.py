@@ -41,6 +41,7 @@ from vitalwatch.engine.outputs import (
     PhaseChanged,
     StatusChanged,
 )
+from vitalwatch.engine.roles import measures_nibp, measures_oximetry, role_for_driver
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable
 from vitalwatch.engine.vocabulary import PHASES
@@ -53,14 +54,11 @@ __all__ = [
     "output_to_json",
     "parse_observations",
     "replay_rows",
-    "role_for_driver",
     "run_scenario",
 ]
 
 DEFAULT_DEVICES: dict[str, str] = {"oximeter": "spo2", "nibp": "nibp"}
 _HEADER = ["t", "event", "name", "value"]
-_NIBP_DRIVERS = frozenset({"suntech", "accutorr"})
-_MULTI_DRIVERS = frozenset({"hl7"})
 # A SunTech module measures only when told: cycle every 5 min, as the infusion table's interval.
 _SCENARIO_DRIVER_OPTIONS: dict[str, dict[str, Any]] = {"suntech": {"interval_s": 300.0}}
 
@@ -83,13 +81,6 @@ class Row:
     event: str
     name: str
     value: str
-
-
-def role_for_driver(driver: str) -> str:
-    """The engine role of a driver family: nibp, multi (HL7 monitors) or spo2."""
-    if driver in _NIBP_DRIVERS:
-        return "nibp"
-    return "multi" if driver in _MULTI_DRIVERS else "spo2"
 
 
 def parse_observations(lines: Iterable[str], devices: Mapping[str, str]) -> list[Row]:
@@ -163,9 +154,9 @@ def _check_row(line: int, event: str, name: str, value: str, devices: Mapping[st
 
 
 def _device_for_kind(kind: str, devices: Mapping[str, str]) -> str | None:
-    wanted = ("nibp", "multi") if kind.startswith("nibp_") or kind == "cuff_pressure" else ("spo2", "multi")
+    wanted = measures_nibp if kind.startswith("nibp_") or kind == "cuff_pressure" else measures_oximetry
     for device, role in devices.items():
-        if role in wanted:
+        if wanted(role):
             return device
     return None
 
@@ -274,7 +265,8 @@ def run_scenario(
     """Simulated device bytes -> drivers -> engine in virtual time (a 100-minute session in seconds).
 
     ``drivers`` are driver/simulator names (e.g. ``("masimo", "suntech")``); each becomes a device
-    of the same id with :func:`role_for_driver`. Phase commands come from ``scenario.phases``.
+    of the same id with :func:`~vitalwatch.engine.roles.role_for_driver`.
+    Phase commands come from ``scenario.phases``.
     """
     from vitalwatch.drivers import make_driver
     from vitalwatch.simulators import make_simulator
@@ -313,7 +305,7 @@ def run_scenario(
             started = False
             for n in drivers:
                 drv = drvs[n]
-                if role_for_driver(n) != "spo2" and isinstance(drv, MeasurementStarter):
+                if measures_nibp(role_for_driver(n)) and isinstance(drv, MeasurementStarter):
                     drv.start_measurement()
                     sent = drvs[n].data_to_send()
                     if sent:

@@ -106,7 +106,7 @@ def restore_engine(
     taken_at = top.when("taken_at")
     r = StateReader(state, "", now - elapsed_outage_s - taken_at)
 
-    from vitalwatch.engine.session import ROLES
+    from vitalwatch.engine.roles import ROLES
 
     devices = r.text_map("devices")
     for device, role in devices.items():

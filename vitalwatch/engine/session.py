@@ -31,6 +31,7 @@ from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.discharge import discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
+from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry, streams
 from vitalwatch.engine.rules import (
     NibpCheck,
     NibpRuleState,
@@ -45,9 +46,8 @@ from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sa
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.vocabulary import PHASES
 
-__all__ = ["ROLES", "BedEngine"]
+__all__ = ["BedEngine"]
 
-ROLES = ("spo2", "nibp", "multi")
 _OXI_KINDS = ("spo2", "pulse_rate")
 _NIBP_KINDS = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
 _CUFF_STATUSES = frozenset({"cuff_error", "cuff_overpressure"})
@@ -118,10 +118,10 @@ class BedEngine:
             self._last_bytes[device] = now
         role = self._roles.get(device, "multi")
         match event:
-            case Observation(kind=kind, value=value) if kind in _OXI_KINDS and role in ("spo2", "multi"):
+            case Observation(kind=kind, value=value) if kind in _OXI_KINDS and measures_oximetry(role):
                 valid = value is not None and not self._unreliable(device, "oxi")
                 self._on_sample(kind, Sample(now, value, valid, device))
-            case Observation(kind=kind, value=value) if kind in _NIBP_KINDS and role in ("nibp", "multi"):
+            case Observation(kind=kind, value=value) if kind in _NIBP_KINDS and measures_nibp(role):
                 unreliable = self._unreliable(device, "nibp")
                 for done in self._assembler.add(device, kind, value, unreliable, now):
                     out.extend(self._on_reading(*done))
@@ -400,7 +400,7 @@ class BedEngine:
     def _baseline_request(self, now: float) -> list[Output]:
         """In the baseline phase, ask for the NIBP readings the baseline still needs, spaced apart."""
         s = self.table.baseline
-        if self._phase != "baseline" or not any(r in ("nibp", "multi") for r in self._roles.values()):
+        if self._phase != "baseline" or not any(measures_nibp(r) for r in self._roles.values()):
             return []
         readings = self._collector.readings()
         if self._collector.estimate().systolic is not None:
@@ -442,7 +442,7 @@ class BedEngine:
                         )
                     ]
             case "signal_lost":
-                oxi = [d for d, role in self._roles.items() if role in ("spo2", "multi")]
+                oxi = [d for d, role in self._roles.items() if measures_oximetry(role)]
                 if oxi:
                     # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
                     lost = self._signals["spo2"].invalid_for(now, self._phase_start)
@@ -468,8 +468,8 @@ class BedEngine:
                     silent = now - self._last_bytes.get(device, now)
                     # An NIBP module is host-driven and legitimately silent between cycles: only
                     # its port can be judged here (nibp_overdue covers a cuff that never answers).
-                    streams = role != "nibp"
-                    if device in self._port_down or (streams and silent > rule.after_s):
+                    continuous = streams(role)
+                    if device in self._port_down or (continuous and silent > rule.after_s):
                         text = (
                             f"Port of {device} vanished"
                             if device in self._port_down
@@ -549,7 +549,7 @@ class BedEngine:
 
     def _overdue(self, rule: Rule, now: float, elapsed: float, out: list[Output]) -> list[Finding]:
         """No valid NIBP within interval + grace; and one due in the due window of the phase."""
-        if not any(role in ("nibp", "multi") for role in self._roles.values()):
+        if not any(measures_nibp(role) for role in self._roles.values()):
             return []
         last = self._nibp.last_valid()
         since = now - max(last.t if last is not None else self._phase_start, self._phase_start)

@@ -47,9 +47,9 @@ from vitalwatch.continuity.statestore import (
     transition_from_json,
 )
 from vitalwatch.delivery.commands import CommandHandler
-from vitalwatch.delivery.outbox import DB_NAME, Store
 from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.delivery.publisher import BedPublisher
+from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.drivers import Observation
 from vitalwatch.engine.outputs import Output, PhaseChanged
 from vitalwatch.engine.session import BedEngine

@@ -104,10 +104,6 @@ class Notifier:
         """``STOPPING=1``: shutdown has begun (SIGTERM), so the exit is not a crash."""
         return self.send(STOPPING=1)
 
-    def watchdog_trigger(self) -> bool:
-        """``WATCHDOG=trigger``: ask systemd to treat the service as hung now (self-detected hang)."""
-        return self.send(WATCHDOG="trigger")
-
 
 def _status_line(text: str) -> str:
     """One line, bounded: newlines folded to spaces, truncated to MAX_STATUS_CHARS."""

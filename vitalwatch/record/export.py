@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vitalwatch import strict_json
+from vitalwatch.delivery.payloads import priority_rank
 from vitalwatch.engine.vocabulary import CONDITIONS
 
 __all__ = [
@@ -170,10 +171,6 @@ def _phases(data: SessionData, end_s: float) -> list[tuple[str, float, float]]:
     return spans
 
 
-def _rank(priority: str) -> int:
-    return {"high": 3, "medium": 2, "low": 1}.get(priority, 0)
-
-
 def _alarms(data: SessionData) -> tuple[list[AlarmLife], list[float]]:
     lives: dict[str, AlarmLife] = {}
     acks: list[float] = []
@@ -185,7 +182,7 @@ def _alarms(data: SessionData) -> tuple[list[AlarmLife], list[float]]:
             life = lives[d["alert_id"]] = AlarmLife(
                 d["alert_id"], d["condition"], d["category"], d["priority"], d.get("onset_s", t)
             )
-        if _rank(d["priority"]) > _rank(life.priority):
+        if priority_rank(d["priority"]) > priority_rank(life.priority):
             life.priority = d["priority"]
         if d["state"] == "acknowledged":
             acks.append(t)

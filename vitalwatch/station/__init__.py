@@ -8,9 +8,8 @@ from vitalwatch.station.server import (
     STATIC_DIR,
     StationConfig,
     StationServer,
-    config_summary,
     serve_station,
     station_url,
 )
 
-__all__ = ["STATIC_DIR", "StationConfig", "StationServer", "config_summary", "serve_station", "station_url"]
+__all__ = ["STATIC_DIR", "StationConfig", "StationServer", "serve_station", "station_url"]

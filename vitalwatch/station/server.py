@@ -18,13 +18,12 @@ import mimetypes
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from vitalwatch import strict_json
 
-__all__ = ["STATIC_DIR", "StationConfig", "StationServer", "config_summary", "serve_station", "station_url"]
+__all__ = ["STATIC_DIR", "StationConfig", "StationServer", "serve_station", "station_url"]
 
 log = structlog.get_logger("vitalwatch.station")
 
@@ -179,8 +178,3 @@ def station_url(host: str, port: int) -> str:
     """The address a person opens (IPv6 literals in brackets)."""
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
-
-
-def config_summary(config: StationConfig) -> dict[str, Any]:
-    """For the start-up log line."""
-    return {"site": config.site, "broker_ws": config.broker_ws or f"(page host):{config.default_ws_port}"}

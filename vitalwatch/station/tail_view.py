@@ -13,40 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from vitalwatch import strict_json
+from vitalwatch.delivery.payloads import priority_rank
 from vitalwatch.station.nurse_view import format_alert
 
 __all__ = [
-    "CREDENTIAL_NAME",
     "TailOptions",
     "TailView",
     "format_active_alarm",
     "parse_broker_url",
-    "read_password_file",
     "tail",
 ]
 
-# The systemd credential (LoadCredential=mqtt-password:...) read when no --password-file is given.
-CREDENTIAL_NAME = "mqtt-password"
 # Longest wait between reconnect attempts once the broker was lost: a restarted broker is back in
 # the view within a few seconds.
 RECONNECT_MAX_S = 5.0
 # Remembered (alert_id, seq) pairs: far more than one shift's transitions, and bounded.
 _MAX_SEEN = 10_000
-_RANK = {"high": 3, "medium": 2, "low": 1, "info": 0}
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -60,21 +54,6 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     except ValueError:
         raise ValueError(f"--broker has a bad port: {url!r}") from None
     return parts.hostname, port or (8883 if tls else 1883), tls
-
-
-def read_password_file(path: Path | None, environ: dict[str, str] | None = None) -> str | None:
-    """The password from a file, else from the systemd credential ``mqtt-password``, else None.
-
-    Never from the command line (it would show in ``ps`` and shell history). First line only.
-    """
-    env = os.environ if environ is None else environ
-    if path is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        path = candidate if candidate.is_file() else None
-    if path is None:
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0] if lines and lines[0] else None  # an empty file (install placeholder): no password
 
 
 def _clock(iso: Any) -> str:
@@ -222,7 +201,7 @@ class TailView:
             info.last_seen = now  # a retained "online" proves nothing about now: start the timer here
         alarms = sorted(
             self._active.values(),
-            key=lambda d: (-_RANK.get(str(d.get("priority")), 0), str(d.get("onset_utc")), str(d.get("bed"))),
+            key=lambda d: (-priority_rank(d.get("priority")), str(d.get("onset_utc")), str(d.get("bed"))),
         )
         if self.json_lines:
             return [self._json("active", payload=d) for d in alarms] + [

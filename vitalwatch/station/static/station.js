@@ -7,6 +7,7 @@
 // not make a dead bed look alive.
 "use strict";
 (() => {
+  // Priority.rank of vitalwatch/engine/outputs.py (the owner); a test checks this copy against it.
   const RANK = { high: 3, medium: 2, low: 1, info: 0 };
   const TREND_KINDS = { spo2: { lo: 70, hi: 100, colour: "#42a5f5" }, pulse_rate: { lo: 30, hi: 180, colour: "#66bb6a" } };
   const MAX_TREND_POINTS = 2000; // 1 Hz for 10 min is 600; a bound against a chatty gateway

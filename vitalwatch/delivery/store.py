@@ -1,0 +1,246 @@
+"""The daemon's database: durable outbox, active alarms, session values, command ids, snapshots.
+
+Why SQLite and not the MQTT client's queue: paho keeps unacknowledged QoS 1 messages in
+memory only, so a restart loses them (operations note §0.3). Every alert transition is
+committed here *before* the publisher offers it to the broker, and marked delivered only
+after the broker's PUBACK; on start the undelivered rows are loaded and sent again with the
+same ``alert_id`` and ``seq`` (receivers de-duplicate on that pair).
+
+How and when each write reaches the disk (fsync policy, the writer thread, held and deferred
+writes) is :mod:`vitalwatch.delivery.writer`; this module is what the file holds.
+
+SD-card wear (docs/operations.md, "SD-card write budget"; ``python -m bench.journal_budget``):
+a WAL commit appends one frame per page it touched and a checkpoint copies each touched page
+again, so the cost of a transition is pages x page size, not row bytes. Hence: new files
+use :data:`PAGE_SIZE` (1 KiB) pages - ``page_size`` only takes effect when the file is
+created, so an existing database keeps its 4 KiB pages and simply works as before; no index
+on ``delivered`` (the undelivered rows are read once, at start: a scan of at most
+:data:`KEEP_DELIVERED` rows), dropped from existing files at open; ``active`` is updated in
+place (``INSERT OR REPLACE`` moved the row and rewrote its index); the per-bed ``seq`` is
+not rewritten in ``meta`` per transition (``meta()`` takes the larger of the stored value and
+the outbox's highest ``seq``); records waiting for the writer are committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitalwatch import strict_json
+from vitalwatch.delivery.writer import DEFER_S, MAX_HELD, RETRY_S, JournalWriter
+
+__all__ = ["DB_NAME", "PAGE_SIZE", "PendingRow", "Store"]
+
+DB_NAME = "vitalwatch.sqlite3"
+# Page size of a NEW database file (SQLite fixes it once the file is in WAL mode). Every commit
+# writes each page it touches, so 1 KiB pages write about a quarter of the 4 KiB default.
+PAGE_SIZE = 1024
+# Delivered rows kept for `vitalwatch status`/audit; older ones are pruned at start so the
+# file stays small on an SD card.
+KEEP_DELIVERED = 10_000
+# Request ids remembered per bed to refuse replayed commands; bounded like every buffer.
+KEEP_REQUESTS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox(
+    id INTEGER PRIMARY KEY,
+    bed TEXT NOT NULL, alert_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    rank INTEGER NOT NULL, clears INTEGER NOT NULL, payload TEXT NOT NULL,
+    created REAL NOT NULL, delivered REAL,
+    UNIQUE(bed, alert_id, seq));
+DROP INDEX IF EXISTS outbox_undelivered;
+CREATE TABLE IF NOT EXISTS active(
+    bed TEXT NOT NULL, alert_id TEXT NOT NULL, transition TEXT NOT NULL,
+    PRIMARY KEY(bed, alert_id));
+CREATE TABLE IF NOT EXISTS meta(
+    bed TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(bed, key));
+CREATE TABLE IF NOT EXISTS requests(
+    bed TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(bed, request_id));
+CREATE TABLE IF NOT EXISTS snapshot(
+    bed TEXT PRIMARY KEY, written REAL NOT NULL, state BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """An undelivered outbox row as loaded at start."""
+
+    alert_id: str
+    seq: int
+    rank: int
+    clears: bool
+    payload: dict[str, Any]
+
+
+class Store(JournalWriter):
+    """The SQLite database of the daemon; every method that writes returns an asyncio future."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_health: Callable[[bool, str], None] | None = None,
+        page_size: int = PAGE_SIZE,
+        autocheckpoint: int | None = None,
+        defer_s: float = DEFER_S,
+        retry_s: float = RETRY_S,
+        max_held: int = MAX_HELD,
+    ) -> None:
+        super().__init__(
+            path,
+            on_health=on_health,
+            page_size=page_size,
+            autocheckpoint=autocheckpoint,
+            defer_s=defer_s,
+            retry_s=retry_s,
+            max_held=max_held,
+        )
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
+        conn.execute(
+            "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
+            "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
+            (KEEP_DELIVERED,),
+        )
+
+    # ------------------------------------------------------------------ writes
+    def record(
+        self,
+        bed: str,
+        *,
+        alert_id: str,
+        seq: int,
+        rank: int,
+        clears: bool,
+        payload: dict[str, Any],
+        transition: dict[str, Any],
+    ) -> asyncio.Future[bool | None]:
+        """Commit one alert transition (outbox row + active-alarm table) with a full fsync."""
+        body = strict_json.dumps(payload, what="outbox", separators=(",", ":"), sort_keys=True)
+        tr = strict_json.dumps(transition, what="outbox", separators=(",", ":"), sort_keys=True)
+        created = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox(bed, alert_id, seq, rank, clears, payload, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (bed, alert_id, seq, rank, int(clears), body, created),
+            )
+            if clears:
+                conn.execute("DELETE FROM active WHERE bed=? AND alert_id=?", (bed, alert_id))
+            else:  # in place: INSERT OR REPLACE gave the row a new rowid and rewrote its index
+                conn.execute(
+                    "INSERT INTO active(bed, alert_id, transition) VALUES (?, ?, ?) "
+                    "ON CONFLICT(bed, alert_id) DO UPDATE SET transition=excluded.transition",
+                    (bed, alert_id, tr),
+                )
+
+        return self._record(work)
+
+    def delivered(self, bed: str, alert_id: str, seq: int) -> asyncio.Future[bool | None]:
+        """The broker acknowledged (alert_id, seq): it will not be sent again after a restart (deferred)."""
+        at = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET delivered=? WHERE bed=? AND alert_id=? AND seq=?",
+                (at, bed, alert_id, seq),
+            )
+
+        return self._defer(work)
+
+    def put_meta(
+        self, bed: str, values: dict[str, Any], *, sync: str = "FULL"
+    ) -> asyncio.Future[bool | None]:
+        """Session values (phase, counters, command fields) as JSON; ``NORMAL`` ones are deferred."""
+        rows = [(bed, key, strict_json.dumps(value, what="outbox")) for key, value in values.items()]
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.executemany(
+                "INSERT INTO meta(bed, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(bed, key) DO UPDATE SET value=excluded.value",
+                rows,
+            )
+            return True
+
+        if sync == "NORMAL":
+            return self._defer(work)
+        return self._submit(lambda: self._txn(sync, work))
+
+    def remember_request(self, bed: str, request_id: str) -> asyncio.Future[bool | None]:
+        """A command's request id, so a replay after a restart is refused too."""
+        at = time.time()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT OR IGNORE INTO requests(bed, request_id, at) VALUES (?, ?, ?)",
+                (bed, request_id, at),
+            )
+            conn.execute(
+                "DELETE FROM requests WHERE bed=? AND request_id NOT IN "
+                "(SELECT request_id FROM requests WHERE bed=? ORDER BY at DESC LIMIT ?)",
+                (bed, bed, KEEP_REQUESTS),
+            )
+            return True
+
+        return self._submit(lambda: self._txn("NORMAL", work))
+
+    def put_snapshot(self, bed: str, state: bytes, *, written: float) -> asyncio.Future[bool | None]:
+        """Replace the bed's engine snapshot (opaque bytes; ``written`` = UTC epoch), NORMAL sync."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT INTO snapshot(bed, written, state) VALUES (?, ?, ?) "
+                "ON CONFLICT(bed) DO UPDATE SET written=excluded.written, state=excluded.state",
+                (bed, written, state),
+            )
+            return True
+
+        return self._submit(lambda: self._txn("NORMAL", work, hold=False))
+
+    # ------------------------------------------------------------------ start-up reads
+    def pending(self, bed: str) -> list[PendingRow]:
+        """Undelivered transitions of ``bed`` in seq order (read once at start, blocking)."""
+        rows = self._read(
+            "SELECT alert_id, seq, rank, clears, payload FROM outbox "
+            "WHERE bed=? AND delivered IS NULL ORDER BY seq",
+            (bed,),
+        )
+        return [PendingRow(a, s, r, bool(c), json.loads(p)) for a, s, r, c, p in rows]
+
+    def active(self, bed: str) -> list[dict[str, Any]]:
+        """The last transition of every alarm active when the daemon stopped."""
+        rows = self._read("SELECT transition FROM active WHERE bed=?", (bed,))
+        found = [json.loads(r[0]) for r in rows]
+        return sorted(found, key=lambda t: t.get("seq", 0))
+
+    def meta(self, bed: str) -> dict[str, Any]:
+        """Session values; ``seq`` is the larger of ``meta.seq`` (older files) and the outbox's highest."""
+        values = {
+            k: json.loads(v) if k != "seq" else int(v)
+            for k, v in self._read("SELECT key, value FROM meta WHERE bed=?", (bed,))
+        }
+        top = self._read("SELECT max(seq) FROM outbox WHERE bed=?", (bed,))
+        if top and top[0][0] is not None:
+            values["seq"] = max(int(top[0][0]), int(values.get("seq", 0)))
+        return values
+
+    def snapshot(self, bed: str) -> tuple[float, bytes] | None:
+        """The bed's last engine snapshot and when it was written (UTC epoch), or None."""
+        rows = self._read("SELECT written, state FROM snapshot WHERE bed=?", (bed,))
+        if not rows:
+            return None
+        written, state = rows[0]
+        return float(written), bytes(state) if isinstance(state, bytes | memoryview) else str(state).encode()
+
+    def requests(self, bed: str) -> list[str]:
+        """Request ids of accepted commands, oldest first (refused as replays after a restart)."""
+        rows = self._read("SELECT request_id FROM requests WHERE bed=? ORDER BY at", (bed,))
+        return [r[0] for r in rows]
