@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from vitalwatch.cli.signals import cancel_on_stop_signals
 from vitalwatch.demo_stack import DemoError, run_demo
 from vitalwatch.ops.logconfig import configure_logging
 
@@ -47,22 +47,15 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     """SIGINT and SIGTERM both stop the demo the same way: every part cleaned up, the state kept."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
     try:
-        return await run_demo(
-            duration=args.duration,
-            speed=args.speed,
-            broker=args.broker,
-            scenario=args.scenario,
-            state_dir=args.state_dir,
-        )
+        with cancel_on_stop_signals():
+            return await run_demo(
+                duration=args.duration,
+                speed=args.speed,
+                broker=args.broker,
+                scenario=args.scenario,
+                state_dir=args.state_dir,
+            )
     except asyncio.CancelledError:
         print("demo interrupted", file=sys.stderr)
         return 0
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

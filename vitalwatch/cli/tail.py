@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import ssl
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from vitalwatch.cli.signals import cancel_on_stop_signals
 from vitalwatch.config import MqttConfig, TlsConfig
 from vitalwatch.delivery.broker import read_password, tls_context
 from vitalwatch.station.tail_view import TailOptions, parse_broker_url, tail
@@ -96,21 +96,14 @@ def build_options(args: argparse.Namespace) -> TailOptions:
 
 async def _main(opts: TailOptions) -> int:
     """Run until SIGINT/SIGTERM cancels us; both end with exit code 0."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
     try:
-        await tail(opts, sys.stdout)
+        with cancel_on_stop_signals():
+            await tail(opts, sys.stdout)
     except asyncio.CancelledError:
         return EXIT_OK
     except aiomqtt.MqttError as exc:
         print(f"vitalwatch tail: broker {opts.host}:{opts.port}: {exc}", file=sys.stderr)
         return EXIT_BROKER
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     return EXIT_OK
 
 
