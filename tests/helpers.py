@@ -1,0 +1,202 @@
+"""Helpers every test layer shares: waiting on a condition, and feeding bytes to a decoder three ways.
+
+Waiting: a test that sleeps a fixed time and then asserts is either slow (the sleep is long) or
+flaky (the machine is slower than the sleep); one that asserts a *negative* after a sleep passes
+by default when the machine is slow. :func:`wait_until` polls the condition instead and fails
+naming the condition and the time it was given, so a timeout says what never happened.
+
+Feeding: a decoder must give the same events whether a stream arrives whole, one byte per read,
+or in random-sized reads (the serial port decides, not the device). :func:`feed_whole`,
+:func:`feed_bytewise` and :func:`feed_chunks` drive a sans-I/O driver those ways; :func:`pieces`
+is the one splitter underneath, for decoders with another interface (the MLLP deframer).
+Model: h11's ``tr()`` byte-at-a-time helper and websockets' ``assertFrameData``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from vitalwatch.drivers.base import Driver
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+
+__all__ = [
+    "MODES",
+    "describe",
+    "feed",
+    "feed_bytewise",
+    "feed_chunks",
+    "feed_whole",
+    "observations",
+    "only_events",
+    "pieces",
+    "problems",
+    "statuses",
+    "wait_until",
+    "wait_until_sync",
+]
+
+POLL_S = 0.02  # how often a condition is looked at: short next to any timeout a test gives
+
+
+# ------------------------------------------------------------------ waiting on a condition
+
+
+def describe(condition: Callable[..., object]) -> str:
+    """A readable name for ``condition``: its source line for a lambda, else its qualified name."""
+    name = getattr(condition, "__qualname__", repr(condition))
+    if "<lambda>" not in name:
+        return name
+    try:
+        source = inspect.getsource(condition).strip()
+    except (OSError, TypeError):
+        return name
+    return source if len(source) <= 200 else source[:197] + "..."
+
+
+def _timed_out(condition: Callable[..., object], limit_s: float, what: str | None) -> AssertionError:
+    return AssertionError(f"timed out after {limit_s:g} s waiting for {what or describe(condition)}")
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    limit_s: float = 10.0,
+    what: str | None = None,
+    *,
+    poll_s: float = POLL_S,
+) -> None:
+    """Return as soon as ``condition()`` is true; fail after ``limit_s`` naming ``what``.
+
+    ``condition`` may be a coroutine function (for a check that itself awaits, e.g. a scrape
+    run in a thread). It is looked at once more at the deadline, so a slow poll never fails a
+    condition that did become true.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+
+    async def holds() -> bool:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    while not await holds():
+        if loop.time() >= deadline:
+            if await holds():
+                return
+            raise _timed_out(condition, limit_s, what)
+        await asyncio.sleep(poll_s)
+
+
+def wait_until_sync(
+    condition: Callable[[], bool], limit_s: float = 10.0, what: str | None = None, *, poll_s: float = POLL_S
+) -> None:
+    """:func:`wait_until` for code without an event loop (threads, subprocesses)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            if condition():
+                return
+            raise _timed_out(condition, limit_s, what)
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------ feeding a decoder
+
+DriverFactory = Callable[[], Driver]
+MODES = ("whole", "bytewise", "chunks")  # for tests parametrised over the three ways
+
+
+def pieces(data: bytes, mode: str = "chunks", *, seed: int = 0, max_chunk: int = 64) -> Iterator[bytes]:
+    """``data`` cut the ``mode`` way: ``whole``, ``bytewise``, or random ``chunks`` of 1..max_chunk
+    bytes (fixed seed, so a failure reproduces). Nothing is yielded for empty data."""
+    if mode == "whole":
+        if data:
+            yield data
+        return
+    if mode == "bytewise":
+        for i in range(len(data)):
+            yield data[i : i + 1]
+        return
+    if mode != "chunks":
+        raise ValueError(f"unknown feeding mode {mode!r}; one of {MODES}")
+    rng = random.Random(seed)
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, max_chunk)
+        yield data[i : i + n]
+        i += n
+
+
+def feed(
+    factory: DriverFactory,
+    data: bytes,
+    mode: str,
+    *,
+    seed: int = 0,
+    max_chunk: int = 64,
+    timers: bool = False,
+    byte_s: float = 1.0,
+    eof: bool = True,
+) -> list[Event]:
+    """Feed ``data`` to a fresh driver cut the ``mode`` way (see :func:`pieces`); events in order.
+
+    The time given with a piece is its offset times ``byte_s``; ``timers`` also calls
+    ``on_timer`` after every piece (drivers that poll or time out between reads).
+    """
+    driver = factory()
+    events: list[Event] = []
+    offset = 0
+    for piece in pieces(data, mode, seed=seed, max_chunk=max_chunk):
+        now = offset * byte_s
+        events += driver.feed(piece, now)
+        if timers:
+            events += driver.on_timer(now)
+        offset += len(piece)
+    return events + (driver.feed_eof() if eof else [])
+
+
+def feed_whole(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
+    """Feed everything in one call."""
+    return feed(factory, data, "whole", eof=eof)
+
+
+def feed_bytewise(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
+    """Feed one byte per call: every buffer boundary is exercised."""
+    return feed(factory, data, "bytewise", eof=eof)
+
+
+def feed_chunks(
+    factory: DriverFactory,
+    data: bytes,
+    *,
+    seed: int = 0,
+    max_chunk: int = 64,
+    timers: bool = False,
+    byte_s: float = 1.0,
+    eof: bool = True,
+) -> list[Event]:
+    """Feed random-sized chunks (fixed seed, so failures reproduce)."""
+    return feed(
+        factory, data, "chunks", seed=seed, max_chunk=max_chunk, timers=timers, byte_s=byte_s, eof=eof
+    )
+
+
+def observations(events: list[Event]) -> list[Observation]:
+    return [e for e in events if isinstance(e, Observation)]
+
+
+def statuses(events: list[Event]) -> list[DeviceStatus]:
+    return [e for e in events if isinstance(e, DeviceStatus)]
+
+
+def problems(events: list[Event]) -> list[DecodeProblem]:
+    return [e for e in events if isinstance(e, DecodeProblem)]
+
+
+def only_events(events: list[object]) -> bool:
+    """True when every item is one of the three event types (the fuzz invariant)."""
+    return all(isinstance(e, Observation | DeviceStatus | DecodeProblem) for e in events)
