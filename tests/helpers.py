@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -24,12 +25,16 @@ from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 
 __all__ = [
+    "ALLOWED_THREAD_NAMES",
     "MODES",
     "describe",
     "feed",
     "feed_bytewise",
     "feed_chunks",
     "feed_whole",
+    "leak_report",
+    "leaked_tasks",
+    "leaked_threads",
     "observations",
     "only_events",
     "pieces",
@@ -200,3 +205,54 @@ def problems(events: list[Event]) -> list[DecodeProblem]:
 def only_events(events: list[object]) -> bool:
     """True when every item is one of the three event types (the fuzz invariant)."""
     return all(isinstance(e, Observation | DeviceStatus | DecodeProblem) for e in events)
+
+
+# ------------------------------------------------------------------ leaked threads and tasks
+
+# Threads that are process-wide by design and may outlive the test that started them. Each entry
+# says why; anything else a test leaves running is a leak (a paho loop never stopped, a store
+# never closed, a daemon never cancelled) that would go on acting in the tests after it.
+ALLOWED_THREAD_NAMES: dict[str, str] = {
+    # prometheus_client.start_http_server: one metrics endpoint per process, no way to stop it
+    # (the daemon starts it when [metrics] is configured; the operations test does so in a subprocess).
+    "serve_forever": "prometheus metrics HTTP server",
+}
+
+
+def _allowed(thread: threading.Thread) -> bool:
+    return any(part in thread.name for part in ALLOWED_THREAD_NAMES)
+
+
+def leaked_threads(before: set[threading.Thread], grace_s: float = 2.0) -> list[threading.Thread]:
+    """Threads alive now that were not alive in ``before`` (and are not allowed process-wide).
+
+    A thread that is on its way out (a paho loop told to stop, an executor shutting down) gets
+    ``grace_s`` to finish: the wait ends as soon as none is left, so a clean test pays nothing.
+    """
+
+    def extra() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.is_alive() and not _allowed(t)]
+
+    deadline = time.monotonic() + grace_s
+    while (found := extra()) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return found
+
+
+def leaked_tasks(loop: asyncio.AbstractEventLoop, grace_s: float = 2.0) -> list[asyncio.Task[object]]:
+    """Tasks of ``loop`` (not running: the test and its fixtures are done) that are not done.
+
+    A task cancelled but not awaited is still pending until the loop runs again: the loop is run
+    for up to ``grace_s`` so such tasks can finish; a task still pending after that was left running.
+    """
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=grace_s))
+    return [t for t in pending if not t.done()]
+
+
+def leak_report(threads: list[threading.Thread], tasks: list[asyncio.Task[object]]) -> str:
+    """One line per leaked thread or task, naming what it runs."""
+    lines = [f"thread {t.name!r} (daemon={t.daemon})" for t in threads]
+    lines += [f"task {t.get_name()!r} running {t.get_coro()!r}" for t in tasks]
+    return "left running after the test: " + "; ".join(lines)
