@@ -211,7 +211,7 @@ async def test_writer_writes_after_alarm_batches_else_once_a_minute_and_at_close
     w.fed([phase])
     w.fed([phase])  # same loop turn: one write
     assert [] == put.blobs  # not before the session has dispatched the batch
-    # sleep(0) here is one loop turn, not a wait for time: "on the next turn" is what is tested.
+    # Each zero sleep below is one loop turn, not a wait for time: "on the next turn" is the subject.
     await asyncio.sleep(0)
     assert 1 == len(put.blobs)
     w.fed([phase])  # while the first write is in flight: remembered, not queued
