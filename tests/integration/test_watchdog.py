@@ -70,7 +70,10 @@ async def test_watchdog_is_withheld_when_the_loop_blocks_or_a_device_task_dies(
         runner = asyncio.create_task(daemon.run(hk))
         try:
             healthy = await receive_until(
-                sock, lambda got: sum("WATCHDOG=1" in d for d in got) >= 3, 10, "three pings"
+                sock,
+                lambda got: sum("WATCHDOG=1" in d for d in got) >= 3 and "STATUS=" in got[-1],
+                10,
+                "three pinging rounds",
             )
             assert any("READY=1" in d for d in healthy)
 
