@@ -15,6 +15,7 @@ Model: h11's ``tr()`` byte-at-a-time helper and websockets' ``assertFrameData``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 import threading
@@ -233,10 +234,9 @@ def leaked_threads(before: set[threading.Thread], grace_s: float = 2.0) -> list[
     def extra() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t not in before and t.is_alive() and not _allowed(t)]
 
-    deadline = time.monotonic() + grace_s
-    while (found := extra()) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    return found
+    with contextlib.suppress(AssertionError):
+        wait_until_sync(lambda: not extra(), grace_s, "leaked threads to finish")
+    return extra()
 
 
 def leaked_tasks(loop: asyncio.AbstractEventLoop, grace_s: float = 2.0) -> list[asyncio.Task[object]]:
