@@ -148,6 +148,7 @@ async def test_bad_commands_each_get_an_error_and_change_nothing(setup: tuple[Da
     """Malformed, oversized, unknown, wrong-bed and impossible commands: error result, same state."""
     daemon, nurse = setup
     session = daemon.beds[BED]
+    await everything_sent_so_far(daemon, nurse)  # alerts of the set-up are in before it is counted
     before = (
         len(received(nurse)),
         session.engine.phase,
