@@ -20,7 +20,8 @@ import inspect
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
@@ -29,6 +30,7 @@ __all__ = [
     "ALLOWED_THREAD_NAMES",
     "MODES",
     "describe",
+    "drive",
     "feed",
     "feed_bytewise",
     "feed_chunks",
@@ -137,58 +139,51 @@ def pieces(data: bytes, mode: str = "chunks", *, seed: int = 0, max_chunk: int =
         i += n
 
 
-def feed(
+def drive(
     factory: DriverFactory,
-    data: bytes,
-    mode: str,
+    parts: Iterable[bytes],
     *,
-    seed: int = 0,
-    max_chunk: int = 64,
     timers: bool = False,
     byte_s: float = 1.0,
     eof: bool = True,
 ) -> list[Event]:
-    """Feed ``data`` to a fresh driver cut the ``mode`` way (see :func:`pieces`); events in order.
+    """Feed ``parts`` in order to a fresh driver; its events in order, EOF last unless ``eof`` is false.
 
-    The time given with a piece is its offset times ``byte_s``; ``timers`` also calls
-    ``on_timer`` after every piece (drivers that poll or time out between reads).
+    The time given with a part is its byte offset times ``byte_s``; ``timers`` also calls
+    ``on_timer`` after every part (drivers that poll or time out between reads).
     """
     driver = factory()
     events: list[Event] = []
     offset = 0
-    for piece in pieces(data, mode, seed=seed, max_chunk=max_chunk):
+    for part in parts:
         now = offset * byte_s
-        events += driver.feed(piece, now)
+        events += driver.feed(part, now)
         if timers:
             events += driver.on_timer(now)
-        offset += len(piece)
+        offset += len(part)
     return events + (driver.feed_eof() if eof else [])
+
+
+def feed(factory: DriverFactory, data: bytes, mode: str, *, seed: int = 0, eof: bool = True) -> list[Event]:
+    """Feed ``data`` cut the ``mode`` way (see :func:`pieces`): for tests parametrised over :data:`MODES`."""
+    return drive(factory, pieces(data, mode, seed=seed), eof=eof)
 
 
 def feed_whole(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
     """Feed everything in one call."""
-    return feed(factory, data, "whole", eof=eof)
+    return drive(factory, pieces(data, "whole"), eof=eof)
 
 
 def feed_bytewise(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
     """Feed one byte per call: every buffer boundary is exercised."""
-    return feed(factory, data, "bytewise", eof=eof)
+    return drive(factory, pieces(data, "bytewise"), eof=eof)
 
 
 def feed_chunks(
-    factory: DriverFactory,
-    data: bytes,
-    *,
-    seed: int = 0,
-    max_chunk: int = 64,
-    timers: bool = False,
-    byte_s: float = 1.0,
-    eof: bool = True,
+    factory: DriverFactory, data: bytes, *, seed: int = 0, max_chunk: int = 64, **how: Any
 ) -> list[Event]:
-    """Feed random-sized chunks (fixed seed, so failures reproduce)."""
-    return feed(
-        factory, data, "chunks", seed=seed, max_chunk=max_chunk, timers=timers, byte_s=byte_s, eof=eof
-    )
+    """Feed random-sized chunks (fixed seed, so failures reproduce); ``how`` as for :func:`drive`."""
+    return drive(factory, pieces(data, "chunks", seed=seed, max_chunk=max_chunk), **how)
 
 
 def observations(events: list[Event]) -> list[Observation]:
