@@ -43,7 +43,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         loop = request.getfixturevalue(f"_{scope}_scoped_runner").get_loop()
     before = set(threading.enumerate())
     yield
-    tasks = leaked_tasks(loop) if loop is not None and scope == "function" else []
+    if scope != "function":  # a loop shared with other tests: its tasks and workers are not this test's
+        loop = None
+    tasks = leaked_tasks(loop) if loop is not None else []
     if loop is not None and not tasks:
         # asyncio.to_thread workers live until the loop's executor is shut down (the runner does
         # it when it closes the loop): shut it down now so they are not counted as leaks.
