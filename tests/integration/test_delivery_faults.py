@@ -381,12 +381,27 @@ def logged_transitions(log: Path) -> set[tuple[str, int]]:
     return found
 
 
-def stored_baseline(state_dir: Path, port: int) -> Baseline:
-    """The baseline of the engine snapshot the daemon last wrote (restored as the daemon would)."""
+def stored_engine(state_dir: Path, port: int) -> BedEngine | None:
+    """The engine snapshot the daemon last wrote, restored as the daemon would (None: none yet)."""
     with contextlib.closing(sqlite3.connect(state_dir / "vitalwatch.sqlite3")) as db:
-        (blob,) = db.execute("SELECT state FROM snapshot WHERE bed=?", (BED,)).fetchone()
+        row = db.execute("SELECT state FROM snapshot WHERE bed=?", (BED,)).fetchone()
     table = make_config(port, state_dir).alarms
-    return BedEngine.restore(table, decode_snapshot(blob), now=0.0).baseline
+    return None if row is None else BedEngine.restore(table, decode_snapshot(row[0]), now=0.0)
+
+
+def stored_baseline(state_dir: Path, port: int) -> Baseline:
+    """The baseline of the engine snapshot the daemon last wrote."""
+    engine = stored_engine(state_dir, port)
+    assert engine is not None, "no engine snapshot stored"
+    return engine.baseline
+
+
+def snapshot_holds(state_dir: Path, port: int, alert_id: str) -> bool:
+    """Whether the stored snapshot already has ``alert_id`` active (with its re-notify timer)."""
+    with contextlib.suppress(sqlite3.OperationalError):  # the daemon may not have created it yet
+        engine = stored_engine(state_dir, port)
+        return engine is not None and alert_id in {t.alert_id for t in engine.active_alarms()}
+    return False
 
 
 def utc(stamp: str) -> datetime:
@@ -427,6 +442,11 @@ async def test_daemon_sigkill_mid_session_resumes_same_session(mosquitto: Mosqui
             await wait_until(
                 lambda: any(b'"spo2_low"' in v for v in station.alarms.values()), 45, "an SpO2 alarm"
             )
+            # The snapshot is written just after the alert is sent: killed before it is stored,
+            # the restart resumes from the journal alone (a later re-notify), which is not what
+            # this test is about. The witness: the stored snapshot holds the alarm.
+            raised = spo2_alarm({k: json.loads(v) for k, v in station.alarms.items()})["alert_id"]
+            await wait_until(lambda: snapshot_holds(state_dir, mosquitto.port, raised), 10, "the snapshot")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=5)
             before = dict(station.unique())
