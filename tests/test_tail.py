@@ -16,6 +16,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.cli import build_parser, main
 from vitalwatch.cli.tail import build_options
 from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload
@@ -168,20 +169,6 @@ def test_bad_options_exit_2_and_unreachable_broker_exits_1(capsys: pytest.Captur
     assert "vitalwatch tail: broker 127.0.0.1:" in capsys.readouterr().err
 
 
-class _Output(io.StringIO):
-    """Captured output that tells when a line containing ``wanted`` was written."""
-
-    def __init__(self, wanted: str) -> None:
-        super().__init__()
-        self.wanted = wanted
-        self.seen = asyncio.Event()
-
-    def write(self, text: str) -> int:
-        if self.wanted in text:
-            self.seen.set()
-        return super().write(text)
-
-
 async def _publish(port: int, *messages: tuple[str, bytes, bool]) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         for topic, payload, retain in messages:
@@ -199,20 +186,21 @@ async def test_tail_json_against_a_real_broker(mosquitto: Mosquitto) -> None:
         (f"{BASE}/chair-1/alarms/01A", encode(active), True),
         ("vitalwatch/v1/clinic-b/chair-1/alarms/01Z", encode(other_site), True),
     )
-    out = _Output('"event":"alert"')
+    out = io.StringIO()
     ready = asyncio.Event()
     opts = TailOptions(host="127.0.0.1", port=mosquitto.port, site="clinic-a", bed="chair-1", json_lines=True)
     task = asyncio.create_task(tail(opts, out, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
     live = alert("01A", 2, state=AlertState.ESCALATED, escalation_level=1)
+    later = alert("01B", 1)  # sent after the resend on the same topic: once printed, the resend was read
     await _publish(
         mosquitto.port,
         (f"{BASE}/chair-2/alerts", encode(alert("01Q", 9, bed="chair-2")), False),
         (f"{BASE}/chair-1/alerts", encode(live), False),
-        (f"{BASE}/chair-1/alerts", encode(live), False),  # a resend
+        (f"{BASE}/chair-1/alerts", encode(live), False),  # a resend: must not print
+        (f"{BASE}/chair-1/alerts", encode(later), False),
     )
-    await asyncio.wait_for(out.seen.wait(), 10)
-    await asyncio.sleep(0.3)  # room for the resend, which must not print
+    await wait_until(lambda: '"01B"' in out.getvalue(), 10, "the alert published after the resend")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -220,6 +208,7 @@ async def test_tail_json_against_a_real_broker(mosquitto: Mosquitto) -> None:
         {"event": "active", "payload": active},
         {"event": "snapshot_end", "active": 1},
         {"event": "alert", "topic": f"{BASE}/chair-1/alerts", "payload": live},
+        {"event": "alert", "topic": f"{BASE}/chair-1/alerts", "payload": later},
     ] == events
 
 

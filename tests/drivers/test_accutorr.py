@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    feed_bytewise,
+    feed_chunks,
+    feed_whole,
+    observations,
+    only_events,
+    problems,
+    statuses,
+)
 from vitalwatch.drivers.accutorr import (
     AccutorrDriver,
     PatientData,
@@ -18,15 +26,6 @@ from vitalwatch.drivers.accutorr import (
 )
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
-from vitalwatch.drivers.testing import (
-    feed_bytewise,
-    feed_chunks,
-    feed_whole,
-    observations,
-    only_events,
-    problems,
-    statuses,
-)
 from vitalwatch.drivers.vocabulary import STATUS_CODES
 
 SAMPLE = (
@@ -244,15 +243,6 @@ def test_round_trip_patient_data(data: PatientData, fmt: StatusFormat) -> None:
 @given(data=st.binary(max_size=400), seed=st.integers(0, 1000))
 def test_random_bytes_never_raise(data: bytes, seed: int) -> None:
     """Arbitrary bytes (with some real-looking lines mixed in) only give events."""
-    rng = random.Random(seed)
     noisy = data.replace(b"\x00", b"P:1,2,3,4,5,6,7,8,9\r\n").replace(b"\x01", b"\n")
-    drv = AccutorrDriver()
-    events: list[object] = []
-    i = 0
-    while i < len(noisy):
-        n = rng.randint(1, 40)
-        events += drv.feed(noisy[i : i + n], float(i))
-        events += drv.on_timer(float(i))
-        i += n
-    events += drv.feed_eof()
-    assert only_events(events)
+    events = feed_chunks(AccutorrDriver, noisy, seed=seed, max_chunk=40, timers=True)
+    assert only_events(list(events))

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.drivers.bci import BciDriver, BciPacket, decode_packet, encode_packet
-from vitalwatch.drivers.events import DeviceStatus, Observation
-from vitalwatch.drivers.testing import (
+from tests.helpers import (
     feed_bytewise,
     feed_chunks,
     feed_whole,
@@ -17,6 +15,8 @@ from vitalwatch.drivers.testing import (
     problems,
     statuses,
 )
+from vitalwatch.drivers.bci import BciDriver, BciPacket, decode_packet, encode_packet
+from vitalwatch.drivers.events import DeviceStatus, Observation
 
 # Hand-built from the BCI v1.2 PDF layout (not from our encoder):
 # byte1 0x88 = sync | signal strength 8; byte2 0x32 pleth 50;

@@ -8,6 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    feed_bytewise,
+    feed_chunks,
+    feed_whole,
+    only_events,
+    problems,
+    statuses,
+)
 from vitalwatch.drivers.base import Parity, SerialSettings
 from vitalwatch.drivers.contec import (
     KEEP_ALIVE,
@@ -21,14 +29,6 @@ from vitalwatch.drivers.contec import (
     encode_v7,
 )
 from vitalwatch.drivers.events import DeviceStatus, Observation
-from vitalwatch.drivers.testing import (
-    feed_bytewise,
-    feed_chunks,
-    feed_whole,
-    only_events,
-    problems,
-    statuses,
-)
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "contec_berrymed"
 STREAM = (VECTORS / "cms50dplus_v7_realtime_stream_headrotor.bin").read_bytes()

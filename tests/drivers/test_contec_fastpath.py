@@ -12,9 +12,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import feed_chunks
 from vitalwatch.drivers.contec import ContecDriver
 from vitalwatch.drivers.events import DeviceStatus, Event, Observation
-from vitalwatch.drivers.testing import feed_chunks
 
 # (validity class, pulse byte value, spo2 byte value), 8-bit values before the high-bit split.
 packet = st.tuples(

@@ -11,17 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event
-from vitalwatch.drivers.hl7 import Delimiters, Hl7Driver, escape, parse_ack, parse_ts, unescape
-from vitalwatch.drivers.mllp import MllpDeframer, encode_block
-from vitalwatch.drivers.testing import (
-    feed_bytewise,
-    feed_chunks,
-    feed_whole,
+from tests.helpers import (
+    MODES,
+    feed,
     observations,
     only_events,
     problems,
 )
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event
+from vitalwatch.drivers.hl7 import Delimiters, Hl7Driver, escape, parse_ack, parse_ts, unescape
+from vitalwatch.drivers.mllp import MllpDeframer, encode_block
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "hl7"
 JUNK = b"\x00\xffjunk\r\n"
@@ -39,14 +38,7 @@ def decode(data: bytes, mode: str = "whole", **options: object) -> list[Event]:
     def factory() -> Hl7Driver:
         return Hl7Driver(**options)  # type: ignore[arg-type]
 
-    if mode == "whole":
-        return feed_whole(factory, data)
-    if mode == "bytewise":
-        return feed_bytewise(factory, data)
-    return feed_chunks(factory, data, seed=7)
-
-
-MODES = ["whole", "bytewise", "chunks"]
+    return feed(factory, data, mode, seed=7)
 
 
 def framed(payload: bytes) -> bytes:

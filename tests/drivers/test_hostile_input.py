@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import feed_bytewise, feed_chunks, feed_whole, observations, problems
 from vitalwatch.config import parse_config
 from vitalwatch.drivers import Driver, make_driver
 from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES, OptionError
@@ -21,7 +22,6 @@ from vitalwatch.drivers.contec import ContecDriver
 from vitalwatch.drivers.events import DecodeProblem, Event
 from vitalwatch.drivers.hl7 import Hl7Driver
 from vitalwatch.drivers.mllp import encode_block
-from vitalwatch.drivers.testing import feed_bytewise, feed_chunks, feed_whole, observations, problems
 from vitalwatch.errors import ConfigError
 
 OBX = b"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.3.1.150456|97|262688^MDC_DIM_PERCENT^MDC|||||R\r"

@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.helpers import observations, problems
 from vitalwatch.drivers.events import Event
 from vitalwatch.drivers.hl7 import DEFAULT_MAX_MESSAGE_BYTES, Hl7Driver, parse_nm
 from vitalwatch.drivers.masimo import MasimoDriver
 from vitalwatch.drivers.mllp import encode_block
 from vitalwatch.drivers.plausibility import MAX_NUMBER_CHARS
-from vitalwatch.drivers.testing import observations, problems
 
 BOUND_S = 2.0
 HEAD = "MSH|^~\\&|MON|ICU|VW|H|20240101120000||ORU^R01^ORU_R01|1|P|2.6\rOBR|1|||x|||20240101120000\r"

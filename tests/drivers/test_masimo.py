@@ -12,10 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.drivers import make_driver
-from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
-from vitalwatch.drivers.masimo import MasimoDriver, encode_line
-from vitalwatch.drivers.testing import (
+from tests.helpers import (
     feed_bytewise,
     feed_chunks,
     feed_whole,
@@ -24,6 +21,9 @@ from vitalwatch.drivers.testing import (
     problems,
     statuses,
 )
+from vitalwatch.drivers import make_driver
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+from vitalwatch.drivers.masimo import MasimoDriver, encode_line
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "masimo"
 RAD8 = VECTORS / "rad8_ascii1_capture_yahnatan.txt"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import MODES, pieces
 from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.drivers.mllp import MllpDeframer, PlainSplitter, encode_block
 
@@ -17,22 +16,9 @@ MSG_B = b"MSH|^~\\&|B||||20200101||ORU^R01^ORU_R01|2|P|2.6\rOBX|1|NM|149530^X^MD
 
 def run(deframer: MllpDeframer, data: bytes, mode: str, seed: int = 0) -> list[bytes | DecodeProblem]:
     out: list[bytes | DecodeProblem] = []
-    if mode == "whole":
-        out += deframer.feed(data)
-    elif mode == "bytewise":
-        for i in range(len(data)):
-            out += deframer.feed(data[i : i + 1])
-    else:
-        rng = random.Random(seed)
-        i = 0
-        while i < len(data):
-            n = rng.randint(1, 17)
-            out += deframer.feed(data[i : i + n])
-            i += n
+    for piece in pieces(data, mode, seed=seed, max_chunk=17):
+        out += deframer.feed(piece)
     return out + list(deframer.feed_eof())
-
-
-MODES = ["whole", "bytewise", "chunks"]
 
 
 def test_encode_block_layout() -> None:
@@ -125,11 +111,8 @@ def test_round_trip(payloads: list[bytes]) -> None:
 def plain_run(data: bytes, bytewise: bool) -> list[bytes | DecodeProblem]:
     splitter = PlainSplitter()
     out: list[bytes | DecodeProblem] = []
-    if bytewise:
-        for i in range(len(data)):
-            out += splitter.feed(data[i : i + 1])
-    else:
-        out += splitter.feed(data)
+    for piece in pieces(data, "bytewise" if bytewise else "whole"):
+        out += splitter.feed(piece)
     return out + splitter.flush()
 
 

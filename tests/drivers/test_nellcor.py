@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.drivers.events import DeviceStatus, Observation
-from vitalwatch.drivers.nellcor import NellcorDriver, NellcorLine, format_line, parse_line
-from vitalwatch.drivers.testing import (
+from tests.helpers import (
     feed_bytewise,
     feed_chunks,
     feed_whole,
@@ -21,6 +19,8 @@ from vitalwatch.drivers.testing import (
     problems,
     statuses,
 )
+from vitalwatch.drivers.events import DeviceStatus, Observation
+from vitalwatch.drivers.nellcor import NellcorDriver, NellcorLine, format_line, parse_line
 
 VECTOR = Path(__file__).parent.parent / "vectors" / "nellcor" / "npb29x_realtime_printout_manual.txt"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    feed_bytewise,
+    feed_chunks,
+    feed_whole,
+    observations,
+    only_events,
+    problems,
+    statuses,
+)
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.nonin import (
     ACK,
@@ -21,15 +29,6 @@ from vitalwatch.drivers.nonin import (
     encode_packet8,
     hr_bytes,
     select_format_command,
-)
-from vitalwatch.drivers.testing import (
-    feed_bytewise,
-    feed_chunks,
-    feed_whole,
-    observations,
-    only_events,
-    problems,
-    statuses,
 )
 from vitalwatch.simulators.base import PatientState
 from vitalwatch.simulators.nonin import NoninSimulator
@@ -343,17 +342,13 @@ def test_simulator_round_trip(
 @given(data=st.binary(max_size=600), fmt=st.sampled_from([2, 7, 8]), seed=st.integers(0, 99))
 def test_random_bytes_never_raise(data: bytes, fmt: int, seed: int) -> None:
     """Any bytes, any chunking: only events come out, and values are never the raw markers."""
-    drv = NoninDriver(data_format=fmt, request_format=True)
-    drv.on_timer(0.0)
-    rng = random.Random(seed)
-    events: list[Event] = []
-    i = 0
-    while i < len(data):
-        n = rng.randint(1, 40)
-        events += drv.feed(data[i : i + n], i / 100)
-        i += n
-    events += drv.feed_eof()
-    assert only_events(events)
+    def requesting() -> NoninDriver:
+        drv = NoninDriver(data_format=fmt, request_format=True)
+        drv.on_timer(0.0)
+        return drv
+
+    events = feed_chunks(requesting, data, seed=seed, max_chunk=40, byte_s=0.01)
+    assert only_events(list(events))
     for o in observations(events):
         assert o.value not in (127.0, 511.0)
 

@@ -8,10 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalwatch.drivers.base import Driver
-from vitalwatch.drivers.events import DecodeProblem, Event
-from vitalwatch.drivers.nonin_ascii import NoninAsciiDriver, encode_line
-from vitalwatch.drivers.testing import (
+from tests.helpers import (
     feed_bytewise,
     feed_chunks,
     feed_whole,
@@ -20,6 +17,9 @@ from vitalwatch.drivers.testing import (
     problems,
     statuses,
 )
+from vitalwatch.drivers.base import Driver
+from vitalwatch.drivers.events import DecodeProblem, Event
+from vitalwatch.drivers.nonin_ascii import NoninAsciiDriver, encode_line
 
 # Line forms as the manuals print them (device-protocols.md §1.1): 7500FO, Avant 9600 fast mode,
 # the 7500 event marker, BT4000 no-data, 8600V clock prefix. Digits in the manuals are "XXX"; a

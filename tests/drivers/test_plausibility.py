@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import observations, problems
 from vitalwatch.drivers import DRIVERS, driver_class, make_driver
 from vitalwatch.drivers.accutorr import encode_patient_data
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
@@ -24,7 +25,6 @@ from vitalwatch.drivers.nellcor import NellcorLine, format_line
 from vitalwatch.drivers.nonin_ascii import encode_line as nonin_ascii_line
 from vitalwatch.drivers.plausibility import PLAUSIBLE_RANGES, implausible, is_screened, screen
 from vitalwatch.drivers.suntech import SuntechResult, checksum, encode_bp_data
-from vitalwatch.drivers.testing import observations, problems
 from vitalwatch.drivers.vocabulary import KINDS
 
 MSH = "MSH|^~\\&|MON|ICU|VW|H|20240101120000||ORU^R01^ORU_R01|{id}|P|2.6\rOBR|1|||x|||20240101120000\r"

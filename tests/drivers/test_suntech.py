@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    feed_bytewise,
+    feed_chunks,
+    feed_whole,
+    observations,
+    only_events,
+    problems,
+    statuses,
+)
 from vitalwatch.drivers.base import Driver, MeasurementStarter
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.suntech import (
@@ -20,15 +28,6 @@ from vitalwatch.drivers.suntech import (
     decode_bp_data,
     encode_bp_data,
     encode_cuff_pressure,
-)
-from vitalwatch.drivers.testing import (
-    feed_bytewise,
-    feed_chunks,
-    feed_whole,
-    observations,
-    only_events,
-    problems,
-    statuses,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "nibp" / "suntech_advantage_vectors_ak-git.hex"
@@ -295,17 +294,9 @@ def test_round_trip_cuff_pressure(mmhg: int) -> None:
 @given(data=st.binary(max_size=300), seed=st.integers(0, 1000))
 def test_random_bytes_never_raise(data: bytes, seed: int) -> None:
     """Arbitrary input in arbitrary chunks gives only events, during and outside a cycle."""
-    for drv in (SuntechDriver(), measuring_driver()):
-        rng = random.Random(seed)
-        events: list[object] = []
-        i = 0
-        while i < len(data):
-            n = rng.randint(1, 40)
-            events += drv.feed(data[i : i + n], float(i))
-            events += drv.on_timer(float(i))
-            i += n
-        events += drv.feed_eof()
-        assert only_events(events)
+    for make in (SuntechDriver, measuring_driver):
+        events = feed_chunks(make, data, seed=seed, max_chunk=40, timers=True)
+        assert only_events(list(events))
 
 
 def test_buffer_is_bounded_by_longest_packet() -> None:

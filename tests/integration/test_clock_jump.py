@@ -2,19 +2,24 @@
 
 The daemon runs on a simulated Rad-8 while the test steps the wall clock (``time.time``) forward
 an hour and then back two. Timers run on the monotonic clock, so the desaturation alert comes
-exactly when it would have, and no silence, overdue or link alarm is invented by the jumps.
+exactly when it would have, and no silence, overdue or link alarm is invented by the jumps. Both
+are observed where a nurse would see them: on the alerts topic, by a real subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
-from vitalwatch.engine.outputs import AlertState, AlertTransition
+from vitalwatch.engine.outputs import AlertState
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -28,12 +33,33 @@ SPEED = 4.0
 
 async def raised_after(
     jumps: list[float], mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[float, list[AlertTransition]]:
-    """Seconds (monotonic) from the phase change to spo2_low, with the given wall-clock steps applied."""
+) -> tuple[float, list[dict[str, Any]]]:
+    """Seconds (monotonic) from the phase change to spo2_low reaching a nurse station, with the given
+    wall-clock steps applied 2 s into the session; and every alert the station received."""
     real_time = time.time
     offset = 0.0
     monkeypatch.setattr(time, "time", lambda: real_time() + offset)
-    async with serve_pty(make_simulator("masimo", get_scenario("desaturation")), speed=SPEED) as endpoint:
+
+    def step(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+
+    loop = asyncio.get_running_loop()
+    received: list[tuple[float, dict[str, Any]]] = []  # (monotonic arrival, alert payload)
+
+    async def listen(station: aiomqtt.Client) -> None:
+        async for message in station.messages:
+            received.append((loop.time(), json.loads(bytes(message.payload))))  # type: ignore[arg-type]
+
+    def spo2_low_raised() -> list[float]:
+        return [at for at, a in received if a["condition"] == "spo2_low" and a["state"] == AlertState.RAISED]
+
+    async with (
+        serve_pty(make_simulator("masimo", get_scenario("desaturation")), speed=SPEED) as endpoint,
+        aiomqtt.Client("127.0.0.1", mosquitto.port) as station,
+    ):
+        await station.subscribe("vitalwatch/v1/clinic-clock/chair-1/alerts", qos=1)
+        listener = asyncio.create_task(listen(station))
         config = parse_config(
             {
                 "site": "clinic-clock",
@@ -51,23 +77,18 @@ async def raised_after(
         daemon = Daemon(config)
         session = daemon.beds["chair-1"]
         runner = asyncio.create_task(daemon.run())
-        loop = asyncio.get_running_loop()
         start = loop.time()
         session.set_phase("infusion", start)
+        steps = [loop.call_later(2.0 + 0.05 * i, step, jump) for i, jump in enumerate(jumps)]
         try:
-            async with asyncio.timeout(60):
-                pending = list(jumps)
-                while True:
-                    if pending and loop.time() - start > 2.0:
-                        offset += pending.pop(0)
-                    alerts = [o for o in session.outputs if isinstance(o, AlertTransition)]
-                    hit = [a for a in alerts if a.condition == "spo2_low" and a.state is AlertState.RAISED]
-                    if hit:
-                        return hit[0].t - start, alerts
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: bool(spo2_low_raised()), 60, "spo2_low raised at the station")
+            return spo2_low_raised()[0] - start, [a for _, a in received]
         finally:
+            for handle in steps:
+                handle.cancel()
             runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+            listener.cancel()
+            await asyncio.gather(runner, listener, return_exceptions=True)
 
 
 @pytest.fixture
@@ -87,7 +108,7 @@ async def test_wall_clock_steps_do_not_move_alarm_timers(
     # The same simulated patient crosses the limit at the same monotonic moment in both runs;
     # allow for the 1 Hz device rate and scheduling jitter, nothing near the hour of the step.
     assert abs(jumped - steady) < 1.5
-    invented = {a.condition for a in alerts} & {
+    invented = {a["condition"] for a in alerts} & {
         "link_lost",
         "signal_lost",
         "nibp_overdue",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ import pytest
 import pytest_asyncio
 from jsonschema import Draft202012Validator
 
+from tests.fakes.alerts import transition
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
-from vitalwatch.engine.outputs import AlertTransition
+from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
 
@@ -30,14 +31,6 @@ RESULT = Draft202012Validator(
 SITE = "test-site"
 BED = "chair-1"
 BASE = f"vitalwatch/v1/{SITE}/{BED}"
-
-
-async def wait_until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Nurse:
@@ -93,8 +86,26 @@ async def setup(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[tuple[Dae
             await asyncio.gather(listener, task, return_exceptions=True)
 
 
-def transitions(daemon: Daemon) -> list[AlertTransition]:
-    return [o for o in daemon.beds[BED].outputs if isinstance(o, AlertTransition)]
+WITNESS = "witness"  # alert_id prefix of the markers below; never an engine's
+
+
+async def everything_sent_so_far(daemon: Daemon, nurse: Nurse) -> None:
+    """Return once the nurse holds every alert the daemon queued before this call.
+
+    A marker transition (INFO: the lowest lane; a seq above any real one) is handed to the bed
+    session now. The publisher sends the highest lane first and one alert at a time, and the
+    broker keeps one publisher's order on a topic, so once the nurse has the marker anything
+    queued before it has arrived too. "No new alert" is asserted only after this witness.
+    """
+    n = len(nurse.alerts)
+    marker = transition(f"{WITNESS}-{n}", 10**9 + n, priority=Priority.INFO, bed=BED, message="test witness")
+    daemon.beds[BED].dispatch([marker])
+    await wait_until(lambda: any(a["alert_id"] == marker.alert_id for a in nurse.alerts), 10, "the witness")
+
+
+def received(nurse: Nurse) -> list[dict[str, Any]]:
+    """The alerts the nurse station received from the daemon's engine (witnesses left out)."""
+    return [a for a in nurse.alerts if not a["alert_id"].startswith(WITNESS)]
 
 
 BAD: list[tuple[bytes | dict[str, Any], str]] = [
@@ -137,8 +148,9 @@ async def test_bad_commands_each_get_an_error_and_change_nothing(setup: tuple[Da
     """Malformed, oversized, unknown, wrong-bed and impossible commands: error result, same state."""
     daemon, nurse = setup
     session = daemon.beds[BED]
+    await everything_sent_so_far(daemon, nurse)  # alerts of the set-up are in before it is counted
     before = (
-        len(transitions(daemon)),
+        len(received(nurse)),
         session.engine.phase,
         [t.acknowledged_by for t in session.engine.active_alarms()],
     )
@@ -149,8 +161,9 @@ async def test_bad_commands_each_get_an_error_and_change_nothing(setup: tuple[Da
         assert code == result["error"]["code"], (payload, result)
         assert result["error"]["message"]
         assert BED == result["bed"]
+    await everything_sent_so_far(daemon, nurse)
     after = (
-        len(transitions(daemon)),
+        len(received(nurse)),
         session.engine.phase,
         [t.acknowledged_by for t in session.engine.active_alarms()],
     )
@@ -183,11 +196,10 @@ async def test_valid_ack_acknowledges_and_a_replay_is_refused(setup: tuple[Daemo
     await wait_until(lambda: any(a["state"] == "acknowledged" for a in nurse.alerts), 5, "acknowledged alert")
     acked = next(a for a in nurse.alerts if a["state"] == "acknowledged")
     assert (alert_id, "RN Kim") == (acked["alert_id"], acked["acknowledged_by"])
-    count = len(transitions(daemon))
     replay = await nurse.send(ack)
     assert ("replayed", "st-1") == (replay["error"]["code"], replay["request_id"])
-    await asyncio.sleep(0.3)
-    assert count == len(transitions(daemon))
+    await everything_sent_so_far(daemon, nurse)
+    assert [acked] == [a for a in received(nurse) if a["state"] == "acknowledged"]
 
 
 async def test_phase_command_changes_phase_and_stores_fields(setup: tuple[Daemon, Nurse]) -> None:
@@ -203,7 +215,7 @@ async def test_phase_command_changes_phase_and_stores_fields(setup: tuple[Daemon
     result = await nurse.send(cmd)
     assert result["ok"] is True
     assert "recovery" == daemon.beds[BED].engine.phase
-    await asyncio.sleep(0.2)  # the journal write runs on the writer thread
+    await daemon.store.flush()  # the journal write, queued when the command was applied, is done
     meta = daemon.store.meta(BED)
     assert {"phase": "recovery", "dose_mg_per_kg": 0.5, "planned_minutes": 40.0} == meta["phase_fields"]
     assert "recovery" == meta["phase"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import aiomqtt
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
@@ -99,13 +99,6 @@ class Recorder:
         return [d for d in self.docs.get(kind, []) if all(d.get(k) == v for k, v in match.items())]
 
 
-async def until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110 - polling what another task records
-            await asyncio.sleep(0.05)
-    assert condition(), what
-
-
 async def test_every_published_message_validates_against_its_schema(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -137,7 +130,7 @@ async def test_every_published_message_validates_against_its_schema(
                 rec.add(str(message.topic), message.retain, bytes(message.payload))  # type: ignore[arg-type]
 
         recorder = asyncio.create_task(record())
-        await until(lambda: any(t.endswith(STALE) for t, _, _ in rec.messages), 5, "the stale alarm")
+        await wait_until(lambda: any(t.endswith(STALE) for t, _, _ in rec.messages), 5, "the stale alarm")
         rec.messages.clear()
         rec.problems.clear()
         rec.docs.clear()
@@ -146,7 +139,9 @@ async def test_every_published_message_validates_against_its_schema(
         runner = asyncio.create_task(daemon.run())
         daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time())
         try:
-            await until(lambda: bool(rec.of("alerts", condition="spo2_low", state="raised")), 12, "spo2_low")
+            await wait_until(
+                lambda: bool(rec.of("alerts", condition="spo2_low", state="raised")), 12, "spo2_low"
+            )
             alarm = rec.of("alerts", condition="spo2_low", state="raised")[0]
             ack = {
                 "request_id": "st-contract-1",
@@ -158,23 +153,25 @@ async def test_every_published_message_validates_against_its_schema(
             await station.publish(f"{BASE}/cmd", b'{"request_id": "st-contract-2", "command": "ack"', qos=1)
             unknown = {"request_id": "st-contract-3", "command": "ack", "alert_id": "all", "by": "RN Kim"}
             await station.publish(f"{BASE}/cmd", json.dumps(unknown).encode(), qos=1)
-            await until(lambda: len(rec.of("cmd/result")) >= 3, 5, "three command results")
-            await until(
+            await wait_until(lambda: len(rec.of("cmd/result")) >= 3, 5, "three command results")
+            await wait_until(
                 lambda: bool(rec.of("alerts", alert_id=alarm["alert_id"], state="acknowledged")), 5, "the ack"
             )
-            await until(lambda: len(rec.of("status", state="online")) >= 3, 5, "heartbeats")
-            await until(lambda: {"spo2", "pulse_rate"} <= {d["kind"] for d in rec.of("vitals")}, 5, "vitals")
+            await wait_until(lambda: len(rec.of("status", state="online")) >= 3, 5, "heartbeats")
+            await wait_until(
+                lambda: {"spo2", "pulse_rate"} <= {d["kind"] for d in rec.of("vitals")}, 5, "vitals"
+            )
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
-        await until(lambda: bool(rec.of("status", state="offline")), 5, "offline on a clean stop")
+        await wait_until(lambda: bool(rec.of("status", state="offline")), 5, "offline on a clean stop")
         # Restarted on the same journal: the active set it republishes at connect is the contract too.
         republished = len(rec.of("alarms", alert_id=alarm["alert_id"]))
         beat = rec.of("status", state="online")[-1]  # the first daemon's last heartbeat
         again = Daemon(config)
         rerun = asyncio.create_task(again.run())
         try:
-            await until(
+            await wait_until(
                 lambda: len(rec.of("alarms", alert_id=alarm["alert_id"])) > republished, 5, "the active set"
             )
         finally:
@@ -236,7 +233,9 @@ async def test_status_says_exact_minutes_in_phase(mosquitto: Mosquitto, tmp_path
         runner = asyncio.create_task(daemon.run())
         daemon.beds[BED].set_phase("infusion", asyncio.get_running_loop().time() - 90.0)
         try:
-            await until(lambda: len(rec.of("status", state="online", phase="infusion")) >= 2, 5, "heartbeats")
+            await wait_until(
+                lambda: len(rec.of("status", state="online", phase="infusion")) >= 2, 5, "heartbeats"
+            )
         finally:
             runner.cancel()
             recorder.cancel()

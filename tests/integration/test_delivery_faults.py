@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.fakes.alerts import transition
+from tests.helpers import wait_until
 from vitalwatch.config import Config, parse_config
 from vitalwatch.continuity.statestore import decode_snapshot
 from vitalwatch.engine.baseline import Baseline
@@ -143,14 +144,6 @@ def make_config(
     )
 
 
-async def wait_until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 _PRIORITIES = (Priority.LOW, Priority.MEDIUM, Priority.HIGH)
 
 
@@ -162,19 +155,30 @@ def burst_transition(i: int, seq: int, state: AlertState) -> AlertTransition:
     )
 
 
-async def burst(daemon: Daemon, alerts: int, *, first_seq: int = 1_000_000, pause: float = 0.01) -> None:
-    """Raise ``alerts`` alarms, acknowledge each, clear every other one: 2-3 transitions per alert."""
+async def burst(
+    daemon: Daemon,
+    alerts: int,
+    *,
+    first_seq: int = 1_000_000,
+    pause: float = 0.01,
+    raised: list[AlertTransition],
+) -> None:
+    """Raise ``alerts`` alarms, acknowledge each, clear every other one: 2-3 transitions per alert.
+
+    Each transition is appended to ``raised`` as it is handed to the bed session: that list, not
+    the session's own debug buffer, is what a station must end up with.
+    """
     session = daemon.beds[BED]
     seq = first_seq
     for i in range(alerts):
         for state in (AlertState.RAISED, AlertState.ACKNOWLEDGED, AlertState.CLEARED)[: 2 + i % 2]:
-            session.dispatch([burst_transition(i, seq, state)])
+            tr = burst_transition(i, seq, state)
+            session.dispatch([tr])
+            raised.append(tr)
             seq += 1
+            # The subject, not a wait: alarms come one after another over time, so the fault
+            # below lands in the middle of the burst rather than after it.
             await asyncio.sleep(pause)
-
-
-def delivered(daemon: Daemon) -> list[AlertTransition]:
-    return [o for o in daemon.beds[BED].outputs if isinstance(o, AlertTransition)]
 
 
 class Running:
@@ -197,14 +201,17 @@ async def run_broker_outage(mosquitto: Mosquitto, tmp_path: Path, fault: Callabl
     publisher = daemon.publishers[BED]
     try:
         await wait_until(lambda: publisher.connected, 10, "daemon connected")
-        sender = asyncio.create_task(burst(daemon, 60))
-        await asyncio.sleep(0.3)  # part of the burst gets through before the fault
+        raised: list[AlertTransition] = []
+        sender = asyncio.create_task(burst(daemon, 60, raised=raised))
+        await wait_until(
+            lambda: len(station.unique()) >= 10, 10, "part of the burst at the station before the fault"
+        )
         await fault()
         await station_after(fault, station)
         await sender
         await wait_until(lambda: publisher.pending == 0, 30, "outbox drained")
-        await wait_until(lambda: len(station.unique()) >= len(delivered(daemon)), 10, "station caught up")
-        station.check(delivered(daemon))
+        await wait_until(lambda: len(station.unique()) >= len(raised), 10, "station caught up")
+        station.check(raised)
         await wait_until(lambda: not publisher.unreachable, 5, "unreachable alarm cleared")
         history = daemon.local_alarms.history
         assert ("broker_unreachable", BED, True) in history
@@ -223,7 +230,7 @@ async def station_after(fault: Any, station: Station) -> None:
 def kill_and_restart(mosquitto: Mosquitto, down_s: float) -> Callable[[], Any]:
     async def fault() -> None:
         mosquitto.kill()
-        await asyncio.sleep(down_s)
+        await asyncio.sleep(down_s)  # the subject: the broker stays down this long
         mosquitto.start()  # blocks the loop: the station below subscribes before the daemon is back
 
     fault.restarted = True  # type: ignore[attr-defined]
@@ -244,7 +251,7 @@ async def test_broker_killed_mid_burst_restarted_after_20_s(mosquitto: Mosquitto
 def stop_and_continue(mosquitto: Mosquitto, stopped_s: float) -> Callable[[], Any]:
     async def fault() -> None:
         mosquitto.pause()
-        await asyncio.sleep(stopped_s)
+        await asyncio.sleep(stopped_s)  # the subject: the broker stays hung (SIGSTOP) this long
         mosquitto.resume()
 
     return fault
@@ -270,7 +277,8 @@ async def test_broker_restarted_with_empty_retained_store(mosquitto: Mosquitto, 
     publisher = daemon.publishers[BED]
     try:
         await wait_until(lambda: publisher.connected, 10, "daemon connected")
-        await burst(daemon, 6, pause=0.0)  # even alerts stay active (acknowledged), odd ones are cleared
+        # even alerts stay active (acknowledged), odd ones are cleared
+        await burst(daemon, 6, pause=0.0, raised=[])
         await wait_until(lambda: publisher.pending == 0, 10, "outbox drained")
         active, ended = {"burst-000", "burst-002", "burst-004"}, {"burst-001", "burst-003", "burst-005"}
         await wait_until(lambda: active <= set(station.alarms), 5, "retained alarms")
@@ -373,12 +381,27 @@ def logged_transitions(log: Path) -> set[tuple[str, int]]:
     return found
 
 
-def stored_baseline(state_dir: Path, port: int) -> Baseline:
-    """The baseline of the engine snapshot the daemon last wrote (restored as the daemon would)."""
+def stored_engine(state_dir: Path, port: int) -> BedEngine | None:
+    """The engine snapshot the daemon last wrote, restored as the daemon would (None: none yet)."""
     with contextlib.closing(sqlite3.connect(state_dir / "vitalwatch.sqlite3")) as db:
-        (blob,) = db.execute("SELECT state FROM snapshot WHERE bed=?", (BED,)).fetchone()
+        row = db.execute("SELECT state FROM snapshot WHERE bed=?", (BED,)).fetchone()
     table = make_config(port, state_dir).alarms
-    return BedEngine.restore(table, decode_snapshot(blob), now=0.0).baseline
+    return None if row is None else BedEngine.restore(table, decode_snapshot(row[0]), now=0.0)
+
+
+def stored_baseline(state_dir: Path, port: int) -> Baseline:
+    """The baseline of the engine snapshot the daemon last wrote."""
+    engine = stored_engine(state_dir, port)
+    assert engine is not None, "no engine snapshot stored"
+    return engine.baseline
+
+
+def snapshot_holds(state_dir: Path, port: int, alert_id: str) -> bool:
+    """Whether the stored snapshot already has ``alert_id`` active (with its re-notify timer)."""
+    with contextlib.suppress(sqlite3.OperationalError):  # the daemon may not have created it yet
+        engine = stored_engine(state_dir, port)
+        return engine is not None and alert_id in {t.alert_id for t in engine.active_alarms()}
+    return False
 
 
 def utc(stamp: str) -> datetime:
@@ -419,6 +442,11 @@ async def test_daemon_sigkill_mid_session_resumes_same_session(mosquitto: Mosqui
             await wait_until(
                 lambda: any(b'"spo2_low"' in v for v in station.alarms.values()), 45, "an SpO2 alarm"
             )
+            # The snapshot is written just after the alert is sent: killed before it is stored,
+            # the restart resumes from the journal alone (a later re-notify), which is not what
+            # this test is about. The witness: the stored snapshot holds the alarm.
+            raised = spo2_alarm({k: json.loads(v) for k, v in station.alarms.items()})["alert_id"]
+            await wait_until(lambda: snapshot_holds(state_dir, mosquitto.port, raised), 10, "the snapshot")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=5)
             before = dict(station.unique())
@@ -499,7 +527,7 @@ async def test_monitor_cable_pulled_and_replugged(mosquitto: Mosquitto, tmp_path
             await ep.close()
             await wait_until(lambda: bool(link_lost("raised")), 12, "link_lost raised")
             assert time.monotonic() - pulled < 10.0  # the rule's configured after_s
-            await asyncio.sleep(1.0)
+            await wait_until(lambda: not link.connected, 5, "the daemon's link down")
             await ep.reopen()
             readings = link.readings
             await wait_until(lambda: link.readings > readings, 15, "readings from the new port")
@@ -522,9 +550,10 @@ async def test_unwritable_database_raises_persistence_degraded_and_alerts_still_
     run = Running(make_config(mosquitto.port, state))
     try:
         await wait_until(lambda: run.daemon.publishers[BED].connected, 10, "daemon connected")
-        await burst(run.daemon, 5, pause=0.0)
-        await wait_until(lambda: len(station.unique()) >= len(delivered(run.daemon)), 10, "live alerts")
-        station.check(delivered(run.daemon))
+        raised: list[AlertTransition] = []
+        await burst(run.daemon, 5, pause=0.0, raised=raised)
+        await wait_until(lambda: len(station.unique()) >= len(raised), 10, "live alerts")
+        station.check(raised)
         assert ("persistence_degraded", "*") in run.daemon.local_alarms.active
     finally:
         station.disconnect()

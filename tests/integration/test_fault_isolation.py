@@ -19,6 +19,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.drivers import Event, make_driver
 from vitalwatch.drivers.nonin import NoninDriver
@@ -72,7 +73,7 @@ class TcpMonitor:
                     if self.every_s is None:
                         await reading
                         return
-                    await asyncio.sleep(self.every_s)
+                    await asyncio.sleep(self.every_s)  # the subject: the monitor's own send rate
             except (ConnectionError, asyncio.CancelledError):
                 pass
             finally:
@@ -145,9 +146,9 @@ async def test_hostile_hl7_and_a_raising_driver_on_one_bed_never_cost_the_other_
                         if {("chair-1", "spo2_low"), ("chair-2", "driver_fault")} <= set(seen):
                             break
                 # The hostile message was decoded and answered plain, as it came (no crash, no MLLP).
-                async with asyncio.timeout(30):
-                    while b"MSA|AA|AB\x1cCD" not in hl7.received:  # noqa: ASYNC110 -- the link writes it
-                        await asyncio.sleep(0.05)
+                await wait_until(
+                    lambda: b"MSA|AA|AB\x1cCD" in hl7.received, 30, "the plain ACK to the monitor"
+                )
                 device_tasks = {name: t for name, t in daemon.tasks.items() if name.startswith("device[")}
                 assert 3 == len(device_tasks)
                 assert not runner.done()

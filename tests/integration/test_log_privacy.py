@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.ops.logconfig import configure_logging
@@ -54,12 +55,15 @@ async def test_debug_logs_of_a_full_scenario_carry_no_patient_data_or_secrets(
         loop = asyncio.get_running_loop()
         daemon.beds["chair-1"].set_phase("infusion", loop.time())
         try:
-            async with asyncio.timeout(45):
-                while not any(  # noqa: ASYNC110 -- polls the captured log
+            await wait_until(
+                lambda: any(
                     '"alert.transition"' in line and '"spo2_low"' in line
                     for line in stream.getvalue().splitlines()
-                ):
-                    await asyncio.sleep(0.2)
+                ),
+                45,
+                "the spo2_low transition in the log",
+                poll_s=0.2,
+            )
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)

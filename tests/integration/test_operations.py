@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
@@ -145,12 +146,13 @@ async def test_daemon_under_systemd_protocol_metrics_status_and_recording(
                             break
 
                 # Metrics are refreshed once a second on the event loop; give the alarm a refresh.
-                async with asyncio.timeout(10):
-                    while True:
-                        text = await asyncio.to_thread(scrape, metrics_port)
-                        if metric(text, "vitalwatch_alarms_active", bed=BED, priority="high") >= 1.0:
-                            break
-                        await asyncio.sleep(0.2)
+                async def high_alarm_exported() -> bool:
+                    nonlocal text
+                    text = await asyncio.to_thread(scrape, metrics_port)
+                    return metric(text, "vitalwatch_alarms_active", bed=BED, priority="high") >= 1.0
+
+                text = ""
+                await wait_until(high_alarm_exported, 10, "the high alarm in the metrics", poll_s=0.2)
                 assert metric(text, "vitalwatch_readings_total", bed=BED, device="oximeter") > 10
                 assert metric(text, "vitalwatch_device_link_up", bed=BED, device="oximeter") == 1.0
                 assert metric(text, "vitalwatch_alarms_active", bed=BED, priority="high") >= 1.0

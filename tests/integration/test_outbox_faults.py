@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from structlog.testing import capture_logs
 
+from tests.helpers import wait_until
 from vitalwatch.config import Config, parse_config
 from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
@@ -121,14 +122,6 @@ def make_config(port: int, state_dir: Path) -> Config:
     )
 
 
-async def wait_until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def alert(i: int, seq: int, state: AlertState) -> AlertTransition:
     return AlertTransition(
         t=float(seq), bed=BED, alert_id=f"full-{i:03d}", seq=seq, state=state, priority=Priority.HIGH,
@@ -146,6 +139,8 @@ async def raise_alerts(daemon: Daemon, first: int, count: int) -> list[tuple[str
             daemon.beds[BED].dispatch([alert(i, seq, state)])
             sent.append((f"full-{i:03d}", seq))
             seq += 1
+        # The subject, not a wait: alarms come over time, so the store sees a run of separate
+        # commits (each refused while the disk is full), not one batch.
         await asyncio.sleep(0.02)
     return sent
 
@@ -248,7 +243,7 @@ def test_sigkill_during_commits_keeps_every_committed_transition(tmp_path: Path)
         )
         assert child.stdout is not None
         assert "ready" == child.stdout.readline().strip(), child.stderr.read() if child.stderr else ""
-        time.sleep(rng.uniform(0.02, 0.3))
+        time.sleep(rng.uniform(0.02, 0.3))  # the subject: the kill lands at a random moment of the commits
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=10)
         assert -signal.SIGKILL == child.returncode, err

@@ -27,6 +27,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.cli import build_parser
 from vitalwatch.cli.tail import build_options
 from vitalwatch.config import MqttConfig, TlsConfig, parse_config
@@ -439,9 +440,7 @@ async def test_daemon_over_tls_delivers_alerts_and_applies_a_station_ack(
     runner = asyncio.create_task(daemon.run())
     try:
         async with watching(station(clinic), f"{A1}/alerts", f"{A1}/cmd/result") as seen:
-            async with asyncio.timeout(10):
-                while not daemon.publishers["chair-1"].connected:  # noqa: ASYNC110 - another task's state
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: daemon.publishers["chair-1"].connected, 10, "the daemon connected")
             # In infusion without a baseline, baseline_incomplete is raised at once.
             daemon.beds["chair-1"].set_phase("infusion", asyncio.get_running_loop().time())
             raised = await next_json(seen, f"{A1}/alerts", state="raised")

@@ -19,6 +19,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.delivery.payloads import encode, status_payload
 from vitalwatch.ops.daemon import Daemon
@@ -28,7 +29,7 @@ from vitalwatch.simulators.scenarios import get_scenario
 from vitalwatch.station import StationConfig, serve_station
 from vitalwatch.testing import Mosquitto, free_port
 
-pytestmark = pytest.mark.mqtt
+pytestmark = [pytest.mark.mqtt, pytest.mark.browser]
 
 HERE = Path(__file__).parent
 BROWSER = HERE / "browser"
@@ -88,6 +89,14 @@ def screenshot_dir(tmp_path: Path) -> Path:
     shots = Path(os.environ.get("VITALWATCH_SCREENSHOTS") or tmp_path).absolute()
     shots.mkdir(parents=True, exist_ok=True)
     return shots
+
+
+def acknowledged_seen(seen: list[dict[str, Any]], alert_id: str) -> bool:
+    """The watcher holds a successful ack result and the alert's acknowledged transition."""
+    result = any(
+        m["topic"].endswith("/cmd/result") and m.get("ok") and m.get("command") == "ack" for m in seen
+    )
+    return result and any(m.get("alert_id") == alert_id and m.get("state") == "acknowledged" for m in seen)
 
 
 async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> None:
@@ -181,7 +190,12 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
                 "chromium": browser_setup, "screenshots": str(screenshot_dir),
                 "failureShot": str(tmp_path / "failure.png"), "hungBed": HUNG_BED,
             }, on_event=lambda e: e["event"] == "high" and hang.set())  # fmt: skip
-            await asyncio.sleep(0.5)  # the watcher's last messages
+            if 0 == code and "high" in events:  # the browser acknowledged: the watcher must see it too
+                await wait_until(
+                    lambda: acknowledged_seen(seen, events["high"]["alert_id"]),
+                    10,
+                    "the ack's result and the acknowledged alert at the watcher",
+                )
             active = {a.alert_id: a for a in daemon.beds[BED].engine.active_alarms()}
         finally:
             for task in (runner, watcher, hung):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,18 +22,24 @@ from vitalwatch.testing import Mosquitto
 pytestmark = pytest.mark.mqtt
 
 
-async def drain(sock: socket.socket, seconds: float) -> list[str]:
-    """Every datagram that arrives within ``seconds``."""
+async def receive_until(
+    sock: socket.socket, done: Callable[[list[str]], bool], limit_s: float, what: str
+) -> list[str]:
+    """Datagrams in arrival order, up to and including the one after which ``done`` holds."""
     loop = asyncio.get_running_loop()
     got: list[str] = []
-    end = loop.time() + seconds
-    while (left := end - loop.time()) > 0:
-        try:
-            async with asyncio.timeout(left):
+    try:
+        async with asyncio.timeout(limit_s):
+            while not done(got):
                 got.append((await loop.sock_recv(sock, 4096)).decode())
-        except TimeoutError:
-            break
+    except TimeoutError:
+        raise AssertionError(f"timed out after {limit_s:g} s waiting for {what}; got {got}") from None
     return got
+
+
+def rounds(n: int) -> Callable[[list[str]], bool]:
+    """Done after ``n`` health rounds: every round ends with its STATUS datagram."""
+    return lambda got: sum("STATUS=" in d for d in got) >= n
 
 
 @pytest.mark.asyncio
@@ -62,23 +69,30 @@ async def test_watchdog_is_withheld_when_the_loop_blocks_or_a_device_task_dies(
         hk = Housekeeping(daemon, notifier=Notifier({"NOTIFY_SOCKET": str(path)}))
         runner = asyncio.create_task(daemon.run(hk))
         try:
-            healthy = await drain(sock, 3.0)
+            healthy = await receive_until(
+                sock,
+                lambda got: sum("WATCHDOG=1" in d for d in got) >= 3 and "STATUS=" in got[-1],
+                10,
+                "three pinging rounds",
+            )
             assert any("READY=1" in d for d in healthy)
-            assert sum("WATCHDOG=1" in d for d in healthy) >= 3
 
             # A blocked event loop: nothing can be sent while it is blocked, and the lag it leaves
             # behind is a fault, so the first round after it withholds the ping too.
-            time.sleep(2.5)  # noqa: ASYNC251 -- blocking the loop on purpose is the test
-            after_block = await drain(sock, 0.6)
-            assert not any("WATCHDOG=1" in d for d in after_block[:1])
-            assert any("loop" in d for d in after_block), after_block
+            time.sleep(2.5)  # noqa: ASYNC251 -- the subject: the loop blocked on purpose for 2.5 s
+            after_block = await receive_until(sock, rounds(1), 5, "the first round after the block")
+            assert not any("WATCHDOG=1" in d for d in after_block), after_block
+            assert "loop" in after_block[-1], after_block
 
             # A dead device task is a fault a restart can fix: the pings stop and STATUS says why.
+            # The round that notices may follow one that still pinged; the three after it must not.
             daemon.tasks["device[chair-1/oximeter]"].cancel()
-            await asyncio.sleep(1.2)
-            dead = await drain(sock, 2.0)
-            assert dead and not any("WATCHDOG=1" in d for d in dead)
-            assert any("STATUS=" in d and "oximeter" in d for d in dead), dead
+            await receive_until(
+                sock, lambda got: bool(got) and "oximeter" in got[-1], 5, "a STATUS naming the dead device"
+            )
+            dead = await receive_until(sock, rounds(3), 10, "three more health rounds")
+            assert not any("WATCHDOG=1" in d for d in dead), dead
+            assert all("oximeter" in d for d in dead if "STATUS=" in d), dead
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)

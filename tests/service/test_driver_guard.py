@@ -15,11 +15,12 @@ from typing import ClassVar
 
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.bed import BedSession
 from vitalwatch.config import BedConfig, DeviceConfig
 from vitalwatch.drivers import Event, Observation, SerialSettings
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Output, Priority
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import load_alarm_table
 from vitalwatch.link import device_link
@@ -166,12 +167,6 @@ def pty_url() -> Iterator[tuple[str, int]]:
         os.close(slave)
 
 
-async def until(predicate: object, within_s: float) -> None:
-    async with asyncio.timeout(within_s):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 -- polls state another task sets
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.asyncio
 async def test_link_with_a_raising_driver_reports_alarms_and_restarts_while_another_link_runs(
     pty_url: tuple[str, int], monkeypatch: pytest.MonkeyPatch
@@ -194,20 +189,19 @@ async def test_link_with_a_raising_driver_reports_alarms_and_restarts_while_anot
     )
     bed = BedConfig(id="chair-1", devices=devices)
     engine = BedEngine(load_alarm_table(None), bed="chair-1", devices={d.id: d.role for d in devices})
-    session = BedSession(bed, engine)
+    dispatched: list[Output] = []  # every output, as an observer sees it (not the trimmed debug buffer)
+    session = BedSession(bed, engine, observers=[dispatched.append])
     links = [DeviceLink(d, session, rng=random.Random(0)) for d in devices]
     session.links = {d.id: link for d, link in zip(devices, links, strict=True)}
     tasks = [asyncio.create_task(link.run()) for link in links]
     bomb, steady = links
     try:
-        await until(lambda: bomb.connected and steady.connected, 5)
+        await wait_until(lambda: bomb.connected and steady.connected, 5)
         os.write(master, b"ok")
-        await until(lambda: bomb.readings >= 1, 5)
+        await wait_until(lambda: bomb.readings >= 1, 5)
         os.write(master, b"boom")
-        await until(lambda: bomb.guard.faults == 1, 5)
-        alarms = [
-            o for o in session.outputs if isinstance(o, AlertTransition) and o.condition == "driver_fault"
-        ]
+        await wait_until(lambda: bomb.guard.faults == 1, 5)
+        alarms = [o for o in dispatched if isinstance(o, AlertTransition) and o.condition == "driver_fault"]
         assert [(AlertState.RAISED, Priority.HIGH, Category.TECHNICAL, "bomb")] == [
             (a.state, a.priority, a.category, a.device) for a in alarms
         ]
@@ -216,16 +210,16 @@ async def test_link_with_a_raising_driver_reports_alarms_and_restarts_while_anot
         # The other device keeps decoding while the bomb is down, and nothing ended.
         before = steady.readings
         os.write(other_master, b"ok")
-        await until(lambda: steady.readings > before, 5)
+        await wait_until(lambda: steady.readings > before, 5)
         # Restarted after the 1 s backoff: a fresh instance whose data clears the alarm.
-        await until(lambda: Fragile.built >= 3 and bomb.driver is not None, 5)
+        await wait_until(lambda: Fragile.built >= 3 and bomb.driver is not None, 5)
         os.write(master, b"ok")
-        await until(
+        await wait_until(
             lambda: any(
                 isinstance(o, AlertTransition)
                 and o.condition == "driver_fault"
                 and o.state is AlertState.CLEARED
-                for o in session.outputs
+                for o in dispatched
             ),
             5,
         )
@@ -264,11 +258,11 @@ async def test_an_exception_in_what_consumes_the_events_ends_only_that_port_sess
     link = DeviceLink(config, listener, rng=random.Random(0))
     task = asyncio.create_task(link.run())
     try:
-        await until(lambda: link.connected, 5)
+        await wait_until(lambda: link.connected, 5)
         os.write(master, b"ok")
-        await until(lambda: DecodeProblem("driver_fault:TypeError", 0) in listener.events, 5)
+        await wait_until(lambda: DecodeProblem("driver_fault:TypeError", 0) in listener.events, 5)
         assert DeviceStatus("driver_fault", True, {"error": "TypeError"}) in listener.events
-        await until(lambda: listener.links.count(True) >= 2, 5)  # reopened
+        await wait_until(lambda: listener.links.count(True) >= 2, 5)  # reopened
         assert not task.done()
     finally:
         task.cancel()

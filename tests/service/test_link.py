@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.link.device_link import DeviceLink, backoff_delay
+from vitalwatch.link.serial_port import SerialPort
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
@@ -29,12 +31,6 @@ class Recorder:
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
         self.links.append((up, reason))
-
-
-async def until(predicate: object, within_s: float) -> None:
-    async with asyncio.timeout(within_s):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 -- polls state another task sets
-            await asyncio.sleep(0.02)
 
 
 def test_backoff_is_capped_and_jittered() -> None:
@@ -58,17 +54,19 @@ async def test_pty_bytes_become_observations_and_a_pulled_cable_reconnects(tmp_p
         link = DeviceLink(config, recorder, rng=random.Random(0))
         task = asyncio.create_task(link.run())
         try:
-            await until(lambda: sum(isinstance(e, Observation) for e in recorder.events) >= 6, 10)
+            await wait_until(lambda: sum(isinstance(e, Observation) for e in recorder.events) >= 6, 10)
             assert recorder.links[0] == (True, "port open")
             spo2 = [e.value for e in recorder.events if isinstance(e, Observation) and e.kind == "spo2"]
             assert all(v is not None and 90 <= v <= 100 for v in spo2)
             await endpoint.close()
-            await until(lambda: (False, "port closed") in recorder.links, 5)
+            await wait_until(lambda: (False, "port closed") in recorder.links, 5)
             assert not link.connected
             seen = len(recorder.events)
             await endpoint.reopen()
-            await until(
-                lambda: recorder.links[-1] == (True, "port open") and len(recorder.events) > seen + 4, 20
+            await wait_until(
+                lambda: recorder.links[-1] == (True, "port open") and len(recorder.events) > seen + 4,
+                20,
+                "the link back up with fresh readings",
             )
             assert link.connected
         finally:
@@ -77,7 +75,17 @@ async def test_pty_bytes_become_observations_and_a_pulled_cable_reconnects(tmp_p
 
 
 @pytest.mark.asyncio
-async def test_missing_port_reports_link_down_once_and_keeps_trying(tmp_path: Path) -> None:
+async def test_missing_port_reports_link_down_once_and_keeps_trying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opens: list[str] = []  # every attempt to open the port (the real open, counted)
+    real_open = SerialPort.open
+
+    async def counted_open(url: str, settings: SerialSettings, *, device_id: str) -> SerialPort:
+        opens.append(url)
+        return await real_open(url, settings, device_id=device_id)
+
+    monkeypatch.setattr(SerialPort, "open", counted_open)
     recorder = Recorder()
     config = DeviceConfig(
         id="ox", driver="masimo", url=str(tmp_path / "nothing-here"), role="spo2", serial=SerialSettings()
@@ -85,8 +93,10 @@ async def test_missing_port_reports_link_down_once_and_keeps_trying(tmp_path: Pa
     link = DeviceLink(config, recorder, rng=random.Random(0))
     task = asyncio.create_task(link.run())
     try:
-        await until(lambda: bool(recorder.links), 5)
-        await asyncio.sleep(1.5)  # several retries happen in this time (backoff starts near 0.5 s)
+        await wait_until(lambda: bool(recorder.links), 5)
+        # Several retries, counted rather than waited for (backoff starts near 0.5 s): only then
+        # does "reported once" mean anything.
+        await wait_until(lambda: len(opens) >= 3, 10, "three attempts to open the port")
         assert recorder.links == [(False, "cannot open port")]
     finally:
         task.cancel()

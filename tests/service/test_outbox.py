@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.alerts import transition
+from tests.helpers import wait_until
 from vitalwatch.continuity.statestore import RestoringEngine, transition_from_json, transition_to_json
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import WallClock
@@ -184,8 +185,15 @@ def test_latched_restored_alarm_stays_until_acknowledged() -> None:
 
 
 async def record(store: Store, seq: int, alert_id: str = "a", *, clears: bool = False) -> bool | None:
+    return await submit(store, seq, alert_id, clears=clears)
+
+
+def submit(
+    store: Store, seq: int, alert_id: str = "a", *, clears: bool = False
+) -> asyncio.Future[bool | None]:
+    """Hand one transition to the store now; the future resolves once it is committed."""
     tr = transition(alert_id, seq, AlertState.CLEARED if clears else AlertState.RAISED)
-    return await store.record(
+    return store.record(
         "chair-1",
         alert_id=alert_id,
         seq=seq,
@@ -295,8 +303,7 @@ async def test_deferred_mark_is_written_by_the_timer(tmp_path: Path) -> None:
     store = Store(tmp_path / DB_NAME, defer_s=0.05)
     assert await record(store, 1) is True
     await store.delivered("chair-1", "a", 1)
-    await asyncio.sleep(0.3)
-    assert [("a", 1, True)] == rows(tmp_path / DB_NAME)
+    await wait_until(lambda: [("a", 1, True)] == rows(tmp_path / DB_NAME), 5, "the mark written by the timer")
     store.close()
 
 
@@ -315,7 +322,7 @@ async def test_failed_rows_are_held_and_written_later_in_order(tmp_path: Path) -
     assert [("a", 1, False)] == rows(tmp_path / DB_NAME)
     on_writer(store, "PRAGMA query_only=0")
     assert await record(store, 4, "b") is True
-    await asyncio.sleep(0)  # on_health is handed to the loop thread
+    await wait_until(lambda: len(news) == 2, 5, "the health news handed to the loop thread")
     assert store.healthy is True
     assert [False, True] == news
     assert [("a", 1, False), ("a", 2, False), ("a", 3, False), ("b", 4, False)] == rows(tmp_path / DB_NAME)
@@ -332,13 +339,10 @@ async def test_held_rows_are_retried_without_a_new_write(tmp_path: Path) -> None
     store = Store(tmp_path / DB_NAME, on_health=lambda ok, reason: news.append(ok), retry_s=0.05)
     on_writer(store, "PRAGMA query_only=1")
     assert await record(store, 1) is None
-    await asyncio.sleep(0.2)  # retried meanwhile, still refused
-    assert store.failures >= 2
+    await wait_until(lambda: store.failures >= 2, 5, "a retry by the timer, still refused")
+    assert store.healthy is False
     on_writer(store, "PRAGMA query_only=0")
-    for _ in range(40):
-        if store.healthy:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: store.healthy, 5, "the held row written by the retry timer")
     assert [("a", 1, False)] == rows(tmp_path / DB_NAME)
     assert [False, True] == news
     store.close()
@@ -365,8 +369,7 @@ async def test_records_waiting_for_the_writer_share_one_commit(tmp_path: Path) -
     gate = threading.Event()
     store._pool.submit(gate.wait)  # the writer is stuck in a slow write
     writes = store.writes
-    futures = [asyncio.ensure_future(record(store, seq, f"x{seq}")) for seq in (1, 2, 3)]
-    await asyncio.sleep(0.05)
+    futures = [submit(store, seq, f"x{seq}") for seq in (1, 2, 3)]  # all queued behind the slow write
     gate.set()
     assert [True, True, True] == await asyncio.gather(*futures)
     assert writes + 1 == store.writes

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.continuity.statestore import (
     MAX_OUTAGE_S,
@@ -210,6 +211,7 @@ async def test_writer_writes_after_alarm_batches_else_once_a_minute_and_at_close
     w.fed([phase])
     w.fed([phase])  # same loop turn: one write
     assert [] == put.blobs  # not before the session has dispatched the batch
+    # Each zero sleep below is one loop turn, not a wait for time: "on the next turn" is the subject.
     await asyncio.sleep(0)
     assert 1 == len(put.blobs)
     w.fed([phase])  # while the first write is in flight: remembered, not queued
@@ -230,8 +232,7 @@ async def test_writer_writes_after_alarm_batches_else_once_a_minute_and_at_close
     w.tick(200.0)  # nothing fed since
     assert 3 == len(put.blobs)
     closing = asyncio.ensure_future(w.close())
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await wait_until(lambda: 4 == len(put.blobs), 2, "the closing write handed to the store")
     put.finish()
     await asyncio.wait_for(closing, 1.0)
     assert 4 == len(put.blobs)
@@ -282,7 +283,7 @@ async def start_daemon_with(
 
 
 async def close(daemon: Any) -> None:
-    await asyncio.sleep(0.05)  # let the journal writes of the start finish
+    await daemon.store.flush()  # the journal writes of the start, queued before this, are done
     for record in daemon.records.values():
         record.close(0.0)
     daemon.sessions.close()

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.ops.supervise import supervise
 
 
@@ -26,7 +27,7 @@ async def test_a_crashing_body_is_reported_and_restarted_and_its_taskgroup_sibli
         nonlocal sibling_ticks
         while True:
             sibling_ticks += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the subject: a sibling doing periodic work of its own
 
     async def group() -> None:
         async with asyncio.TaskGroup() as tg:
@@ -37,12 +38,9 @@ async def test_a_crashing_body_is_reported_and_restarted_and_its_taskgroup_sibli
 
     task = asyncio.create_task(group())
     try:
-        async with asyncio.timeout(10):
-            while len(runs) < 4:  # noqa: ASYNC110 -- polls state the supervised task sets
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: len(runs) >= 4, 10, "the fourth run")
         ticks = sibling_ticks
-        await asyncio.sleep(0.05)
-        assert sibling_ticks > ticks  # the sibling was never cancelled
+        await wait_until(lambda: sibling_ticks > ticks, 5, "the sibling ticking on (never cancelled)")
         assert ["crash 1", "crash 2", "crash 3"] == crashes
         assert not task.done()
     finally:

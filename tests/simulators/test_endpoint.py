@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 import serial
 
+from tests.helpers import wait_until
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.drivers.events import Observation
 from vitalwatch.drivers.masimo import MasimoDriver
@@ -120,11 +121,7 @@ async def test_pty_host_bytes_reach_the_simulator() -> None:
                 port.read(1)  # keep the slave open until the endpoint has read our bytes
 
         await asyncio.to_thread(write)
-        for _ in range(50):
-            if sim.heard:
-                break
-            await asyncio.sleep(0.02)
-    assert b"START\r" == bytes(sim.heard)
+        await wait_until(lambda: bytes(sim.heard) == b"START\r", 5, "the host's bytes at the simulator")
 
 
 @pytest.mark.asyncio
@@ -132,19 +129,16 @@ async def test_pty_without_reader_drops_bytes_and_never_blocks() -> None:
     """Like a device with its cable unplugged: output is counted as dropped, the clock runs on."""
     sim = EchoSim(chunk=b"x" * 8192, period=0.05)
     async with serve_pty(sim, speed=1.0) as ep:
-        await asyncio.sleep(0.3)
-        assert ep.bytes_dropped > 0
-        assert 0 == ep.bytes_sent
+        await wait_until(lambda: ep.bytes_dropped > 0, 5, "output dropped with no reader")
+        assert 0 == ep.bytes_sent  # checked after output was produced, so it means something
         # A reader that opens the port but never reads: the kernel buffer fills, then bytes drop.
         fd = os.open(ep.url, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             before = ep.bytes_dropped
-            await asyncio.sleep(0.5)
-            assert ep.bytes_sent > 0
-            assert ep.bytes_dropped > before
+            await wait_until(lambda: ep.bytes_sent > 0, 5, "bytes into the reader's buffer")
+            await wait_until(lambda: ep.bytes_dropped > before, 5, "bytes dropped once the buffer is full")
             t = ep.scenario_time()
-            await asyncio.sleep(0.1)
-            assert ep.scenario_time() > t
+            await wait_until(lambda: ep.scenario_time() > t, 5, "the scenario clock running on")
         finally:
             os.close(fd)
 
@@ -164,7 +158,9 @@ async def test_pty_close_and_reopen_follows_the_link(tmp_path: Path) -> None:
         await ep.close()
         assert not link.exists()
         assert not Path(first).exists()  # the pty is gone, like a USB adapter pulled out  # noqa: ASYNC240
-        await asyncio.sleep(0.2)  # 4 scenario seconds with the cable out
+        out_at = ep.scenario_time()
+        cable_out_s = 4.0  # scenario seconds: the device talks on, nobody hears it
+        await wait_until(lambda: ep.scenario_time() >= out_at + cable_out_s, 5, "the cable out long enough")
         await ep.reopen()
         assert link.is_symlink()
         after = await asyncio.to_thread(read_some)
@@ -183,10 +179,12 @@ async def test_pty_next_reader_gets_fresh_lines_not_what_the_last_one_left() -> 
         def lazy_reader() -> None:
             with serial.Serial(ep.url, timeout=2) as port:
                 port.readline()
-                time.sleep(0.5)  # ~10 lines pile up unread, then this reader goes away
+                # The subject: a reader that stops reading for a while (~10 lines pile up unread)
+                # and then goes away.
+                time.sleep(0.5)
 
         await asyncio.to_thread(lazy_reader)
-        await asyncio.sleep(0.2)  # the endpoint notices (it ticks every 0.1 s at most)
+        await wait_until(lambda: not ep.connected, 5, "the endpoint noticing the reader went")
 
         def next_reader() -> tuple[bytes, float]:
             # os.open, not pyserial: pyserial flushes input on open and would hide stale lines.
@@ -260,11 +258,7 @@ async def test_tcp_one_client_at_a_time_and_host_bytes() -> None:
         w2.close()
         writer.write(b"ping")
         await writer.drain()
-        for _ in range(50):
-            if sim.heard:
-                break
-            await asyncio.sleep(0.02)
-        assert b"ping" == bytes(sim.heard)
+        await wait_until(lambda: b"ping" == bytes(sim.heard), 5, "the client's bytes at the simulator")
         writer.close()
         await writer.wait_closed()
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import observations
 from vitalwatch.drivers.events import Event
 from vitalwatch.drivers.hl7 import Hl7Driver
 from vitalwatch.drivers.mllp import MllpDeframer
-from vitalwatch.drivers.testing import observations
 from vitalwatch.simulators.base import DeviceSimulator, PatientState
 from vitalwatch.simulators.hl7 import Hl7Simulator
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+from tests.helpers import observations, problems, statuses
 from vitalwatch.drivers.accutorr import AccutorrDriver, parse_patient_data
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
@@ -16,7 +17,6 @@ from vitalwatch.drivers.suntech import (
     SuntechDriver,
     decode_bp_data,
 )
-from vitalwatch.drivers.testing import observations, problems, statuses
 from vitalwatch.simulators.accutorr import AccutorrSimulator
 from vitalwatch.simulators.base import DeviceSimulator, PatientState
 from vitalwatch.simulators.suntech import SuntechSimulator

@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from tests.helpers import problems, statuses
 from vitalwatch.drivers.bci import BciDriver
 from vitalwatch.drivers.contec import ContecDriver
 from vitalwatch.drivers.events import Event, Observation
 from vitalwatch.drivers.nellcor import NellcorDriver
-from vitalwatch.drivers.testing import problems, statuses
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.base import DeviceSimulator, PatientState
 from vitalwatch.simulators.bci import BciSimulator

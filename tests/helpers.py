@@ -1,0 +1,253 @@
+"""Helpers every test layer shares: waiting on a condition, and feeding bytes to a decoder three ways.
+
+Waiting: a test that sleeps a fixed time and then asserts is either slow (the sleep is long) or
+flaky (the machine is slower than the sleep); one that asserts a *negative* after a sleep passes
+by default when the machine is slow. :func:`wait_until` polls the condition instead and fails
+naming the condition and the time it was given, so a timeout says what never happened.
+
+Feeding: a decoder must give the same events whether a stream arrives whole, one byte per read,
+or in random-sized reads (the serial port decides, not the device). :func:`feed_whole`,
+:func:`feed_bytewise` and :func:`feed_chunks` drive a sans-I/O driver those ways; :func:`pieces`
+is the one splitter underneath, for decoders with another interface (the MLLP deframer).
+Model: h11's ``tr()`` byte-at-a-time helper and websockets' ``assertFrameData``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+from vitalwatch.drivers.base import Driver
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+
+__all__ = [
+    "ALLOWED_THREAD_NAMES",
+    "MODES",
+    "describe",
+    "drive",
+    "feed",
+    "feed_bytewise",
+    "feed_chunks",
+    "feed_whole",
+    "leak_report",
+    "leaked_tasks",
+    "leaked_threads",
+    "observations",
+    "only_events",
+    "pieces",
+    "problems",
+    "statuses",
+    "wait_until",
+    "wait_until_sync",
+]
+
+POLL_S = 0.02  # how often a condition is looked at: short next to any timeout a test gives
+
+
+# ------------------------------------------------------------------ waiting on a condition
+
+
+def describe(condition: Callable[..., object]) -> str:
+    """A readable name for ``condition``: its source line for a lambda, else its qualified name."""
+    name = getattr(condition, "__qualname__", repr(condition))
+    if "<lambda>" not in name:
+        return name
+    try:
+        source = inspect.getsource(condition).strip()
+    except (OSError, TypeError):
+        return name
+    return source if len(source) <= 200 else source[:197] + "..."
+
+
+def _timed_out(condition: Callable[..., object], limit_s: float, what: str | None) -> AssertionError:
+    return AssertionError(f"timed out after {limit_s:g} s waiting for {what or describe(condition)}")
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    limit_s: float = 10.0,
+    what: str | None = None,
+    *,
+    poll_s: float = POLL_S,
+) -> None:
+    """Return as soon as ``condition()`` is true; fail after ``limit_s`` naming ``what``.
+
+    ``condition`` may be a coroutine function (for a check that itself awaits, e.g. a scrape
+    run in a thread). It is looked at once more at the deadline, so a slow poll never fails a
+    condition that did become true.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+
+    async def holds() -> bool:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    while not await holds():
+        if loop.time() >= deadline:
+            if await holds():
+                return
+            raise _timed_out(condition, limit_s, what)
+        await asyncio.sleep(poll_s)
+
+
+def wait_until_sync(
+    condition: Callable[[], bool], limit_s: float = 10.0, what: str | None = None, *, poll_s: float = POLL_S
+) -> None:
+    """:func:`wait_until` for code without an event loop (threads, subprocesses)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            if condition():
+                return
+            raise _timed_out(condition, limit_s, what)
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------ feeding a decoder
+
+DriverFactory = Callable[[], Driver]
+MODES = ("whole", "bytewise", "chunks")  # for tests parametrised over the three ways
+
+
+def pieces(data: bytes, mode: str = "chunks", *, seed: int = 0, max_chunk: int = 64) -> Iterator[bytes]:
+    """``data`` cut the ``mode`` way: ``whole``, ``bytewise``, or random ``chunks`` of 1..max_chunk
+    bytes (fixed seed, so a failure reproduces). Nothing is yielded for empty data."""
+    if mode == "whole":
+        if data:
+            yield data
+        return
+    if mode == "bytewise":
+        for i in range(len(data)):
+            yield data[i : i + 1]
+        return
+    if mode != "chunks":
+        raise ValueError(f"unknown feeding mode {mode!r}; one of {MODES}")
+    rng = random.Random(seed)
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, max_chunk)
+        yield data[i : i + n]
+        i += n
+
+
+def drive(
+    factory: DriverFactory,
+    parts: Iterable[bytes],
+    *,
+    timers: bool = False,
+    byte_s: float = 1.0,
+    eof: bool = True,
+) -> list[Event]:
+    """Feed ``parts`` in order to a fresh driver; its events in order, EOF last unless ``eof`` is false.
+
+    The time given with a part is its byte offset times ``byte_s``; ``timers`` also calls
+    ``on_timer`` after every part (drivers that poll or time out between reads).
+    """
+    driver = factory()
+    events: list[Event] = []
+    offset = 0
+    for part in parts:
+        now = offset * byte_s
+        events += driver.feed(part, now)
+        if timers:
+            events += driver.on_timer(now)
+        offset += len(part)
+    return events + (driver.feed_eof() if eof else [])
+
+
+def feed(factory: DriverFactory, data: bytes, mode: str, *, seed: int = 0, eof: bool = True) -> list[Event]:
+    """Feed ``data`` cut the ``mode`` way (see :func:`pieces`): for tests parametrised over :data:`MODES`."""
+    return drive(factory, pieces(data, mode, seed=seed), eof=eof)
+
+
+def feed_whole(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
+    """Feed everything in one call."""
+    return drive(factory, pieces(data, "whole"), eof=eof)
+
+
+def feed_bytewise(factory: DriverFactory, data: bytes, *, eof: bool = True) -> list[Event]:
+    """Feed one byte per call: every buffer boundary is exercised."""
+    return drive(factory, pieces(data, "bytewise"), eof=eof)
+
+
+def feed_chunks(
+    factory: DriverFactory, data: bytes, *, seed: int = 0, max_chunk: int = 64, **how: Any
+) -> list[Event]:
+    """Feed random-sized chunks (fixed seed, so failures reproduce); ``how`` as for :func:`drive`."""
+    return drive(factory, pieces(data, "chunks", seed=seed, max_chunk=max_chunk), **how)
+
+
+def observations(events: list[Event]) -> list[Observation]:
+    return [e for e in events if isinstance(e, Observation)]
+
+
+def statuses(events: list[Event]) -> list[DeviceStatus]:
+    return [e for e in events if isinstance(e, DeviceStatus)]
+
+
+def problems(events: list[Event]) -> list[DecodeProblem]:
+    return [e for e in events if isinstance(e, DecodeProblem)]
+
+
+def only_events(events: list[object]) -> bool:
+    """True when every item is one of the three event types (the fuzz invariant)."""
+    return all(isinstance(e, Observation | DeviceStatus | DecodeProblem) for e in events)
+
+
+# ------------------------------------------------------------------ leaked threads and tasks
+
+# Threads that are process-wide by design and may outlive the test that started them. Each entry
+# says why; anything else a test leaves running is a leak (a paho loop never stopped, a store
+# never closed, a daemon never cancelled) that would go on acting in the tests after it.
+ALLOWED_THREAD_NAMES: dict[str, str] = {
+    # prometheus_client.start_http_server: one metrics endpoint per process, no way to stop it
+    # (the daemon starts it when [metrics] is configured; the operations test does so in a subprocess).
+    "serve_forever": "prometheus metrics HTTP server",
+}
+
+
+def _allowed(thread: threading.Thread) -> bool:
+    return any(part in thread.name for part in ALLOWED_THREAD_NAMES)
+
+
+def leaked_threads(before: set[threading.Thread], grace_s: float = 2.0) -> list[threading.Thread]:
+    """Threads alive now that were not alive in ``before`` (and are not allowed process-wide).
+
+    A thread that is on its way out (a paho loop told to stop, an executor shutting down) gets
+    ``grace_s`` to finish: the wait ends as soon as none is left, so a clean test pays nothing.
+    """
+
+    def extra() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.is_alive() and not _allowed(t)]
+
+    with contextlib.suppress(AssertionError):
+        wait_until_sync(lambda: not extra(), grace_s, "leaked threads to finish")
+    return extra()
+
+
+def leaked_tasks(loop: asyncio.AbstractEventLoop, grace_s: float = 2.0) -> list[asyncio.Task[object]]:
+    """Tasks of ``loop`` (not running: the test and its fixtures are done) that are not done.
+
+    A task cancelled but not awaited is still pending until the loop runs again: the loop is run
+    for up to ``grace_s`` so such tasks can finish; a task still pending after that was left running.
+    """
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=grace_s))
+    return [t for t in pending if not t.done()]
+
+
+def leak_report(threads: list[threading.Thread], tasks: list[asyncio.Task[object]]) -> str:
+    """One line per leaked thread or task, naming what it runs."""
+    lines = [f"thread {t.name!r} (daemon={t.daemon})" for t in threads]
+    lines += [f"task {t.get_name()!r} running {t.get_coro()!r}" for t in tasks]
+    return "left running after the test: " + "; ".join(lines)
