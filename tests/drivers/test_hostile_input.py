@@ -134,10 +134,12 @@ def test_decode_cli_turns_a_raising_driver_into_problem_lines(
 
     monkeypatch.setattr(decode, "make_driver", lambda name, **options: Raising(**options))
     capture = tmp_path / "any.hl7"
-    capture.write_bytes(b"x" * 10_000)  # three chunks: three faults, each with a fresh driver
+    # 10 kB at the line's 960 B/s is 10.4 s of virtual time: faults at 0 s and after the daemon's
+    # restart backoff of 1, 2 and 4 s (at 1, 3 and 7 s); the bytes in between are skipped.
+    capture.write_bytes(b"x" * 10_000)
     assert 0 == main(["decode", "--driver", "hl7", str(capture)])
     out = capsys.readouterr().out
-    assert 3 == out.count('"reason": "driver_fault:ValueError"')
+    assert 4 == out.count('"reason": "driver_fault:ValueError"')
     assert 1 == out.count('"code": "driver_fault", "active": true')
 
 
