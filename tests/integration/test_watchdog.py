@@ -12,6 +12,7 @@ import pytest
 
 from vitalwatch.config import parse_config
 from vitalwatch.ops.daemon import Daemon
+from vitalwatch.ops.health import Thresholds
 from vitalwatch.ops.housekeeping import Housekeeping
 from vitalwatch.ops.sdnotify import Notifier
 from vitalwatch.simulators import make_simulator
@@ -97,3 +98,47 @@ async def test_watchdog_is_withheld_when_the_loop_blocks_or_a_device_task_dies(
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
             sock.close()
+
+
+@pytest.mark.asyncio
+async def test_a_monitor_that_never_sends_is_a_local_alarm_not_a_restart_loop(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Baseline, a configured monitor that never sent a byte: the pings go on, device_silent is raised."""
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    quiet = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never sends
+    port = quiet.sockets[0].getsockname()[1]
+    config = parse_config(
+        {
+            "site": "clinic-wd",
+            "mqtt": {"port": mosquitto.port},
+            "state": {"directory": str(tmp_path)},
+            "beds": [
+                {
+                    "id": "chair-1",
+                    "devices": [{"id": "oximeter", "driver": "masimo", "url": f"socket://127.0.0.1:{port}"}],
+                }
+            ],
+        }
+    )
+    daemon = Daemon(config)
+    limits = Thresholds(startup_grace_s=0.5, silence_alarm_overdue_s=1.5, require_clock_sync=False)
+    hk = Housekeeping(daemon, notifier=Notifier({"NOTIFY_SOCKET": str(path)}), thresholds=limits)
+    runner = asyncio.create_task(daemon.run(hk))
+    try:
+        await receive_until(
+            sock, lambda got: bool(got) and "device.silence_unalarmed" in got[-1], 10, "the unalarmed silence"
+        )
+        assert ("device_silent", "chair-1") in daemon.local_alarms.active
+        later = await receive_until(sock, rounds(3), 10, "three rounds after it")
+        assert 3 <= sum("WATCHDOG=1" in d for d in later), later  # no restart for what a restart cannot cure
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        quiet.close()
+        await quiet.wait_closed()
+        sock.close()

@@ -6,16 +6,23 @@ Two questions, deliberately kept apart::
                             ├─ watchdog_ok: is the daemon doing its job?   ──▶ WATCHDOG=1 or withhold
                             └─ healthy:     is everything around it fine?  ──▶ `vitalwatch status` exit code
 
-A *fault* is a problem a restart can fix: the event loop lags, a device task died, a device has been
-silent for long without its staleness alarm, the outbox is stuck without the broker-unreachable
-alarm. Faults withhold the watchdog ping so systemd restarts the service (``sd_notify(3)``: a
-watchdog ping should only follow a positive check that the service does its job).
+A *fault* is a problem a restart can fix: the event loop lags, a device task died, the outbox is
+stuck without the broker-unreachable alarm. Faults withhold the watchdog ping so systemd restarts
+the service (``sd_notify(3)``: a watchdog ping should only follow a positive check that the service
+does its job).
 
 A *degradation* is a problem in the world that the daemon is already reporting: a pulled cable,
 a silent monitor, a broker outage, an unsynchronised clock. It makes ``healthy`` False (so monitoring
 scripts see it) but never stops the watchdog: restarting cannot plug a cable back in, and a restart
 loop would only end in the start limit and the fail-safe alarm while the daemon was doing the right
 thing.
+
+A device silent for long *without* its technical alarm (``device.silence_unalarmed``: a monitor
+that never sent anything, in a phase where the engine does not alarm on it) is a degradation too:
+a restart brings the same silence back (under ``WatchdogSec=15s`` it was a kill and a restart
+every two minutes, with nobody told). The daemon raises the local technical alarm
+``device_silent`` for it instead (:data:`SILENCE_LOCAL_ALARM`), which someone sees: the log, the
+local alarm command and the bed's status payload.
 
 Patients' alarms are not health problems: they are counted in the snapshot for display only.
 Nothing here reads a clock; ages and uptime come in with the snapshot, so tests are exact.
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "SILENCE_LOCAL_ALARM",
     "BedState",
     "DaemonSnapshot",
     "DeviceState",
@@ -40,6 +48,8 @@ __all__ = [
     "format_report",
 ]
 
+# The local technical alarm the daemon raises for a device silent without its engine alarm.
+SILENCE_LOCAL_ALARM = "device_silent"
 # Phases in which a bed has no patient connected: silent or unplugged devices are expected then.
 IDLE_PHASES = frozenset({"ended", "idle"})
 
@@ -157,7 +167,7 @@ class Thresholds:
     max_loop_lag_s: float = 1.0
     # A device silent this long is reported as degraded (a pulled RS-232 cable produces no error).
     stale_reading_s: float = 30.0
-    # Silent this long WITHOUT its technical alarm raised: the alarm path is broken, restart.
+    # Silent this long WITHOUT its technical alarm raised: the local device_silent alarm.
     silence_alarm_overdue_s: float = 120.0
     # Undelivered alerts older than this without the broker-unreachable alarm: publisher stuck.
     outbox_stuck_s: float = 60.0
@@ -213,7 +223,7 @@ def _device_problems(bed: BedState, dev: DeviceState, snap: DaemonSnapshot, lim:
     if silent_s >= lim.silence_alarm_overdue_s and not dev.silence_alarm:
         found.append(
             Problem(
-                Severity.FAULT,
+                Severity.DEGRADED,
                 "device.silence_unalarmed",
                 subject,
                 f"no reading for {silent_s:.0f} s and no technical alarm raised",

@@ -26,7 +26,15 @@ from prometheus_client.registry import Collector
 
 from vitalwatch import strict_json
 from vitalwatch.ops.clocksync import ClockSync
-from vitalwatch.ops.health import BedState, DaemonSnapshot, DeviceState, Health, assess
+from vitalwatch.ops.health import (
+    SILENCE_LOCAL_ALARM,
+    BedState,
+    DaemonSnapshot,
+    DeviceState,
+    Health,
+    Thresholds,
+    assess,
+)
 from vitalwatch.ops.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
@@ -186,8 +194,10 @@ class Housekeeping:
         notifier: Notifier | None = None,
         clock: ClockSync | None = None,
         status_socket: Path | None = None,
+        thresholds: Thresholds | None = None,
     ) -> None:
         self.daemon = daemon
+        self.thresholds = thresholds or Thresholds()
         self.notifier = notifier or Notifier()
         self.clock = clock or ClockSync()
         self.status_socket = status_socket
@@ -229,13 +239,24 @@ class Housekeeping:
             await asyncio.sleep(period)
             self.loop_lag_s = max(0.0, loop.time() - due)
             self.metrics_state = metrics_state_of(self.daemon, now=loop.time(), loop_lag_s=self.loop_lag_s)
-            health = assess(self.snapshot())
+            health = assess(self.snapshot(), self.thresholds)
             self.health = health
+            self._alarm_unalarmed_silence(health)
             if health.watchdog_ok:
                 self.notifier.watchdog()
             else:
                 log.error("watchdog.withheld", reasons=list(health.reasons))
             self.notifier.status("ok" if health.healthy else health.reasons[0])
+
+    def _alarm_unalarmed_silence(self, health: Health) -> None:
+        """A device silent without its engine alarm gets the local ``device_silent`` alarm, per bed."""
+        silent_beds = {
+            problem.subject.partition("/")[0]
+            for problem in health.problems
+            if problem.code == "device.silence_unalarmed"
+        }
+        for bed in self.daemon.beds:
+            self.daemon.local_alarms.set(SILENCE_LOCAL_ALARM, bed, bed in silent_beds)
 
     async def _clock_loop(self) -> None:
         while True:
@@ -253,7 +274,7 @@ class Housekeeping:
 
         async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             snap = self.snapshot()
-            health = assess(snap)
+            health = assess(snap, self.thresholds)
             body = {"snapshot": snap.to_dict(), "healthy": health.healthy, "reasons": list(health.reasons)}
             writer.write(strict_json.dumps(body, what="status_socket").encode() + b"\n")
             with contextlib.suppress(ConnectionError):
