@@ -377,7 +377,8 @@ def _route_keys(
                 r.problem(name, 'only for a network HL7 device (url = "mllp://HOST:PORT")')
         return None, None
     try:
-        parse_mllp_url(url)
+        if parse_mllp_url(url)[1] == 0:
+            r.problem("url", "port must be 1-65535, got 0")
     except ValueError as exc:
         r.problem("url", str(exc))
     if driver is not None and driver != "hl7":

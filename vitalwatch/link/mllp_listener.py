@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bound_contextvars, clear_contextvars
 
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Driver, Event, make_driver
@@ -85,6 +85,8 @@ CONNECTIONS_CLOSED = Counter(
 # Reason text and HL7 table 0357 code for an unknown sender's AE.
 _ERR_UNKNOWN_KEY = ("204", "Unknown key identifier")
 DEFAULT_LINK_TIMEOUT_S = 10.0  # the default table's link_lost delay
+UNKNOWN_LOG_EVERY_S = 60.0
+MAX_UNKNOWN_KEYS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,11 @@ class MllpListener:
         self._by_eui64: dict[str, MllpRoute] = {}
         self._by_location: dict[str, MllpRoute] = {}
         self._users = 0
+        self._bind_lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
+        # Unknown senders are logged once per UNKNOWN_LOG_EVERY_S per (EUI-64, location): a
+        # monitor nobody configured sends every second and retries each message.
+        self._unknown_logged: dict[tuple[str | None, str | None], tuple[float, int]] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self.unknown_senders = 0
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
@@ -276,12 +282,13 @@ class MllpListener:
     @contextlib.asynccontextmanager
     async def serving(self, route: MllpRoute) -> AsyncIterator[None]:
         """Listening while at least one route is running; OSError when the port cannot be bound."""
-        if self._server is None:
-            self._server = await asyncio.start_server(
-                self._accept, self.host, self.port, limit=self.limits.read_chunk
-            )
-            log.info("mllp.listening", listener=self.url, port=self.bound_port)
-        self._users += 1
+        async with self._bind_lock:  # the devices of one listener start together: bind once
+            if self._server is None:
+                self._server = await asyncio.start_server(
+                    self._accept, self.host, self.port, limit=self.limits.read_chunk
+                )
+                log.info("mllp.listening", listener=self.url, port=self.bound_port)
+            self._users += 1
         try:
             yield
         finally:
@@ -327,23 +334,40 @@ class MllpListener:
         route, why = self.route_for(keys)
         if route is None:
             self.unknown_senders += 1
-            log.warning(
-                "mllp.unknown_sender",
-                listener=self.url,
-                peer=peer,
-                eui64=keys.eui64,
-                location=None if keys.location is None else keys.location[:MAX_KEY_CHARS],
-                reason=why,
-            )
+            self._log_unknown(keys, peer, why, now)
             return _refusal(payload, why), "unknown_sender"
         with bound_contextvars(bed=route.bed, device=route.config.id):
             ack = route.deliver(payload, now)
         answer = parse_ack(ack.strip(bytes([SB, EB, 0x0D]))) if ack else None
         return ack, "accepted" if answer is not None and answer[0] == "AA" else "rejected"
 
+    def _log_unknown(self, keys: SenderKeys, peer: str, why: str, now: float) -> None:
+        """A warning per sender key at most every UNKNOWN_LOG_EVERY_S, with how many were refused."""
+        key = (keys.eui64, keys.location)
+        last, refused = self._unknown_logged.get(key, (float("-inf"), 0))
+        refused += 1
+        if now - last < UNKNOWN_LOG_EVERY_S:
+            self._unknown_logged[key] = (last, refused)
+            return
+        if len(self._unknown_logged) >= MAX_UNKNOWN_KEYS:  # bounded: forget the oldest
+            del self._unknown_logged[next(iter(self._unknown_logged))]
+        self._unknown_logged[key] = (now, 0)
+        log.warning(
+            "mllp.unknown_sender",
+            listener=self.url,
+            peer=peer,
+            eui64=keys.eui64,
+            location=None if keys.location is None else keys.location[:MAX_KEY_CHARS],
+            refused=refused,
+            reason=why,
+        )
+
     # -- connections -----------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # This task inherited the log context of the route that bound the server: a connection
+        # is not that device, so its lines carry the listener and peer only.
+        clear_contextvars()
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         task = asyncio.current_task()
@@ -361,8 +385,9 @@ class MllpListener:
                 log.info("mllp.connected")
                 reason = await self._serve(reader, writer, _Connection(peer))
         except asyncio.CancelledError:
+            # The listener is closing. Not re-raised: the task ends here anyway, and on 3.11 the
+            # stream server's done-callback logs a cancelled handler task as an error.
             reason = "stopped"
-            raise
         except Exception as exc:  # one client's failure (or a driver bug) ends only this connection
             log.error("mllp.connection_failed", listener=self.url, peer=peer, error=type(exc).__name__)
         finally:

@@ -47,7 +47,8 @@ def parse_mllp_url(url: str) -> tuple[str, int]:
     """``mllp://HOST:PORT`` -> (host, port); ValueError saying what is wrong otherwise.
 
     HOST is an address to listen on (``0.0.0.0`` for every interface, ``127.0.0.1`` for this
-    machine only, ``[::]`` for IPv6) or a host name; PORT is 1-65535 (2575 is HL7's registered port).
+    machine only, ``[::]`` for IPv6) or a host name; PORT is 1-65535 (2575 is HL7's registered
+    port), or 0 for any free port (tests; the configuration refuses it).
     """
     if not is_mllp_url(url):
         raise ValueError(f"must start with {MLLP_SCHEME}")
@@ -55,7 +56,7 @@ def parse_mllp_url(url: str) -> tuple[str, int]:
     if match is None:
         raise ValueError(f"must be {MLLP_SCHEME}HOST:PORT (e.g. {MLLP_SCHEME}0.0.0.0:2575), got {url!r}")
     port = int(match["port"])
-    if not 1 <= port <= 65535:
+    if port > 65535:
         raise ValueError(f"port must be 1-65535, got {port}")
     return match["host"].strip("[]"), port
 
