@@ -3,7 +3,8 @@
 Checked three ways: against independent FHIR models (fhir.resources, R4B: the R4 technical
 correction, whose Bundle, Observation, Patient, MedicationAdministration and DetectedIssue have the
 elements used here unchanged), field by field for the documented mapping, and against a golden
-Bundle of the scripted example session (tests/vectors/fhir/). Regenerate the golden after an
+Bundle of the scripted example session (tests/golden/fhir/; not tests/vectors/, which holds only
+public device data). Regenerate the golden after an
 intended mapping change with ``VITALWATCH_REGEN_GOLDEN=1``.
 """
 
@@ -33,7 +34,7 @@ from tests.fakes.example_session import record_example_session
 from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
-GOLDEN = Path(__file__).parent / "vectors" / "fhir" / "example-session-bundle.json"
+GOLDEN = Path(__file__).parent / "golden" / "fhir" / "example-session-bundle.json"
 RECORD_ID = "5e55a0f1c0de4d00a0000000000000b1"  # fixed for the golden (the record's is random)
 
 
