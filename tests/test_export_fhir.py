@@ -256,3 +256,18 @@ def test_cli_refuses_options_that_do_not_fit(
     assert run_export("--since", "2025-03-01", "--out", str(out), "--db", str(record), *extra) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_docs_name_every_code_the_export_writes(record: Path) -> None:
+    """docs/interop.md's mapping table and the exporter cannot drift apart."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "interop.md").read_text()
+    data = example(record)
+    bundle = fhir_bundle(data, summarise(data))
+    written: set[str] = set()
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        for part in [res, *res.get("component", [])]:
+            if "code" in part and isinstance(part["code"], dict) and part["code"].get("coding"):
+                written |= {c["code"] for c in part["code"]["coding"] if c["system"] in (LOINC, MDC)}
+    assert written >= {"59408-5", "2708-6", "8867-4", "9279-1", "85354-9", "8480-6", "8462-4", "8478-0"}
+    assert sorted(code for code in written if code not in doc) == []
