@@ -15,6 +15,8 @@ import aiomqtt
 import pytest
 
 from vitalwatch.config import parse_config
+from vitalwatch.continuity.recording import replay_recording
+from vitalwatch.engine.outputs import AlertTransition
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators.endpoint import connect_tcp
 from vitalwatch.simulators.hl7 import Hl7Simulator
@@ -92,7 +94,8 @@ async def test_networked_monitors_are_routed_and_a_stopped_one_raises_link_lost(
         await client.subscribe(f"vitalwatch/v1/{SITE}/+/status", qos=1)
         await client.subscribe(f"vitalwatch/v1/{SITE}/+/vitals/+", qos=0)
         listening = asyncio.create_task(nurse.listen(client))
-        daemon = Daemon(config)
+        record = tmp_path / "recording"
+        daemon = Daemon(config, record_dir=record)
         runner = asyncio.create_task(daemon.run())
         loop = asyncio.get_running_loop()
         stranger = monitor("00A0C9FFFE0000FF", "ELSEWHERE^^9", seed=3)
@@ -148,3 +151,17 @@ async def test_networked_monitors_are_routed_and_a_stopped_one_raises_link_lost(
         stats = [json.loads(row[0]) for row in db.execute("SELECT stats FROM minutes")]
     rates = [s["resp_rate"] for s in stats if "resp_rate" in s]
     assert rates and all(r["mean"] == 14.0 for r in rates if r["n"])
+    # The recording replays through fresh drivers to exactly the alerts the nurse received.
+    replayed = replay_recording(record, table=config.alarms)
+    for bed in ("chair-1", "chair-2"):
+        live = [
+            (p["alert_id"], p["seq"], p["state"], p["condition"])
+            for b, kind, p in nurse.seen
+            if kind == "alerts" and b == bed
+        ]
+        again = [
+            (o.alert_id, o.seq, o.state.value, o.condition)
+            for o in replayed[bed]
+            if isinstance(o, AlertTransition)
+        ]
+        assert live and live == again[: len(live)], (bed, live, again)

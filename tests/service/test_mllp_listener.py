@@ -256,6 +256,8 @@ async def test_rejected_messages_do_not_keep_a_link_alive() -> None:
         acks = await exchange(listener.bound_port, encode_block(bad))
     assert acks[0][0] == "AE"
     assert routes[0].accepted == 0 and not bed.alive
+    # Not even its decode problem reaches the bed: the engine takes any event as a sign of life.
+    assert not bed.events and routes[0].decode_problems == 1
 
 
 async def _good_monitor_survives(

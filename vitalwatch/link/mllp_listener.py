@@ -185,10 +185,14 @@ class MllpRoute:
                 attempt += 1
 
     def deliver(self, payload: bytes, now: float) -> bytes:
-        """Feed one message to the driver; the ACK bytes it made (MLLP-framed), maybe empty."""
+        """Feed one message to the driver; the ACK bytes it made (MLLP-framed), maybe empty.
+
+        Only an accepted (AA) message reaches the bed session, the recording and the engine's
+        link timer: a refused one carries no observations (the driver yields none for an AE'd
+        message) and must not count as a sign of life, since the engine takes any event from a
+        device, a decode problem included, as proof that its link carries data.
+        """
         block = encode_block(payload)
-        if self.tap is not None:
-            self.tap.raw(self.config.id, block, now)
         try:
             events = self.driver.feed(block, now)
             ack = self.driver.data_to_send()
@@ -196,11 +200,17 @@ class MllpRoute:
             self.driver = self._new_driver()  # its state is suspect; the next message starts clean
             raise
         answer = parse_ack(ack.strip(bytes([SB, EB, 0x0D]))) if ack else None
-        if answer is not None and answer[0] == "AA":
-            self.accepted += 1
-            self.last_accepted = now
-            # Only an accepted message proves the sender alive (the engine's link_lost timer).
-            self._listener.on_bytes(self.config.id, now)
+        if answer is None or answer[0] != "AA":
+            for event in events:
+                if isinstance(event, DecodeProblem):
+                    self.decode_problems += 1
+                    log.info("device.decode_problem", reason=event.reason, length=event.length)
+            return ack
+        self.accepted += 1
+        self.last_accepted = now
+        if self.tap is not None:  # a replay feeds the same accepted messages through a fresh driver
+            self.tap.raw(self.config.id, block, now)
+        self._listener.on_bytes(self.config.id, now)
         self._deliver(events, now)
         return ack
 
