@@ -25,12 +25,12 @@ from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from pydantic import ValidationError
 
+from tests.fakes.example_session import record_example_session
 from vitalwatch.cli import export as export_cmd
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import PhaseChanged
 from vitalwatch.record.export import SessionData, last_session_of_bed, load_session, summarise
 from vitalwatch.record.fhir import DEFAULT_ANCHOR, LOINC, MDC, fhir_bundle
-from tests.fakes.example_session import record_example_session
 from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)

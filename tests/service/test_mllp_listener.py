@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers.base import SerialSettings
-from vitalwatch.drivers.events import Event, Observation
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.hl7 import parse_ack
 from vitalwatch.drivers.mllp import MllpDeframer, encode_block
 from vitalwatch.link.mllp_listener import ListenerLimits, MllpHub, MllpListener, MllpRoute
@@ -38,11 +38,12 @@ class FakeBed:
 
     bed: str
     events: list[tuple[str, Event]] = field(default_factory=list)
-    alive: list[float] = field(default_factory=list)
     links: list[tuple[bool, str]] = field(default_factory=list)
 
-    def on_bytes(self, device: str, now: float) -> None:
-        self.alive.append(now)
+    @property
+    def decoded(self) -> int:
+        """Events that are data, not problems: what the engine takes as a sign of life."""
+        return sum(1 for _, e in self.events if not isinstance(e, DecodeProblem))
 
     def on_events(self, device: str, events: list[Event], now: float) -> None:
         self.events += [(device, e) for e in events]
@@ -237,12 +238,12 @@ async def test_a_sender_that_stops_takes_its_link_down_and_only_its_own() -> Non
         async with connect_tcp(staying, host="127.0.0.1", port=port, speed=5.0):
             async with connect_tcp(going, host="127.0.0.1", port=port, speed=5.0):
                 await until(lambda: routes[0].connected and routes[1].connected, what="both links up")
-            heard = len(quiet.alive)
+            heard = quiet.decoded
             await until(
                 lambda: not routes[0].connected, within_s=5.0, what="the stopped sender's link to drop"
             )
             assert routes[1].connected
-            assert len(quiet.alive) == heard  # nothing told the engine it is alive any more
+            assert quiet.decoded == heard  # nothing told the engine it is alive any more
 
 
 @pytest.mark.asyncio
@@ -255,9 +256,10 @@ async def test_rejected_messages_do_not_keep_a_link_alive() -> None:
         assert listener.bound_port is not None
         acks = await exchange(listener.bound_port, encode_block(bad))
     assert acks[0][0] == "AE"
-    assert routes[0].accepted == 0 and not bed.alive
-    # Not even its decode problem reaches the bed: the engine takes any event as a sign of life.
-    assert not bed.events and routes[0].decode_problems == 1
+    assert routes[0].accepted == 0 and not routes[0].connected
+    # The bed hears of the problem, and of no data: the engine keeps no link alive on problems.
+    assert [type(e) for _, e in bed.events] == [DecodeProblem] and bed.decoded == 0
+    assert routes[0].decode_problems == 1
 
 
 async def _good_monitor_survives(
@@ -352,24 +354,51 @@ async def test_an_idle_connection_is_closed_and_the_connection_cap_holds() -> No
 
 
 @pytest.mark.asyncio
-async def test_a_driver_failure_closes_that_connection_and_the_route_starts_clean() -> None:
-    bed = FakeBed("chair-1")
-    route = MllpHub().link(device("mon-a", eui64=EUI_A), bed)
-    broken = route.driver
+async def test_a_driver_failure_is_that_devices_driver_fault_and_a_fresh_driver() -> None:
+    """As on a serial port: the guard turns the exception into driver_fault; the connection stays."""
+    hub = MllpHub()
+    bed, other = FakeBed("chair-1"), FakeBed("chair-2")
+    route = hub.link(device("mon-a", eui64=EUI_A), bed)
+    bystander = hub.link(device("mon-b", eui64=EUI_B), other)
 
     def explode(data: bytes, now: float = 0.0) -> list[Event]:
         raise RuntimeError("driver bug")
 
-    broken.feed = explode  # type: ignore[method-assign]
-    async with running([route]) as listener:
+    async with running([route, bystander]) as listener:
         port = listener.bound_port
         assert port is not None
+        broken = route.driver
+        assert broken is not None
+        broken.feed = explode  # type: ignore[method-assign]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(encode_block(message(EUI_A, "X^^1")))
-        assert await closed_within(reader, 5.0)
-        writer.close()
-        assert route.driver is not broken
-        assert (await exchange(port, encode_block(message(EUI_A, "X^^1", "2"))))[0][:2] == ("AA", "2")
+        try:
+            writer.write(encode_block(message(EUI_A, "X^^1", "1")))
+            await until(lambda: route.driver_faults == 1, what="the fault to be caught")
+            assert DeviceStatus("driver_fault", True, {"error": "RuntimeError"}) in [e for _, e in bed.events]
+            # The other device, on the same connection, is answered meanwhile.
+            writer.write(encode_block(message(EUI_B, "X^^2", "2")))
+            deframer = MllpDeframer()
+            async with asyncio.timeout(10):
+                got = [a for a in deframer.feed(await reader.read(65536)) if isinstance(a, bytes)]
+            assert parse_ack(got[0])[:2] == ("AA", "2")  # type: ignore[index]
+            # While the driver restarts (1 s backoff) the monitor gets no ACK and resends, as after
+            # a lost ACK; a fresh driver then answers it again.
+            answer = None
+            async with asyncio.timeout(10):
+                for n in range(3, 1000):
+                    writer.write(encode_block(message(EUI_A, "X^^1", str(n))))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.25):
+                            got = [a for a in deframer.feed(await reader.read(65536)) if isinstance(a, bytes)]
+                            answer = parse_ack(got[-1]) if got else None
+                    if answer is not None and answer[0] == "AA":
+                        break
+            assert answer is not None and answer[0] == "AA"
+        finally:
+            writer.close()
+    assert route.driver is not broken
+    assert DeviceStatus("driver_fault", False) in [e for _, e in bed.events]
+    assert not [e for _, e in other.events if isinstance(e, DeviceStatus)]
 
 
 @pytest.mark.asyncio

@@ -35,10 +35,19 @@ class Link(Protocol):
     @property
     def decode_problems(self) -> int: ...
 
+    @property
+    def driver_faults(self) -> int:
+        """Faults caught in this device's driver or link since start (for metrics)."""
+        ...
+
     def poke(self) -> None:
         """Bytes a command queued in the driver should go out now."""
         ...
 
     async def run(self) -> None:
         """Run until cancelled."""
+        ...
+
+    def task_crashed(self, exc: Exception) -> None:
+        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: report it like any fault."""
         ...

@@ -28,10 +28,9 @@ from structlog.contextvars import bound_contextvars
 
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Driver, Event, driver_class, make_driver
-from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.errors import DeviceError
 from vitalwatch.link.driver_guard import DriverGuard, fault_site
-from vitalwatch.link.problem_log import ProblemLog
+from vitalwatch.link.event_tally import EventTally
 from vitalwatch.link.serial_port import SerialPort
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
@@ -89,11 +88,17 @@ class DeviceLink:
         self._wake = asyncio.Event()
         self.guard = DriverGuard(lambda: make_driver(config.driver, **dict(config.options)))
         self.connected = False
-        self.decode_problems = 0
-        self._problem_log = ProblemLog()
+        self.tally = EventTally(self.guard, on_logged_problem=self._dump_recent)
         # The last raw chunks, for the debug-level dump that goes with a decode problem.
         self._recent: deque[bytes] = deque(maxlen=RAW_CHUNKS_KEPT)
-        self.readings = 0
+
+    @property
+    def readings(self) -> int:
+        return self.tally.readings
+
+    @property
+    def decode_problems(self) -> int:
+        return self.tally.decode_problems
 
     @property
     def driver(self) -> Driver | None:
@@ -183,31 +188,7 @@ class DeviceLink:
     def _deliver(self, events: list[Event], now: float) -> None:
         if not events:
             return
-        for event in events:
-            if isinstance(event, DecodeProblem):
-                self.decode_problems += 1
-                held = self._problem_log.admit(event.reason, now)
-                if held is not None:
-                    log.info(
-                        "device.decode_problem",
-                        reason=event.reason,
-                        length=event.length,
-                        total=self.decode_problems,
-                        not_logged=held,
-                    )
-                    self._dump_recent(event.reason)
-                if event.reason.startswith("driver_fault:") and self.guard.last_fault is not None:
-                    fault = self.guard.last_fault
-                    log.error(
-                        "device.driver_fault",
-                        error_type=fault.error_type,
-                        where=fault.where,
-                        call=fault.call,
-                        in_a_row=fault.in_a_row,
-                        restart_in_s=fault.restart_in_s,
-                    )
-            else:
-                self.readings += 1
+        self.tally.count(events, now)
         self._listener.on_events(self.config.id, events, now)
 
     def _dump_recent(self, reason: str) -> None:

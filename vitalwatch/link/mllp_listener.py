@@ -22,17 +22,19 @@ the message's own connection the ACK the driver made; the driver is the same san
 
 Link state, as for a serial device: the device is "up" (``connected``) while the listener is
 bound *and* a message routed to it was accepted (AA) within the link timeout (the alarm table's
-``link_lost`` delay). Only accepted messages tell the engine the link is alive (``on_bytes``), so a
-sender that stops, or sends only what is refused, gets the engine's ``link_lost`` exactly as a
-silent serial port does. A port that cannot be bound is a vanished port (``on_link`` down) and is
+``link_lost`` delay). The engine, as for a serial port, takes only decoded data as a sign of life,
+so a sender that stops, or sends only what is refused, gets ``link_lost`` exactly as a silent
+serial port does. A port that cannot be bound is a vanished port (``on_link`` down) and is
 retried with the serial link's backoff.
 
 One misbehaving client costs only its own connection: each connection is its own task with a
 bounded deframer (``max_message_bytes``), a deadline for a message once it has started
 (``message_timeout_s``, slowloris), a deadline for the next complete message (``idle_timeout_s``),
-a cap on bad frames in a row, a bounded send buffer, and a cap on connections per listener. An
-exception while handling one connection (a driver bug) closes that connection and is logged; the
-route gets a fresh driver. No patient data is logged: routing keys are a device id and a place.
+a cap on bad frames in a row, a bounded send buffer, and a cap on connections per listener. The
+driver runs in the same :class:`~vitalwatch.link.driver_guard.DriverGuard` as a serial link's (an
+exception is that device's ``driver_fault`` alarm and a fresh driver, the connection stays); any
+other exception while handling a connection closes only that connection and is logged. No
+patient data is logged: routing keys are a device id and a place.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.drivers.hl7 import DEFAULT_MAX_MESSAGE_BYTES, Delimiters, build_ack, msh_fields, parse_ack
 from vitalwatch.drivers.mllp import EB, SB, MllpDeframer, encode_block
 from vitalwatch.link.device_link import LinkListener, LinkTap, backoff_delay
+from vitalwatch.link.driver_guard import DriverGuard, fault_site
+from vitalwatch.link.event_tally import EventTally
 from vitalwatch.link.mllp_routing import (
     MAX_KEY_CHARS,
     SenderKeys,
@@ -116,7 +120,7 @@ def link_timeout_of(alarms: object) -> float:
 
 
 class MllpRoute:
-    """One configured device fed by a listener: its driver, link state and counters (a ``Link``)."""
+    """One configured device fed by a listener: its guarded driver, link state and counters (a ``Link``)."""
 
     def __init__(
         self,
@@ -138,15 +142,29 @@ class MllpRoute:
         self._rng = rng or random.Random()
         bed = getattr(listener, "bed", None)  # the bed session's id, for log lines
         self.bed: str | None = bed if isinstance(bed, str) else None
-        self.driver: Driver = self._new_driver()
-        self.readings = 0
-        self.decode_problems = 0
+        # The same fault isolation as a serial link: a driver exception is the driver_fault
+        # alarm and a fresh driver after a backoff, never a lost connection or another bed.
+        self.guard = DriverGuard(lambda: make_driver(config.driver, **dict(config.options)))
+        self.tally = EventTally(self.guard)
         self.accepted = 0
         self.last_accepted: float | None = None
         self.bound = False
 
-    def _new_driver(self) -> Driver:
-        return make_driver(self.config.driver, **dict(self.config.options))
+    @property
+    def driver(self) -> Driver | None:
+        return self.guard.driver
+
+    @property
+    def readings(self) -> int:
+        return self.tally.readings
+
+    @property
+    def decode_problems(self) -> int:
+        return self.tally.decode_problems
+
+    @property
+    def driver_faults(self) -> int:
+        return self.guard.faults
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -171,7 +189,9 @@ class MllpRoute:
                         attempt = 0
                         reported_down = False
                         self.bound = True
-                        self._listener.on_link(self.config.id, True, self.now(), "listening")
+                        now = self.now()
+                        self._listener.on_link(self.config.id, True, now, "listening")
+                        self._deliver(self.guard.start(now), now)
                         try:
                             await asyncio.Event().wait()  # until cancelled
                         finally:
@@ -184,45 +204,52 @@ class MllpRoute:
                 await asyncio.sleep(backoff_delay(attempt, self._rng))
                 attempt += 1
 
-    def deliver(self, payload: bytes, now: float) -> bytes:
-        """Feed one message to the driver; the ACK bytes it made (MLLP-framed), maybe empty.
+    def task_crashed(self, exc: Exception) -> None:
+        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: reported like any fault."""
+        self.report_fault(exc, "task")
 
-        Only an accepted (AA) message reaches the bed session, the recording and the engine's
-        link timer: a refused one carries no observations (the driver yields none for an AE'd
-        message) and must not count as a sign of life, since the engine takes any event from a
-        device, a decode problem included, as proof that its link carries data.
+    def report_fault(self, exc: BaseException, call: str) -> None:
+        """An exception around this device (not in its driver): the driver_fault problem and alarm."""
+        now = self.now()
+        try:
+            self._deliver(self.guard.note_fault(exc, call, now), now)
+        except Exception as again:  # the bed session itself is failing: a log line is all that is left
+            log.error(
+                "device.fault_unreported",
+                call=call,
+                error_type=type(exc).__name__,
+                where=fault_site(exc),
+                report_error_type=type(again).__name__,
+            )
+
+    def deliver(self, payload: bytes, now: float) -> bytes:
+        """Feed one message to the guarded driver; the ACK bytes it made (MLLP-framed), maybe empty.
+
+        Every routed message is recorded and its events go to the bed session, as a serial link
+        hands on every chunk: only decoded data counts as a sign of life there, so a refused
+        message (an AE, a decode problem) keeps no link alive. ``accepted`` and ``connected``
+        count the AA-answered ones. No ACK while the driver is restarting after a fault: the
+        monitor resends, as after a lost ACK.
         """
         block = encode_block(payload)
-        try:
-            events = self.driver.feed(block, now)
-            ack = self.driver.data_to_send()
-        except Exception:
-            self.driver = self._new_driver()  # its state is suspect; the next message starts clean
-            raise
-        answer = parse_ack(ack.strip(bytes([SB, EB, 0x0D]))) if ack else None
-        if answer is None or answer[0] != "AA":
-            for event in events:
-                if isinstance(event, DecodeProblem):
-                    self.decode_problems += 1
-                    log.info("device.decode_problem", reason=event.reason, length=event.length)
-            return ack
-        self.accepted += 1
-        self.last_accepted = now
-        if self.tap is not None:  # a replay feeds the same accepted messages through a fresh driver
+        if self.tap is not None:
             self.tap.raw(self.config.id, block, now)
-        self._listener.on_bytes(self.config.id, now)
-        self._deliver(events, now)
+        events = self.guard.feed(block, now)
+        ack = self.guard.data_to_send()
+        answer = parse_ack(ack.strip(bytes([SB, EB, 0x0D]))) if ack else None
+        if answer is not None and answer[0] == "AA":
+            self.accepted += 1
+            self.last_accepted = now
+        try:
+            self._deliver(events, now)
+        except Exception as exc:  # a failure in the bed session: this device's fault, not the connection's
+            self.report_fault(exc, "deliver")
         return ack
 
     def _deliver(self, events: list[Event], now: float) -> None:
         if not events:
             return
-        for event in events:
-            if isinstance(event, DecodeProblem):
-                self.decode_problems += 1
-                log.info("device.decode_problem", reason=event.reason, length=event.length)
-            else:
-                self.readings += 1
+        self.tally.count(events, now)
         self._listener.on_events(self.config.id, events, now)
 
 
