@@ -10,7 +10,6 @@ intended mapping change with ``VITALWATCH_REGEN_GOLDEN=1``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sqlite3
@@ -26,7 +25,7 @@ from fhir.resources.R4B.observation import Observation as FhirObservation
 from pydantic import ValidationError
 
 from tests.fakes.example_session import record_example_session
-from vitalwatch.cli import export as export_cmd
+from tests.test_export import run_export
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import PhaseChanged
 from vitalwatch.record.export import SessionData, last_session_of_bed, load_session, summarise
@@ -209,14 +208,6 @@ def test_nothing_identifying_and_no_real_date(record: Path) -> None:
         assert forbidden not in text
     (patient,) = resources(json.loads(text), "Patient")
     assert set(patient) == {"resourceType", "id", "meta"}
-
-
-def run_export(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="vitalwatch")
-    export_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["export", *argv])
-    code: int = args.func(args)
-    return code
 
 
 def test_cli_writes_one_bundle_per_session_per_line(record: Path, tmp_path: Path) -> None:

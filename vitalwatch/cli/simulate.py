@@ -181,13 +181,7 @@ async def _connect(
             endpoints.append(ep)
             who = f"eui64={getattr(sim, 'device_id', '?')} location={getattr(sim, 'location', '?')}"
             print(f"connecting {sim.device} to {ep.url} {who}", flush=True)
-        finished = asyncio.create_task(endpoints[0].wait_finished(), name="simulate.finished")
-        stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
-        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (finished, stopped):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _until_finished_or_stopped(endpoints[0], stop)
         for n, ep in enumerate(endpoints, start=1):
             acked = getattr(ep.sim, "acked", 0)
             print(
@@ -233,15 +227,20 @@ async def _serve(sim: DeviceSimulator, args: argparse.Namespace, *, until: float
         server = serve_pty(sim, link=args.link, **common)
     async with server as endpoint:
         print(f"serving {sim.device} on {endpoint.url}", flush=True)
-        finished = asyncio.create_task(endpoint.wait_finished(), name="simulate.finished")
-        stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
-        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (finished, stopped):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _until_finished_or_stopped(endpoint, stop)
         print(
             f"simulate: t={endpoint.scenario_time():.1f}s bytes_sent={endpoint.bytes_sent} "
             f"bytes_dropped={endpoint.bytes_dropped}",
             file=sys.stderr,
         )
+
+
+async def _until_finished_or_stopped(endpoint: Endpoint, stop: asyncio.Event) -> None:
+    """Wait until the endpoint's scenario or duration ends, or a signal sets ``stop``."""
+    finished = asyncio.create_task(endpoint.wait_finished(), name="simulate.finished")
+    stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
+    await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (finished, stopped):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -50,13 +50,12 @@ from prometheus_client import Counter
 from structlog.contextvars import bound_contextvars, clear_contextvars
 
 from vitalwatch.config import DeviceConfig
-from vitalwatch.drivers import Driver, Event, make_driver
+from vitalwatch.drivers import make_driver
 from vitalwatch.drivers.events import DecodeProblem
 from vitalwatch.drivers.hl7 import DEFAULT_MAX_MESSAGE_BYTES, Delimiters, build_ack, msh_fields, parse_ack
 from vitalwatch.drivers.mllp import EB, SB, MllpDeframer, encode_block
 from vitalwatch.link.device_link import LinkListener, LinkTap, backoff_delay
-from vitalwatch.link.driver_guard import DriverGuard, fault_site
-from vitalwatch.link.event_tally import EventTally
+from vitalwatch.link.guarded import GuardedDevice
 from vitalwatch.link.mllp_routing import (
     MAX_KEY_CHARS,
     SenderKeys,
@@ -119,7 +118,7 @@ def link_timeout_of(alarms: object) -> float:
     return DEFAULT_LINK_TIMEOUT_S
 
 
-class MllpRoute:
+class MllpRoute(GuardedDevice):
     """One configured device fed by a listener: its guarded driver, link state and counters (a ``Link``)."""
 
     def __init__(
@@ -133,41 +132,18 @@ class MllpRoute:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config
-        self._listener = listener
+        super().__init__(
+            config, listener, lambda: make_driver(config.driver, **dict(config.options)), clock=clock
+        )
         self._server = server
         self.tap = tap
         self._link_timeout_s = link_timeout_s
-        self._clock = clock
         self._rng = rng or random.Random()
         bed = getattr(listener, "bed", None)  # the bed session's id, for log lines
         self.bed: str | None = bed if isinstance(bed, str) else None
-        # The same fault isolation as a serial link: a driver exception is the driver_fault
-        # alarm and a fresh driver after a backoff, never a lost connection or another bed.
-        self.guard = DriverGuard(lambda: make_driver(config.driver, **dict(config.options)))
-        self.tally = EventTally(self.guard)
         self.accepted = 0
         self.last_accepted: float | None = None
         self.bound = False
-
-    @property
-    def driver(self) -> Driver | None:
-        return self.guard.driver
-
-    @property
-    def readings(self) -> int:
-        return self.tally.readings
-
-    @property
-    def decode_problems(self) -> int:
-        return self.tally.decode_problems
-
-    @property
-    def driver_faults(self) -> int:
-        return self.guard.faults
-
-    def now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     @property
     def connected(self) -> bool:
@@ -204,24 +180,6 @@ class MllpRoute:
                 await asyncio.sleep(backoff_delay(attempt, self._rng))
                 attempt += 1
 
-    def task_crashed(self, exc: Exception) -> None:
-        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: reported like any fault."""
-        self.report_fault(exc, "task")
-
-    def report_fault(self, exc: BaseException, call: str) -> None:
-        """An exception around this device (not in its driver): the driver_fault problem and alarm."""
-        now = self.now()
-        try:
-            self._deliver(self.guard.note_fault(exc, call, now), now)
-        except Exception as again:  # the bed session itself is failing: a log line is all that is left
-            log.error(
-                "device.fault_unreported",
-                call=call,
-                error_type=type(exc).__name__,
-                where=fault_site(exc),
-                report_error_type=type(again).__name__,
-            )
-
     def deliver(self, payload: bytes, now: float) -> bytes:
         """Feed one message to the guarded driver; the ACK bytes it made (MLLP-framed), maybe empty.
 
@@ -245,12 +203,6 @@ class MllpRoute:
         except Exception as exc:  # a failure in the bed session: this device's fault, not the connection's
             self.report_fault(exc, "deliver")
         return ack
-
-    def _deliver(self, events: list[Event], now: float) -> None:
-        if not events:
-            return
-        self.tally.count(events, now)
-        self._listener.on_events(self.config.id, events, now)
 
 
 class _Connection:
