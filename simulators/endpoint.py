@@ -501,12 +501,8 @@ async def serve_tcp(
         sim, host=host, port=port, speed=speed, start_at=start_at, until=until, duration=duration
     )
     await ep._open()
-    ep._start()
-    try:
+    async with _running(ep):
         yield ep
-    finally:
-        await ep._stop()
-        await ep.close()
 
 
 @contextlib.asynccontextmanager
@@ -525,9 +521,16 @@ async def connect_tcp(
         sim, host=host, port=port, speed=speed, start_at=start_at, until=until, duration=duration
     )
     ep._open()
+    async with _running(ep):
+        yield ep
+
+
+@contextlib.asynccontextmanager
+async def _running(ep: Endpoint) -> AsyncIterator[None]:
+    """Run an opened endpoint's clock for the body; then stop it and pull its cable."""
     ep._start()
     try:
-        yield ep
+        yield
     finally:
         await ep._stop()
         await ep.close()
