@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
@@ -69,23 +70,13 @@ def device(
     )
 
 
-async def until(check: Callable[[], bool], within_s: float = 10.0, what: str = "condition") -> None:
-    """Wait on a condition (polling the loop), failing with ``what`` after ``within_s``."""
-    try:
-        async with asyncio.timeout(within_s):
-            while not check():  # noqa: ASYNC110 - polls what other tasks record
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 @contextlib.asynccontextmanager
 async def running(routes: list[MllpRoute]) -> AsyncIterator[MllpListener]:
     """Run the routes (which keep their shared listener bound); yield the listener once bound."""
     tasks = [asyncio.create_task(r.run()) for r in routes]
     listener = routes[0]._server
     try:
-        await until(lambda: listener.bound_port is not None, what="the listener to bind")
+        await wait_until(lambda: listener.bound_port is not None, 10.0, "the listener to bind")
         yield listener
     finally:
         for t in tasks:
@@ -173,8 +164,8 @@ async def test_several_monitors_at_once_are_routed_by_eui64_and_by_location() ->
         async with contextlib.AsyncExitStack() as stack:
             for sim in sims:
                 await stack.enter_async_context(connect_tcp(sim, host="127.0.0.1", port=port, speed=5.0))
-            await until(
-                lambda: all(s.acked >= 5 for s in sims), what="every monitor to be acknowledged 5 times"
+            await wait_until(
+                lambda: all(s.acked >= 5 for s in sims), 10.0, "every monitor to be acknowledged 5 times"
             )
             assert listener.connection_count == 3
     assert all(s.errors == 0 for s in sims)
@@ -237,11 +228,9 @@ async def test_a_sender_that_stops_takes_its_link_down_and_only_its_own() -> Non
         staying = monitor(EUI_B, "X^^2", seed=2)
         async with connect_tcp(staying, host="127.0.0.1", port=port, speed=5.0):
             async with connect_tcp(going, host="127.0.0.1", port=port, speed=5.0):
-                await until(lambda: routes[0].connected and routes[1].connected, what="both links up")
+                await wait_until(lambda: routes[0].connected and routes[1].connected, 10.0, "both links up")
             heard = quiet.decoded
-            await until(
-                lambda: not routes[0].connected, within_s=5.0, what="the stopped sender's link to drop"
-            )
+            await wait_until(lambda: not routes[0].connected, 5.0, "the stopped sender's link to drop")
             assert routes[1].connected
             assert quiet.decoded == heard  # nothing told the engine it is alive any more
 
@@ -274,10 +263,12 @@ async def _good_monitor_survives(
         port = listener.bound_port
         assert port is not None
         async with connect_tcp(sim, host="127.0.0.1", port=port, speed=5.0) as ep:
-            await until(lambda: sim.acked >= 2, what="the good monitor's first ACKs")
+            await wait_until(lambda: sim.acked >= 2, 10.0, "the good monitor's first ACKs")
             result = await attack(port)
             before = sim.acked
-            await until(lambda: sim.acked >= before + 3, what="the good monitor to go on being acknowledged")
+            await wait_until(
+                lambda: sim.acked >= before + 3, 10.0, "the good monitor to go on being acknowledged"
+            )
             assert isinstance(ep, TcpClientEndpoint) and ep.connections == 1  # never dropped
     return sim, result
 
@@ -373,7 +364,7 @@ async def test_a_driver_failure_is_that_devices_driver_fault_and_a_fresh_driver(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(encode_block(message(EUI_A, "X^^1", "1")))
-            await until(lambda: route.driver_faults == 1, what="the fault to be caught")
+            await wait_until(lambda: route.driver_faults == 1, 10.0, "the fault to be caught")
             assert DeviceStatus("driver_fault", True, {"error": "RuntimeError"}) in [e for _, e in bed.events]
             # The other device, on the same connection, is answered meanwhile.
             writer.write(encode_block(message(EUI_B, "X^^2", "2")))
@@ -411,9 +402,11 @@ async def test_a_port_in_use_is_a_vanished_port_until_it_can_be_bound() -> None:
     route = MllpHub().link(device("mon-a", eui64=EUI_A, port=port), bed)
     task = asyncio.create_task(route.run())
     try:
-        await until(lambda: (False, "cannot listen") in bed.links, what="the bind failure to be reported")
+        await wait_until(
+            lambda: (False, "cannot listen") in bed.links, 10.0, "the bind failure to be reported"
+        )
         blocker.close()
-        await until(lambda: (True, "listening") in bed.links, within_s=20.0, what="the listener to bind")
+        await wait_until(lambda: (True, "listening") in bed.links, 20.0, "the listener to bind")
     finally:
         blocker.close()
         task.cancel()

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.drivers.events import Event, Observation
@@ -58,9 +59,7 @@ async def test_three_monitors_connect_at_once_each_with_its_own_eui64_and_locati
     tasks = [asyncio.create_task(r.run()) for r in routes]
     listener = next(iter(hub.listeners.values()))
     try:
-        async with asyncio.timeout(10):
-            while listener.bound_port is None:  # noqa: ASYNC110 - the route task binds it
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: listener.bound_port is not None, 10.0, "the listener to bind")
         code, out, err = await simulate(
             "--device", "hl7", "--scenario", "normal", "--connect", f"mllp://127.0.0.1:{listener.bound_port}",
             "--monitors", "3", "--option", "location=CHAIR^^{n}", "--option", "resp_rate=true",
