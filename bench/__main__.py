@@ -13,6 +13,7 @@ import sys
 BENCHMARKS: tuple[str, ...] = (
     "bench.decode",
     "bench.hl7",
+    "bench.mllp_listener",
     "bench.alarm_quality",
     "bench.replay_speed",
     "bench.latency",

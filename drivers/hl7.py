@@ -91,8 +91,10 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "Delimiters",
     "Hl7Driver",
+    "build_ack",
     "check_encoding",
     "escape",
+    "msh_fields",
     "parse_ack",
     "parse_nm",
     "parse_ts",
@@ -522,9 +524,7 @@ class Hl7Driver:
         d = Delimiters.from_msh(text)
         if d is None:
             return [DecodeProblem("not_hl7", len(payload))]
-        msh_line = text.split("\r", 1)[0]
-        msh_raw = msh_line.split(d.field)
-        msh_raw += [""] * (13 - len(msh_raw))  # MSH-1 is the separator itself: index k = MSH-(k+1)
+        msh_raw = msh_fields(text, d)  # MSH-1 is the separator itself: index k = MSH-(k+1)
         msg_type = msh_raw[8].split(d.component)
         msg_type += [""] * (2 - len(msg_type))
         if msg_type[0] == "ACK":
@@ -682,45 +682,8 @@ class Hl7Driver:
         """
         if not self._ack:
             return []
-        f, c = d.field, d.component
         when = self._clock().strftime("%Y%m%d%H%M%S%z") if self._clock is not None else msh[6]
-        trigger = msh[8].split(c)[1] if c in msh[8] else ""
-        lines = [
-            f.join(
-                [
-                    "MSH",
-                    d.encoding_characters,
-                    msh[4],  # receiving application -> sending application
-                    msh[5],
-                    msh[2],
-                    msh[3],
-                    when,
-                    "",
-                    f"ACK{c}{trigger}{c}ACK",
-                    f"VW{self._acks_sent + 1}",
-                    msh[10] or "P",
-                    msh[11] or "2.6",
-                ]
-            ),
-            f.join(["MSA", code, msh[9]] + ([escape(reason, d)] if reason else [])),
-        ]
-        if err is not None:
-            lines.append(
-                f.join(
-                    [
-                        "ERR",
-                        "",
-                        "",
-                        f"{err[0]}{c}{escape(err[1], d)}{c}HL70357",
-                        "E",
-                        "",
-                        "",
-                        "",
-                        escape(reason, d),
-                    ]
-                )
-            )
-        text = "\r".join(lines) + "\r"
+        text = build_ack(msh, d, code, reason, err, control_id=f"VW{self._acks_sent + 1}", when=when)
         try:
             payload = text.encode(self._encoding)
         except UnicodeError:
@@ -732,3 +695,64 @@ class Hl7Driver:
         self._acks_sent += 1
         self._outbox += payload
         return []
+
+
+def msh_fields(text: str, d: Delimiters) -> list[str]:
+    """The MSH line split on the field separator, padded so index k is MSH-(k+1) up to MSH-12."""
+    msh_raw = text.split("\r", 1)[0].split(d.field)
+    return msh_raw + [""] * (13 - len(msh_raw))
+
+
+def build_ack(
+    msh: list[str],
+    d: Delimiters,
+    code: str,
+    reason: str,
+    err: tuple[str, str] | None,
+    *,
+    control_id: str,
+    when: str,
+) -> str:
+    """An original-mode ACK (MSH, MSA, ERR when ``err``) answering the message whose MSH is ``msh``.
+
+    Uses the message's own delimiters, swaps sender and receiver, and echoes MSH-10 in MSA-2;
+    ``err`` is an HL7 table 0357 (code, text) pair for ERR-3. Segments end with CR.
+    """
+    f, c = d.field, d.component
+    trigger = msh[8].split(c)[1] if c in msh[8] else ""
+    lines = [
+        f.join(
+            [
+                "MSH",
+                d.encoding_characters,
+                msh[4],  # receiving application -> sending application
+                msh[5],
+                msh[2],
+                msh[3],
+                when,
+                "",
+                f"ACK{c}{trigger}{c}ACK",
+                control_id,
+                msh[10] or "P",
+                msh[11] or "2.6",
+            ]
+        ),
+        f.join(["MSA", code, msh[9]] + ([escape(reason, d)] if reason else [])),
+    ]
+    if err is not None:
+        lines.append(
+            f.join(
+                [
+                    "ERR",
+                    "",
+                    "",
+                    f"{err[0]}{c}{escape(err[1], d)}{c}HL70357",
+                    "E",
+                    "",
+                    "",
+                    "",
+                    escape(reason, d),
+                ]
+            )
+        )
+    return "\r".join(lines) + "\r"

@@ -120,6 +120,11 @@ class MllpDeframer:
         self._discarding = False  # tail of an over-long block, already reported
         self._garbage = _GarbageCount()  # bytes outside blocks since the last block
 
+    @property
+    def in_block(self) -> bool:
+        """True while a block has started and not ended (a network listener bounds how long)."""
+        return self._in_block
+
     def feed(self, data: bytes) -> list[Framed]:
         """Payloads of the blocks completed by ``data`` and problems, in stream order."""
         out: list[Framed] = []

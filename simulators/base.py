@@ -43,6 +43,7 @@ class PatientState:
     artifact: bool = False
     silent: bool = False
     cuff_error: bool = False
+    resp_rate: float = 14.0  # breaths /min (no scenario varies it yet)
 
 
 @runtime_checkable

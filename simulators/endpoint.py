@@ -24,6 +24,10 @@ Transports:
 - **TCP** (:func:`serve_tcp`): ``asyncio.start_server`` on 127.0.0.1, one client at a time (a
   second is closed at once, like a serial port already in use); URL ``socket://127.0.0.1:PORT``
   for ``serial.serial_for_url``.
+- **TCP client** (:func:`connect_tcp`): the simulator connects *to* a host, as a networked HL7
+  monitor connects to the hospital's (or VitalWatch's) MLLP listener; it reconnects after a
+  refused or lost connection (0.2 s, doubling up to 2 s) and, like such a monitor, keeps what it
+  had to send meanwhile (up to ``TCP_MAX_BUFFERED``, then drops and counts). URL ``mllp://HOST:PORT``.
 
 ``await endpoint.close()`` pulls the cable (pty master closed and the path gone, or TCP server
 and client closed) while the clock keeps running; ``await endpoint.reopen()`` plugs it back.
@@ -44,7 +48,15 @@ from pathlib import Path
 
 from vitalwatch.simulators.base import DeviceSimulator
 
-__all__ = ["Endpoint", "PtyEndpoint", "TcpEndpoint", "serve_pty", "serve_tcp"]
+__all__ = [
+    "Endpoint",
+    "PtyEndpoint",
+    "TcpClientEndpoint",
+    "TcpEndpoint",
+    "connect_tcp",
+    "serve_pty",
+    "serve_tcp",
+]
 
 MAX_WAIT = 0.1  # wall seconds between ticks at most: host commands answered, readers noticed promptly
 READ_CHUNK = 4096
@@ -354,6 +366,104 @@ class TcpEndpoint(Endpoint):
             await self._open()
 
 
+class TcpClientEndpoint(Endpoint):
+    """The simulator as a TCP client of ``host:port`` (a networked monitor); reconnects on its own."""
+
+    RETRY_MIN_S = 0.2
+    RETRY_MAX_S = 2.0
+
+    def __init__(
+        self,
+        sim: DeviceSimulator,
+        *,
+        host: str,
+        port: int,
+        speed: float = 1.0,
+        start_at: float = 0.0,
+        until: float | None = None,
+        duration: float | None = None,
+    ) -> None:
+        super().__init__(sim, speed=speed, start_at=start_at, until=until, duration=duration)
+        self.host = host
+        self.port = port
+        self.url = f"mllp://{host}:{port}"
+        self.connections = 0  # successful connects, for tests and the summary
+        self._writer: asyncio.StreamWriter | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._unsent = bytearray()  # what the monitor queued while not connected (bounded)
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    def _open(self) -> None:
+        self._connector = asyncio.create_task(self._connect_loop(), name=f"simulator-client[{self.url}]")
+
+    async def _connect_loop(self) -> None:
+        delay = self.RETRY_MIN_S
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(self.RETRY_MAX_S, delay * 2)
+                continue
+            delay = self.RETRY_MIN_S
+            self._writer = writer
+            self.connections += 1
+            self._flush_unsent(writer)
+            self._wake.set()
+            try:
+                while data := await reader.read(READ_CHUNK):
+                    self._received(data)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                self._writer = None
+                writer.close()
+            await asyncio.sleep(delay)
+
+    def _emit(self, data: bytes) -> None:
+        """Send, or keep until connected: a networked monitor queues messages for its host.
+
+        Kept bytes are bounded (``TCP_MAX_BUFFERED``); beyond that they are dropped and counted.
+        """
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            if len(self._unsent) + len(data) > TCP_MAX_BUFFERED:
+                self.bytes_dropped += len(data)
+            else:
+                self._unsent += data
+            return
+        if writer.transport.get_write_buffer_size() > TCP_MAX_BUFFERED:
+            self.bytes_dropped += len(data)
+            return
+        writer.write(data)
+        self.bytes_sent += len(data)
+
+    def _flush_unsent(self, writer: asyncio.StreamWriter) -> None:
+        if self._unsent:
+            writer.write(bytes(self._unsent))
+            self.bytes_sent += len(self._unsent)
+            self._unsent.clear()
+
+    async def close(self) -> None:
+        """Pull the cable: disconnect and stop reconnecting."""
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def reopen(self) -> None:
+        """Plug the cable back in: connect again."""
+        if self._connector is None:
+            self._open()
+
+
 @contextlib.asynccontextmanager
 async def serve_pty(
     sim: DeviceSimulator,
@@ -391,9 +501,36 @@ async def serve_tcp(
         sim, host=host, port=port, speed=speed, start_at=start_at, until=until, duration=duration
     )
     await ep._open()
+    async with _running(ep):
+        yield ep
+
+
+@contextlib.asynccontextmanager
+async def connect_tcp(
+    sim: DeviceSimulator,
+    *,
+    host: str,
+    port: int,
+    speed: float = 1.0,
+    start_at: float = 0.0,
+    until: float | None = None,
+    duration: float | None = None,
+) -> AsyncIterator[TcpClientEndpoint]:
+    """Run ``sim`` as a TCP client of ``host:port`` for the body of the ``async with``."""
+    ep = TcpClientEndpoint(
+        sim, host=host, port=port, speed=speed, start_at=start_at, until=until, duration=duration
+    )
+    ep._open()
+    async with _running(ep):
+        yield ep
+
+
+@contextlib.asynccontextmanager
+async def _running(ep: Endpoint) -> AsyncIterator[None]:
+    """Run an opened endpoint's clock for the body; then stop it and pull its cable."""
     ep._start()
     try:
-        yield ep
+        yield
     finally:
         await ep._stop()
         await ep.close()

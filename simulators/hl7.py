@@ -26,11 +26,16 @@ sends everything without waiting, for hosts that never answer.
 Markers: ``probe_off`` or ``artifact`` -> the oximeter rows carry OBX-11 ``X`` and an empty OBX-5
 (the Philips "invalid" convention, EFFICIA p.3-18); ``cuff_error`` -> the NIBP rows the same way;
 ``silent`` -> nothing at all.
+
+Options for a networked monitor (``vitalwatch simulate --connect mllp://HOST:PORT``): ``eui64``
+(MSH-3; by default 16 hex digits drawn from the seed), ``location`` (PV1-3, ``CHAIR^^1``), and
+``resp_rate`` (adds an OBX 151562 MDC_RESP_RATE row, /min, to every vitals message).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,13 +66,15 @@ class ObxRow:
     aperiodic: bool = False
 
 
-def build_oru(control_id: str, sent: str, device_id: str, rows: list[ObxRow]) -> bytes:
-    """A PCD-01 ORU^R01 message (CR segment ends, no MLLP framing)."""
+def build_oru(
+    control_id: str, sent: str, device_id: str, rows: list[ObxRow], *, location: str = "CHAIR^^1"
+) -> bytes:
+    """A PCD-01 ORU^R01 message (CR segment ends, no MLLP framing); ``location`` is PV1-3."""
     segments = [
         f"MSH|^~\\&|{_APP}^{device_id}^EUI-64||||{sent}||ORU^R01^ORU_R01|{control_id}|P|2.6|||NE|AL||"
         "UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO",
         "PID|||SIM-0001^^^VITALWATCH^PI||SIMULATED^PATIENT",
-        "PV1||I|CHAIR^^1",
+        f"PV1||I|{location}",
         f"OBR|1|{control_id}^{_APP}|{control_id}^{_APP}|182777000^monitoring of patient^SCT|||{sent}",
         "OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X",
     ]
@@ -99,9 +106,16 @@ class Hl7Simulator:
         max_tries: int = 3,
         queue_limit: int = 32,
         start: str = "2024-01-01T08:00:00+00:00",
+        eui64: str | None = None,
+        location: str = "CHAIR^^1",
+        resp_rate: bool = False,
     ) -> None:
         self._scenario = scenario
-        self._device_id = f"{random.Random(seed).getrandbits(64):016X}"
+        if eui64 is not None and not re.fullmatch(r"[0-9A-Fa-f]{16}", eui64):
+            raise ValueError(f"eui64 must be 16 hex digits, got {eui64!r}")
+        self.device_id = eui64.upper() if eui64 is not None else f"{random.Random(seed).getrandbits(64):016X}"
+        self.location = location
+        self._resp_rate = resp_rate
         self._nibp_interval = nibp_interval_s
         self._period = period_s
         self._wait = wait_for_ack
@@ -134,7 +148,8 @@ class Hl7Simulator:
         control = str(self._control)
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        self._queue.append((control, build_oru(control, self._ts(t), self._device_id, rows)))
+        message = build_oru(control, self._ts(t), self.device_id, rows, location=self.location)
+        self._queue.append((control, message))
 
     def _vitals(self, t: float, s: PatientState) -> list[ObxRow]:
         bad = s.probe_off or s.artifact
@@ -143,13 +158,19 @@ class Hl7Simulator:
         pulse = "" if bad else str(round(max(0.0, s.pulse_rate)))
         pi = "" if bad else f"{max(0.0, s.perfusion_index):.2f}"
         status = "X" if bad else "R"
-        return [
+        rows = [
             ObxRow(150456, "MDC_PULS_OXIM_SAT_O2", spo2, 262688, "MDC_DIM_PERCENT", status,
                    "1.3.1.150456", ts),
             ObxRow(149530, "MDC_PULS_OXIM_PULS_RATE", pulse, 264864, "MDC_DIM_BEAT_PER_MIN", status,
                    "1.3.1.149530", ts),
             ObxRow(150488, "MDC_BLD_PERF_INDEX", pi, 262688, "MDC_DIM_PERCENT", status, "1.3.1.150488", ts),
-        ]
+        ]  # fmt: skip
+        if self._resp_rate:
+            rate = str(round(max(0.0, s.resp_rate)))
+            rows.append(
+                ObxRow(151562, "MDC_RESP_RATE", rate, 264928, "MDC_DIM_RESP_PER_MIN", "R", "1.2.1.151562", ts)
+            )
+        return rows
 
     def _nibp(self, t: float, s: PatientState) -> list[ObxRow]:
         bad = s.cuff_error

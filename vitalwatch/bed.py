@@ -28,7 +28,7 @@ from vitalwatch.engine.outputs import (
     StatusChanged,
 )
 from vitalwatch.engine.roles import measures_nibp
-from vitalwatch.link.device_link import DeviceLink
+from vitalwatch.link.contract import Link
 
 __all__ = ["BedSession", "Engine", "OutputSink", "VitalPayload"]
 
@@ -90,7 +90,7 @@ class BedSession:
         self._vital_payload = vital_payload
         # The session record (vitalwatch.record.sessionlog) sees every observation and its validity.
         self.recorder = recorder
-        self.links: dict[str, DeviceLink] = {}
+        self.links: dict[str, Link] = {}  # serial DeviceLink or network MllpRoute
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
         self._unreliable: dict[str, set[str]] = {}
         # For health and metrics: when each device last gave a valid reading (monotonic s), and

@@ -15,7 +15,8 @@ Layout (``config/example.toml`` is the documented example)::
     [state]     directory, restore_grace_s
     [metrics]   enabled, address, port, restore_grace_s
     [alarms]    the alarm table (see vitalwatch.engine.table)
-    [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options
+    [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options,
+                eui64, location (an ``mllp://HOST:PORT`` url: a network HL7 sender, routed by one of them)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vitalwatch.drivers import DRIVERS, driver_class
 from vitalwatch.drivers.base import OptionError, Parity, SerialSettings
 from vitalwatch.engine.roles import ROLES, role_for_driver
 from vitalwatch.errors import ConfigError, ConfigProblem
+from vitalwatch.link.mllp_routing import is_mllp_url, normalise_eui64, normalise_location, parse_mllp_url
 
 __all__ = [
     "BedConfig",
@@ -112,6 +114,10 @@ class DeviceConfig:
     role: str
     serial: SerialSettings
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Network HL7 (``mllp://`` url) only: the key a message must carry to be routed here, the
+    # sender's EUI-64 from MSH-3 (16 upper-case hex digits) or the PV1-3 location ("A^B^C").
+    eui64: str | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,10 +349,83 @@ def _device(data: Mapping[str, Any], key: str, problems: list[ConfigProblem]) ->
                     defaults = serial_for(options["protocol"])
     role = r.choice("role", role_for_driver(driver or ""), ROLES)
     serial = _serial(r, defaults)
+    eui64, location = _route_keys(r, url, driver, options)
     r.finish()
     if len(problems) > before or dev_id is None or driver is None or url is None:
         return None
-    return DeviceConfig(id=dev_id, driver=driver, url=url, role=role, serial=serial, options=options)
+    return DeviceConfig(
+        id=dev_id,
+        driver=driver,
+        url=url,
+        role=role,
+        serial=serial,
+        options=options,
+        eui64=eui64,
+        location=location,
+    )
+
+
+def _route_keys(
+    r: _Reader, url: str | None, driver: str | None, options: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """``eui64`` / ``location`` of a network HL7 device: exactly one, only with an ``mllp://`` url."""
+    eui64_text = r.string("eui64")
+    location_text = r.string("location")
+    if url is None or not is_mllp_url(url):
+        for name, value in (("eui64", eui64_text), ("location", location_text)):
+            if value is not None:
+                r.problem(name, 'only for a network HL7 device (url = "mllp://HOST:PORT")')
+        return None, None
+    try:
+        if parse_mllp_url(url)[1] == 0:
+            r.problem("url", "port must be 1-65535, got 0")
+    except ValueError as exc:
+        r.problem("url", str(exc))
+    if driver is not None and driver != "hl7":
+        r.problem("driver", f"an mllp:// url needs the hl7 driver, got {driver!r}")
+    if options.get("framing") == "none":
+        r.problem("options", 'framing = "none" cannot be used with an mllp:// url (MLLP is the framing)')
+    eui64 = location = None
+    if eui64_text is not None:
+        eui64 = normalise_eui64(eui64_text)
+        if eui64 is None:
+            r.problem("eui64", f"must be 16 hex digits (an EUI-64, as in MSH-3), got {eui64_text!r}")
+    if location_text is not None:
+        location = normalise_location(location_text)
+        if location is None:
+            r.problem("location", 'must not be empty (the PV1-3 point of care, e.g. "ICU^^BED3")')
+    if eui64_text is None and location_text is None:
+        r.problem("url", "an mllp:// device needs eui64 or location: the key its messages are routed by")
+    elif eui64_text is not None and location_text is not None:
+        r.problem("location", "give eui64 or location, not both (one key per device)")
+    return eui64, location
+
+
+def _mllp_routes(beds: tuple[BedConfig, ...], problems: list[ConfigProblem]) -> None:
+    """No routing key twice on one listener port, and one listen address per port."""
+    owners: dict[tuple[int, str, str], str] = {}
+    hosts: dict[int, tuple[str, str]] = {}
+    for i, bed in enumerate(beds):
+        for j, dev in enumerate(bed.devices):
+            if not is_mllp_url(dev.url):
+                continue
+            host, port = parse_mllp_url(dev.url)
+            key = f"beds[{i}].devices[{j}]"
+            first = hosts.setdefault(port, (host, key))
+            if first[0] != host:
+                problems.append(
+                    ConfigProblem(
+                        f"{key}.url", f"port {port} is already a listener on {first[0]} ({first[1]}.url)"
+                    )
+                )
+            for name, value in (("eui64", dev.eui64), ("location", dev.location)):
+                if value is None:
+                    continue
+                owner = owners.setdefault((port, name, value), key)
+                if owner != key:
+                    problems.append(
+                        ConfigProblem(f"{key}.{name}", f"{value!r} already routes to {owner} on port {port}")
+                    )
 
 
 def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
@@ -430,6 +509,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     mr.finish()
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)
+    _mllp_routes(beds, problems)
     r.finish()
     if problems:
         raise ConfigError(problems)

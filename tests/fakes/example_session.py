@@ -29,7 +29,8 @@ def record_example_session(log_: SessionLog, *, t0: float = 1000.0) -> None:
     (dose 0.5 mg/kg, 40 min planned; SpO2 dip to 87 % at 25 min: HIGH spo2_low, acknowledged
     after 20 s; probe off 30:00-30:20; pulse 125-130 at 35-37 min: MEDIUM pulse_high, never
     acknowledged; BP 182/112 at 40 and 184/110 at 41 min: HIGH nibp_high, acknowledged at 42 min),
-    recovery 55-100 min, discharge_ready at 95 min, ended at 100 min. The scripted alarms are
+    recovery 55-100 min, discharge_ready at 95 min, ended at 100 min; respiratory rate every 5 s
+    (16 /min, 13 /min during the infusion). The scripted alarms are
     built here, not by the engine, so the record is tested on its own.
     """
     bed = log_.bed
@@ -87,6 +88,9 @@ def record_example_session(log_: SessionLog, *, t0: float = 1000.0) -> None:
         valid = not 1800 <= t < 1820
         log_.observation("oximeter", Observation("spo2", spo2 if valid else None, "%"), now, valid)
         log_.observation("oximeter", Observation("pulse_rate", pulse if valid else None, "/min"), now, valid)
+        if t % 5 == 0:  # a networked monitor's respiratory rate, 16 /min, 13 /min under the drug
+            rate = 13.0 if 900 <= t < 3300 else 16.0
+            log_.observation("monitor", Observation("resp_rate", rate, "/min", 151562), now, True)
         if t in bp:
             sys_v, dia_v = bp[t]
             for kind, v in (("nibp_systolic", sys_v), ("nibp_diastolic", dia_v)):

@@ -1,15 +1,19 @@
-"""``vitalwatch export``: the de-identified session record, one row per session (JSON Lines or CSV).
+"""``vitalwatch export``: the de-identified session record, one row per session (JSON Lines or CSV),
+or one FHIR R4 Bundle per session (``--format fhir``: NDJSON, one Bundle per line).
 
 .. code-block:: text
 
-    vitalwatch export --since DATE --out FILE [--format jsonl|csv] [--include-bed] [--db PATH | --config PATH]
+    vitalwatch export --since DATE --out FILE [--format jsonl|csv|fhir] [--include-bed] [--anchor DATETIME]
+                      [--db PATH | --config PATH]
 
 ``DATE`` is ``YYYY-MM-DD`` (UTC midnight) or an ISO date-time; sessions that *started* at or
 after it are exported, oldest first. Rows carry no identifier: no session id, no bed, no
 date (times are relative to the infusion start). ``--include-bed`` adds the bed (a location,
 not a person) for a clinic's own audit; a registry needs none. Fields: docs/session-record.md.
-``--out -`` writes to stdout. Exit 0 (also for zero sessions: an empty file, or a CSV header);
-2 for a bad date or format, or a database that cannot be read.
+``--out -`` writes to stdout. FHIR Bundles place the infusion start at ``--anchor`` (default
+2000-01-01T00:00:00Z, a placeholder, not a date) and carry no bed (``--include-bed`` is refused
+with ``fhir``); the mapping is in docs/interop.md. Exit 0 (also for zero sessions: an empty file,
+or a CSV header); 2 for a bad date, anchor or format, or a database that cannot be read.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--since", metavar="DATE", required=True, help="YYYY-MM-DD (UTC) or ISO date-time")
     parser.add_argument("--out", metavar="FILE", required=True, help="output file, or - for stdout")
     parser.add_argument(
-        "--format", choices=("jsonl", "csv"), default=None, help="default: from FILE's suffix"
+        "--format",
+        choices=("jsonl", "csv", "fhir"),
+        default=None,
+        help="default: from FILE's suffix (csv, else jsonl); fhir: one FHIR R4 Bundle per line",
+    )
+    parser.add_argument(
+        "--anchor",
+        metavar="DATETIME",
+        help="fhir only: the instant the infusion start is placed at (default 2000-01-01T00:00:00Z)",
     )
     parser.add_argument("--include-bed", action="store_true", help="add the bed column (a location)")
     parser.add_argument("--db", metavar="PATH", type=Path, help="the session record (sessions.sqlite3)")
@@ -70,6 +82,27 @@ def parse_since(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _anchor(args: argparse.Namespace, fmt: str) -> datetime | None:
+    """The FHIR anchor (UTC); None, after one line on stderr, when the options do not fit."""
+    from vitalwatch.record.fhir import DEFAULT_ANCHOR
+
+    if fmt != "fhir":
+        if args.anchor is not None:
+            print("vitalwatch export: --anchor is for --format fhir", file=sys.stderr)
+            return None
+        return DEFAULT_ANCHOR
+    if args.include_bed:
+        print("vitalwatch export: --include-bed is not available with --format fhir", file=sys.stderr)
+        return None
+    if args.anchor is None:
+        return DEFAULT_ANCHOR
+    try:
+        return parse_since(args.anchor)
+    except ValueError:
+        print(f"vitalwatch export: --anchor must be an ISO date-time, got {args.anchor!r}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the export; see the module docstring for exit codes."""
     from vitalwatch.record.export import export_row, load_session, sessions_since, summarise, write_export
@@ -84,22 +117,28 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     fmt = args.format or ("csv" if str(args.out).endswith(".csv") else "jsonl")
+    anchor = _anchor(args, fmt)
+    if anchor is None:
+        return EXIT_USAGE
     path = database_path(args)
     if path is None:
         return EXIT_USAGE
     try:
         conn = connect_readonly(path)
         try:
-            ids = sessions_since(conn, since)
-            rows = [
-                export_row(summarise(load_session(conn, sid)), include_bed=args.include_bed) for sid in ids
-            ]
+            sessions = [load_session(conn, sid) for sid in sessions_since(conn, since)]
         finally:
             conn.close()
     except sqlite3.Error as exc:
         print(f"vitalwatch export: cannot read the session record {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    text = write_export(rows, fmt, include_bed=args.include_bed)
+    if fmt == "fhir":
+        from vitalwatch.record.fhir import write_bundles
+
+        text = write_bundles(sessions, anchor=anchor)
+    else:
+        rows = [export_row(summarise(data), include_bed=args.include_bed) for data in sessions]
+        text = write_export(rows, fmt, include_bed=args.include_bed)
     if args.out == "-":
         sys.stdout.write(text)
     else:
@@ -108,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"vitalwatch export: cannot write {args.out}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"{len(rows)} session(s) -> {args.out}", file=sys.stderr)
+        print(f"{len(sessions)} session(s) -> {args.out}", file=sys.stderr)
     return EXIT_OK

@@ -8,6 +8,16 @@ without the hardware. The first stdout line says where to connect, so scripts ca
     $ vitalwatch simulate --device masimo --scenario normal --tcp 7001 --speed 10
     serving masimo on socket://127.0.0.1:7001
 
+A networked HL7 monitor is a client instead: ``--connect mllp://HOST:PORT`` connects to an MLLP
+listener (the daemon's ``url = "mllp://..."`` devices), ``--monitors N`` runs N of them at once
+(seeds SEED..SEED+N-1, so N different EUI-64s; ``{n}`` in ``--option location=...`` becomes
+1..N). One line per monitor says who it is, so a test or an engineer can write the routes::
+
+    $ vitalwatch simulate --device hl7 --scenario normal --connect mllp://127.0.0.1:2575 \\
+          --monitors 2 --option 'location=ICU^^{n}' --option resp_rate=true
+    connecting hl7 to mllp://127.0.0.1:2575 eui64=... location=ICU^^1
+    connecting hl7 to mllp://127.0.0.1:2575 eui64=... location=ICU^^2
+
 The scenario clock starts at launch (``--speed`` scales it; ``--start-at`` skips ahead).
 It exits 0 when the scenario ends, after ``--duration`` wall seconds, or on SIGINT/SIGTERM;
 2 with one stderr line for an unknown device or scenario or a bad option. A summary (bytes
@@ -25,9 +35,10 @@ import sys
 from typing import Any
 
 from vitalwatch.cli.decode import parse_options
+from vitalwatch.link.mllp_routing import parse_mllp_url
 from vitalwatch.simulators import SIMULATORS, make_simulator, simulator_class
 from vitalwatch.simulators.base import DeviceSimulator
-from vitalwatch.simulators.endpoint import Endpoint, serve_pty, serve_tcp
+from vitalwatch.simulators.endpoint import Endpoint, connect_tcp, serve_pty, serve_tcp
 from vitalwatch.simulators.scenarios import SCENARIO_NAMES, get_scenario
 
 __all__ = ["register", "run"]
@@ -61,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--start-at", type=float, default=0.0, metavar="T", help="start at scenario second T")
     parser.add_argument("--link", metavar="PATH", help="pty only: keep a symlink PATH to the slave")
     parser.add_argument(
+        "--connect",
+        metavar="URL",
+        help="hl7 only: connect to an MLLP listener (mllp://HOST:PORT) as a networked monitor",
+    )
+    parser.add_argument(
+        "--monitors", type=int, default=1, metavar="N", help="with --connect: N monitors at once (default 1)"
+    )
+    parser.add_argument(
         "--option",
         action="append",
         default=[],
@@ -86,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(exc.args[0]) if exc.args else f"unknown scenario {args.scenario!r}")
     except ValueError as exc:
         return _error(str(exc))
+    if args.connect is not None:
+        return _run_clients(args, options)
+    if args.monitors != 1:
+        return _error("--monitors needs --connect")
     try:
         options = _stretch_host_waits(args.device, options, args.speed)
         sim = make_simulator(args.device, scenario, seed=args.seed, **options)
@@ -100,6 +123,72 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _error(f"cannot serve: {exc.strerror or exc}")
     return EXIT_OK
+
+
+def _run_clients(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``--connect``: N simulated networked HL7 monitors, each its own seed and TCP connection."""
+    if args.device != "hl7":
+        return _error("--connect is for --device hl7 (a networked monitor speaks HL7 over MLLP)")
+    if args.tcp is not None or args.link is not None:
+        return _error("--connect cannot be combined with --tcp or --link")
+    if not 1 <= args.monitors <= 256:
+        return _error("--monitors must be 1-256")
+    if args.monitors > 1 and "eui64" in options:
+        return _error("--option eui64 names one monitor; leave it out with --monitors (seeds choose)")
+    try:
+        host, port = parse_mllp_url(args.connect)
+    except ValueError as exc:
+        return _error(f"--connect {exc}")
+    sims: list[DeviceSimulator] = []
+    until = 0.0
+    try:
+        options = _stretch_host_waits(args.device, options, args.speed)
+        for n in range(1, args.monitors + 1):
+            mine = dict(options)
+            if isinstance(mine.get("location"), str):
+                mine["location"] = mine["location"].replace("{n}", str(n))
+            scenario = get_scenario(args.scenario, args.seed + n - 1)
+            until = scenario.duration
+            sims.append(make_simulator(args.device, scenario, seed=args.seed + n - 1, **mine))
+    except (TypeError, ValueError) as exc:
+        return _error(f"bad option for simulator {args.device!r}: {exc}")
+    asyncio.run(_connect(sims, args, host, port, until=until))
+    return EXIT_OK
+
+
+async def _connect(
+    sims: list[DeviceSimulator], args: argparse.Namespace, host: str, port: int, *, until: float
+) -> None:
+    """Run every monitor until the scenario ends, ``--duration`` passes, or a signal."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        endpoints = []
+        for sim in sims:
+            ep = await stack.enter_async_context(
+                connect_tcp(
+                    sim,
+                    host=host,
+                    port=port,
+                    speed=args.speed,
+                    start_at=args.start_at,
+                    until=until,
+                    duration=args.duration,
+                )
+            )
+            endpoints.append(ep)
+            who = f"eui64={getattr(sim, 'device_id', '?')} location={getattr(sim, 'location', '?')}"
+            print(f"connecting {sim.device} to {ep.url} {who}", flush=True)
+        await _until_finished_or_stopped(endpoints[0], stop)
+        for n, ep in enumerate(endpoints, start=1):
+            acked = getattr(ep.sim, "acked", 0)
+            print(
+                f"simulate: monitor {n} t={ep.scenario_time():.1f}s connections={ep.connections} "
+                f"bytes_sent={ep.bytes_sent} bytes_dropped={ep.bytes_dropped} acked={acked}",
+                file=sys.stderr,
+            )
 
 
 def _stretch_host_waits(device: str, options: dict[str, Any], speed: float) -> dict[str, Any]:
@@ -138,15 +227,20 @@ async def _serve(sim: DeviceSimulator, args: argparse.Namespace, *, until: float
         server = serve_pty(sim, link=args.link, **common)
     async with server as endpoint:
         print(f"serving {sim.device} on {endpoint.url}", flush=True)
-        finished = asyncio.create_task(endpoint.wait_finished(), name="simulate.finished")
-        stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
-        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (finished, stopped):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _until_finished_or_stopped(endpoint, stop)
         print(
             f"simulate: t={endpoint.scenario_time():.1f}s bytes_sent={endpoint.bytes_sent} "
             f"bytes_dropped={endpoint.bytes_dropped}",
             file=sys.stderr,
         )
+
+
+async def _until_finished_or_stopped(endpoint: Endpoint, stop: asyncio.Event) -> None:
+    """Wait until the endpoint's scenario or duration ends, or a signal sets ``stop``."""
+    finished = asyncio.create_task(endpoint.wait_finished(), name="simulate.finished")
+    stopped = asyncio.create_task(stop.wait(), name="simulate.signal")
+    await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (finished, stopped):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -27,11 +27,9 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.config import DeviceConfig
-from vitalwatch.drivers import Driver, Event, driver_class, make_driver
-from vitalwatch.drivers.events import DecodeProblem
+from vitalwatch.drivers import Event, driver_class, make_driver
 from vitalwatch.errors import DeviceError
-from vitalwatch.link.driver_guard import DriverGuard, fault_site
-from vitalwatch.link.problem_log import ProblemLog
+from vitalwatch.link.guarded import GuardedDevice
 from vitalwatch.link.serial_port import SerialPort
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
@@ -69,7 +67,7 @@ class LinkTap(Protocol):
     def timer(self, device: str, now: float) -> None: ...
 
 
-class DeviceLink:
+class DeviceLink(GuardedDevice):
     """One configured device: open, pump, reconnect; the current driver is reachable for commands."""
 
     def __init__(
@@ -81,32 +79,16 @@ class DeviceLink:
         rng: random.Random | None = None,
         tap: LinkTap | None = None,
     ) -> None:
-        self.config = config
-        self._listener = listener
-        self._clock = clock
+        # make_driver is looked up when the guard builds a driver (tests stand a fake in for it).
+        super().__init__(
+            config, listener, lambda: make_driver(config.driver, **dict(config.options)), clock=clock
+        )
         self._rng = rng or random.Random()
         self.tap = tap
         self._wake = asyncio.Event()
-        self.guard = DriverGuard(lambda: make_driver(config.driver, **dict(config.options)))
         self.connected = False
-        self.decode_problems = 0
-        self._problem_log = ProblemLog()
         # The last raw chunks, for the debug-level dump that goes with a decode problem.
         self._recent: deque[bytes] = deque(maxlen=RAW_CHUNKS_KEPT)
-        self.readings = 0
-
-    @property
-    def driver(self) -> Driver | None:
-        """The current driver instance (None between port sessions or while it restarts)."""
-        return self.guard.driver
-
-    @property
-    def driver_faults(self) -> int:
-        """Faults caught in this device's driver or link since start (for metrics)."""
-        return self.guard.faults
-
-    def now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def poke(self) -> None:
         """Wake the pump so bytes a command queued in the driver go out at once."""
@@ -145,27 +127,6 @@ class DeviceLink:
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    def report_fault(self, exc: BaseException, call: str) -> None:
-        """An unexpected exception around this device: logged (type and place, never its text) and
-        reported to the listener as a problem and the ``driver_fault`` alarm.
-
-        """
-        try:
-            self._deliver(self.guard.note_fault(exc, call, self.now()), self.now())
-        except Exception as again:  # the listener itself is failing: a log line is all that is left
-            log.error(
-                "device.fault_unreported",
-                call=call,
-                error_type=type(exc).__name__,
-                where=fault_site(exc),
-                report_error_type=type(again).__name__,
-                report_where=fault_site(again),
-            )
-
-    def task_crashed(self, exc: Exception) -> None:
-        """The daemon's supervisor caught ``exc`` escaping :meth:`run`: report it like any fault."""
-        self.report_fault(exc, "task")
-
     def _finish_session(self) -> None:
         """The port closed: the driver's leftovers, then link down (a failure here is reported)."""
         now = self.now()
@@ -180,37 +141,7 @@ class DeviceLink:
             self.connected = False
             self.report_fault(exc, "close")
 
-    def _deliver(self, events: list[Event], now: float) -> None:
-        if not events:
-            return
-        for event in events:
-            if isinstance(event, DecodeProblem):
-                self.decode_problems += 1
-                held = self._problem_log.admit(event.reason, now)
-                if held is not None:
-                    log.info(
-                        "device.decode_problem",
-                        reason=event.reason,
-                        length=event.length,
-                        total=self.decode_problems,
-                        not_logged=held,
-                    )
-                    self._dump_recent(event.reason)
-                if event.reason.startswith("driver_fault:") and self.guard.last_fault is not None:
-                    fault = self.guard.last_fault
-                    log.error(
-                        "device.driver_fault",
-                        error_type=fault.error_type,
-                        where=fault.where,
-                        call=fault.call,
-                        in_a_row=fault.in_a_row,
-                        restart_in_s=fault.restart_in_s,
-                    )
-            else:
-                self.readings += 1
-        self._listener.on_events(self.config.id, events, now)
-
-    def _dump_recent(self, reason: str) -> None:
+    def _logged_problem(self, reason: str) -> None:
         """At debug level only: the last raw bytes as hex, with patient segments scrubbed.
 
         An engineer chasing line noise needs the bytes; the driver's ``scrub`` (HL7 blanks PID,

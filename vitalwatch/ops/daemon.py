@@ -55,6 +55,8 @@ from vitalwatch.engine.outputs import Output, PhaseChanged
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.errors import StartupError
 from vitalwatch.link.device_link import DeviceLink
+from vitalwatch.link.mllp_listener import MllpHub, link_timeout_of
+from vitalwatch.link.mllp_routing import is_mllp_url
 from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
 from vitalwatch.ops.metrics import (
     BROKER_UNREACHABLE,
@@ -172,6 +174,8 @@ class Daemon:
         self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
         self.records: dict[str, SessionLog] = {}
         self.snapshots: dict[str, SnapshotWriter] = {}
+        # Network HL7 senders: one listener per mllp:// address, shared by the devices routed on it.
+        self.mllp = MllpHub(link_timeout_s=link_timeout_of(config.alarms))
         for bed_cfg in config.beds:
             self._add_bed(bed_cfg, loop.time())
 
@@ -264,7 +268,11 @@ class Daemon:
                 snapshot=resumed is not None,
             )
         for dev in bed_cfg.devices:
-            session.links[dev.id] = DeviceLink(dev, session, tap=journal)
+            session.links[dev.id] = (
+                self.mllp.link(dev, session, tap=journal)
+                if is_mllp_url(dev.url)
+                else DeviceLink(dev, session, tap=journal)
+            )
         self.beds[bed] = session
         self.publishers[bed] = publisher
 

@@ -65,7 +65,9 @@ SESSIONS_DB_NAME = "sessions.sqlite3"
 SCHEMA_VERSION = 1
 
 # Kinds summarised per minute (others, such as cuff_pressure while inflating, are not a vital).
-SUMMARISED = ("spo2", "pulse_rate", "perfusion_index")
+# Respiratory rate comes from networked multi-parameter monitors (HL7); it has no registry
+# threshold and no default alarm rule, but the record and the FHIR export carry it.
+SUMMARISED = ("spo2", "pulse_rate", "perfusion_index", "resp_rate")
 NIBP_KINDS = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
 # Seconds beyond these limits are counted per minute (documented in docs/session-record.md).
 # They are the registry's thresholds, fixed so rows from different clinics compare; a clinic's
