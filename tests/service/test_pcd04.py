@@ -67,7 +67,9 @@ def test_no_patient_identifier_unless_mapped_and_bed_is_the_location() -> None:
     assert str(m.segment("PID")).strip("|") == "PID"  # no field at all
     assert str(m.segment("PV1")[2]) == "O"
     assert (value(m, "PV1.F3.R1.C1"), value(m, "PV1.F3.R1.C3")) == (SITE, "chair-1")
-    mapped = dataclasses.replace(CFG, patient_ids={"chair-1": "ONC-CHAIR-1"}, point_of_care="ONC", facility="H1")
+    mapped = dataclasses.replace(
+        CFG, patient_ids={"chair-1": "ONC-CHAIR-1"}, point_of_care="ONC", facility="H1"
+    )
     m = parse(payload(), cfg=mapped)
     assert value(m, "PID.F3") == "ONC-CHAIR-1"
     assert str(m.segment("PV1")[3]) == "ONC^^chair-1^H1"
@@ -173,14 +175,20 @@ def test_technical_alert_names_its_source_not_a_parameter() -> None:
     assert [str(c) for c in obx(m, 1)[5][0]][:4] == ["196616", "MDC_EVT_ALARM", "MDC", "link_lost"]
     assert [str(r) for r in obx(m, 1)[8]] == ["A", "PH", "ST"]
     source = obx(m, 2)
-    assert (str(source[2]), str(source[3]), str(source[5])) == ("ST", "68480^MDC_ATTR_ALERT_SOURCE^MDC", "oximeter")
+    assert (str(source[2]), str(source[3]), str(source[5])) == (
+        "ST",
+        "68480^MDC_ATTR_ALERT_SOURCE^MDC",
+        "oximeter",
+    )
     assert str(obx(m, 7)[5]) == "ST"
 
 
 def test_advisory_and_high_side_conditions() -> None:
     advisory = parse(payload(condition="infusion_overrun", category=Category.ADVISORY, parameter=None))
     assert [str(r) for r in obx(advisory, 1)[8]] == ["A", "PH", "SA"]
-    high = parse(payload(condition="pulse_high", parameter="pulse_rate", value=131.0, unit="/min", limit=120.0))
+    high = parse(
+        payload(condition="pulse_high", parameter="pulse_rate", value=131.0, unit="/min", limit=120.0)
+    )
     assert [str(c) for c in obx(high, 1)[5][0]][:2] == ["196648", "MDC_EVT_HI"]
     assert str(obx(high, 2)[3]) == "149530^MDC_PULS_OXIM_PULS_RATE^MDC"
     assert (str(obx(high, 2)[5]), value(high, "OBX2.F7")) == ("131", "<120")
