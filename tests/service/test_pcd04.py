@@ -234,3 +234,13 @@ def test_same_shape_as_the_ge_mural_sample() -> None:
 def test_unknown_state_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown alert state"):
         facets("sleeping", False)
+
+
+def test_the_example_in_docs_pcd04_is_what_the_encoder_writes() -> None:
+    """docs/pcd04.md shows a whole message; it must not drift from the code."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pcd04.md").read_text()
+    block = doc.split("```\nMSH|", 1)[1].split("```", 1)[0]
+    shown = "MSH|" + block.strip("\n").replace("\n", "\r") + "\r"
+    p = alert_payload(transition("chair-1-20250304T100000-0001", 7), site=SITE, wall=WALL)
+    p["message"] = "SpO2 84 % below 90 %"
+    assert oru_r40(p, counter=0, cfg=CFG, site=SITE, now=NOW) == shown
