@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
+from tests.helpers import wait_until
 from vitalwatch.config import Config, parse_config
 from vitalwatch.delivery.alarm_manager import UNREACHABLE_ALARM
 from vitalwatch.ops.daemon import Daemon
@@ -79,14 +79,6 @@ def mqtt_alerts(seen: Seen) -> dict[tuple[str, int], dict[str, Any]]:
         counters[alert_id] = n + 1
         numbered[(alert_id, n)] = payload
     return numbered
-
-
-async def wait_until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

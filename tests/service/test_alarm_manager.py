@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from tests.fakes.alerts import transition
+from tests.helpers import wait_until
 from vitalwatch.config import AlertReporterConfig
 from vitalwatch.delivery.alarm_manager import AlertReporter
 from vitalwatch.delivery.payloads import WallClock, alert_payload
@@ -101,16 +102,6 @@ async def double() -> AsyncIterator[AlarmManagerDouble]:
         yield manager
 
 
-async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Poll the reporter's own state (the double's has its own wait_for) until ``check()`` holds."""
-    try:
-        async with asyncio.timeout(within):
-            while not check():  # noqa: ASYNC110 -- polls state the reporter task sets
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {within} s: {what}") from None
-
-
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -123,7 +114,7 @@ async def test_every_transition_reaches_the_manager_in_order(
         for tr in life(A, 1):
             record(store, tr)
         await double.wait_for(lambda: len(double.accepted) == 3, what="three reports")
-        await until(lambda: reporter.pending == 0, "the reporter saw the last ACK")
+        await wait_until(lambda: reporter.pending == 0, 10, "the reporter saw the last ACK")
         assert double.accepted_keys() == [(A, 0), (A, 1), (A, 2)]
         assert [r.facet("MDC_ATTR_EVENT_PHASE") for r in double.accepted] == ["start", "update", "end"]
         assert [r.control_id for r in double.accepted] == [f"{A}.0", f"{A}.1", f"{A}.2"]
@@ -144,7 +135,7 @@ async def test_a_nak_is_resent_until_accepted(
         for tr in life(A, 1):
             record(store, tr)
         await double.wait_for(lambda: len(double.accepted) == 3, what="three reports after two NAKs")
-        await until(lambda: reporter.pending == 0, "the reporter saw the last ACK")
+        await wait_until(lambda: reporter.pending == 0, 10, "the reporter saw the last ACK")
         first = [r for r in double.received if r.key == (A, 0)]
         assert [r.answered for r in first] == [refusal.value.upper(), refusal.value.upper(), "AA"]
         assert len({r.text for r in first}) == 1  # the same bytes each time, same MSH-10
@@ -201,12 +192,12 @@ async def test_outage_raises_the_technical_alarm_and_the_backlog_goes_in_order(
         high = life(A, 4, Priority.HIGH)
         for tr in [low[0], low[1], high[0], high[1], low[2], high[2]]:
             record(store, tr)
-        await until(lambda: reporter.unreachable, "the unreachable alarm")
+        await wait_until(lambda: reporter.unreachable, 10, "the unreachable alarm")
         assert alarms == [True] and reporter.pending == 6
         assert metric("vitalwatch_pcd04_unreachable", reporter="am") == 1
         await double.start()  # the manager is back on the same port
         await double.wait_for(lambda: len(double.accepted) == 6, what="the whole backlog")
-        await until(lambda: not reporter.unreachable, "the unreachable alarm cleared")
+        await wait_until(lambda: not reporter.unreachable, 10, "the unreachable alarm cleared")
     assert alarms == [True, False]
     keys = double.accepted_keys()
     assert len(set(keys)) == len(keys) == 6 and double.duplicates == 0
