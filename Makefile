@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: simulated monitors, an embedded broker, the daemon, and alerts printed as a nurse reads them
+## (make demo DEMO_ARGS=--alarm-manager: every alert also as IHE PCD-04 to an alarm-manager double)
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/vitalwatch demo
+	$(BIN)/vitalwatch demo $(DEMO_ARGS)
 
 ## test: lint, strict typing, and the whole test suite against a real Mosquitto
 test: $(STAMP)

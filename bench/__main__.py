@@ -22,6 +22,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.sd_budget",
     "bench.snapshot_budget",
     "bench.journal_budget",
+    "bench.pcd04",
 )
 
 

@@ -17,6 +17,10 @@ Layout (``config/example.toml`` is the documented example)::
     [alarms]    the alarm table (see vitalwatch.engine.table)
     [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options,
                 eui64, location (an ``mllp://HOST:PORT`` url: a network HL7 sender, routed by one of them)
+    [[alert_reporters]]  id, host, port, sending_application, sending_facility, eui64,
+                receiving_application, receiving_facility, processing_id, profile_id, point_of_care,
+                facility, ack_timeout_s, unreachable_alarm_s, [alert_reporters.patient_ids] (bed = id),
+                [alert_reporters.tls] as [mqtt.tls]  (IHE PCD-04 to a hospital alarm manager; none by default)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from vitalwatch.errors import ConfigError, ConfigProblem
 from vitalwatch.link.mllp_routing import is_mllp_url, normalise_eui64, normalise_location, parse_mllp_url
 
 __all__ = [
+    "AlertReporterConfig",
     "BedConfig",
     "Config",
     "DeviceConfig",
@@ -126,6 +131,39 @@ class BedConfig:
     devices: tuple[DeviceConfig, ...]
 
 
+# The IHE PCD ACM profile of PCD-04 (MSH-21): IHE's OID arc for PCD transactions, .4 = PCD-04.
+PCD04_PROFILE_ID = "IHE_PCD_ACM_001^IHE PCD^1.3.6.1.4.1.19376.1.6.4.4^ISO"
+_EUI64_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
+# HL7 text we put in a field as is: no delimiters, no control characters (a typo is refused, not escaped).
+_HL7_TEXT_RE = re.compile(r"^[^|^~\\&\x00-\x1f\x7f]{0,64}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertReporterConfig:
+    """One hospital alarm manager that receives every alert transition as IHE PCD-04 (ORU^R40).
+
+    Off unless configured. ``patient_ids`` maps a bed to the identifier the clinic chose to send
+    in PID-3; a bed without one is sent with no patient identifier at all (the default).
+    """
+
+    id: str
+    host: str
+    port: int = 2575
+    tls: TlsConfig | None = None
+    sending_application: str = "VITALWATCH"
+    sending_facility: str = ""  # default: the site
+    eui64: str | None = None  # the gateway's EUI-64 (MSH-3, OBR-3), upper-case hex
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    processing_id: str = "P"
+    profile_id: str = PCD04_PROFILE_ID
+    point_of_care: str = ""  # PV1-3.1; default: the site
+    facility: str = ""  # PV1-3.4
+    ack_timeout_s: float = 5.0
+    unreachable_alarm_s: float = 15.0
+    patient_ids: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     site: str
@@ -134,6 +172,7 @@ class Config:
     state: StateConfig
     beds: tuple[BedConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
+    alert_reporters: tuple[AlertReporterConfig, ...] = ()
     alarms: Any  # vitalwatch.engine.table.AlarmTable, typed loosely to keep import order simple
     source: Path | None = None
 
@@ -256,8 +295,10 @@ class _Reader:
             self.problem(name, "unknown key")
 
 
-def _tls(data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | None) -> TlsConfig:
-    r = _Reader(data, "mqtt.tls", problems)
+def _tls(
+    data: Mapping[str, Any], problems: list[ConfigProblem], base: Path | None, key: str = "mqtt.tls"
+) -> TlsConfig:
+    r = _Reader(data, key, problems)
     tls = TlsConfig(
         ca_file=r.file("ca_file", base, must_exist=True),
         cert_file=r.file("cert_file", base, must_exist=True),
@@ -306,6 +347,94 @@ def _command(r: _Reader, name: str) -> tuple[str, ...] | None:
         r.problem(name, "must be a non-empty list of non-empty strings (program and arguments)")
         return None
     return tuple(value)
+
+
+def _hl7_text(r: _Reader, name: str, default: str) -> str:
+    """A short HL7 field value written as is: no ``|^~\\&`` delimiters and no control characters."""
+    value = r.string(name)
+    if value is None:
+        return default
+    if not _HL7_TEXT_RE.match(value):
+        r.problem(
+            name, f"must be at most 64 characters without | ^ ~ \\ & or control characters, got {value!r}"
+        )
+        return default
+    return value
+
+
+def _alert_reporter(
+    data: Mapping[str, Any],
+    key: str,
+    problems: list[ConfigProblem],
+    base: Path | None,
+    beds: tuple[BedConfig, ...],
+) -> AlertReporterConfig | None:
+    r = _Reader(data, key, problems)
+    before = len(problems)
+    rep_id = r.ident("id")
+    host = r.string("host", required=True)
+    if host is not None and not host.strip():
+        r.problem("host", "must not be empty (the alarm manager's name or address)")
+    tls_data = r.table("tls")
+    eui64 = r.string("eui64")
+    if eui64 is not None and not _EUI64_RE.match(eui64):
+        r.problem("eui64", f"must be 16 hex digits (the gateway's EUI-64), got {eui64!r}")
+    profile_id = r.string("profile_id", PCD04_PROFILE_ID) or ""
+    if not profile_id or any(c in profile_id for c in "|~\\&\r\n"):
+        r.problem("profile_id", f"must be an HL7 EI (components split by ^), got {profile_id!r}")
+    ids: dict[str, str] = {}
+    known = {b.id for b in beds}
+    for bed, value in (r.table("patient_ids") or {}).items():
+        if bed not in known:
+            problems.append(ConfigProblem(f"{key}.patient_ids.{bed}", "no such bed"))
+        elif not isinstance(value, str) or not _HL7_TEXT_RE.match(value) or not value:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.patient_ids.{bed}",
+                    f"must be 1-64 characters without | ^ ~ \\ & or control characters, got {value!r}",
+                )
+            )
+        else:
+            ids[bed] = value
+    cfg = AlertReporterConfig(
+        id=rep_id or "",
+        host=(host or "").strip(),
+        port=r.integer("port", 2575, 1, 65535),
+        tls=_tls(tls_data, problems, base, f"{key}.tls") if tls_data is not None else None,
+        sending_application=_hl7_text(r, "sending_application", "VITALWATCH"),
+        sending_facility=_hl7_text(r, "sending_facility", ""),
+        eui64=eui64.upper() if eui64 is not None else None,
+        receiving_application=_hl7_text(r, "receiving_application", ""),
+        receiving_facility=_hl7_text(r, "receiving_facility", ""),
+        processing_id=r.choice("processing_id", "P", ("P", "D", "T")),
+        profile_id=profile_id,
+        point_of_care=_hl7_text(r, "point_of_care", ""),
+        facility=_hl7_text(r, "facility", ""),
+        ack_timeout_s=r.number("ack_timeout_s", 5.0, 0.1, 120.0),
+        unreachable_alarm_s=r.number("unreachable_alarm_s", 15.0, 0.5, 3600.0),
+        patient_ids=ids,
+    )
+    r.finish()
+    return cfg if len(problems) == before else None
+
+
+def _alert_reporters(
+    r: _Reader, problems: list[ConfigProblem], base: Path | None, beds: tuple[BedConfig, ...]
+) -> tuple[AlertReporterConfig, ...]:
+    reporters: list[AlertReporterConfig] = []
+    seen: set[str] = set()
+    for i, data in enumerate(r.tables("alert_reporters")):
+        key = f"alert_reporters[{i}]"
+        raw_id = data.get("id")
+        if isinstance(raw_id, str) and raw_id in seen:
+            problems.append(ConfigProblem(f"{key}.id", f"duplicate alert reporter id {raw_id!r}"))
+            continue
+        if isinstance(raw_id, str):
+            seen.add(raw_id)
+        cfg = _alert_reporter(data, key, problems, base, beds)
+        if cfg is not None:
+            reporters.append(cfg)
+    return tuple(reporters)
 
 
 def _serial(r: _Reader, defaults: SerialSettings) -> SerialSettings:
@@ -510,6 +639,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)
     _mllp_routes(beds, problems)
+    reporters = _alert_reporters(r, problems, base, beds)
     r.finish()
     if problems:
         raise ConfigError(problems)
@@ -522,6 +652,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         beds=beds,
         alarms=alarms,
         metrics=metrics,
+        alert_reporters=reporters,
         source=source,
     )
 
@@ -540,6 +671,13 @@ def unreadable_files(config: Config) -> list[ConfigProblem]:
             ("mqtt.tls.cert_file", tls.cert_file),
             ("mqtt.tls.key_file", tls.key_file),
         ]
+    for i, rep in enumerate(config.alert_reporters):
+        if rep.tls is not None:
+            files += [
+                (f"alert_reporters[{i}].tls.ca_file", rep.tls.ca_file),
+                (f"alert_reporters[{i}].tls.cert_file", rep.tls.cert_file),
+                (f"alert_reporters[{i}].tls.key_file", rep.tls.key_file),
+            ]
     problems: list[ConfigProblem] = []
     for key, path in files:
         if path is None:

@@ -22,6 +22,7 @@ from vitalwatch.config import Config, parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME
 from vitalwatch.simulators import make_simulator
+from vitalwatch.simulators.alarm_manager import AlarmManagerDouble, Report
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
 from vitalwatch.station.embedded_ws import amqtt_ws_listener, demo_station
@@ -52,16 +53,32 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def demo_config(host: str, port: int, device_url: str, state_dir: Path) -> Config:
-    """The daemon's configuration for the demo: one chair with one Masimo Rad-8."""
-    return parse_config(
-        {
-            "site": SITE,
-            "mqtt": {"host": host, "port": port, "heartbeat_s": 5.0},
-            "logging": {"level": "warning"},
-            "state": {"directory": str(state_dir)},
-            "beds": [{"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": device_url}]}],
-        }
+def demo_config(
+    host: str, port: int, device_url: str, state_dir: Path, *, alarm_manager_port: int | None = None
+) -> Config:
+    """The daemon's configuration for the demo: one chair with one Masimo Rad-8 (and, with
+    ``alarm_manager_port``, IHE PCD-04 reports to an alarm manager on loopback)."""
+    data: dict[str, object] = {
+        "site": SITE,
+        "mqtt": {"host": host, "port": port, "heartbeat_s": 5.0},
+        "logging": {"level": "warning"},
+        "state": {"directory": str(state_dir)},
+        "beds": [{"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": device_url}]}],
+    }
+    if alarm_manager_port is not None:
+        data["alert_reporters"] = [
+            {"id": "demo-am", "host": "127.0.0.1", "port": alarm_manager_port, "point_of_care": "DEMO"}
+        ]
+    return parse_config(data)
+
+
+def pcd04_line(report: Report) -> str:
+    """One ORU^R40 the alarm-manager double accepted, as read back by python-hl7."""
+    return (
+        f"alarm manager <- ORU^R40 {report.alert_id} #{report.counter}"
+        f" {report.facet('MDC_ATTR_EVENT_PHASE')}/{report.facet('MDC_ATTR_ALARM_STATE')}"
+        f" {report.facet('MDC_ATTR_ALARM_PRIORITY')} {report.facet('MDC_ATTR_ALERT_TYPE')}"
+        f" {report.field('OBX1.F5.R1.C4')} at {report.field('PV1.F3.R1.C3')}: {report.field('OBX1.F5.R1.C9')}"
     )
 
 
@@ -129,12 +146,14 @@ async def run_demo(
     station_port: int = 8080,
     out: TextIO = sys.stdout,
     state_dir: Path | None = None,
+    alarm_manager: bool = False,
 ) -> int:
     """Run the whole chain for ``duration`` wall seconds; the state directory is kept afterwards.
 
     Kept so an engineer can try ``vitalwatch status``, ``report`` and ``export`` on the session
     the demo just ran (a new ``vitalwatch-demo-*`` folder under the temporary directory unless
-    ``state_dir`` names one). Returns 1 if a part of the chain failed.
+    ``state_dir`` names one). Returns 1 if a part of the chain failed. ``alarm_manager``: an
+    alarm-manager double in-process receives every alert as IHE PCD-04 too and prints it.
     """
     try:
         story = get_scenario(scenario)
@@ -170,7 +189,17 @@ async def run_demo(
                 )
             endpoint = await stack.enter_async_context(serve_pty(sim, speed=speed))
             print(f"simulated Masimo Rad-8 ({scenario}) on {endpoint.url}", file=out, flush=True)
-            daemon = Daemon(demo_config(host, port, endpoint.url, state_dir))
+            manager_port = None
+            if alarm_manager:
+                double = AlarmManagerDouble(on_report=lambda r: print(pcd04_line(r), file=out, flush=True))
+                await stack.enter_async_context(double)
+                manager_port = double.port
+                print(
+                    f"alarm-manager double (IHE PCD-04, MLLP) on 127.0.0.1:{manager_port}",
+                    file=out,
+                    flush=True,
+                )
+            daemon = Daemon(demo_config(host, port, endpoint.url, state_dir, alarm_manager_port=manager_port))
             ready = asyncio.Event()
             tasks = [
                 asyncio.create_task(nurse_view(host, port, out, ready), name="nurse-view"),

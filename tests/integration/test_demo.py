@@ -86,3 +86,45 @@ async def test_demo_alerts_the_nurse_stops_on_sigterm_and_keeps_its_state(tmp_pa
     assert 0 == report.returncode, report.stderr
     html = [line for line in report.stdout.splitlines() if line.endswith(".html")]
     assert 1 == len(html) and await asyncio.to_thread(os.path.isfile, html[0]), report.stdout
+
+
+def is_pcd04_high(line: str) -> bool:
+    """The double's line for an ORU^R40 it accepted: a HIGH physiological alert starting."""
+    return line.startswith("alarm manager <- ORU^R40") and " start/active PH SP " in line
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_demo_with_an_alarm_manager_shows_it_receiving_pcd04(tmp_path: Path) -> None:
+    """``vitalwatch demo --alarm-manager``: the HIGH alert reaches the nurse view and the double (ORU^R40)."""
+    proc = await asyncio.create_subprocess_exec(
+        *VITALWATCH,
+        "demo",
+        "--alarm-manager",
+        "--speed",
+        "10",
+        "--duration",
+        "120",
+        "--state-dir",
+        str(tmp_path / "demo-state"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            while not (
+                any(is_pcd04_high(line) for line in seen) and any(is_high_raised(line) for line in seen)
+            ):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"demo ended early: {seen}"
+                seen.append(line)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert 0 == proc.returncode, err.decode()
+    assert any(line.startswith("alarm-manager double (IHE PCD-04, MLLP) on 127.0.0.1:") for line in seen)

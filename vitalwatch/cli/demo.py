@@ -26,6 +26,11 @@ def register(sub: Any) -> None:
         type=Path,
         help="where the daemon keeps its state (default: a new vitalwatch-demo-* temporary folder); kept",
     )
+    parser.add_argument(
+        "--alarm-manager",
+        action="store_true",
+        help="also report every alert as IHE PCD-04 to an alarm-manager double in-process and print it",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,6 +60,7 @@ async def _main(args: argparse.Namespace) -> int:
                 broker=args.broker,
                 scenario=args.scenario,
                 state_dir=args.state_dir,
+                alarm_manager=args.alarm_manager,
             )
     except asyncio.CancelledError:
         print("demo interrupted", file=sys.stderr)

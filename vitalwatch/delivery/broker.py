@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import aiomqtt
 
-from vitalwatch.config import MqttConfig
+from vitalwatch.config import MqttConfig, TlsConfig
 
 __all__ = [
     "CREDENTIAL_NAME",
     "ClientFactory",
     "MqttClient",
     "aiomqtt_factory",
+    "client_tls_context",
     "cut_connection",
     "message_bytes",
     "no_delay",
@@ -93,14 +94,19 @@ def read_password(path: Path | None, environ: Mapping[str, str] | None = None) -
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """TLS with hostname verification on unless the configuration turns it off."""
-    if cfg.tls is None:
+    """TLS to the broker with hostname verification on unless the configuration turns it off."""
+    return client_tls_context(cfg.tls)
+
+
+def client_tls_context(tls: TlsConfig | None) -> ssl.SSLContext | None:
+    """A TLS 1.2+ client context from a ``[...tls]`` table (broker or alarm manager); None without one."""
+    if tls is None:
         return None
-    ctx = ssl.create_default_context(cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
-        ctx.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
-    ctx.check_hostname = cfg.tls.verify_hostname
+    if tls.cert_file is not None and tls.key_file is not None:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    ctx.check_hostname = tls.verify_hostname
     return ctx
 
 

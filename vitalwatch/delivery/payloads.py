@@ -72,7 +72,11 @@ ERROR_CODES: tuple[str, ...] = (
 )
 
 # Local technical alarms a status may list (the gateway's own health, not the patient's).
-TECHNICAL_ALARMS: tuple[str, ...] = ("broker_unreachable", "persistence_degraded")
+TECHNICAL_ALARMS: tuple[str, ...] = (
+    "broker_unreachable",
+    "persistence_degraded",
+    "alarm_manager_unreachable",
+)
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
 _PARAMETER_MDC = {

@@ -9,6 +9,12 @@ same ``alert_id`` and ``seq`` (receivers de-duplicate on that pair).
 How and when each write reaches the disk (fsync policy, the writer thread, held and deferred
 writes) is :mod:`vitalwatch.delivery.writer`; this module is what the file holds.
 
+Other consumers of the journalled transitions (the IHE PCD-04 alert reporters,
+:mod:`vitalwatch.delivery.alarm_manager`) register a :class:`JournalTap`: what they must send is
+written in the *same* transaction as the outbox row (``report_outbox``, one row per reporter and
+transition), so a transition is on disk for every destination or for none, and each destination
+marks its own rows delivered.
+
 SD-card wear (docs/operations.md, "SD-card write budget"; ``python -m bench.journal_budget``):
 a WAL commit appends one frame per page it touched and a checkpoint copies each touched page
 again, so the cost of a transition is pages x page size, not row bytes. Hence: new files
@@ -30,12 +36,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import structlog
 
 from vitalwatch import strict_json
-from vitalwatch.delivery.writer import DEFER_S, MAX_HELD, RETRY_S, JournalWriter
+from vitalwatch.delivery.writer import DEFER_S, MAX_HELD, RETRY_S, JournalWriter, Work
 
-__all__ = ["DB_NAME", "PAGE_SIZE", "PendingRow", "Store"]
+__all__ = ["DB_NAME", "PAGE_SIZE", "JournalTap", "PendingRow", "ReportRow", "Store"]
 
 DB_NAME = "vitalwatch.sqlite3"
 # Page size of a NEW database file (SQLite fixes it once the file is in WAL mode). Every commit
@@ -44,6 +52,8 @@ PAGE_SIZE = 1024
 # Delivered rows kept for `vitalwatch status`/audit; older ones are pruned at start so the
 # file stays small on an SD card.
 KEEP_DELIVERED = 10_000
+log = structlog.get_logger("vitalwatch.delivery.store")
+
 # Request ids remembered per bed to refuse replayed commands; bounded like every buffer.
 KEEP_REQUESTS = 10_000
 
@@ -64,7 +74,36 @@ CREATE TABLE IF NOT EXISTS requests(
     bed TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(bed, request_id));
 CREATE TABLE IF NOT EXISTS snapshot(
     bed TEXT PRIMARY KEY, written REAL NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS report_outbox(
+    id INTEGER PRIMARY KEY,
+    reporter TEXT NOT NULL, bed TEXT NOT NULL, alert_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    counter INTEGER NOT NULL, rank INTEGER NOT NULL, final INTEGER NOT NULL, message TEXT NOT NULL,
+    created REAL NOT NULL, delivered REAL,
+    UNIQUE(reporter, bed, alert_id, seq));
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One journalled message of an alert reporter (``report_outbox``), as loaded at start."""
+
+    bed: str
+    alert_id: str
+    seq: int
+    counter: int  # the alert's update counter: 0 for its first report, +1 per transition
+    rank: int
+    final: bool  # the alert ended with this transition
+    message: str  # the encoded message, sent byte for byte again after an outage
+
+
+class JournalTap(Protocol):
+    """Another destination of every alert transition :meth:`Store.record` journals."""
+
+    def journal(self, bed: str, payload: dict[str, Any]) -> Work | None:
+        """(Loop thread) this destination's rows for ``payload``, committed with the outbox row."""
+
+    def journalled(self, persisted: asyncio.Future[bool | None]) -> None:
+        """(Loop thread) the transaction of the last :meth:`journal` call was submitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +140,26 @@ class Store(JournalWriter):
             retry_s=retry_s,
             max_held=max_held,
         )
+        self._taps: list[JournalTap] = []
+
+    def add_tap(self, tap: JournalTap) -> None:
+        """Journal every later transition for ``tap`` too (in the same transaction)."""
+        self._taps.append(tap)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
         conn.execute(
             "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
             "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
+            (KEEP_DELIVERED,),
+        )
+        # Delivered reports beyond the newest KEEP_DELIVERED go, except the last row of an alert
+        # that has not ended: its update counter continues from there after a restart.
+        conn.execute(
+            "DELETE FROM report_outbox WHERE delivered IS NOT NULL AND id NOT IN "
+            "(SELECT id FROM report_outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?) "
+            "AND id NOT IN (SELECT max(id) FROM report_outbox GROUP BY reporter, bed, alert_id "
+            "HAVING max(final) = 0)",
             (KEEP_DELIVERED,),
         )
 
@@ -127,6 +180,8 @@ class Store(JournalWriter):
         tr = strict_json.dumps(transition, what="outbox", separators=(",", ":"), sort_keys=True)
         created = time.time()
 
+        taps = [w for w in (self._tap_work(tap, bed, payload) for tap in self._taps) if w is not None]
+
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR IGNORE INTO outbox(bed, alert_id, seq, rank, clears, payload, created) "
@@ -141,8 +196,62 @@ class Store(JournalWriter):
                     "ON CONFLICT(bed, alert_id) DO UPDATE SET transition=excluded.transition",
                     (bed, alert_id, tr),
                 )
+            for tap_work in taps:
+                tap_work(conn)
 
-        return self._record(work)
+        persisted = self._record(work)
+        for tap in self._taps:
+            try:
+                tap.journalled(persisted)
+            except Exception:  # another destination's bug must not cost the MQTT alert
+                log.exception("journal_tap.failed", alert_id=alert_id, seq=seq)
+        return persisted
+
+    @staticmethod
+    def _tap_work(tap: JournalTap, bed: str, payload: dict[str, Any]) -> Work | None:
+        try:
+            return tap.journal(bed, payload)
+        except Exception:  # another destination's bug must not cost the MQTT alert
+            log.exception("journal_tap.failed", alert_id=payload.get("alert_id"), seq=payload.get("seq"))
+            return None
+
+    @staticmethod
+    def report_row(reporter: str, row: ReportRow) -> Work:
+        """The work that journals one reporter message (a :class:`JournalTap` returns it)."""
+        created = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO report_outbox(reporter, bed, alert_id, seq, counter, rank, final, "
+                "message, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    reporter,
+                    row.bed,
+                    row.alert_id,
+                    row.seq,
+                    row.counter,
+                    row.rank,
+                    int(row.final),
+                    row.message,
+                    created,
+                ),
+            )
+
+        return work
+
+    def report_delivered(
+        self, reporter: str, bed: str, alert_id: str, seq: int
+    ) -> asyncio.Future[bool | None]:
+        """The alarm manager accepted this message (deferred, like :meth:`delivered`)."""
+        at = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE report_outbox SET delivered=? WHERE reporter=? AND bed=? AND alert_id=? AND seq=?",
+                (at, reporter, bed, alert_id, seq),
+            )
+
+        return self._defer(work)
 
     def delivered(self, bed: str, alert_id: str, seq: int) -> asyncio.Future[bool | None]:
         """The broker acknowledged (alert_id, seq): it will not be sent again after a restart (deferred)."""
@@ -239,6 +348,24 @@ class Store(JournalWriter):
             return None
         written, state = rows[0]
         return float(written), bytes(state) if isinstance(state, bytes | memoryview) else str(state).encode()
+
+    def report_pending(self, reporter: str) -> list[ReportRow]:
+        """Messages of ``reporter`` not accepted yet, in journal order (read once at start, blocking)."""
+        rows = self._read(
+            "SELECT bed, alert_id, seq, counter, rank, final, message FROM report_outbox "
+            "WHERE reporter=? AND delivered IS NULL ORDER BY id",
+            (reporter,),
+        )
+        return [ReportRow(b, a, s, c, r, bool(f), m) for b, a, s, c, r, f, m in rows]
+
+    def report_counters(self, reporter: str) -> dict[str, tuple[int, int]]:
+        """Alerts of ``reporter`` that have not ended: ``alert_id -> (last counter, last seq)``."""
+        rows = self._read(
+            "SELECT alert_id, max(counter), max(seq) FROM report_outbox WHERE reporter=? "
+            "GROUP BY alert_id HAVING max(final) = 0",
+            (reporter,),
+        )
+        return {alert_id: (int(counter), int(seq)) for alert_id, counter, seq in rows}
 
     def requests(self, bed: str) -> list[str]:
         """Request ids of accepted commands, oldest first (refused as replays after a restart)."""

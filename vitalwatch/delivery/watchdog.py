@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
+from prometheus_client import Gauge
 
 from vitalwatch.delivery.lanes import Lanes
 from vitalwatch.ops.metrics import OUTBOX_OLDEST_AGE
@@ -30,9 +31,22 @@ class UnreachableWatchdog:
     ``limit_s`` and calls ``on_change(stuck)`` when the verdict flips.
     """
 
-    def __init__(self, lanes: Lanes, *, bed: str, limit_s: float, on_change: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        lanes: Lanes,
+        *,
+        bed: str,
+        limit_s: float,
+        on_change: Callable[[bool], None],
+        oldest_age: Gauge | None = None,
+        destination: str = "broker",
+    ) -> None:
+        """``oldest_age`` and ``destination`` (log events ``{destination}.unreachable``) let another
+        sender watch its own lanes the same way (the PCD-04 reporter); defaults: the bed's broker."""
         self._lanes = lanes
         self._bed = bed
+        self._age = oldest_age if oldest_age is not None else OUTBOX_OLDEST_AGE.labels(bed)
+        self._destination = destination
         self._limit = limit_s
         self._on_change = on_change
         self.connected = False
@@ -71,15 +85,17 @@ class UnreachableWatchdog:
             now = loop.time()
             since = self.stuck_since()
             oldest = self._lanes.oldest_queued_at()
-            OUTBOX_OLDEST_AGE.labels(self._bed).set(0.0 if oldest is None else now - oldest)
+            self._age.set(0.0 if oldest is None else now - oldest)
             stuck = since is not None and now - since >= self._limit
             if stuck != self.unreachable:
                 self.unreachable = stuck
                 if stuck:
                     log.error(
-                        "broker.unreachable", seconds=round(now - (since or now), 1), pending=len(self._lanes)
+                        f"{self._destination}.unreachable",
+                        seconds=round(now - (since or now), 1),
+                        pending=len(self._lanes),
                     )
                 else:
-                    log.info("broker.reachable", pending=len(self._lanes))
+                    log.info(f"{self._destination}.reachable", pending=len(self._lanes))
                 self._on_change(stuck)
             await asyncio.sleep(min(0.5, self._limit / 4))

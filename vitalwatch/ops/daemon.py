@@ -46,6 +46,7 @@ from vitalwatch.continuity.statestore import (
     seed_engine,
     transition_from_json,
 )
+from vitalwatch.delivery.alarm_manager import UNREACHABLE_ALARM, AlertReporters
 from vitalwatch.delivery.commands import CommandHandler
 from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
 from vitalwatch.delivery.publisher import BedPublisher
@@ -171,6 +172,10 @@ class Daemon:
         self.phase_start: dict[str, float] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
+        # IHE PCD-04 to hospital alarm managers: one more consumer of the store's journalled transitions.
+        self.reporters = AlertReporters(
+            config, self.store, on_unreachable=lambda up: self.local_alarms.set(UNREACHABLE_ALARM, "*", up)
+        )
         self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
         self.records: dict[str, SessionLog] = {}
         self.snapshots: dict[str, SnapshotWriter] = {}
@@ -424,6 +429,7 @@ class Daemon:
                             name = f"device[{bed_id}/{dev_id}]"
                             start(supervise(name, link.run, link.task_crashed), name)
                 start(self._ticker(), "ticker")
+                start(self.reporters.run(), "alert-reporters")
                 start(hk.run(), "housekeeping")
                 hk.ready()
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)

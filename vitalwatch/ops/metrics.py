@@ -18,6 +18,14 @@ __all__ = [
     "NON_FINITE_VALUES",
     "OUTBOX_OLDEST_AGE",
     "OUTBOX_PENDING",
+    "PCD04_ACK_LATENCY",
+    "PCD04_DELIVERED",
+    "PCD04_DISCONNECTS",
+    "PCD04_NAKS",
+    "PCD04_OLDEST_AGE",
+    "PCD04_PENDING",
+    "PCD04_UNREACHABLE",
+    "PCD04_UNREACHABLE_ALARMS",
     "PERSISTENCE_DEGRADED",
     "PERSISTENCE_FAILURES",
     "PUBLISH_ACK_LATENCY",
@@ -71,4 +79,47 @@ PUBLISH_ACK_LATENCY = Histogram(
     "Time from offering an alert transition to the broker to its PUBACK",
     ["bed"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+# IHE PCD-04 alert reporters (one label value per configured [[alert_reporters]] id).
+PCD04_PENDING = Gauge(
+    "vitalwatch_pcd04_pending",
+    "Alert reports not yet accepted (AA) by the alarm manager",
+    ["reporter"],
+)
+PCD04_OLDEST_AGE = Gauge(
+    "vitalwatch_pcd04_oldest_age_seconds",
+    "Age of the oldest alert report waiting for the alarm manager (0 when none)",
+    ["reporter"],
+)
+PCD04_DELIVERED = Counter(
+    "vitalwatch_pcd04_delivered",
+    "Alert reports accepted by the alarm manager (ACK with AA or CA)",
+    ["reporter"],
+)
+PCD04_NAKS = Counter(
+    "vitalwatch_pcd04_naks",
+    "Alert reports the alarm manager refused (MSA-1 AE, AR, CE or CR); each is sent again",
+    ["reporter", "code"],
+)
+PCD04_DISCONNECTS = Counter(
+    "vitalwatch_pcd04_disconnects",
+    "Connections to the alarm manager that failed or were dropped, by reason",
+    ["reporter", "reason"],
+)
+PCD04_ACK_LATENCY = Histogram(
+    "vitalwatch_pcd04_ack_latency_seconds",
+    "Time from writing an alert report to the alarm manager's ACK",
+    ["reporter"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PCD04_UNREACHABLE = Gauge(
+    "vitalwatch_pcd04_unreachable",
+    "1 while alert reports could not be delivered for longer than alert_reporters.unreachable_alarm_s",
+    ["reporter"],
+)
+PCD04_UNREACHABLE_ALARMS = Counter(
+    "vitalwatch_pcd04_unreachable_alarms",
+    "Times the alarm-manager-unreachable technical alarm was raised",
+    ["reporter"],
 )
