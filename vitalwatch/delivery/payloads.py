@@ -76,6 +76,7 @@ TECHNICAL_ALARMS: tuple[str, ...] = (
     "broker_unreachable",
     "persistence_degraded",
     "alarm_manager_unreachable",
+    "device_silent",
 )
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
