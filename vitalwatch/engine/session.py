@@ -12,22 +12,23 @@ Pure and deterministic: no I/O, no clock reads. ``now`` is monotonic seconds; a 
 earlier than one already seen is treated as the latest seen (a virtual clock never runs
 back). The session starts in phase ``baseline`` at the first call.
 
-Validity: a device's values are unusable while a status of
-:data:`~vitalwatch.drivers.vocabulary.UNRELIABLE_STATUSES` is on for it. For a ``multi``
-device (oximeter and cuff in one box) the cuff statuses (cuff_error, cuff_overpressure) spoil
-only its NIBP, the device-wide ones (sensor_fault, calibrating, demo, device_fault) spoil
-everything, and the rest spoil only its SpO2/pulse. Physiological rules never see an invalid
-value; they see time pass without valid signal, which pauses their timers.
+Validity is :mod:`vitalwatch.engine.validity` (one rule, which the bed session also asks
+through :meth:`BedEngine.is_valid` for the vitals topic and the session record). Physiological
+rules never see an invalid value; they see time pass without valid signal, which pauses their
+timers. A device whose link goes down loses its statuses: its next driver starts afresh and
+reports every status still on as a new edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
+from vitalwatch.engine.book_state import book_from_state, book_to_state
 from vitalwatch.engine.discharge import discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
@@ -43,15 +44,13 @@ from vitalwatch.engine.rules import (
     word,
 )
 from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
+from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
+from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
 from vitalwatch.engine.vocabulary import PHASES
 
 __all__ = ["BedEngine"]
 
-_OXI_KINDS = ("spo2", "pulse_rate")
-_NIBP_KINDS = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
-_CUFF_STATUSES = frozenset({"cuff_error", "cuff_overpressure"})
-_DEVICE_WIDE = frozenset({"sensor_fault", "calibrating", "demo", "device_fault"})
 
 
 class BedEngine:
@@ -80,7 +79,7 @@ class BedEngine:
         self._phase = "baseline"
         self._phase_start = 0.0
         self.phase_starts: dict[str, float] = {}
-        self._signals = {p: Signal(p, table.sample_hold_s) for p in _OXI_KINDS}
+        self._signals = {p: Signal(p, table.sample_hold_s) for p in OXI_KINDS}
         self._statuses: dict[str, set[str]] = {d: set() for d in devices}
         self._last_bytes: dict[str, float] = {}
         self._port_down: set[str] = set()
@@ -118,10 +117,10 @@ class BedEngine:
             self._last_bytes[device] = now
         role = self._roles.get(device, "multi")
         match event:
-            case Observation(kind=kind, value=value) if kind in _OXI_KINDS and measures_oximetry(role):
+            case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
                 valid = value is not None and not self._unreliable(device, "oxi")
                 self._on_sample(kind, Sample(now, value, valid, device))
-            case Observation(kind=kind, value=value) if kind in _NIBP_KINDS and measures_nibp(role):
+            case Observation(kind=kind, value=value) if kind in NIBP_KINDS and measures_nibp(role):
                 unreliable = self._unreliable(device, "nibp")
                 for done in self._assembler.add(device, kind, value, unreliable, now):
                     out.extend(self._on_reading(*done))
@@ -138,6 +137,14 @@ class BedEngine:
                 pass
         return out + self._evaluate(now)
 
+    def is_valid(self, device: str, observation: Observation) -> bool:
+        """Whether ``observation`` from ``device`` is a usable value, under the statuses seen so far.
+
+        The bed session asks this before it hands the observation to :meth:`observe`, so the
+        vitals topic and the session record call valid exactly what the rules use.
+        """
+        return observation.value is not None and not self._unreliable(device, part_of(observation.kind))
+
     def bytes_seen(self, device: str, now: float) -> None:
         """Bytes arrived from ``device`` (even undecodable ones): its link is alive."""
         if not self._started:
@@ -151,6 +158,7 @@ class BedEngine:
             self._port_down.discard(device)
         else:
             self._port_down.add(device)
+            self._statuses[device] = set()  # the next driver reports what is still on
         return out + self._evaluate(self._now)
 
     def set_phase(self, phase: str, now: float) -> list[Output]:
@@ -178,28 +186,106 @@ class BedEngine:
         out.append(PhaseChanged(t=now, bed=self.bed, phase=phase, previous=previous))
         if phase == "ended":
             out.extend(self._book.clear_all(now, self._ctx(now)))
-        return out + self._evaluate(now)
+        out.extend(self._evaluate(now))
+        if phase == "ended":  # the session ended: adopted alarms end too, latched ones included
+            out.extend(self._book.orphans.clear_all(now, phase))
+        return out
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
         """A nurse acknowledged ``alert_id`` (``"*"``: every active alarm of the bed)."""
         out = self._enter(now)
         out.extend(self._book.acknowledge(alert_id, by, self._now, self._ctx(self._now)))
-        return out + self._evaluate(self._now)
+        out.extend(self._evaluate(self._now))
+        if self._book.orphans:
+            out.extend(self._book.orphans.acknowledge(alert_id, by, now, self._phase))
+        return out
 
     def tick(self, now: float) -> list[Output]:
         """Run the timers: sustained delays, re-notify, escalation, overdue, link silence."""
         out = self._enter(now)
-        return out + self._evaluate(self._now)
+        out.extend(self._evaluate(self._now))
+        if self._book.orphans:
+            out.extend(self._book.orphans.expire(now, self._phase))
+        return out
+
+    # ------------------------------------------------------------------ continuity
+    @property
+    def seq(self) -> int:
+        """The seq of this bed's latest alert transition (0 before the first)."""
+        return self._book.seq
+
+    @property
+    def phase_start(self) -> float | None:
+        """When the current phase began (engine time); None until the session started."""
+        return self._phase_start if self._started else None
+
+    def seed(self, *, seq: int, phase_elapsed_s: float | None = None, now: float | None = None) -> None:
+        """Continue an earlier process's session: seq numbering after ``seq``, and the phase clock.
+
+        ``phase_elapsed_s`` (with ``now``) says how long the current phase has been running, so
+        the phase, overdue and overrun clocks count from the real start, not from the restart.
+        """
+        self._book.seed_seq(seq)
+        if phase_elapsed_s is not None:
+            if now is None:
+                raise ValueError("seed: phase_elapsed_s needs now")
+            if not self._started:
+                self._start(now)
+            self._phase_start = now - phase_elapsed_s
+            self.phase_starts[self._phase] = self._phase_start
+
+    def adopt(self, alarms: Sequence[AlertTransition], *, now: float, grace_s: float) -> None:
+        """Alarms a station still shows from an earlier process: continue them when found again.
+
+        See :mod:`vitalwatch.engine.adoption` (same alert_id, a journalled ack applied again;
+        cleared after ``grace_s`` unless latched).
+        """
+        self._book.adopt(alarms, now=now, grace_s=grace_s)
+
+    @property
+    def orphans(self) -> list[AlertTransition]:
+        """Adopted alarms not found again yet."""
+        return self._book.orphans.latest()
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The whole session state as strict JSON data, for :meth:`restore` after a restart.
 
         Records ``taken_at``: the latest time any call gave the engine, or ``now`` (the caller's
-        clock at the snapshot) when later. See :mod:`vitalwatch.engine.snapshot`.
+        clock at the snapshot) when later. Format: :mod:`vitalwatch.engine.snapshot`.
         """
-        from vitalwatch.engine.resume import engine_snapshot
-
-        return engine_snapshot(self, now)
+        rules: dict[str, Any] = {}
+        for rule in self.table.rules:
+            if rule.id in self._sustain:
+                state, kind = self._sustain[rule.id].snapshot(), "sustained"
+            elif rule.id in self._nibp_rules:
+                state, kind = self._nibp_rules[rule.id].snapshot(), "nibp"
+            else:
+                continue
+            rules[rule.id] = {"digest": rule_digest(rule), "type": kind, "state": state}
+        return {
+            "version": VERSION,
+            "taken_at": max([self._now, *self._last_bytes.values(), *([now] if now is not None else [])]),
+            "now": self._now,
+            "bed": self.bed,
+            "devices": dict(self._roles),
+            "older_adult": self._older_adult,
+            "id_counter": self._count,
+            "started": self._started,
+            "phase": self._phase,
+            "phase_start": self._phase_start,
+            "phase_starts": dict(self.phase_starts),
+            "signals": {p: sig.snapshot() for p, sig in self._signals.items()},
+            "nibp_pending": self._assembler.snapshot(),
+            "nibp_readings": self._nibp.snapshot(),
+            "baseline": self._collector.snapshot(),
+            "frozen_baseline": self._frozen.to_state() if self._frozen is not None else None,
+            "rules": rules,
+            "port_down": sorted(self._port_down),
+            "due_requested": sorted(self._due_requested),
+            "discharge_ready": self._discharge_ready,
+            "baseline_requested": self._baseline_requested,
+            "alarms": book_to_state(self._book),
+        }
 
     @classmethod
     def restore(
@@ -219,13 +305,76 @@ class BedEngine:
         count as just connected. ValueError, naming the field, for another version or a missing
         or invalid field. Details: :mod:`vitalwatch.engine.snapshot`.
         """
-        from vitalwatch.engine.resume import restore_engine
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite number, got {now!r}")
+        if not math.isfinite(elapsed_outage_s) or elapsed_outage_s < 0:
+            raise ValueError(f"elapsed_outage_s must be a finite number >= 0, got {elapsed_outage_s!r}")
+        top = StateReader(state, "", 0.0)
+        version = top.raw("version")
+        if version != VERSION:
+            raise ValueError(
+                f"engine snapshot: version: this engine reads version {VERSION}, got {version!r}"
+            )
+        r = StateReader(state, "", now - elapsed_outage_s - top.when("taken_at"))
+        devices = r.text_map("devices")
+        for device, role in devices.items():
+            if role not in ROLES:
+                raise ValueError(
+                    f"engine snapshot: devices.{device}: expected one of {', '.join(ROLES)}, got {role!r}"
+                )
+        engine = cls(table, r.text("bed"), devices, id_factory, older_adult=r.flag("older_adult"))
+        engine._load(r, now)
+        return engine
 
-        return restore_engine(cls, table, state, id_factory, now=now, elapsed_outage_s=elapsed_outage_s)
+    def _load(self, r: StateReader, now: float) -> None:
+        """The rest of :meth:`restore`: every part of the session from its snapshot form."""
+        self._count = r.integer("id_counter")
+        self._started = r.flag("started")
+        self._now = r.when("now")
+        self._phase = r.text("phase", PHASES)
+        self._phase_start = r.when("phase_start")
+        self.phase_starts = r.when_map("phase_starts")
+        for phase in self.phase_starts:
+            if phase not in PHASES:
+                raise ValueError(f"engine snapshot: phase_starts.{phase}: not a phase ({', '.join(PHASES)})")
+        signals = r.child("signals")
+        for p, sig in self._signals.items():
+            sig.restore_state(signals.child(p))
+        self._assembler.restore_state(r, "nibp_pending")
+        self._nibp.restore_state(r, "nibp_readings")
+        self._collector.restore_state(r.child("baseline"))
+        frozen = r.opt_child("frozen_baseline")
+        self._frozen = Baseline.from_state(frozen) if frozen is not None else None
+        self._load_rules(r)
+        self._port_down = set(r.texts("port_down"))
+        self._due_requested = set(r.texts("due_requested"))
+        self._discharge_ready = r.flag("discharge_ready")
+        self._baseline_requested = r.opt_when("baseline_requested")
+        book_from_state(self._book, r.child("alarms"))
+        if self._started:
+            # Just connected: the daemon reopens every port and its drivers report afresh.
+            self._last_bytes = dict.fromkeys(self._roles, now)
+
+    def _load_rules(self, r: StateReader) -> None:
+        """Rule states by id; one whose definition changed (digest) or vanished is left fresh."""
+        digests = {rule.id: rule_digest(rule) for rule in self.table.rules}
+        for rule_id, c in r.child_map("rules").items():
+            digest = c.text("digest")
+            kind = c.text("type", ("sustained", "nibp"))
+            st: SustainState | NibpRuleState = SustainState() if kind == "sustained" else NibpRuleState()
+            st.restore_state(c.child("state"))  # validated even when it is not used
+            if digests.get(rule_id) != digest:
+                continue
+            if isinstance(st, SustainState) and rule_id in self._sustain:
+                self._sustain[rule_id] = st
+            elif isinstance(st, NibpRuleState) and rule_id in self._nibp_rules:
+                self._nibp_rules[rule_id] = st
 
     def active_alarms(self) -> list[AlertTransition]:
-        """The latest transition of each active alarm, in the order they were raised."""
-        return [occ.last for occ in self._book.active() if occ.last is not None]
+        """The latest transition of each active alarm: adopted ones not found again first, then
+        the engine's own in the order they were raised."""
+        mine = [occ.last for occ in self._book.active() if occ.last is not None]
+        return [*self._book.orphans.latest(), *mine] if self._book.orphans else mine
 
     def explain(self, alert_id: str) -> dict[str, Any]:
         """Which rule and which readings caused ``alert_id`` (KeyError when unknown)."""
@@ -300,15 +449,8 @@ class BedEngine:
         return self._phase, now - self._phase_start
 
     # ------------------------------------------------------------------ inputs
-    def _unreliable(self, device: str, what: str) -> bool:
-        statuses = self._statuses.get(device, set()) & UNRELIABLE_STATUSES
-        if not statuses:
-            return False
-        if self._roles.get(device, "multi") != "multi":
-            return True
-        if statuses & _DEVICE_WIDE:
-            return True
-        return bool(statuses & _CUFF_STATUSES) if what == "nibp" else bool(statuses - _CUFF_STATUSES)
+    def _unreliable(self, device: str, part: str) -> bool:
+        return unreliable(self._roles.get(device, "multi"), self._statuses.get(device, set()), part)
 
     def _on_sample(self, parameter: str, sample: Sample) -> None:
         self._signals[parameter].update(sample)
