@@ -15,8 +15,7 @@ back). The session starts in phase ``baseline`` at the first call.
 Validity is :mod:`vitalwatch.engine.validity` (one rule, which the bed session also asks
 through :meth:`BedEngine.is_valid` for the vitals topic and the session record). Physiological
 rules never see an invalid value; they see time pass without valid signal, which pauses their
-timers. A device whose link goes down loses its statuses: its next driver starts afresh and
-reports every status still on as a new edge.
+timers.
 """
 
 from __future__ import annotations
@@ -158,7 +157,6 @@ class BedEngine:
             self._port_down.discard(device)
         else:
             self._port_down.add(device)
-            self._statuses[device] = set()  # the next driver reports what is still on
         return out + self._evaluate(self._now)
 
     def set_phase(self, phase: str, now: float) -> list[Output]:
