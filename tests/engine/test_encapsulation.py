@@ -36,9 +36,9 @@ def engine_private_names() -> set[str]:
                     names.add(node.attr)
             elif isinstance(node, ast.ClassDef):
                 for item in node.body:
-                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                        if _private(item.target.id):
-                            names.add(item.target.id)
+                    target = item.target if isinstance(item, ast.AnnAssign) else None
+                    if isinstance(target, ast.Name) and _private(target.id):
+                        names.add(target.id)
     return names
 
 
