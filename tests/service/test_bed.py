@@ -100,7 +100,7 @@ def test_oximeter_values_are_invalid_under_probe_off_everywhere() -> None:
 
 def test_nibp_request_starts_the_first_commandable_cuff() -> None:
     session, _, _, outputs = bed({"oximeter": ("masimo", "spo2"), "cuff": ("suntech", "nibp")})
-    session.links["cuff"].open(0.0, report=False)
+    session.links["cuff"].open(0.0, report=False)  # the port is open; the engine not yet told
     session.dispatch([NibpRequest(t=1.0, bed="bed-1", reason="confirm BP")])
     assert ["cuff"] == [device for device, data in SENT if data]  # the start command went to the cuff
     assert [] == [o for o in outputs if isinstance(o, NursePrompt)]

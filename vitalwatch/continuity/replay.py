@@ -55,6 +55,7 @@ class ReplayLink:
         self._peer = peer
         name, options = config.driver, dict(config.options)
         self._guard = DriverGuard(lambda: make_driver(name, **options)) if name else None
+        self._started: list[Event] = []  # the driver's start events, until the link-up is reported
         self.connected = False
 
     @property
@@ -62,16 +63,18 @@ class ReplayLink:
         return self._guard.driver if self._guard is not None else None
 
     def open(self, now: float, *, report: bool = True) -> None:
-        """The port opened; ``report`` tells the bed session at once (else :meth:`report_up` does)."""
+        """The port opened and the driver started (a fresh instance, as at every open); ``report``
+        tells the bed session at once, else :meth:`report_up` does (once every port is open)."""
         self.connected = True
+        self._started = self._guard.start(now) if self._guard is not None else []
         if report:
             self.report_up(now)
 
     def report_up(self, now: float) -> None:
-        """Link up for the session, then the driver's start (a fresh instance, as at every open)."""
+        """Link up for the session, then what the driver said at its start (the live order)."""
         self._listener.on_link(self.config.id, True, now, "replay")
-        if self._guard is not None:
-            self._deliver(self._guard.start(now), now)
+        started, self._started = self._started, []
+        self._deliver(started, now)
 
     def close(self, now: float) -> None:
         """The port closed: the driver's last events, then the link down."""
