@@ -25,24 +25,27 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
-from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.book_state import book_from_state, book_to_state
 from vitalwatch.engine.discharge import discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
-from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry, streams
+from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry
+from vitalwatch.engine.rule_state import NibpRuleState, SustainState, sustained_limit
 from vitalwatch.engine.rules import (
-    NibpCheck,
-    NibpRuleState,
-    SustainState,
-    finding_for,
+    FINDERS,
+    BedView,
+    baseline_request_reason,
+    confirm_request_reason,
+    due_request_reason,
+    due_window_met,
+    gate_check,
     nibp_check,
+    nibp_finding,
+    overdue_findings,
     sustained_finding,
-    sustained_limit,
-    word,
 )
-from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
+from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal
 from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
@@ -491,44 +494,41 @@ class BedEngine:
                 self._gate_reading(rule)
         if not reasons:
             return []
-        text = f"confirm BP {fmt(sys_v)}/{fmt(dia_v)} mmHg ({', '.join(reasons)})"
-        return [NibpRequest(t=self._now, bed=self.bed, reason=text)]
+        return [NibpRequest(t=self._now, bed=self.bed, reason=confirm_request_reason(reading, reasons))]
 
     def _gate_reading(self, rule: Rule) -> None:
-        """Start gate: the mean of the last N baseline readings against the gate limits."""
+        """Start gate: judged on the last N baseline readings once there are N."""
         st = self._nibp_rules[rule.id]
         recent = self._collector.readings()[-rule.readings :]
         if len(recent) < rule.readings:
             st.reset()
             return
-        mean_s = sum(r.systolic or 0.0 for r in recent) / len(recent)
-        mean_d = sum(r.diastolic or 0.0 for r in recent) / len(recent)
-        sys_lim = (
-            rule.systolic_above_65 if self._older_adult and rule.systolic_above_65 else rule.systolic_above
-        )
-        s_out = sys_lim is not None and mean_s > sys_lim
-        d_out = rule.diastolic_above is not None and mean_d > rule.diastolic_above
-        st.active = bool(s_out or d_out)
+        st.check = gate_check(rule, recent, older_adult=self._older_adult)
+        st.active = st.check.out
         st.evidence = recent
-        text = (
-            f"Baseline BP {fmt(round(mean_s))}/{fmt(round(mean_d))} mmHg (mean of {len(recent)}) above "
-            f"{fmt(sys_lim)}/{fmt(rule.diastolic_above)} mmHg: physician review before start"
-        )
-        st.check = NibpCheck(
-            st.active,
-            mean_s if s_out or not d_out else mean_d,
-            sys_lim if s_out or not d_out else rule.diastolic_above,
-            text,
-        )
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, now: float) -> list[Output]:
         findings: dict[OccurrenceKey, Finding] = {}
         out: list[Output] = []
+        view = BedView(
+            now=now,
+            phase=self._phase,
+            phase_start=self._phase_start,
+            baseline=self.baseline,
+            frozen=self._frozen,
+            roles=self._roles,
+            statuses=self._statuses,
+            last_data=self._last_bytes,
+            port_down=self._port_down,
+            spo2=self._signals["spo2"],
+            nibp=self._nibp,
+            table=self.table,
+        )
         for rule in self.table.rules:
             if self._phase not in rule.phases:
                 continue
-            for finding in self._rule_findings(rule, now, out):
+            for finding in self._rule_findings(rule, view, out):
                 known = findings.get(finding.key)
                 if known is None or finding.priority.rank > known.priority.rank:
                     findings[finding.key] = finding
@@ -551,190 +551,40 @@ class BedEngine:
         if self._baseline_requested is not None and now - self._baseline_requested < s.nibp_spacing_s:
             return []
         self._baseline_requested = now
-        reason = f"baseline reading {len(readings) + 1} of {s.nibp_readings}"
+        reason = baseline_request_reason(len(readings), s.nibp_readings)
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
-    def _rule_findings(self, rule: Rule, now: float, out: list[Output]) -> list[Finding]:
-        elapsed = now - self._phase_start
-        bl = self.baseline
+    def _rule_findings(self, rule: Rule, v: BedView, out: list[Output]) -> list[Finding]:
+        """What ``rule`` finds true now (messages: :mod:`vitalwatch.engine.rules`)."""
         match rule.type:
             case "sustained":
                 st = self._sustain[rule.id]
-                limit = sustained_limit(rule, bl)
+                limit = sustained_limit(rule, v.baseline)
                 if limit is not None and st.active(rule):
-                    return [sustained_finding(rule, st, limit, bl)]
+                    return [sustained_finding(rule, st, limit, v.baseline)]
+                return []
             case "nibp" | "nibp_gate":
                 nst = self._nibp_rules[rule.id]
-                if nst.active and nst.check is not None:
-                    return [nst.finding(rule)]
-            case "baseline_gate":
-                value = bl.get(rule.parameter or "")
-                if value is not None and rule.limit is not None and compare(rule.compare, value, rule.limit):
-                    label = "SpO2" if rule.parameter == "spo2" else "pulse"
-                    unit = "%" if rule.parameter == "spo2" else "/min"
-                    text = (
-                        f"Baseline {label} {fmt(round(value, 1))} {unit} {word(rule.compare)} "
-                        f"{fmt(rule.limit)} {unit}: review before start"
-                    )
-                    return [
-                        finding_for(
-                            rule, text, value=value, unit=unit, limit=rule.limit, evidence=(bl.describe(),)
-                        )
-                    ]
-            case "signal_lost":
-                oxi = [d for d, role in self._roles.items() if measures_oximetry(role)]
-                if oxi:
-                    # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
-                    lost = self._signals["spo2"].invalid_for(now, self._phase_start)
-                    if lost > rule.after_s:
-                        why = sorted(
-                            set().union(*(self._statuses.get(d, set()) for d in oxi)) & UNRELIABLE_STATUSES
-                        )
-                        reason = f" ({', '.join(why)})" if why else ""
-                        text = f"No valid SpO2/pulse for {fmt(round(lost))} s{reason}"
-                        return [
-                            finding_for(
-                                rule,
-                                text,
-                                value=round(lost, 1),
-                                unit="s",
-                                limit=rule.after_s,
-                                evidence=tuple(f"status {w}" for w in why),
-                            )
-                        ]
-            case "link_lost":
-                found = []
-                for device, role in self._roles.items():
-                    silent = now - self._last_bytes.get(device, now)
-                    # An NIBP module is host-driven and legitimately silent between cycles: only
-                    # its port can be judged here (nibp_overdue covers a cuff that never answers).
-                    continuous = streams(role)
-                    if device in self._port_down or (continuous and silent > rule.after_s):
-                        text = (
-                            f"Port of {device} vanished"
-                            if device in self._port_down
-                            else f"No data from {device} for {fmt(round(silent))} s"
-                        )
-                        found.append(
-                            finding_for(
-                                rule,
-                                text,
-                                value=round(silent, 1),
-                                unit="s",
-                                limit=rule.after_s,
-                                device=device,
-                            )
-                        )
-                return found
-            case "driver_fault":
-                return [
-                    finding_for(rule, f"Driver fault on {device}: restarted", device=device)
-                    for device in self._roles
-                    if "driver_fault" in self._statuses.get(device, ())
-                ]
+                return [nibp_finding(rule, nst)] if nst.active and nst.check is not None else []
             case "nibp_overdue":
-                return self._overdue(rule, now, elapsed, out)
-            case "baseline_incomplete":
-                if self._frozen is not None and not self._frozen.complete:
-                    b, s = self._frozen, self.table.baseline
-                    text = (
-                        f"Infusion started with an incomplete baseline: {b.nibp_count} of "
-                        f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
-                        f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
-                    )
-                    return [finding_for(rule, text, evidence=(b.describe(),))]
-            case "nibp_recovery":
-                last = self._nibp.last_valid()
-                if (
-                    elapsed >= rule.after_s
-                    and last is not None
-                    and bl.systolic is not None
-                    and bl.diastolic is not None
-                    and last.systolic is not None
-                    and last.diastolic is not None
-                ):
-                    s_lim = bl.systolic * (1 + rule.percent / 100)
-                    d_lim = bl.diastolic * (1 + rule.percent / 100)
-                    if last.systolic > s_lim or last.diastolic > d_lim:
-                        text = (
-                            f"BP {fmt(last.systolic)}/{fmt(last.diastolic)} mmHg still above baseline "
-                            f"{fmt(bl.systolic)}/{fmt(bl.diastolic)} + {fmt(rule.percent)} % "
-                            f"at {fmt(round(elapsed / 60))} min after pump stop"
-                        )
-                        s_out = last.systolic > s_lim
-                        return [
-                            finding_for(
-                                rule,
-                                text,
-                                value=last.systolic if s_out else last.diastolic,
-                                unit="mm[Hg]",
-                                limit=round(s_lim if s_out else d_lim, 1),
-                                evidence=(last.describe(), bl.describe()),
-                                device=last.device,
-                            )
-                        ]
-            case "infusion_overrun":
-                if elapsed > self.table.planned_infusion_s:
-                    minutes, seconds = divmod(int(elapsed), 60)
-                    text = (
-                        f"Infusion running {minutes} min {seconds:02d} s, past the planned "
-                        f"{fmt(round(self.table.planned_infusion_s / 60))} min: stop the pump or review"
-                    )
-                    return [
-                        finding_for(
-                            rule, text, value=round(elapsed, 1), unit="s", limit=self.table.planned_infusion_s
-                        )
-                    ]
-        return []
+                out.extend(self._due_request(rule, v))
+                return overdue_findings(rule, v)
+        finder = FINDERS.get(rule.type)
+        return finder(rule, v) if finder is not None else []
 
-    def _overdue(self, rule: Rule, now: float, elapsed: float, out: list[Output]) -> list[Finding]:
-        """No valid NIBP within interval + grace; and one due in the due window of the phase."""
-        if not any(measures_nibp(role) for role in self._roles.values()):
+    def _due_request(self, rule: Rule, v: BedView) -> list[Output]:
+        """One reading asked for when the phase's due window opens without one (once per phase)."""
+        if (
+            not v.has_cuff
+            or rule.due_from_s is None
+            or rule.due_until_s is None
+            or v.elapsed < rule.due_from_s
+            or due_window_met(rule, v)
+            or rule.id in self._due_requested
+        ):
             return []
-        last = self._nibp.last_valid()
-        since = now - max(last.t if last is not None else self._phase_start, self._phase_start)
-        found = []
-        if since > rule.interval_s + rule.grace_s:
-            text = (
-                f"No valid NIBP for {fmt(round(since / 60, 1))} min (interval "
-                f"{fmt(round(rule.interval_s / 60, 1))} min + {fmt(round(rule.grace_s / 60, 1))} min grace)"
-            )
-            found.append(
-                finding_for(
-                    rule,
-                    text,
-                    value=round(since, 1),
-                    unit="s",
-                    limit=rule.interval_s + rule.grace_s,
-                    evidence=(last.describe(),) if last is not None else (),
-                )
-            )
-        if rule.due_from_s is not None and rule.due_until_s is not None:
-            window_start = self._phase_start + rule.due_from_s
-            in_window = last is not None and last.t >= window_start
-            if elapsed >= rule.due_from_s and not in_window and rule.id not in self._due_requested:
-                self._due_requested.add(rule.id)
-                out.append(
-                    NibpRequest(
-                        t=now,
-                        bed=self.bed,
-                        reason=(
-                            f"scheduled reading due at {fmt(round(rule.due_from_s / 60))}-"
-                            f"{fmt(round(rule.due_until_s / 60))} min of the {self._phase} (expected BP peak)"
-                        ),
-                    )
-                )
-            if elapsed >= rule.due_until_s + rule.grace_s and not in_window and not found:
-                text = (
-                    f"No NIBP reading in the {fmt(round(rule.due_from_s / 60))}-"
-                    f"{fmt(round(rule.due_until_s / 60))} min window of the {self._phase} (expected BP peak)"
-                )
-                found.append(
-                    finding_for(
-                        rule, text, value=round(since, 1), unit="s", limit=rule.due_until_s + rule.grace_s
-                    )
-                )
-        return found
+        self._due_requested.add(rule.id)
+        return [NibpRequest(t=v.now, bed=self.bed, reason=due_request_reason(rule, self._phase))]
 
     def _discharge(self, now: float) -> list[Output]:
         """The discharge_ready INFO status, reported on its edges only."""
