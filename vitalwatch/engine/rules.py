@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline
 from vitalwatch.engine.lifecycle import Finding
-from vitalwatch.engine.roles import measures_oximetry, streams
+from vitalwatch.engine.roles import measures_nibp, measures_oximetry, streams
 from vitalwatch.engine.rule_state import EPS, NibpCheck, NibpRuleState, SustainState
 from vitalwatch.engine.signals import NibpReading, ReadingLog, Signal, fmt
 from vitalwatch.engine.table import AlarmTable, Rule, compare
