@@ -12,9 +12,10 @@ as in ``sd_budget``: every byte the process hands to ``write()`` (``wchar`` in
 Busy session per bed, in virtual time with the real engine and the daemon's own
 :class:`~vitalwatch.continuity.statestore.SnapshotWriter` (told after every engine call, as the
 bed session tells it) and :class:`~vitalwatch.delivery.store.Store`: two oximeters (SpO2 and
-pulse at 1 Hz) and an NIBP monitor every 3 min; 20 min baseline (so the snapshot carries 1200 baseline samples per signal, its
-largest part), 20 min infusion, 20 min recovery; from the infusion on, SpO2 falls to 84 % for
-40 s every 3 min (HIGH spo2_low: raised, re-notified, acknowledged by the nurse, cleared).
+pulse at 1 Hz) and an NIBP monitor every 3 min; 20 min baseline (so the snapshot carries 1200
+baseline samples per signal, its largest part), 20 min infusion, 20 min recovery; from the
+infusion on, SpO2 falls to 84 % for 40 s every 3 min (HIGH spo2_low: raised, re-notified,
+acknowledged by the nurse, cleared).
 
 Run: ``python -m bench.snapshot_budget [HOURS]``; prints bytes/hour and snapshot sizes for 1 and
 3 beds.

@@ -152,18 +152,13 @@ def nibp_finding(rule: Rule, st: NibpRuleState) -> Finding:
     """The finding of an active NIBP rule: its check's text, how it was confirmed, the readings."""
     check = st.check
     assert check is not None
-    info = CONDITIONS[rule.condition]
     how = f", confirmed by {len(st.evidence)} readings" if rule.confirm else " (one reading)"
-    return Finding(
-        condition=rule.condition,
-        category=info.category,
-        parameter=info.parameter,
-        priority=rule.priority,
-        rule=rule.id,
+    return finding_for(
+        rule,
+        check.text + how,
         value=check.value,
         unit="mm[Hg]",
         limit=check.limit,
-        message=check.text + how,
         evidence=tuple(r.describe() for r in st.evidence),
         device=st.evidence[-1].device if st.evidence else None,
     )
