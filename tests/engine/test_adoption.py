@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tests.fakes.alerts import transition
 from vitalwatch.engine.lifecycle import AlarmBook, Finding
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
+from vitalwatch.engine.outputs import AlertState, Category, Priority
 from vitalwatch.engine.table import default_table
 
 CTX = ("infusion", 60.0)
-
-
-def transition(alert_id: str, seq: int) -> AlertTransition:
-    return AlertTransition(
-        t=100.0 + seq,
-        bed="chair-1",
-        alert_id=alert_id,
-        seq=seq,
-        state=AlertState.RAISED,
-        priority=Priority.HIGH,
-        category=Category.PHYSIOLOGICAL,
-        condition="spo2_low",
-        parameter="spo2",
-        value=84.0,
-        unit="%",
-        limit=90.0,
-        phase="infusion",
-        phase_elapsed_s=60.0,
-        onset_t=100.0,
-        message="SpO2 84 % below 90 %",
-    )
 
 
 def spo2_low() -> Finding:
