@@ -4,7 +4,7 @@ Why: ``vitalwatch replay`` and the alarm-quality study push hours of sessions th
 drivers and engine; at >= 3000x real time a 100-minute session takes under 2 s, so hundreds of
 sessions fit in a CI run.
 
-What: :func:`vitalwatch.engine.replay.run_scenario` with the ``session`` scenario (100 min:
+What: :func:`vitalwatch.continuity.replay.run_scenario` with the ``session`` scenario (100 min:
 baseline, infusion with the ketamine rise, recovery) and three devices - a Masimo oximeter, a
 Nonin oximeter (75 frames/s binary) and a SunTech NIBP module (polled every 5 min) - with the
 shipped alarm table: simulator bytes -> drivers -> engine, every output consumed. Median of
@@ -37,13 +37,13 @@ def partial_run(devices: tuple[str, ...], *, decode: bool) -> float:
     import math
 
     from vitalwatch.drivers import make_driver
-    from vitalwatch.engine.replay import _SCENARIO_DRIVER_OPTIONS
+    from vitalwatch.engine.replay import SCENARIO_DRIVER_OPTIONS
     from vitalwatch.simulators import make_simulator
     from vitalwatch.simulators.scenarios import get_scenario
 
     scenario = get_scenario("session", seed=0)
     sims = [make_simulator(n, scenario, seed=0) for n in devices]
-    drvs = [make_driver(n, **_SCENARIO_DRIVER_OPTIONS.get(n, {})) for n in devices]
+    drvs = [make_driver(n, **SCENARIO_DRIVER_OPTIONS.get(n, {})) for n in devices]
     t0 = time.perf_counter()
     for i in range(math.ceil(scenario.duration / STEP_S) + 1):
         t = round(i * STEP_S, 6)
@@ -64,7 +64,7 @@ def partial_run(devices: tuple[str, ...], *, decode: bool) -> float:
 
 def one_run(devices: tuple[str, ...] = DEVICES) -> tuple[float, int, float]:
     """(wall seconds, outputs, scenario seconds) for one replay."""
-    from vitalwatch.engine.replay import run_scenario
+    from vitalwatch.continuity.replay import run_scenario
     from vitalwatch.engine.table import load_alarm_table
     from vitalwatch.simulators.scenarios import get_scenario
 

@@ -10,12 +10,12 @@ as in ``sd_budget``: every byte the process hands to ``write()`` (``wchar`` in
 ``/proc/self/io``), an upper bound on what reaches the card.
 
 Busy session per bed, in virtual time with the real engine and the daemon's own
-:class:`~vitalwatch.continuity.statestore.SnapshotWriter`,
-:class:`~vitalwatch.continuity.statestore.RestoringEngine`
-and :class:`~vitalwatch.delivery.store.Store`: two oximeters (SpO2 and pulse at 1 Hz) and an NIBP monitor
-every 3 min; 20 min baseline (so the snapshot carries 1200 baseline samples per signal, its
-largest part), 20 min infusion, 20 min recovery; from the infusion on, SpO2 falls to 84 % for
-40 s every 3 min (HIGH spo2_low: raised, re-notified, acknowledged by the nurse, cleared).
+:class:`~vitalwatch.continuity.statestore.SnapshotWriter` (told after every engine call, as the
+bed session tells it) and :class:`~vitalwatch.delivery.store.Store`: two oximeters (SpO2 and
+pulse at 1 Hz) and an NIBP monitor every 3 min; 20 min baseline (so the snapshot carries 1200
+baseline samples per signal, its largest part), 20 min infusion, 20 min recovery; from the
+infusion on, SpO2 falls to 84 % for 40 s every 3 min (HIGH spo2_low: raised, re-notified,
+acknowledged by the nurse, cleared).
 
 Run: ``python -m bench.snapshot_budget [HOURS]``; prints bytes/hour and snapshot sizes for 1 and
 3 beds.
@@ -30,12 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vitalwatch.continuity.statestore import (
-    RestoringEngine,
-    SnapshottingEngine,
-    SnapshotWriter,
-    transition_to_json,
-)
+from vitalwatch.continuity.statestore import SnapshotWriter, transition_to_json
 from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.drivers.events import Observation
@@ -59,14 +54,14 @@ class Bed:
 
     def __init__(self, bed: str, store: Store, clock: list[float], wall: WallClock, *, journal: bool) -> None:
         self.bed, self.store, self.wall, self.journal = bed, store, wall, journal
-        engine = RestoringEngine(BedEngine(default_table(), bed, DEVICES), [], now=0.0, grace_s=60.0)
+        self.engine = engine = BedEngine(default_table(), bed, DEVICES)
+        engine.adopt([], now=0.0, grace_s=60.0)  # as the daemon does at every start
         self.writer = SnapshotWriter(
             bed,
             engine.snapshot,
             lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
             clock=lambda: clock[0],
         )
-        self.engine = SnapshottingEngine(engine, self.writer)
         self.pending: list[asyncio.Future[Any]] = []
         self.transitions: list[tuple[str, int]] = []  # journalled, not yet marked delivered
         self.alarms = 0
@@ -76,6 +71,11 @@ class Bed:
         for alert_id, seq in self.transitions:
             self.store.delivered(self.bed, alert_id, seq)
         self.transitions.clear()
+
+    def _fed(self, outputs: list[Output], now: float, *, tick: bool = False) -> None:
+        """What the bed session does after an engine call: journal the alerts, tell the writer."""
+        self._journal(outputs)
+        self.writer.engine_fed(outputs, now, tick=tick)
 
     def _journal(self, outputs: list[Output]) -> None:
         for out in outputs:
@@ -100,19 +100,19 @@ class Bed:
         e, now = self.engine, float(t)
         phase = ("baseline", "infusion", "recovery")[min(t // 1200, 2)]
         if phase != e.phase:
-            self._journal(e.set_phase(phase, now))
+            self._fed(e.set_phase(phase, now), now)
         dip = phase != "baseline" and 20 <= t % 180 < 60
         for dev in ("masimo", "nonin"):
-            self._journal(e.observe(dev, Observation("spo2", 84.0 if dip else 97.0 - t % 2, "%"), now))
-            self._journal(e.observe(dev, Observation("pulse_rate", 80.0 + t % 5, "/min"), now))
+            self._fed(e.observe(dev, Observation("spo2", 84.0 if dip else 97.0 - t % 2, "%"), now), now)
+            self._fed(e.observe(dev, Observation("pulse_rate", 80.0 + t % 5, "/min"), now), now)
         if t % 180 == 100:
             for kind, v in (("nibp_systolic", 135.0), ("nibp_diastolic", 85.0), ("nibp_mean", 102.0)):
-                self._journal(e.observe("nibp", Observation(kind, v, "mm[Hg]"), now))
+                self._fed(e.observe("nibp", Observation(kind, v, "mm[Hg]"), now), now)
         for dev in DEVICES:
             e.bytes_seen(dev, now)
         if t % 180 == 75:  # the nurse acknowledges what is active (a latched HIGH then clears)
-            self._journal(e.acknowledge("*", "nurse", now))
-        self._journal(e.tick(now))
+            self._fed(e.acknowledge("*", "nurse", now), now)
+        self._fed(e.tick(now), now, tick=True)
 
 
 async def measure(beds: int, hours: float, directory: Path, *, journal: bool = True) -> dict[str, float]:

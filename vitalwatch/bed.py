@@ -1,24 +1,30 @@
 """One chair: its device links, its alarm engine, and where the engine's outputs go.
 
-The bed session is the glue between the I/O edges and the pure engine. It implements the
-link listener (decoded events and link up/down go into the engine with the monotonic time they
-happened), turns engine actions into device commands (a confirmation NIBP reading), and
-hands alert transitions to the publisher. It does no I/O itself.
+The bed session is the glue between the I/O edges and the pure engine (decoded events and
+link up/down go into the engine with the monotonic time they happened), and the one owner of
+two bed rules: which values are valid (it asks :meth:`BedEngine.is_valid`, the rule the alarms
+use, and says so to the vitals topic and the session record) and what an NIBP request does
+(:meth:`BedSession.request_nibp`: start the first commandable cuff, else prompt the nurse).
+
+Everything is wired in the constructor: the links (built by a factory, because a link reports
+to its session), the engine, the sink (the publisher), the observers of every output (session
+journal, session record), the input taps (the recording journal) and the engine watchers (the
+snapshot writer). The daemon passes serial-port links; replay passes links that only hold a
+driver (:mod:`vitalwatch.continuity.replay`), so live and replay run this same code. It does
+no I/O itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from vitalwatch.config import BedConfig
-from vitalwatch.drivers import Event, MeasurementStarter, Observation
-from vitalwatch.drivers.events import DeviceStatus
-from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
+from vitalwatch.config import BedConfig, DeviceConfig
+from vitalwatch.drivers import Driver, Event, MeasurementStarter, Observation
 from vitalwatch.engine.outputs import (
     AlertTransition,
     NibpRequest,
@@ -28,9 +34,18 @@ from vitalwatch.engine.outputs import (
     StatusChanged,
 )
 from vitalwatch.engine.roles import measures_nibp
-from vitalwatch.link.contract import Link
+from vitalwatch.engine.session import BedEngine
+from vitalwatch.link.device_link import LinkListener
 
-__all__ = ["BedSession", "Engine", "OutputSink", "VitalPayload"]
+__all__ = [
+    "BedSession",
+    "EngineWatcher",
+    "InputTap",
+    "LinkFactory",
+    "OutputSink",
+    "SessionLink",
+    "VitalPayload",
+]
 
 # A vital payload, or a function that builds it: the publisher keeps only the latest value per
 # kind, so building (and encoding) every observation's payload would be wasted work.
@@ -39,25 +54,25 @@ VitalPayload = dict[str, Any] | Callable[[], dict[str, Any]]
 log = structlog.get_logger("vitalwatch.bed")
 
 
-class Engine(Protocol):
-    """The pure alarm engine as the bed session drives it (vitalwatch.engine.session.BedEngine)."""
+class SessionLink(Protocol):
+    """What the bed session uses of a device's link (serial, network or replay): its config, its
+    current driver, whether it is up, a nudge (:class:`vitalwatch.link.contract.Link` is more)."""
 
     @property
-    def phase(self) -> str: ...
+    def config(self) -> DeviceConfig: ...
 
-    def observe(self, device: str, event: Event, now: float) -> list[Output]: ...
+    @property
+    def driver(self) -> Driver | None: ...
 
-    def bytes_seen(self, device: str, now: float) -> None: ...
+    @property
+    def connected(self) -> bool: ...
 
-    def link(self, device: str, up: bool, now: float) -> list[Output]: ...
+    def poke(self) -> None:
+        """Send what a command just queued in the driver now, not at the next wake-up."""
 
-    def set_phase(self, phase: str, now: float) -> list[Output]: ...
 
-    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]: ...
-
-    def tick(self, now: float) -> list[Output]: ...
-
-    def active_alarms(self) -> list[AlertTransition]: ...
+L = TypeVar("L", bound=SessionLink)
+LinkFactory = Callable[[DeviceConfig, LinkListener], L]
 
 
 class OutputSink(Protocol):
@@ -69,34 +84,63 @@ class OutputSink(Protocol):
         """The latest value of ``kind``; ``payload`` may be a function called only if it is sent."""
 
 
-class BedSession:
-    """Feeds one bed's engine and dispatches what it returns."""
+class InputTap(Protocol):
+    """Sees every input that does not come from device bytes, before the engine does (recording)."""
+
+    def link(self, device: str, up: bool, now: float) -> None: ...
+
+    def phase(self, phase: str, now: float) -> None: ...
+
+    def ack(self, alert_id: str, by: str, now: float) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+class EngineWatcher(Protocol):
+    """Told after every engine call what came out (the snapshot writer decides when to write)."""
+
+    def engine_fed(self, outputs: list[Output], now: float, *, tick: bool) -> None: ...
+
+
+VitalBuilder = Callable[[str, Observation, float, bool], dict[str, Any]]
+Recorder = Callable[[str, Observation, float, bool], None]
+
+
+class BedSession(Generic[L]):
+    """Feeds one bed's engine and dispatches what it returns; ``L`` is the kind of link it holds."""
 
     def __init__(
         self,
         config: BedConfig,
-        engine: Engine,
+        engine: BedEngine,
         *,
+        links: LinkFactory[L],
         sink: OutputSink | None = None,
-        vital_payload: Callable[[str, Observation, float, bool], dict[str, Any]] | None = None,
-        observers: list[Callable[[Output], None]] | None = None,
-        recorder: Callable[[str, Observation, float, bool], None] | None = None,
+        vital_payload: VitalBuilder | None = None,
+        observers: Sequence[Callable[[Output], None]] = (),
+        recorder: Recorder | None = None,
+        taps: Sequence[InputTap] = (),
+        watchers: Sequence[EngineWatcher] = (),
+        logger: Any = None,
     ) -> None:
         self.config = config
+        # The daemon logs what the bed does; replay passes a silent logger (its stdout is JSON).
+        self._log = logger if logger is not None else log
         self.engine = engine
         self.sink = sink
-        # Called with every output before it is dispatched (the session journal listens here).
-        self.observers: list[Callable[[Output], None]] = list(observers or [])
+        # Called with every output before it is dispatched (session journal, session record).
+        self.observers = tuple(observers)
         self._vital_payload = vital_payload
         # The session record (vitalwatch.record.sessionlog) sees every observation and its validity.
         self.recorder = recorder
-        self.links: dict[str, Link] = {}  # serial DeviceLink or network MllpRoute
+        self._taps = tuple(taps)
+        self._watchers = tuple(watchers)
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
-        self._unreliable: dict[str, set[str]] = {}
         # For health and metrics: when each device last gave a valid reading (monotonic s), and
         # how many alert transitions of each state this bed produced.
         self.last_valid: dict[str, float] = {}
         self.transition_counts: dict[str, int] = {}
+        self.links: dict[str, L] = {dev.id: links(dev, self) for dev in config.devices}
 
     @property
     def bed(self) -> str:
@@ -108,11 +152,8 @@ class BedSession:
     # -- LinkListener ------------------------------------------------------------------
     def on_events(self, device: str, events: list[Event], now: float) -> None:
         for event in events:
-            if isinstance(event, DeviceStatus) and event.code in UNRELIABLE_STATUSES:
-                codes = self._unreliable.setdefault(device, set())
-                (codes.add if event.active else codes.discard)(event.code)
             if isinstance(event, Observation):
-                valid = event.value is not None and not self._unreliable.get(device)
+                valid = self.engine.is_valid(device, event)
                 if valid:
                     self.last_valid[device] = now
                 if self.sink is not None and self._vital_payload is not None:
@@ -123,55 +164,72 @@ class BedSession:
                     )
                 if self.recorder is not None:
                     self.recorder(device, event, now, valid)
-            self.dispatch(self.engine.observe(device, event, now))
+            self._fed(self.engine.observe(device, event, now), now)
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
-        task = asyncio.current_task()
+        task = asyncio.current_task() if _loop_running() else None
         if not up and task is not None and task.cancelling():
             # The daemon is stopping and closed the port itself: not a lost link, and raising
             # link_lost now would journal a HIGH alarm that the next start shows as active.
-            log.info("device.link_closed_on_stop", device=device)
+            self._log.info("device.link_closed_on_stop", device=device)
             return
-        if not up:
-            self._unreliable.pop(device, None)
-        log.info("device.link", device=device, up=up, reason=reason)
-        self.dispatch(self.engine.link(device, up, now))
+        self._log.info("device.link", device=device, up=up, reason=reason)
+        for tap in self._taps:
+            tap.link(device, up, now)
+        self._fed(self.engine.link(device, up, now), now)
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
-        self.dispatch(self.engine.tick(now))
+        for tap in self._taps:
+            tap.tick(now)
+        self._fed(self.engine.tick(now), now, tick=True)
 
     def set_phase(self, phase: str, now: float) -> None:
-        self.dispatch(self.engine.set_phase(phase, now))
+        for tap in self._taps:
+            tap.phase(phase, now)
+        self._fed(self.engine.set_phase(phase, now), now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:
-        self.dispatch(self.engine.acknowledge(alert_id, by, now))
+        for tap in self._taps:
+            tap.ack(alert_id, by, now)
+        self._fed(self.engine.acknowledge(alert_id, by, now), now)
 
     def is_active(self, alert_id: str) -> bool:
         """Whether ``alert_id`` is an active alarm of this bed (a nurse may only ack those)."""
         return any(tr.alert_id == alert_id for tr in self.engine.active_alarms())
 
+    def active_ids(self) -> list[str]:
+        """The bed's active alarms, for the result of an ``ack "*"``."""
+        return [tr.alert_id for tr in self.engine.active_alarms()]
+
     def request_nibp(self, reason: str, now: float) -> bool:
-        """Start a cuff cycle on the first NIBP device that can be commanded; False if none can."""
+        """Start a cuff cycle on the first NIBP device that can be commanded; False if none can.
+
+        The one NIBP dispatch: an engine ``NibpRequest`` and a nurse's ``nibp`` command both
+        come here, live and in replay.
+        """
         for link in self.links.values():
             driver: object = link.driver  # any driver class may add the capability
             if measures_nibp(link.config.role) and isinstance(driver, MeasurementStarter):
                 driver.start_measurement()
                 link.poke()
-                log.info("nibp.requested", device=link.config.id, reason=reason)
+                self._log.info("nibp.requested", device=link.config.id, reason=reason)
                 return True
         return False
 
+    def _fed(self, outputs: list[Output], now: float, *, tick: bool = False) -> None:
+        self.dispatch(outputs)
+        for watcher in self._watchers:
+            watcher.engine_fed(outputs, now, tick=tick)
+
     def dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
-            self.outputs.append(out)
-            for observer in self.observers:
-                observer(out)
+            self._emit(out)
             match out:
                 case AlertTransition():
                     state = out.state.value
                     self.transition_counts[state] = self.transition_counts.get(state, 0) + 1
-                    log.info(
+                    self._log.info(
                         "alert.transition",
                         alert_id=out.alert_id,
                         seq=out.seq,
@@ -183,16 +241,27 @@ class BedSession:
                         self.sink.alert(out)
                 case NibpRequest():
                     if not self.request_nibp(out.reason, out.t):
-                        prompt = NursePrompt(
-                            t=out.t, bed=out.bed, text=f"Please take a blood pressure: {out.reason}"
-                        )
-                        self.outputs.append(prompt)
-                        log.info("nurse.prompt", text=prompt.text)
+                        text = f"Please take a blood pressure: {out.reason}"
+                        self._emit(NursePrompt(t=out.t, bed=out.bed, text=text))
+                        self._log.info("nurse.prompt", text=text)
                 case PhaseChanged():
-                    log.info("session.phase", phase=out.phase, previous=out.previous)
+                    self._log.info("session.phase", phase=out.phase, previous=out.previous)
                 case StatusChanged():
-                    log.info("session.status", code=out.code, active=out.active)
+                    self._log.info("session.status", code=out.code, active=out.active)
                 case NursePrompt():
-                    log.info("nurse.prompt", text=out.text)
+                    self._log.info("nurse.prompt", text=out.text)
         if len(self.outputs) > 1000:
             del self.outputs[:-500]
+
+    def _emit(self, out: Output) -> None:
+        self.outputs.append(out)
+        for observer in self.observers:
+            observer(out)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -190,11 +190,14 @@ async def test_link_with_a_raising_driver_reports_alarms_and_restarts_while_anot
     bed = BedConfig(id="chair-1", devices=devices)
     engine = BedEngine(load_alarm_table(None), bed="chair-1", devices={d.id: d.role for d in devices})
     dispatched: list[Output] = []  # every output, as an observer sees it (not the trimmed debug buffer)
-    session = BedSession(bed, engine, observers=[dispatched.append])
-    links = [DeviceLink(d, session, rng=random.Random(0)) for d in devices]
-    session.links = {d.id: link for d, link in zip(devices, links, strict=True)}
-    tasks = [asyncio.create_task(link.run()) for link in links]
-    bomb, steady = links
+    session = BedSession(
+        bed,
+        engine,
+        links=lambda dev, listener: DeviceLink(dev, listener, rng=random.Random(0)),
+        observers=[dispatched.append],
+    )
+    tasks = [asyncio.create_task(link.run()) for link in session.links.values()]
+    bomb, steady = session.links["bomb"], session.links["steady"]
     try:
         await wait_until(lambda: bomb.connected and steady.connected, 5)
         os.write(master, b"ok")

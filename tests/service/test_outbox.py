@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.alerts import transition
 from tests.helpers import wait_until
-from vitalwatch.continuity.statestore import RestoringEngine, transition_from_json, transition_to_json
+from vitalwatch.continuity.statestore import transition_from_json, transition_to_json
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.delivery.store import DB_NAME, Store
-from vitalwatch.engine.outputs import AlertState, AlertTransition, Priority
+from vitalwatch.engine.outputs import AlertState
 
 
 def entry(alert_id: str, seq: int, rank: int = 1) -> Entry:
@@ -129,56 +128,6 @@ async def test_unwritable_database_degrades_and_reports(tmp_path: Path) -> None:
     assert [] == store.pending("chair-1")
     store.close()
     assert [False] == news
-
-
-class FakeEngine:
-    """An engine that raises what the test says, with a seq counter like BedEngine's book."""
-
-    def __init__(self) -> None:
-        self.phase = "infusion"
-        self._book = type("Book", (), {"_seq": 10})()
-        self.next: list[AlertTransition] = []
-        self.acks: list[str] = []
-
-    def tick(self, now: float) -> list[AlertTransition]:
-        out, self.next = self.next, []
-        return out
-
-    def acknowledge(self, alert_id: str, by: str, now: float) -> list[AlertTransition]:
-        self.acks.append(alert_id)
-        return []
-
-    def active_alarms(self) -> list[AlertTransition]:
-        return []
-
-
-def test_restored_alarm_is_adopted_under_its_old_id_and_stale_ones_clear_after_grace() -> None:
-    """The engine's new occurrence of a restored alarm keeps the old id; an unseen one clears."""
-    engine = FakeEngine()
-    kept = transition("old-1", 5)
-    gone = replace(transition("old-2", 6), condition="pulse_high", parameter="pulse_rate")
-    wrapper = RestoringEngine(engine, [kept, gone], now=0.0, grace_s=10.0, latching={})
-    engine.next = [replace(transition("fresh-9", 11), onset_t=3.0)]
-    out = [o for o in wrapper.tick(3.0) if isinstance(o, AlertTransition)]
-    assert [("old-1", AlertState.RENOTIFIED, 100.0)] == [(o.alert_id, o.state, o.onset_t) for o in out]
-    out = [o for o in wrapper.tick(11.0) if isinstance(o, AlertTransition)]
-    assert [("old-2", AlertState.CLEARED, 11)] == [(o.alert_id, o.state, o.seq) for o in out]
-    wrapper.acknowledge("old-1", "nurse", 12.0)
-    assert ["fresh-9"] == engine.acks  # a nurse's ack of the old id reaches the engine's occurrence
-
-
-def test_latched_restored_alarm_stays_until_acknowledged() -> None:
-    """A HIGH physiological alarm that latches is not dropped by the grace timer: a nurse must ack it."""
-    engine = FakeEngine()
-    wrapper = RestoringEngine(
-        engine, [transition("old-1", 5)], now=0.0, grace_s=1.0, latching={Priority.HIGH: True}
-    )
-    assert [] == wrapper.tick(5.0)
-    assert ["old-1"] == [t.alert_id for t in wrapper.active_alarms()]
-    out = [o for o in wrapper.acknowledge("old-1", "nurse", 6.0) if isinstance(o, AlertTransition)]
-    assert [AlertState.ACKNOWLEDGED, AlertState.CLEARED] == [o.state for o in out]
-    assert [11, 12] == [o.seq for o in out]
-    assert [] == wrapper.active_alarms()
 
 
 # ------------------------------------------------------------------ SD-card wear and held writes

@@ -45,13 +45,45 @@ def status(state: str, heartbeat: int) -> dict[str, Any]:
     )
 
 
-def publisher(broker: FakeBroker, **kwargs: Any) -> BedPublisher:
+class Port:
+    """The bed side of a publisher under test (the daemon's BedRuntime in production)."""
+
+    def __init__(
+        self,
+        commands: Callable[[bytes], dict[str, Any]] | None = None,
+        on_unreachable: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._commands = commands
+        self._on_unreachable = on_unreachable
+
+    def status(self, state: str, heartbeat: int) -> dict[str, Any]:
+        return status(state, heartbeat)
+
+    def command(self, payload: bytes) -> dict[str, Any]:
+        assert self._commands is not None, "this test sends no command"
+        return self._commands(payload)
+
+    def unreachable(self, stuck: bool) -> None:
+        if self._on_unreachable is not None:
+            self._on_unreachable(stuck)
+
+    def alert_sent(self) -> None:
+        pass
+
+
+def publisher(
+    broker: FakeBroker,
+    *,
+    commands: Callable[[bytes], dict[str, Any]] | None = None,
+    on_unreachable: Callable[[bool], None] | None = None,
+    **kwargs: Any,
+) -> BedPublisher:
     return BedPublisher(
         CFG,
         site=SITE,
         bed=BED,
         wall=WallClock(0.0),
-        status=status,
+        port=Port(commands, on_unreachable),
         rng=QuickRetry(),
         client_factory=broker.factory,
         **kwargs,

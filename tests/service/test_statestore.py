@@ -23,7 +23,6 @@ from tests.helpers import wait_until
 from vitalwatch.config import parse_config
 from vitalwatch.continuity.statestore import (
     MAX_OUTAGE_S,
-    RestoringEngine,
     SnapshotRejected,
     SnapshotWriter,
     decode_snapshot,
@@ -121,7 +120,7 @@ def test_unusable_snapshot_is_rejected_with_its_reason(mangle: Any, reason: str)
     assert reason in info.value.reason
 
 
-def test_journal_newer_ack_wins_and_is_taken_over_by_restoring_engine() -> None:
+def test_journal_newer_ack_wins_and_is_adopted_by_the_restored_engine() -> None:
     """An ack journalled after the snapshot: the alarm leaves the snapshot and becomes an orphan;
     the restored engine finds it at once (its sustain timer survived) and it continues acked."""
     h = desaturated()
@@ -131,8 +130,8 @@ def test_journal_newer_ack_wins_and_is_taken_over_by_restoring_engine() -> None:
     ]
     r = resume(h, blob, journal_active=[acked], journal_seq=acked.seq)
     assert ([acked], [], []) == (r.orphans, r.dropped, r.engine.active_alarms())
-    wrapper = RestoringEngine(r.engine, r.orphans, now=10_000.0, grace_s=60.0)
-    out = feed(wrapper, 10_000.0, 10_002.0, 86.0)
+    r.engine.adopt(r.orphans, now=10_000.0, grace_s=60.0)
+    out = feed(r.engine, 10_000.0, 10_002.0, 86.0)
     assert [(acked.alert_id, AlertState.RENOTIFIED), (acked.alert_id, AlertState.ACKNOWLEDGED)] == [
         (o.alert_id, o.state) for o in out
     ]
@@ -160,16 +159,16 @@ def test_outage_counts_and_is_clamped() -> None:
     assert MAX_OUTAGE_S == outage_s(EPOCH, EPOCH + 10 * 365 * 86400.0)  # RTC-less boot, then NTP
 
 
-def test_restoring_engine_snapshot_names_adopted_alarm_as_published() -> None:
+def test_snapshot_names_adopted_alarm_as_published() -> None:
     """After an adoption, the snapshot carries the published alert_id and onset, not the engine's."""
     h = desaturated()
     (alarm,) = h.engine.active_alarms()
     published = replace(alarm, alert_id="bed-1-20250101T000000-0001", onset_t=290.0)
     fresh = EngineHarness()
     fresh.standard_baseline()
-    wrapper = RestoringEngine(fresh.engine, [published], now=300.0, grace_s=60.0)
-    assert AlertState.RENOTIFIED in [o.state for o in feed(wrapper, 300.0, 330.0, 86.0)]
-    state = json.loads(json.dumps(wrapper.snapshot(330.0)))
+    fresh.engine.adopt([published], now=300.0, grace_s=60.0)
+    assert AlertState.RENOTIFIED in [o.state for o in feed(fresh.engine, 300.0, 330.0, 86.0)]
+    state = json.loads(json.dumps(fresh.engine.snapshot(330.0)))
     (occ,) = state["alarms"]["active"]
     assert (published.alert_id, 290.0) == (occ["alert_id"], occ["onset_t"])
     assert (published.alert_id, 290.0) == (occ["last"]["alert_id"], occ["last"]["onset_t"])
@@ -314,7 +313,7 @@ async def test_daemon_falls_back_to_journal_resume_on_rejected_snapshot(
         assert 1 == len(rejected) and reason in rejected[0]["reason"]
         engine = daemon.beds["bed-1"].engine
         assert [alarm.alert_id] == [t.alert_id for t in engine.active_alarms()]
-        assert [alarm.alert_id] == [t.alert_id for t in engine.orphans]  # RestoringEngine's takeover
+        assert [alarm.alert_id] == [t.alert_id for t in engine.orphans]  # held for adoption
         assert "baseline" == engine.phase  # a fresh engine: the journal had no phase
     finally:
         await close(daemon)

@@ -1,4 +1,4 @@
-"""``vitalwatch replay``: run the alarm engine in virtual time and print every output as a JSON line.
+"""``vitalwatch replay``: run a bed session in virtual time and print every output as a JSON line.
 
 Why: the alarm table decides what a nurse is told, so an engineer or a clinic reviewing a
 change needs to see, deterministically and in seconds, what a given session would raise.
@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from vitalwatch import strict_json
+from vitalwatch.continuity.replay import replay_rows, run_scenario
 from vitalwatch.engine.replay import (
     DEFAULT_DEVICES,
     ReplayInputError,
     output_to_json,
     parse_observations,
-    replay_rows,
-    run_scenario,
 )
 from vitalwatch.engine.roles import role_for_driver
 from vitalwatch.engine.table import AlarmTable, load_alarm_table

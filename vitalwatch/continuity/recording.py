@@ -6,9 +6,11 @@ the bed's alerts: each device's raw bytes as they arrived, the driver timer call
 up/down, phase commands, acknowledgements and engine ticks. ``DIR/meta.json`` names the
 devices (driver, options, role) and the alarm table.
 
-``vitalwatch replay --recording DIR`` rebuilds drivers and engine and feeds the journal
-back through the *drivers* (not through decoded events), so a replay checks the whole
-decode-and-decide path. Because the engine takes its clock as a parameter, the replayed
+``vitalwatch replay --recording DIR`` rebuilds drivers, engine and the daemon's bed session
+(on replay links, :mod:`vitalwatch.continuity.replay`) and feeds the journal back through
+the *drivers* (not through decoded events), so a replay checks the whole decode-and-decide
+path. The journal is written by two taps: the device link's (bytes, timer calls) and the bed
+session's (link, phase, ack, tick). Because the engine takes its clock as a parameter, the replayed
 alerts are identical to the live ones, field for field.
 
 Journal line kinds::
@@ -31,20 +33,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from vitalwatch import strict_json
 from vitalwatch.config import BedConfig, Config
-from vitalwatch.drivers import Driver, MeasurementStarter, make_driver
-from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output
-from vitalwatch.engine.roles import measures_nibp
+from vitalwatch.continuity.replay import ReplayBed
+from vitalwatch.engine.outputs import Output
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable, load_alarm_table
-from vitalwatch.link.driver_guard import DriverGuard
 
-__all__ = ["BedJournal", "RecordingEngine", "replay_recording", "write_meta"]
+__all__ = ["BedJournal", "open_journals", "replay_recording", "write_meta"]
 
 
 class BedJournal:
@@ -61,6 +60,19 @@ class BedJournal:
 
     def timer(self, device: str, now: float) -> None:
         self.write({"t": now, "k": "timer", "dev": device})
+
+    # -- the bed session's input tap (vitalwatch.bed.InputTap) --------------------------
+    def link(self, device: str, up: bool, now: float) -> None:
+        self.write({"t": now, "k": "link", "dev": device, "up": up})
+
+    def phase(self, phase: str, now: float) -> None:
+        self.write({"t": now, "k": "phase", "phase": phase})
+
+    def ack(self, alert_id: str, by: str, now: float) -> None:
+        self.write({"t": now, "k": "ack", "alert_id": alert_id, "by": by})
+
+    def tick(self, now: float) -> None:
+        self.write({"t": now, "k": "tick"})
 
     def ids(self, factory: Callable[[], str]) -> Callable[[], str]:
         """Wrap the alert-id factory so a replay reuses the live run's ids (they carry wall time)."""
@@ -95,96 +107,6 @@ def write_meta(directory: Path, config: Config) -> None:
     (directory / "meta.json").write_text(strict_json.dumps(meta, what="recording", indent=2) + "\n")
 
 
-class RecordingEngine:
-    """Wraps a bed engine and journals every input that does not come from device bytes."""
-
-    def __init__(self, engine: Any, journal: BedJournal) -> None:
-        self._engine = engine
-        self._journal = journal
-
-    @property
-    def phase(self) -> str:
-        return str(self._engine.phase)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def observe(self, device: str, event: Any, now: float) -> list[Output]:
-        result: list[Output] = self._engine.observe(device, event, now)
-        return result
-
-    def bytes_seen(self, device: str, now: float) -> None:
-        self._engine.bytes_seen(device, now)
-
-    def link(self, device: str, up: bool, now: float) -> list[Output]:
-        self._journal.write({"t": now, "k": "link", "dev": device, "up": up})
-        result: list[Output] = self._engine.link(device, up, now)
-        return result
-
-    def set_phase(self, phase: str, now: float) -> list[Output]:
-        self._journal.write({"t": now, "k": "phase", "phase": phase})
-        result: list[Output] = self._engine.set_phase(phase, now)
-        return result
-
-    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
-        self._journal.write({"t": now, "k": "ack", "alert_id": alert_id, "by": by})
-        result: list[Output] = self._engine.acknowledge(alert_id, by, now)
-        return result
-
-    def tick(self, now: float) -> list[Output]:
-        self._journal.write({"t": now, "k": "tick"})
-        result: list[Output] = self._engine.tick(now)
-        return result
-
-    def active_alarms(self) -> list[AlertTransition]:
-        result: list[AlertTransition] = self._engine.active_alarms()
-        return result
-
-
-@dataclass
-class _ReplayDevice:
-    """What the live DeviceLink holds for one device: its config and its current driver."""
-
-    name: str
-    driver_name: str
-    options: Mapping[str, Any]
-    role: str
-    guard: DriverGuard | None = None  # the same fault isolation as the live link, kept all run
-    connected: bool = False
-
-    @property
-    def driver(self) -> Driver | None:
-        return self.guard.driver if self.guard is not None else None
-
-    def guarded(self) -> DriverGuard:
-        if self.guard is None:
-            name, options = self.driver_name, dict(self.options)
-            self.guard = DriverGuard(lambda: make_driver(name, **options))
-        return self.guard
-
-
-@dataclass
-class _ReplayBed:
-    engine: BedEngine
-    devices: dict[str, _ReplayDevice]
-    outputs: list[Output] = field(default_factory=list)
-
-    def dispatch(self, outputs: list[Output]) -> None:
-        """Mirror BedSession.dispatch: a confirmation NIBP request starts a cuff where one can."""
-        for out in outputs:
-            self.outputs.append(out)
-            if isinstance(out, NibpRequest):
-                for dev in self.devices.values():
-                    driver: object = dev.driver
-                    if measures_nibp(dev.role) and isinstance(driver, MeasurementStarter):
-                        driver.start_measurement()
-                        break
-
-    def deliver(self, dev: _ReplayDevice, events: list[Any], now: float) -> None:
-        for event in events:
-            self.dispatch(self.engine.observe(dev.name, event, now))
-
-
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -217,54 +139,49 @@ def _id_source(recorded: Iterator[str], fallback: Iterator[str]) -> Callable[[],
 
 
 def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dict[str, list[Output]]:
-    """Feed every bed's journal back through fresh drivers and engines; outputs per bed."""
+    """Feed every bed's journal back through fresh drivers and the daemon's bed session; outputs per bed."""
     meta = json.loads((directory / "meta.json").read_text())
     alarm_table = _alarm_table(meta, table)
     results: dict[str, list[Output]] = {}
     for bed_id, bed_meta in meta["beds"].items():
-        devices = {
-            name: _ReplayDevice(name, d["driver"], d.get("options", {}), d["role"])
-            for name, d in bed_meta["devices"].items()
-        }
         path = directory / f"{bed_id}.jsonl"
         if not path.exists():
             results[bed_id] = []
             continue
+        devices = {
+            name: (str(d["driver"]), str(d["role"]), dict(d.get("options", {})))
+            for name, d in bed_meta["devices"].items()
+        }
         recorded_ids = iter([str(r["id"]) for r in _records(path) if r["k"] == "id"])
         fallback = iter(f"{bed_id}-replay-{n:06d}" for n in range(1, 10**9))
         engine = BedEngine(
             alarm_table,
             bed_id,
-            {n: d.role for n, d in devices.items()},
+            {name: role for name, (_, role, _) in devices.items()},
             id_factory=_id_source(recorded_ids, fallback),
         )
-        bed = _ReplayBed(engine, devices)
+        bed = ReplayBed(engine, devices)
+        session = bed.session
         for record in _records(path):
-            now = float(record["t"])
+            now = bed.now = float(record["t"])
             kind = record["k"]
-            dev = devices.get(record.get("dev", ""))
+            link = bed.links.get(record.get("dev", ""))
             # Raw bytes alone are not news for the engine (as live): only what the driver decodes.
-            if kind == "bytes" and dev is not None and dev.connected:
-                bed.deliver(dev, dev.guarded().feed(bytes.fromhex(record["hex"]), now), now)
-            elif kind == "timer" and dev is not None and dev.connected:
-                bed.deliver(dev, dev.guarded().on_timer(now), now)
-            elif kind == "link" and dev is not None:
-                # In the live order: link up then the driver's start; its leftovers then link down.
+            if kind == "bytes" and link is not None and link.connected:
+                link.feed(bytes.fromhex(record["hex"]), now)
+            elif kind == "timer" and link is not None and link.connected:
+                link.timer(now)
+            elif kind == "link" and link is not None:
                 if record["up"]:
-                    dev.connected = True
-                    bed.dispatch(bed.engine.link(dev.name, True, now))
-                    bed.deliver(dev, dev.guarded().start(now), now)
+                    link.open(now)
                 else:
-                    if dev.connected:
-                        bed.deliver(dev, dev.guarded().feed_eof(), now)
-                        dev.connected = False
-                    bed.dispatch(bed.engine.link(dev.name, False, now))
+                    link.close(now)
             elif kind == "phase":
-                bed.dispatch(bed.engine.set_phase(str(record["phase"]), now))
+                session.set_phase(str(record["phase"]), now)
             elif kind == "ack":
-                bed.dispatch(bed.engine.acknowledge(str(record["alert_id"]), str(record["by"]), now))
+                session.acknowledge(str(record["alert_id"]), str(record["by"]), now)
             elif kind == "tick":
-                bed.dispatch(bed.engine.tick(now))
+                session.tick(now)
         results[bed_id] = bed.outputs
     return results
 

@@ -33,7 +33,7 @@ that lost the NORMAL snapshot commit but not the FULL alert commit).
    active in both with the same ``seq`` is the snapshot's (all its timers). An alarm the
    journal shows with a newer ``seq`` (an acknowledgement, re-notify or rise journalled after
    the snapshot), or active only in the journal, is taken out of the snapshot and handed to
-   :class:`RestoringEngine` as an orphan (its takeover below: same ``alert_id``, the ack
+   the engine's ``adopt`` as an orphan (its takeover below: same ``alert_id``, the ack
    re-applied). An alarm active only in the snapshot was cleared after it (the CLEARED row is
    journalled) and is dropped.
 4. ``seq`` continues after the larger of the snapshot's and the journal's (``meta.seq`` and
@@ -45,7 +45,7 @@ that lost the NORMAL snapshot commit but not the FULL alert commit).
 1. seeds the engine's ``seq`` counter (so numbering continues: receivers de-duplicate on
    ``(alert_id, seq)`` and a reused seq would be dropped as a duplicate) and its id factory;
 2. re-enters the journalled phase (the phase clock restarts from the journalled start);
-3. wraps the engine in :class:`RestoringEngine`, which holds the restored active alarms as
+3. hands the restored active alarms to ``BedEngine.adopt``, which holds them as
    *orphans* until the fresh engine finds the same condition again (same condition,
    parameter and device): the engine's new occurrence is then *adopted* under the old
    ``alert_id`` (its RAISED becomes a RENOTIFIED of the old alarm, with the old onset, and a
@@ -57,78 +57,59 @@ that lost the NORMAL snapshot commit but not the FULL alert commit).
    That resume loses what only the engine knew: sustain timers (a condition must be sustained
    again before it is adopted), the baseline, re-notify/escalation timers, NIBP rule state.
 
-An adopted alarm lives in the engine under the engine's own id; :meth:`RestoringEngine.snapshot`
-writes it under the published id and onset, so the next restart restores it as published.
+An adopted alarm lives in the engine under its published id and onset, so the engine's next
+snapshot stores it as published (:mod:`vitalwatch.engine.adoption`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
-import itertools
 import json
 import math
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from vitalwatch.drivers import Event
 from vitalwatch.engine.outputs import (
-    AlertState,
     AlertTransition,
-    Category,
     Output,
     PhaseChanged,
-    Priority,
     StatusChanged,
 )
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable
+from vitalwatch.engine.transition_codec import TIME_FIELDS, transition_from_dict, transition_to_dict
 
 __all__ = [
     "MAX_OUTAGE_S",
     "SNAPSHOT_AFTER_S",
     "SNAPSHOT_INTERVAL_S",
     "IdFactory",
-    "RestoringEngine",
     "Resumed",
     "SnapshotRejected",
     "SnapshotWriter",
-    "SnapshottingEngine",
     "decode_snapshot",
     "encode_snapshot",
-    "engine_seq",
     "outage_s",
     "resume_from_snapshot",
-    "seed_engine",
     "transition_from_json",
     "transition_to_json",
 ]
 
 log = structlog.get_logger("vitalwatch.continuity.statestore")
 
-OccurrenceKey = tuple[str, str | None, str | None]
-
-
-# AlertTransition's fields, looked up once: transition_to_json runs on the alarm path.
-_TRANSITION_FIELDS = tuple(f.name for f in dataclasses.fields(AlertTransition))
 
 
 def transition_to_json(tr: AlertTransition, *, utc: Callable[[float], datetime]) -> dict[str, Any]:
-    """A transition as JSON; monotonic times also as UTC epochs so a later process can map them.
-
-    Field by field rather than ``dataclasses.asdict``: asdict deep-copies every value
-    recursively, 0.15 ms per alert on the alarm path (docs/performance.md); the fields are
-    immutable scalars, enums and one tuple (made a list), so the result is the same.
-    """
-    data = {name: getattr(tr, name) for name in _TRANSITION_FIELDS}
-    data["evidence"] = list(tr.evidence)
+    """A transition for the alert journal: the codec's dict, plus its monotonic times as UTC
+    epochs (``_epoch``) so a later process can map them onto its own clock."""
+    data = transition_to_dict(tr)
     data["_epoch"] = {
         "t": utc(tr.t).timestamp(),
         "onset_t": utc(tr.onset_t).timestamp(),
@@ -139,17 +120,13 @@ def transition_to_json(tr: AlertTransition, *, utc: Callable[[float], datetime])
 
 def transition_from_json(data: dict[str, Any], *, mono_now: float, epoch_now: float) -> AlertTransition:
     """The inverse of :func:`transition_to_json`, with times mapped onto this process's clock."""
-    names = {f.name for f in dataclasses.fields(AlertTransition)}
-    values = {k: v for k, v in data.items() if k in names}
     epochs = data.get("_epoch") or {}
-    for key in ("t", "onset_t", "acknowledged_t"):
-        if epochs.get(key) is not None:
-            values[key] = mono_now - (epoch_now - float(epochs[key]))
-    values["state"] = AlertState(values["state"])
-    values["priority"] = Priority(values["priority"])
-    values["category"] = Category(values["category"])
-    values["evidence"] = tuple(values.get("evidence") or ())
-    return AlertTransition(**values)
+    times = {
+        key: mono_now - (epoch_now - float(epochs[key]))
+        for key in TIME_FIELDS
+        if epochs.get(key) is not None
+    }
+    return transition_from_dict(data, times=times)
 
 
 class IdFactory:
@@ -169,186 +146,6 @@ class IdFactory:
         if self.on_new is not None:
             self.on_new(self.count)
         return f"{self.bed}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{self.count:04d}"
-
-
-def engine_seq(engine: object) -> int | None:
-    """The engine's per-bed seq counter (private today: ``BedEngine._book._seq``)."""
-    book = getattr(engine, "_book", None)
-    seq = getattr(book, "_seq", None)
-    return seq if isinstance(seq, int) else None
-
-
-def seed_engine(engine: object, *, seq: int, phase_elapsed_s: float | None, now: float) -> None:
-    """Continue the seq numbering and the phase clock (until the engine has ``restore()``)."""
-    book = getattr(engine, "_book", None)
-    if book is not None and hasattr(book, "_seq"):
-        book._seq = max(book._seq, seq)
-    if phase_elapsed_s is not None and hasattr(engine, "_phase_start"):
-        engine._phase_start = now - phase_elapsed_s
-
-
-@dataclass(slots=True)
-class _Orphan:
-    last: AlertTransition
-    acked: bool
-
-
-def _key(tr: AlertTransition) -> OccurrenceKey:
-    return (tr.condition, tr.parameter, tr.device)
-
-
-class RestoringEngine:
-    """Wraps the engine after a restart: restored alarms keep their ids (module docstring)."""
-
-    def __init__(
-        self,
-        engine: Any,
-        restored: list[AlertTransition],
-        *,
-        now: float,
-        grace_s: float,
-        latching: dict[Priority, bool] | None = None,
-    ) -> None:
-        self.engine = engine
-        self._grace_until = now + grace_s
-        self._latching = (
-            latching
-            if latching is not None
-            else dict(getattr(getattr(engine, "table", None), "latching", {}) or {})
-        )
-        self._orphans: dict[str, _Orphan] = {
-            tr.alert_id: _Orphan(tr, tr.acknowledged_by is not None) for tr in restored
-        }
-        self._alias: dict[str, tuple[str, float]] = {}  # engine id -> (restored id, its onset)
-        self._fallback_seq = itertools.count((engine_seq(engine) or 0) + 1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
-
-    @property
-    def phase(self) -> str:
-        return str(self.engine.phase)
-
-    @property
-    def orphans(self) -> list[AlertTransition]:
-        return [o.last for o in self._orphans.values()]
-
-    # ------------------------------------------------------------------ Engine protocol
-    def observe(self, device: str, event: Event, now: float) -> list[Output]:
-        return self._translate(self.engine.observe(device, event, now), now)
-
-    def bytes_seen(self, device: str, now: float) -> None:
-        self.engine.bytes_seen(device, now)
-
-    def link(self, device: str, up: bool, now: float) -> list[Output]:
-        return self._translate(self.engine.link(device, up, now), now)
-
-    def set_phase(self, phase: str, now: float) -> list[Output]:
-        out = self._translate(self.engine.set_phase(phase, now), now)
-        if phase == "ended":  # the session ended: every alarm ends, latched ones too
-            for alert_id in list(self._orphans):
-                out.append(self._orphan_transition(alert_id, AlertState.CLEARED, now))
-        return out
-
-    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
-        reverse = {old: eid for eid, (old, _) in self._alias.items()}
-        out = self._translate(self.engine.acknowledge(reverse.get(alert_id, alert_id), by, now), now)
-        for oid, orphan in list(self._orphans.items()):
-            if alert_id not in ("*", oid) or orphan.acked:
-                continue
-            orphan.acked = True
-            orphan.last = replace(orphan.last, acknowledged_by=by, acknowledged_t=now)
-            out.append(self._orphan_transition(oid, AlertState.ACKNOWLEDGED, now))
-            if self._latches(orphan):  # only kept for the ack: acknowledging ends it
-                out.append(self._orphan_transition(oid, AlertState.CLEARED, now))
-        return out
-
-    def tick(self, now: float) -> list[Output]:
-        out = self._translate(self.engine.tick(now), now)
-        if now >= self._grace_until:
-            for oid, orphan in list(self._orphans.items()):
-                if not self._latches(orphan) or orphan.acked:
-                    out.append(self._orphan_transition(oid, AlertState.CLEARED, now))
-        return out
-
-    def active_alarms(self) -> list[AlertTransition]:
-        mine = [self._rename(tr) for tr in self.engine.active_alarms()]
-        return [*self.orphans, *mine]
-
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """The wrapped engine's snapshot with adopted alarms under their published id and onset.
-
-        Orphans are not in it: they are still in the alert journal's ``active`` table, and the
-        next restart hands them to a new :class:`RestoringEngine` again.
-        """
-        state: dict[str, Any] = self.engine.snapshot(now)
-        alarms = state.get("alarms") or {}
-        for occ in [*alarms.get("active", []), *alarms.get("closed", [])]:
-            found = self._alias.get(occ.get("alert_id"))
-            if found is None:
-                continue
-            for item in (occ, occ.get("last")):
-                if isinstance(item, dict):
-                    item["alert_id"], item["onset_t"] = found
-        return state
-
-    def knows(self, alert_id: str) -> bool:
-        """Whether ``alert_id`` is an active alarm (for validating a nurse's ack)."""
-        return any(tr.alert_id == alert_id for tr in self.active_alarms())
-
-    # ------------------------------------------------------------------ internals
-    def _latches(self, orphan: _Orphan) -> bool:
-        tr = orphan.last
-        return tr.category is Category.PHYSIOLOGICAL and bool(self._latching.get(tr.priority, False))
-
-    def _take_seq(self) -> int:
-        seq = engine_seq(self.engine)
-        if seq is None:
-            return next(self._fallback_seq)
-        seq += 1
-        self.engine._book._seq = seq
-        return seq
-
-    def _orphan_transition(self, alert_id: str, state: AlertState, now: float) -> AlertTransition:
-        orphan = self._orphans[alert_id]
-        tr = replace(orphan.last, t=now, seq=self._take_seq(), state=state, phase=self.phase)
-        orphan.last = tr
-        if state is AlertState.CLEARED:
-            del self._orphans[alert_id]
-            log.info("restore.orphan_cleared", alert_id=alert_id)
-        return tr
-
-    def _rename(self, tr: AlertTransition) -> AlertTransition:
-        found = self._alias.get(tr.alert_id)
-        return tr if found is None else replace(tr, alert_id=found[0], onset_t=found[1])
-
-    def _translate(self, outputs: list[Output], now: float) -> list[Output]:
-        result: list[Output] = []
-        for out in outputs:
-            if not isinstance(out, AlertTransition):
-                result.append(out)
-                continue
-            eid = out.alert_id
-            if eid not in self._alias and out.state is AlertState.RAISED:
-                match = next((oid for oid, o in self._orphans.items() if _key(o.last) == _key(out)), None)
-                if match is not None:
-                    orphan = self._orphans.pop(match)
-                    self._alias[eid] = (match, orphan.last.onset_t)
-                    log.info("restore.adopted", alert_id=match, engine_id=eid)
-                    result.append(
-                        replace(out, alert_id=match, state=AlertState.RENOTIFIED, onset_t=orphan.last.onset_t)
-                    )
-                    if orphan.acked and orphan.last.acknowledged_by is not None:
-                        result.extend(
-                            self._translate(
-                                self.engine.acknowledge(eid, orphan.last.acknowledged_by, now), now
-                            )
-                        )
-                    continue
-            result.append(self._rename(out))
-            if out.state is AlertState.CLEARED:
-                self._alias.pop(eid, None)
-        return result
 
 
 # ---------------------------------------------------------------------- engine snapshot
@@ -460,8 +257,8 @@ def resume_from_snapshot(
         alarms = trimmed["alarms"]
         alarms["active"] = [o for o in alarms["active"] if o["alert_id"] not in dropped]
         engine = restore(trimmed)
-    seq = max(journal_seq, engine_seq(engine) or 0)
-    seed_engine(engine, seq=seq, phase_elapsed_s=None, now=now)
+    seq = max(journal_seq, engine.seq)
+    engine.seed(seq=seq)
     orphans = sorted((journal[aid] for aid in journal_wins), key=lambda tr: tr.seq)
     return Resumed(
         engine,
@@ -520,6 +317,19 @@ class SnapshotWriter:
             else:
                 self._timer = loop.call_soon(self._scheduled_write)
 
+    def engine_fed(self, outputs: list[Output], now: float, *, tick: bool) -> None:
+        """The bed session called the engine (it watches every call): what came out, and when.
+
+        A tick alone only moves the clock, not a change worth writing; every tick still runs
+        the periodic check.
+        """
+        if not tick:
+            self.fed(outputs)
+            return
+        if outputs:
+            self.fed(outputs)
+        self.tick(now)
+
     def alert_sent(self) -> None:
         """The publisher has just offered an alert to the broker: a pending snapshot is due now.
 
@@ -573,48 +383,3 @@ class SnapshotWriter:
         last = self.write()
         if last is not None:
             await asyncio.gather(last, return_exceptions=True)
-
-
-class SnapshottingEngine:
-    """Wraps the bed's engine so every call tells the :class:`SnapshotWriter` what came out."""
-
-    def __init__(self, engine: Any, writer: SnapshotWriter) -> None:
-        self.engine = engine
-        self.writer = writer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
-
-    @property
-    def phase(self) -> str:
-        return str(self.engine.phase)
-
-    def _fed(self, outputs: list[Output]) -> list[Output]:
-        self.writer.fed(outputs)
-        return outputs
-
-    def observe(self, device: str, event: Event, now: float) -> list[Output]:
-        return self._fed(self.engine.observe(device, event, now))
-
-    def bytes_seen(self, device: str, now: float) -> None:
-        self.engine.bytes_seen(device, now)
-
-    def link(self, device: str, up: bool, now: float) -> list[Output]:
-        return self._fed(self.engine.link(device, up, now))
-
-    def set_phase(self, phase: str, now: float) -> list[Output]:
-        return self._fed(self.engine.set_phase(phase, now))
-
-    def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
-        return self._fed(self.engine.acknowledge(alert_id, by, now))
-
-    def tick(self, now: float) -> list[Output]:
-        outputs: list[Output] = self.engine.tick(now)
-        if outputs:  # a tick alone only moves the clock: not a change worth writing
-            self.writer.fed(outputs)
-        self.writer.tick(now)
-        return outputs
-
-    def active_alarms(self) -> list[AlertTransition]:
-        result: list[AlertTransition] = self.engine.active_alarms()
-        return result

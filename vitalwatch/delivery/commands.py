@@ -34,13 +34,21 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from vitalwatch.delivery.payloads import COMMANDS, command_result_payload
 
-__all__ = ["MAX_COMMAND_BYTES", "Command", "CommandError", "CommandHandler", "parse_command"]
+__all__ = [
+    "MAX_COMMAND_BYTES",
+    "Command",
+    "CommandError",
+    "CommandHandler",
+    "CommandJournal",
+    "CommandTarget",
+    "parse_command",
+]
 
 log = structlog.get_logger("vitalwatch.delivery.commands")
 
@@ -228,38 +236,50 @@ class _Seen:
             self._set.discard(self._order.popleft())
 
 
-class CommandHandler:
-    """Applies valid commands to one bed and builds the result for every command.
+class CommandTarget(Protocol):
+    """The bed a command acts on (:class:`vitalwatch.bed.BedSession` is one)."""
 
-    ``active_ids`` (optional) lists the bed's active alarms, so the result of ``ack "*"``
-    names what it acknowledged; without it that result says ``["*"]``.
-    """
+    def acknowledge(self, alert_id: str, by: str, now: float) -> None: ...
+
+    def set_phase(self, phase: str, now: float) -> None: ...
+
+    def request_nibp(self, reason: str, now: float) -> bool:
+        """Start a cuff cycle; False when no device of the bed can be started remotely."""
+
+    def is_active(self, alert_id: str) -> bool: ...
+
+    def active_ids(self) -> list[str]:
+        """The active alarms, so the result of ``ack "*"`` names what it acknowledged."""
+
+
+class CommandJournal(Protocol):
+    """Where an applied command is remembered across a restart (the daemon's store)."""
+
+    def remember_request(self, request_id: str) -> None:
+        """``request_id`` was applied: a replay of it is refused, even after a restart."""
+
+    def phase_fields(self, fields: dict[str, Any]) -> None:
+        """The nurse's phase command fields (dose, planned minutes), for the session record."""
+
+
+class CommandHandler:
+    """Applies valid commands to one bed (a :class:`CommandTarget`) and builds every result."""
 
     def __init__(
         self,
         *,
         site: str,
         bed: str,
+        target: CommandTarget,
         clock: Callable[[], float],
-        acknowledge: Callable[[str, str, float], None],
-        set_phase: Callable[[str, float], None],
-        request_nibp: Callable[[str, float], bool],
-        is_active: Callable[[str], bool],
-        remember: Callable[[str], object] | None = None,
-        store_phase_fields: Callable[[dict[str, Any]], object] | None = None,
-        active_ids: Callable[[], list[str]] | None = None,
+        journal: CommandJournal | None = None,
         seen: Iterable[str] = (),
         max_bytes: int = MAX_COMMAND_BYTES,
     ) -> None:
         self.site, self.bed = site, bed
+        self._target = target
         self._clock = clock
-        self._acknowledge = acknowledge
-        self._set_phase = set_phase
-        self._request_nibp = request_nibp
-        self._is_active = is_active
-        self._remember = remember
-        self._store_phase_fields = store_phase_fields
-        self._active_ids = active_ids
+        self._journal = journal
         self._seen = _Seen(seen)
         self._max_bytes = max_bytes
         self.accepted = 0
@@ -297,25 +317,25 @@ class CommandHandler:
         detail: dict[str, Any]
         if cmd.command == "ack":
             alert_id = cmd.args["alert_id"]
-            if alert_id != "*" and not self._is_active(alert_id):
+            if alert_id != "*" and not self._target.is_active(alert_id):
                 return error(
                     "unknown_alert", f"unknown alert_id {alert_id!r} (not an active alarm of {self.bed})"
                 )
-            ids = [alert_id] if alert_id != "*" else (self._active_ids() if self._active_ids else ["*"])
-            self._acknowledge(alert_id, cmd.args["by"], now)
+            ids = [alert_id] if alert_id != "*" else self._target.active_ids()
+            self._target.acknowledge(alert_id, cmd.args["by"], now)
             detail = {"acknowledged": ids}
         elif cmd.command == "phase":
-            self._set_phase(cmd.args["phase"], now)
-            if self._store_phase_fields is not None:
-                self._store_phase_fields(dict(cmd.args))
+            self._target.set_phase(cmd.args["phase"], now)
+            if self._journal is not None:
+                self._journal.phase_fields(dict(cmd.args))
             detail = {"phase": cmd.args["phase"]}
         else:  # nibp
-            if not self._request_nibp("nurse request", now):
+            if not self._target.request_nibp("nurse request", now):
                 return error("unavailable", "no NIBP device of this bed can be started remotely")
             detail = {"nibp": "started"}
         self._seen.add(cmd.request_id)
-        if self._remember is not None:
-            self._remember(cmd.request_id)
+        if self._journal is not None:
+            self._journal.remember_request(cmd.request_id)
         return detail
 
     def _result(

@@ -25,6 +25,7 @@ from typing import Any
 from vitalwatch import __version__, strict_json
 from vitalwatch.drivers.vocabulary import KINDS
 from vitalwatch.engine.outputs import AlertTransition, Priority
+from vitalwatch.engine.transition_codec import transition_to_dict
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -159,40 +160,51 @@ def priority_rank(name: object) -> int:
         return 0
 
 
+# Alert payload fields copied as they are from the transition codec's dict (the rest are reshaped).
+_ALERT_COPIED = (
+    "alert_id",
+    "seq",
+    "bed",
+    "state",
+    "priority",
+    "category",
+    "condition",
+    "value",
+    "unit",
+    "limit",
+    "phase",
+    "escalation_level",
+    "acknowledged_by",
+    "rule",
+    "device",
+    "message",
+)
+
+
 def alert_payload(
     tr: AlertTransition, *, site: str, wall: WallClock, sent_at: datetime | None = None
 ) -> dict[str, Any]:
-    """The alert JSON for one transition (schema: schemas/alert.schema.json)."""
+    """The alert JSON for one transition (schema: schemas/alert.schema.json).
+
+    Built from :func:`~vitalwatch.engine.transition_codec.transition_to_dict`: the parameter
+    gets its MDC code, monotonic times become UTC, and the phase time becomes minutes.
+    """
+    data = transition_to_dict(tr)
     return {
         "schema": ALERT_SCHEMA,
-        "alert_id": tr.alert_id,
-        "seq": tr.seq,
         "site": site,
-        "bed": tr.bed,
-        "state": tr.state.value,
-        "priority": tr.priority.value,
-        "category": tr.category.value,
-        "condition": tr.condition,
+        **{name: data[name] for name in _ALERT_COPIED},
         "parameter": (
             {"name": tr.parameter, "mdc": _PARAMETER_MDC.get(tr.parameter)}
             if tr.parameter is not None
             else None
         ),
-        "value": tr.value,
-        "unit": tr.unit,
-        "limit": tr.limit,
-        "phase": tr.phase,
         "phase_minutes": round(tr.phase_elapsed_s / 60.0, 1),
         "onset_utc": iso_utc(wall.utc(tr.onset_t)),
         "event_utc": iso_utc(wall.utc(tr.t)),
         "sent_utc": iso_utc(sent_at or datetime.now(UTC)),
         "clock_synced": wall.clock_synced,
-        "escalation_level": tr.escalation_level,
-        "acknowledged_by": tr.acknowledged_by,
         "acknowledged_utc": iso_utc(wall.utc(tr.acknowledged_t)) if tr.acknowledged_t is not None else None,
-        "rule": tr.rule,
-        "device": tr.device,
-        "message": tr.message,
     }
 
 

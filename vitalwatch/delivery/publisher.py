@@ -37,7 +37,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import structlog
@@ -71,7 +71,7 @@ from vitalwatch.engine.outputs import AlertState, AlertTransition
 from vitalwatch.link.device_link import backoff_delay
 from vitalwatch.ops.metrics import ALERTS_DELIVERED, OUTBOX_PENDING, PUBLISH_ACK_LATENCY
 
-__all__ = ["BedPublisher"]
+__all__ = ["BedPort", "BedPublisher"]
 
 log = structlog.get_logger("vitalwatch.delivery.publisher")
 
@@ -80,6 +80,22 @@ log = structlog.get_logger("vitalwatch.delivery.publisher")
 PERSIST_WAIT_S = 2.0
 # Reconnect backoff cap: short enough that a restarted broker is used again quickly.
 MAX_RECONNECT_S = 10.0
+
+
+class BedPort(Protocol):
+    """What the publisher asks of its bed (the daemon's per-bed runtime answers)."""
+
+    def status(self, state: str, heartbeat: int) -> dict[str, Any]:
+        """The retained status document (``state`` online or offline)."""
+
+    def command(self, payload: bytes) -> dict[str, Any]:
+        """Apply one command from ``.../cmd``; the result payload for ``.../cmd/result``."""
+
+    def unreachable(self, stuck: bool) -> None:
+        """The broker has not taken an alert for too long (True), or does again (False)."""
+
+    def alert_sent(self) -> None:
+        """An alert was just offered to the broker."""
 
 
 class BedPublisher:
@@ -96,32 +112,29 @@ class BedPublisher:
         site: str,
         bed: str,
         wall: WallClock,
-        status: Callable[[str, int], dict[str, Any]],
+        port: BedPort,
         rng: random.Random | None = None,
         store: Store | None = None,
-        commands: Callable[[bytes], dict[str, Any]] | None = None,
-        on_unreachable: Callable[[bool], None] | None = None,
-        on_alert_sent: Callable[[], None] | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
         self._cfg = cfg
         # Called right after an alert is offered to the broker (the engine snapshot is written
         # then, not before: it is milliseconds of work the alert must not wait for).
-        self._on_alert_sent = on_alert_sent
+        self._on_alert_sent: Callable[[], None] | None = port.alert_sent
         self._site = site
         self.bed = bed
         self.topics = Topics(cfg.topic_prefix, site, bed)
         self._wall = wall
         self._rng = rng or random.Random()
         self._store = store
-        self._commands = commands
-        self._on_unreachable = on_unreachable
+        self._commands: Callable[[bytes], dict[str, Any]] | None = port.command
+        self._on_unreachable: Callable[[bool], None] | None = port.unreachable
         self._timeout = cfg.publish_timeout_s
         self._new_client = client_factory or aiomqtt_factory(cfg, bed=self.topics.bed)
         self._lanes = Lanes()
         self._retained = RetainedAlarms(self.topics, timeout=self._timeout)
         self._vitals = LatestVitals(self.topics)
-        self._status = StatusReporter(self.topics, status, timeout=self._timeout)
+        self._status = StatusReporter(self.topics, port.status, timeout=self._timeout)
         self._watchdog = UnreachableWatchdog(
             self._lanes, bed=bed, limit_s=cfg.unreachable_alarm_s, on_change=self._unreachable_changed
         )

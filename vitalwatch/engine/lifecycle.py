@@ -28,25 +28,18 @@ that into the transitions a nurse sees:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
 
+from vitalwatch.engine.adoption import Orphans
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.engine.snapshot import encode_number
 from vitalwatch.engine.table import AlarmTable
-from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
-
-if TYPE_CHECKING:
-    from vitalwatch.engine.snapshot import StateReader
 
 __all__ = [
     "AlarmBook",
     "Finding",
     "Occurrence",
     "OccurrenceKey",
-    "transition_from_state",
-    "transition_to_state",
 ]
 
 OccurrenceKey = tuple[str, str | None, str | None]  # condition, parameter, device
@@ -72,94 +65,6 @@ class Finding:
     def key(self) -> OccurrenceKey:
         return (self.condition, self.parameter, self.device)
 
-    def to_state(self) -> dict[str, Any]:
-        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
-        return {
-            "condition": self.condition,
-            "category": self.category.value,
-            "parameter": self.parameter,
-            "priority": self.priority.value,
-            "rule": self.rule,
-            "value": encode_number(self.value),
-            "unit": self.unit,
-            "limit": encode_number(self.limit),
-            "message": self.message,
-            "evidence": list(self.evidence),
-            "device": self.device,
-        }
-
-    @classmethod
-    def from_state(cls, r: StateReader) -> Finding:
-        return cls(
-            condition=r.text("condition", CONDITIONS),
-            category=r.enum("category", Category),
-            parameter=r.opt_text("parameter"),
-            priority=r.enum("priority", Priority),
-            rule=r.text("rule"),
-            value=r.opt_number("value"),
-            unit=r.opt_text("unit"),
-            limit=r.opt_number("limit"),
-            message=r.timed_text("message"),
-            evidence=r.timed_texts("evidence"),
-            device=r.opt_text("device"),
-        )
-
-
-def transition_to_state(tr: AlertTransition) -> dict[str, Any]:
-    """An AlertTransition in snapshot form (enums as their values, NaN/inf as strings)."""
-    return {
-        "t": tr.t,
-        "bed": tr.bed,
-        "alert_id": tr.alert_id,
-        "seq": tr.seq,
-        "state": tr.state.value,
-        "priority": tr.priority.value,
-        "category": tr.category.value,
-        "condition": tr.condition,
-        "parameter": tr.parameter,
-        "value": encode_number(tr.value),
-        "unit": tr.unit,
-        "limit": encode_number(tr.limit),
-        "phase": tr.phase,
-        "phase_elapsed_s": tr.phase_elapsed_s,
-        "onset_t": tr.onset_t,
-        "message": tr.message,
-        "rule": tr.rule,
-        "evidence": list(tr.evidence),
-        "escalation_level": tr.escalation_level,
-        "acknowledged_by": tr.acknowledged_by,
-        "acknowledged_t": tr.acknowledged_t,
-        "device": tr.device,
-    }
-
-
-def transition_from_state(r: StateReader) -> AlertTransition:
-    """The inverse of :func:`transition_to_state`, times moved by the reader's clock shift."""
-    return AlertTransition(
-        t=r.when("t"),
-        bed=r.text("bed"),
-        alert_id=r.text("alert_id"),
-        seq=r.integer("seq", 1),
-        state=r.enum("state", AlertState),
-        priority=r.enum("priority", Priority),
-        category=r.enum("category", Category),
-        condition=r.text("condition", CONDITIONS),
-        parameter=r.opt_text("parameter"),
-        value=r.opt_number("value"),
-        unit=r.opt_text("unit"),
-        limit=r.opt_number("limit"),
-        phase=r.text("phase", PHASES),
-        phase_elapsed_s=r.number("phase_elapsed_s"),
-        onset_t=r.when("onset_t"),
-        message=r.timed_text("message"),
-        rule=r.text("rule"),
-        evidence=r.timed_texts("evidence"),
-        escalation_level=r.integer("escalation_level"),
-        acknowledged_by=r.opt_text("acknowledged_by"),
-        acknowledged_t=r.opt_when("acknowledged_t"),
-        device=r.opt_text("device"),
-    )
-
 
 @dataclass(slots=True, kw_only=True)
 class Occurrence:
@@ -180,45 +85,6 @@ class Occurrence:
     history: tuple[str, ...] = ()
     last: AlertTransition | None = None  # the latest transition emitted
 
-    def to_state(self) -> dict[str, Any]:
-        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
-        return {
-            "alert_id": self.alert_id,
-            "finding": self.finding.to_state(),
-            "priority": self.priority.value,
-            "rule": self.rule,
-            "onset_t": self.onset_t,
-            "present": self.present,
-            "acked": self.acked,
-            "acked_by": self.acked_by,
-            "acked_t": self.acked_t,
-            "next_renotify": self.next_renotify,
-            "escalate_at": self.escalate_at,
-            "escalation_level": self.escalation_level,
-            "history": list(self.history),
-            "last": transition_to_state(self.last) if self.last is not None else None,
-        }
-
-    @classmethod
-    def from_state(cls, r: StateReader) -> Occurrence:
-        last = r.opt_child("last")
-        return cls(
-            alert_id=r.text("alert_id"),
-            finding=Finding.from_state(r.child("finding")),
-            priority=r.enum("priority", Priority),
-            rule=r.text("rule"),
-            onset_t=r.when("onset_t"),
-            present=r.flag("present"),
-            acked=r.flag("acked"),
-            acked_by=r.opt_text("acked_by"),
-            acked_t=r.opt_when("acked_t"),
-            next_renotify=r.opt_when("next_renotify"),
-            escalate_at=r.opt_when("escalate_at"),
-            escalation_level=r.integer("escalation_level"),
-            history=r.history("history"),
-            last=transition_from_state(last) if last is not None else None,
-        )
-
 
 Context = tuple[str, float]  # phase, phase_elapsed_s
 
@@ -234,31 +100,37 @@ class AlarmBook:
         self._active: dict[OccurrenceKey, Occurrence] = {}
         # Closed occurrences kept for explain(); bounded so a long-running daemon stays small.
         self._closed: dict[str, Occurrence] = {}
-        self._max_closed = 256
+        self.max_closed = 256
+        self.orphans = Orphans(dict(table.latching), self.next_seq)
 
-    # ------------------------------------------------------------------ snapshot
-    def snapshot(self) -> dict[str, Any]:
-        """The seq counter, the active occurrences in raise order, and the closed ones kept for explain()."""
-        return {
-            "seq": self._seq,
-            "active": [occ.to_state() for occ in self._active.values()],
-            "closed": [occ.to_state() for occ in self._closed.values()],
-        }
+    # ------------------------------------------------------------------ continuity
+    @property
+    def seq(self) -> int:
+        """The seq of the latest transition of this bed (0 before the first)."""
+        return self._seq
 
-    def restore_state(self, r: StateReader) -> None:
-        self._seq = r.integer("seq")
-        self._active = {}
-        for c in r.children("active"):
-            occ = Occurrence.from_state(c)
-            if occ.finding.key in self._active:
-                raise ValueError(
-                    f"engine snapshot: {c.path}: a second active occurrence of {occ.finding.key}"
-                )
-            self._active[occ.finding.key] = occ
-        self._closed = {}
-        for c in r.children("closed", self._max_closed):
-            occ = Occurrence.from_state(c)
-            self._closed[occ.alert_id] = occ
+    def seed_seq(self, seq: int) -> None:
+        """Continue numbering after ``seq`` (a restart: receivers drop a reused seq as a duplicate)."""
+        self._seq = max(self._seq, seq)
+
+    def next_seq(self) -> int:
+        """Take the next seq (for a transition made outside the book: an adopted alarm's)."""
+        self._seq += 1
+        return self._seq
+
+    def adopt(self, alarms: Iterable[AlertTransition], *, now: float, grace_s: float) -> None:
+        """Continue ``alarms`` of an earlier process when found again (:mod:`.adoption`)."""
+        self.orphans.add(alarms, now=now, grace_s=grace_s)
+
+    def closed(self) -> Iterator[Occurrence]:
+        """Closed occurrences kept for explain(), oldest first."""
+        return iter(list(self._closed.values()))
+
+    def load(self, *, seq: int, active: list[Occurrence], closed: list[Occurrence]) -> None:
+        """Replace the whole book (a snapshot being restored; ``active`` in raise order)."""
+        self._seq = seq
+        self._active = {occ.finding.key: occ for occ in active}
+        self._closed = {occ.alert_id: occ for occ in closed[-self.max_closed :]}
 
     # ------------------------------------------------------------------ queries
     def active(self) -> Iterator[Occurrence]:
@@ -322,7 +194,7 @@ class AlarmBook:
     def _close(self, key: OccurrenceKey) -> None:
         occ = self._active.pop(key)
         self._closed[occ.alert_id] = occ
-        while len(self._closed) > self._max_closed:
+        while len(self._closed) > self.max_closed:
             del self._closed[next(iter(self._closed))]
 
     def reconcile(
@@ -333,16 +205,7 @@ class AlarmBook:
         for key, finding in findings.items():
             occ = self._active.get(key)
             if occ is None:
-                occ = Occurrence(
-                    alert_id=self._new_id(),
-                    finding=finding,
-                    priority=finding.priority,
-                    rule=finding.rule,
-                    onset_t=now,
-                )
-                self._active[key] = occ
-                self._arm(occ, now)
-                out.append(self._emit(occ, AlertState.RAISED, now, ctx))
+                out.extend(self._open(key, finding, now, ctx))
                 continue
             occ.present = True
             if finding.priority.rank > occ.priority.rank:
@@ -369,6 +232,25 @@ class AlarmBook:
             out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
             self._close(key)
         out.extend(self._timers(now, ctx))
+        return out
+
+    def _open(self, key: OccurrenceKey, finding: Finding, now: float, ctx: Context) -> list[AlertTransition]:
+        """A new occurrence: RAISED, or the continuation of an adopted alarm (:mod:`.adoption`)."""
+        orphan = self.orphans.take(key) if self.orphans else None
+        occ = Occurrence(
+            alert_id=self._new_id() if orphan is None else orphan.last.alert_id,
+            finding=finding,
+            priority=finding.priority,
+            rule=finding.rule,
+            onset_t=now if orphan is None else orphan.last.onset_t,
+        )
+        self._active[key] = occ
+        self._arm(occ, now)
+        if orphan is None:
+            return [self._emit(occ, AlertState.RAISED, now, ctx)]
+        out = [self._emit(occ, AlertState.RENOTIFIED, now, ctx)]
+        if orphan.acked and orphan.last.acknowledged_by is not None:
+            out.extend(self.acknowledge(occ.alert_id, orphan.last.acknowledged_by, now, ctx))
         return out
 
     def _timers(self, now: float, ctx: Context) -> list[AlertTransition]:

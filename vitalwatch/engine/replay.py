@@ -1,9 +1,10 @@
-"""Deterministic replay: observation CSVs and simulator scenarios driven through a BedEngine in virtual time.
+"""Deterministic replay's formats: the observation CSV it reads and the JSON line it prints.
 
-Two inputs, one output format (one JSON object per output, see :func:`output_to_json`):
+The replays themselves drive the daemon's own bed session in virtual time
+(:mod:`vitalwatch.continuity.replay`); this module is the pure part they share with the CLI.
+Three inputs, one output format (one JSON object per output, see :func:`output_to_json`):
 
-- :func:`parse_observations` + :func:`replay_rows`: the ``t,event,name,value`` CSV of
-  issue 5 §5. Rows::
+- :func:`parse_observations` + ``replay_rows``: the ``t,event,name,value`` CSV. Rows::
 
       phase,<baseline|infusion|recovery|ended>,        a nurse's phase command
       obs,<kind>,<number or empty>                     an observation (empty: the device's "no value")
@@ -17,21 +18,21 @@ Two inputs, one output format (one JSON object per output, see :func:`output_to_
   rows the engine is ticked every second, and every device whose link is up is taken to be
   sending bytes (a CSV has no bytes): link_lost comes only from ``link,<device>,down``.
 
-- :func:`run_scenario`: simulator bytes -> drivers -> engine, exactly the daemon's data path
-  without the ports. An ``NibpRequest`` starts a cuff cycle on a driver that can
+- ``run_scenario``: simulator bytes -> drivers -> bed session, exactly the daemon's data path
+  without the ports. An ``NibpRequest`` starts a cuff cycle on the first driver that can
   (:class:`~vitalwatch.drivers.base.MeasurementStarter`), else becomes a ``NursePrompt``.
+
+- ``replay_recording`` (:mod:`vitalwatch.continuity.recording`): a live run's raw bytes.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vitalwatch.drivers.base import MeasurementStarter
-from vitalwatch.drivers.events import DeviceStatus, Observation
 from vitalwatch.drivers.vocabulary import KINDS, STATUS_CODES
 from vitalwatch.engine.outputs import (
     AlertTransition,
@@ -41,26 +42,25 @@ from vitalwatch.engine.outputs import (
     PhaseChanged,
     StatusChanged,
 )
-from vitalwatch.engine.roles import measures_nibp, measures_oximetry, role_for_driver
-from vitalwatch.engine.session import BedEngine
-from vitalwatch.engine.table import AlarmTable
+from vitalwatch.engine.roles import measures_nibp, measures_oximetry
+from vitalwatch.engine.transition_codec import transition_to_dict
 from vitalwatch.engine.vocabulary import PHASES
-from vitalwatch.simulators.base import Scenario
 
 __all__ = [
+    "ALERT_LINE_FIELDS",
     "DEFAULT_DEVICES",
+    "SCENARIO_DRIVER_OPTIONS",
     "ReplayInputError",
     "Row",
+    "device_for_kind",
     "output_to_json",
     "parse_observations",
-    "replay_rows",
-    "run_scenario",
 ]
 
 DEFAULT_DEVICES: dict[str, str] = {"oximeter": "spo2", "nibp": "nibp"}
 _HEADER = ["t", "event", "name", "value"]
 # A SunTech module measures only when told: cycle every 5 min, as the infusion table's interval.
-_SCENARIO_DRIVER_OPTIONS: dict[str, dict[str, Any]] = {"suntech": {"interval_s": 300.0}}
+SCENARIO_DRIVER_OPTIONS: dict[str, dict[str, Any]] = {"suntech": {"interval_s": 300.0}}
 
 
 class ReplayInputError(ValueError):
@@ -131,7 +131,7 @@ def _check_row(line: int, event: str, name: str, value: str, devices: Mapping[st
                     raise ReplayInputError(line, f"value must be a number or empty, got {value!r}") from None
                 if not math.isfinite(number):
                     raise ReplayInputError(line, f"value must be finite, got {value!r}")
-            if _device_for_kind(name, devices) is None:
+            if device_for_kind(name, devices) is None:
                 raise ReplayInputError(line, f"no configured device measures {name!r}")
         case "status":
             code = name[1:] if name.startswith("-") else name
@@ -153,7 +153,8 @@ def _check_row(line: int, event: str, name: str, value: str, devices: Mapping[st
             raise ReplayInputError(line, f"unknown event {event!r} (phase, obs, status, link, ack)")
 
 
-def _device_for_kind(kind: str, devices: Mapping[str, str]) -> str | None:
+def device_for_kind(kind: str, devices: Mapping[str, str]) -> str | None:
+    """The first configured device whose role measures ``kind`` (what an ``obs`` row goes to)."""
     wanted = measures_nibp if kind.startswith("nibp_") or kind == "cuff_pressure" else measures_oximetry
     for device, role in devices.items():
         if wanted(role):
@@ -161,56 +162,21 @@ def _device_for_kind(kind: str, devices: Mapping[str, str]) -> str | None:
     return None
 
 
-def replay_rows(
-    table: AlarmTable, bed: str, devices: Mapping[str, str], rows: Sequence[Row], *, tick_s: float = 1.0
-) -> Iterator[Output]:
-    """Drive a fresh engine with parsed rows; ticks every ``tick_s`` of virtual time between rows."""
-    engine = BedEngine(table, bed=bed, devices=devices)
-    down: set[str] = set()
-    statuses: dict[str, set[str]] = {d: set() for d in devices}
-    clock: float | None = None
-
-    def advance(to: float) -> Iterator[Output]:
-        nonlocal clock
-        t = to if clock is None else clock
-        while True:
-            for device in devices:
-                if device not in down:
-                    engine.bytes_seen(device, t)
-            yield from engine.tick(t)
-            clock = t
-            if t >= to:
-                return
-            t = min(to, math.floor(t / tick_s + 1e-9) * tick_s + tick_s)
-
-    for row in rows:
-        yield from advance(row.t)
-        t = row.t
-        match row.event:
-            case "phase":
-                yield from engine.set_phase(row.name, t)
-            case "obs":
-                device = _device_for_kind(row.name, devices)
-                assert device is not None
-                value = float(row.value) if row.value else None
-                yield from engine.observe(device, Observation(row.name, value, KINDS[row.name].unit), t)
-            case "status":
-                device, have = row.value, statuses[row.value]
-                if row.name == "ok":
-                    codes, on = sorted(have), False
-                elif row.name.startswith("-"):
-                    codes, on = [row.name[1:]], False
-                else:
-                    codes, on = [row.name], True
-                for code in codes:
-                    if (code in have) != on:
-                        (have.add if on else have.discard)(code)
-                        yield from engine.observe(device, DeviceStatus(code, on), t)
-            case "link":
-                (down.discard if row.value == "up" else down.add)(row.name)
-                yield from engine.link(row.name, row.value == "up", t)
-            case "ack":
-                yield from engine.acknowledge(row.name, row.value, t)
+# The fields of an alert line, in the order they are printed ("t" is rounded to the millisecond).
+ALERT_LINE_FIELDS = (
+    "t",
+    "alert_id",
+    "seq",
+    "state",
+    "priority",
+    "category",
+    "condition",
+    "parameter",
+    "value",
+    "limit",
+    "phase",
+    "message",
+)
 
 
 def _r(x: float | None) -> float | None:
@@ -221,21 +187,8 @@ def output_to_json(out: Output) -> dict[str, Any]:
     """One replay line: alert transitions with the issue's exact fields, other outputs by ``type``."""
     match out:
         case AlertTransition():
-            return {
-                "type": "alert",
-                "t": _r(out.t),
-                "alert_id": out.alert_id,
-                "seq": out.seq,
-                "state": out.state.value,
-                "priority": out.priority.value,
-                "category": out.category.value,
-                "condition": out.condition,
-                "parameter": out.parameter,
-                "value": out.value,
-                "limit": out.limit,
-                "phase": out.phase,
-                "message": out.message,
-            }
+            data = transition_to_dict(out)
+            return {"type": "alert", **{name: data[name] for name in ALERT_LINE_FIELDS}, "t": _r(out.t)}
         case NibpRequest():
             return {"type": "nibp_request", "t": _r(out.t), "reason": out.reason}
         case NursePrompt():
@@ -250,70 +203,3 @@ def output_to_json(out: Output) -> dict[str, Any]:
                 "active": out.active,
                 "detail": out.detail,
             }
-
-
-def run_scenario(
-    scenario: Scenario,
-    drivers: Sequence[str],
-    *,
-    table: AlarmTable,
-    seed: int = 0,
-    bed: str = "bed-1",
-    step_s: float = 0.25,
-    driver_options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Iterator[Output]:
-    """Simulated device bytes -> drivers -> engine in virtual time (a 100-minute session in seconds).
-
-    ``drivers`` are driver/simulator names (e.g. ``("masimo", "suntech")``); each becomes a device
-    of the same id with :func:`~vitalwatch.engine.roles.role_for_driver`.
-    Phase commands come from ``scenario.phases``.
-    """
-    from vitalwatch.drivers import make_driver
-    from vitalwatch.simulators import make_simulator
-
-    options = {**_SCENARIO_DRIVER_OPTIONS, **(driver_options or {})}
-    sims = {name: make_simulator(name, scenario, seed=seed) for name in drivers}
-    drvs = {name: make_driver(name, **options.get(name, {})) for name in drivers}
-    engine = BedEngine(table, bed=bed, devices={name: role_for_driver(name) for name in drivers})
-    phases = list(scenario.phases)
-    steps = math.ceil(scenario.duration / step_s)
-    for i in range(steps + 1):
-        t = round(i * step_s, 6)
-        while phases and phases[0][0] <= t:
-            _, phase = phases.pop(0)
-            yield from engine.set_phase(phase, t)
-        outputs: list[Output] = []
-        for name in drivers:
-            sim, drv = sims[name], drvs[name]
-            data = sim.poll(t)
-            if data:
-                engine.bytes_seen(name, t)
-                for event in drv.feed(data, t):
-                    outputs.extend(engine.observe(name, event, t))
-            deadline = drv.next_deadline()
-            if deadline is not None and deadline <= t:
-                for event in drv.on_timer(t):
-                    outputs.extend(engine.observe(name, event, t))
-            sent = drv.data_to_send()
-            if sent:
-                sim.receive(sent, t)
-        outputs.extend(engine.tick(t))
-        prompts: list[Output] = []
-        for out in outputs:
-            if not isinstance(out, NibpRequest):
-                continue
-            started = False
-            for n in drivers:
-                drv = drvs[n]
-                if measures_nibp(role_for_driver(n)) and isinstance(drv, MeasurementStarter):
-                    drv.start_measurement()
-                    sent = drvs[n].data_to_send()
-                    if sent:
-                        sims[n].receive(sent, t)
-                    started = True
-            if not started:
-                prompts.append(
-                    NursePrompt(t=t, bed=bed, text=f"Start an NIBP measurement by hand: {out.reason}")
-                )
-        yield from outputs
-        yield from prompts

@@ -1,37 +1,42 @@
-"""Rule state and rule arithmetic: sustained timers, NIBP confirmation, and the nurse's messages.
+"""What each rule of the table says to a nurse: the finding and its message, rule by rule.
 
-Each rule of the table keeps a small state object here; :mod:`vitalwatch.engine.session`
-feeds it samples, readings and time, and asks it for a :class:`Finding` when its condition
-holds. The message is written for a nurse at a glance ("SpO2 86 % below 90 % for 15 s"),
-the evidence for the engineer reviewing the alert later (which readings, when).
+The engine (:mod:`vitalwatch.engine.session`) keeps time, signals and rule state
+(:mod:`vitalwatch.engine.rule_state`); once per evaluation it hands the rules a read-only
+:class:`BedView` of the bed, and the functions here say which conditions hold and how to put
+them: the message for a nurse at a glance ("SpO2 86 % below 90 % for 15 s"), the evidence for
+the engineer reviewing the alert later (which readings, when). The reasons of the engine's
+NIBP requests are written here too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass
 
+from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline
 from vitalwatch.engine.lifecycle import Finding
-from vitalwatch.engine.signals import NibpReading, Sample, fmt
-from vitalwatch.engine.snapshot import encode_number
-from vitalwatch.engine.table import Rule, compare
+from vitalwatch.engine.roles import measures_nibp, measures_oximetry, streams
+from vitalwatch.engine.rule_state import EPS, NibpCheck, NibpRuleState, SustainState
+from vitalwatch.engine.signals import NibpReading, ReadingLog, Signal, fmt
+from vitalwatch.engine.table import AlarmTable, Rule, compare
 from vitalwatch.engine.vocabulary import CONDITIONS
 
-if TYPE_CHECKING:
-    from vitalwatch.engine.snapshot import StateReader
-
 __all__ = [
-    "NibpCheck",
-    "NibpRuleState",
-    "SustainState",
+    "FINDERS",
+    "BedView",
+    "baseline_request_reason",
+    "confirm_request_reason",
+    "due_request_reason",
+    "finding_for",
+    "gate_check",
     "nibp_check",
+    "nibp_finding",
+    "overdue_findings",
     "sustained_finding",
-    "sustained_limit",
     "word",
 ]
 
-_EPS = 1e-6
 _WORDS = {"<": "below", "<=": "at or below", ">": "above", ">=": "at or above"}
 LABELS = {"spo2": ("SpO2", "%", "%"), "pulse_rate": ("Pulse", "/min", "/min")}  # label, display, UCUM
 
@@ -39,56 +44,6 @@ LABELS = {"spo2": ("SpO2", "%", "%"), "pulse_rate": ("Pulse", "/min", "/min")}  
 def word(op: str) -> str:
     """'<' -> 'below', for messages."""
     return _WORDS[op]
-
-
-@dataclass(slots=True)
-class SustainState:
-    """A "sustained N s" timer over valid signal; the bypass timer for extreme values beside it."""
-
-    acc: float = 0.0
-    bypass_acc: float = 0.0
-    first_out: Sample | None = None
-    latest: Sample | None = None
-    worst: float | None = None
-
-    def reset(self) -> None:
-        self.acc = self.bypass_acc = 0.0
-        self.first_out = self.latest = None
-        self.worst = None
-
-    def note(self, sample: Sample, low_is_bad: bool) -> None:
-        """A valid out-of-range sample: remember it as evidence."""
-        if self.first_out is None:
-            self.first_out = sample
-        self.latest = sample
-        v = sample.value
-        if v is not None and (self.worst is None or (v < self.worst if low_is_bad else v > self.worst)):
-            self.worst = v
-
-    def active(self, rule: Rule) -> bool:
-        if self.latest is None:
-            return False
-        if self.acc >= rule.sustain_s - _EPS:
-            return True
-        return rule.bypass_limit is not None and self.bypass_acc >= rule.bypass_s - _EPS
-
-    def snapshot(self) -> dict[str, Any]:
-        """Snapshot form (:mod:`vitalwatch.engine.snapshot`); acc/bypass_acc are durations, not times."""
-        return {
-            "acc": self.acc,
-            "bypass_acc": self.bypass_acc,
-            "first_out": self.first_out.to_state() if self.first_out is not None else None,
-            "latest": self.latest.to_state() if self.latest is not None else None,
-            "worst": encode_number(self.worst),
-        }
-
-    def restore_state(self, r: StateReader) -> None:
-        first, latest = r.opt_child("first_out"), r.opt_child("latest")
-        self.acc = r.seconds("acc")
-        self.bypass_acc = r.seconds("bypass_acc")
-        self.first_out = Sample.from_state(first) if first is not None else None
-        self.latest = Sample.from_state(latest) if latest is not None else None
-        self.worst = r.opt_number("worst")
 
 
 def finding_for(
@@ -118,27 +73,13 @@ def finding_for(
     )
 
 
-def sustained_limit(rule: Rule, baseline: Baseline | None) -> float | None:
-    """The limit in force: absolute, or from the baseline (None when the baseline is missing)."""
-    if rule.limit is not None:
-        return rule.limit
-    bl = baseline.get(rule.parameter or "") if baseline is not None else None
-    if bl is None:
-        return None
-    if rule.baseline_offset is not None:
-        return bl + rule.baseline_offset
-    if rule.baseline_percent is not None:
-        return bl * (1 + rule.baseline_percent / 100)
-    return None
-
-
 def sustained_finding(rule: Rule, st: SustainState, limit: float, baseline: Baseline | None) -> Finding:
     """The finding of an active sustained rule, e.g. 'SpO2 86 % below 90 % for 15 s'."""
     parameter = rule.parameter or ""
     label, unit_text, unit = LABELS.get(parameter, (parameter, "", None))
     latest = st.latest
     value = latest.value if latest is not None else None
-    bypass = rule.bypass_limit is not None and st.acc < rule.sustain_s - _EPS
+    bypass = rule.bypass_limit is not None and st.acc < rule.sustain_s - EPS
     shown_limit = rule.bypass_limit if bypass and rule.bypass_limit is not None else limit
     seconds = st.bypass_acc if bypass else st.acc
     ref = ""
@@ -169,28 +110,6 @@ def sustained_finding(rule: Rule, st: SustainState, limit: float, baseline: Base
         evidence=tuple(evidence),
         device=latest.device if latest is not None else None,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class NibpCheck:
-    """Whether one reading breaks one NIBP rule, with the component that did."""
-
-    out: bool
-    value: float | None
-    limit: float | None
-    text: str
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "out": self.out,
-            "value": encode_number(self.value),
-            "limit": encode_number(self.limit),
-            "text": self.text,
-        }
-
-    @classmethod
-    def from_state(cls, r: StateReader) -> NibpCheck:
-        return cls(r.flag("out"), r.opt_number("value"), r.opt_number("limit"), r.text("text"))
 
 
 def nibp_check(rule: Rule, r: NibpReading, baseline: Baseline | None) -> NibpCheck | None:
@@ -229,70 +148,258 @@ def nibp_check(rule: Rule, r: NibpReading, baseline: Baseline | None) -> NibpChe
     return NibpCheck(True, dia_v, rule.diastolic, text)
 
 
-@dataclass(slots=True)
-class NibpRuleState:
-    """An NIBP rule: the first out-of-range reading awaiting confirmation, and whether it holds."""
+def nibp_finding(rule: Rule, st: NibpRuleState) -> Finding:
+    """The finding of an active NIBP rule: its check's text, how it was confirmed, the readings."""
+    check = st.check
+    assert check is not None
+    how = f", confirmed by {len(st.evidence)} readings" if rule.confirm else " (one reading)"
+    return finding_for(
+        rule,
+        check.text + how,
+        value=check.value,
+        unit="mm[Hg]",
+        limit=check.limit,
+        evidence=tuple(r.describe() for r in st.evidence),
+        device=st.evidence[-1].device if st.evidence else None,
+    )
 
-    pending: NibpReading | None = None
-    active: bool = False
-    check: NibpCheck | None = None
-    evidence: list[NibpReading] = field(default_factory=list)
 
-    def reset(self) -> None:
-        self.pending = None
-        self.active = False
-        self.check = None
-        self.evidence = []
+@dataclass(frozen=True, slots=True)
+class BedView:
+    """What the rules read of one bed at one evaluation (the engine builds it; nothing here writes)."""
 
-    def update(self, rule: Rule, r: NibpReading, check: NibpCheck) -> bool:
-        """Apply one valid reading; True when a confirmation reading should be requested."""
-        if not check.out:
-            self.reset()
-            return False
-        self.check = check
-        if not rule.confirm or self.active:
-            self.active = True
-            self.evidence = [*self.evidence[-1:], r] if rule.confirm else [r]
-            return False
-        if self.pending is not None and r.t - self.pending.t <= rule.confirm_window_s:
-            self.active = True
-            self.evidence = [self.pending, r]
-            self.pending = None
-            return False
-        self.pending = r
-        return True
+    now: float
+    phase: str
+    phase_start: float
+    baseline: Baseline
+    frozen: Baseline | None  # the baseline frozen when the baseline phase ended
+    roles: Mapping[str, str]
+    statuses: Mapping[str, Set[str]]
+    last_data: Mapping[str, float]  # when each device last sent decoded data
+    port_down: Set[str]
+    spo2: Signal
+    nibp: ReadingLog
+    table: AlarmTable
 
-    def snapshot(self) -> dict[str, Any]:
-        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
-        return {
-            "pending": self.pending.to_state() if self.pending is not None else None,
-            "active": self.active,
-            "check": self.check.to_state() if self.check is not None else None,
-            "evidence": [r.to_state() for r in self.evidence],
-        }
+    @property
+    def elapsed(self) -> float:
+        """Seconds into the current phase."""
+        return self.now - self.phase_start
 
-    def restore_state(self, r: StateReader) -> None:
-        pending, check = r.opt_child("pending"), r.opt_child("check")
-        self.pending = NibpReading.from_state(pending) if pending is not None else None
-        self.active = r.flag("active")
-        self.check = NibpCheck.from_state(check) if check is not None else None
-        self.evidence = [NibpReading.from_state(c) for c in r.children("evidence", 64)]
+    @property
+    def has_cuff(self) -> bool:
+        return any(measures_nibp(role) for role in self.roles.values())
 
-    def finding(self, rule: Rule) -> Finding:
-        check = self.check
-        assert check is not None
-        info = CONDITIONS[rule.condition]
-        how = f", confirmed by {len(self.evidence)} readings" if rule.confirm else " (one reading)"
-        return Finding(
-            condition=rule.condition,
-            category=info.category,
-            parameter=info.parameter,
-            priority=rule.priority,
-            rule=rule.id,
-            value=check.value,
-            unit="mm[Hg]",
-            limit=check.limit,
-            message=check.text + how,
-            evidence=tuple(r.describe() for r in self.evidence),
-            device=self.evidence[-1].device if self.evidence else None,
+
+def baseline_gate_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """A baseline SpO2 or pulse against the start-gate limit."""
+    value = v.baseline.get(rule.parameter or "")
+    if value is None or rule.limit is None or not compare(rule.compare, value, rule.limit):
+        return []
+    label = "SpO2" if rule.parameter == "spo2" else "pulse"
+    unit = "%" if rule.parameter == "spo2" else "/min"
+    text = (
+        f"Baseline {label} {fmt(round(value, 1))} {unit} {word(rule.compare)} "
+        f"{fmt(rule.limit)} {unit}: review before start"
+    )
+    return [
+        finding_for(rule, text, value=value, unit=unit, limit=rule.limit, evidence=(v.baseline.describe(),))
+    ]
+
+
+def signal_lost_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """No valid SpO2 for longer than the rule's delay, with the statuses that explain it."""
+    oxi = [d for d, role in v.roles.items() if measures_oximetry(role)]
+    if not oxi:
+        return []
+    # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
+    lost = v.spo2.invalid_for(v.now, v.phase_start)
+    if lost <= rule.after_s:
+        return []
+    why = sorted(set().union(*(v.statuses.get(d, set()) for d in oxi)) & UNRELIABLE_STATUSES)
+    reason = f" ({', '.join(why)})" if why else ""
+    text = f"No valid SpO2/pulse for {fmt(round(lost))} s{reason}"
+    return [
+        finding_for(
+            rule,
+            text,
+            value=round(lost, 1),
+            unit="s",
+            limit=rule.after_s,
+            evidence=tuple(f"status {w}" for w in why),
         )
+    ]
+
+
+def link_lost_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """A vanished port, or a streaming device silent for longer than the delay (one per device)."""
+    found = []
+    for device, role in v.roles.items():
+        silent = v.now - v.last_data.get(device, v.now)
+        # An NIBP module is host-driven and legitimately silent between cycles: only
+        # its port can be judged here (nibp_overdue covers a cuff that never answers).
+        if device in v.port_down or (streams(role) and silent > rule.after_s):
+            text = (
+                f"Port of {device} vanished"
+                if device in v.port_down
+                else f"No data from {device} for {fmt(round(silent))} s"
+            )
+            found.append(
+                finding_for(rule, text, value=round(silent, 1), unit="s", limit=rule.after_s, device=device)
+            )
+    return found
+
+
+def driver_fault_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """A device whose driver failed and was restarted (its link reports the driver_fault status)."""
+    return [
+        finding_for(rule, f"Driver fault on {device}: restarted", device=device)
+        for device in v.roles
+        if "driver_fault" in v.statuses.get(device, ())
+    ]
+
+
+def baseline_incomplete_findings(rule: Rule, v: BedView) -> list[Finding]:
+    if v.frozen is None or v.frozen.complete:
+        return []
+    b, s = v.frozen, v.table.baseline
+    text = (
+        f"Infusion started with an incomplete baseline: {b.nibp_count} of "
+        f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
+        f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
+    )
+    return [finding_for(rule, text, evidence=(b.describe(),))]
+
+
+def nibp_recovery_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """The latest valid BP still above baseline + percent once ``after_s`` into the phase."""
+    last, bl = v.nibp.last_valid(), v.baseline
+    if (
+        v.elapsed < rule.after_s
+        or last is None
+        or bl.systolic is None
+        or bl.diastolic is None
+        or last.systolic is None
+        or last.diastolic is None
+    ):
+        return []
+    s_lim = bl.systolic * (1 + rule.percent / 100)
+    d_lim = bl.diastolic * (1 + rule.percent / 100)
+    if not (last.systolic > s_lim or last.diastolic > d_lim):
+        return []
+    text = (
+        f"BP {fmt(last.systolic)}/{fmt(last.diastolic)} mmHg still above baseline "
+        f"{fmt(bl.systolic)}/{fmt(bl.diastolic)} + {fmt(rule.percent)} % "
+        f"at {fmt(round(v.elapsed / 60))} min after pump stop"
+    )
+    s_out = last.systolic > s_lim
+    return [
+        finding_for(
+            rule,
+            text,
+            value=last.systolic if s_out else last.diastolic,
+            unit="mm[Hg]",
+            limit=round(s_lim if s_out else d_lim, 1),
+            evidence=(last.describe(), bl.describe()),
+            device=last.device,
+        )
+    ]
+
+
+def infusion_overrun_findings(rule: Rule, v: BedView) -> list[Finding]:
+    planned = v.table.planned_infusion_s
+    if v.elapsed <= planned:
+        return []
+    minutes, seconds = divmod(int(v.elapsed), 60)
+    text = (
+        f"Infusion running {minutes} min {seconds:02d} s, past the planned "
+        f"{fmt(round(planned / 60))} min: stop the pump or review"
+    )
+    return [finding_for(rule, text, value=round(v.elapsed, 1), unit="s", limit=planned)]
+
+
+def overdue_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """No valid NIBP within interval + grace; or none in the phase's due window by its end + grace."""
+    if not v.has_cuff:
+        return []
+    last = v.nibp.last_valid()
+    since = v.now - max(last.t if last is not None else v.phase_start, v.phase_start)
+    if since > rule.interval_s + rule.grace_s:
+        text = (
+            f"No valid NIBP for {fmt(round(since / 60, 1))} min (interval "
+            f"{fmt(round(rule.interval_s / 60, 1))} min + {fmt(round(rule.grace_s / 60, 1))} min grace)"
+        )
+        return [
+            finding_for(
+                rule,
+                text,
+                value=round(since, 1),
+                unit="s",
+                limit=rule.interval_s + rule.grace_s,
+                evidence=(last.describe(),) if last is not None else (),
+            )
+        ]
+    if rule.due_from_s is None or rule.due_until_s is None:
+        return []
+    if v.elapsed >= rule.due_until_s + rule.grace_s and not due_window_met(rule, v):
+        text = (
+            f"No NIBP reading in the {fmt(round(rule.due_from_s / 60))}-"
+            f"{fmt(round(rule.due_until_s / 60))} min window of the {v.phase} (expected BP peak)"
+        )
+        return [
+            finding_for(rule, text, value=round(since, 1), unit="s", limit=rule.due_until_s + rule.grace_s)
+        ]
+    return []
+
+
+def due_window_met(rule: Rule, v: BedView) -> bool:
+    """Whether a valid reading was taken since the due window of ``rule`` opened in this phase."""
+    last = v.nibp.last_valid()
+    return last is not None and rule.due_from_s is not None and last.t >= v.phase_start + rule.due_from_s
+
+
+def due_request_reason(rule: Rule, phase: str) -> str:
+    return (
+        f"scheduled reading due at {fmt(round((rule.due_from_s or 0) / 60))}-"
+        f"{fmt(round((rule.due_until_s or 0) / 60))} min of the {phase} (expected BP peak)"
+    )
+
+
+def baseline_request_reason(taken: int, needed: int) -> str:
+    return f"baseline reading {taken + 1} of {needed}"
+
+
+def confirm_request_reason(reading: NibpReading, rules: Sequence[str]) -> str:
+    return f"confirm BP {fmt(reading.systolic)}/{fmt(reading.diastolic)} mmHg ({', '.join(rules)})"
+
+
+def gate_check(rule: Rule, recent: Sequence[NibpReading], *, older_adult: bool) -> NibpCheck:
+    """Start gate: the mean of the last N baseline readings against the gate limits."""
+    mean_s = sum(r.systolic or 0.0 for r in recent) / len(recent)
+    mean_d = sum(r.diastolic or 0.0 for r in recent) / len(recent)
+    sys_lim = rule.systolic_above_65 if older_adult and rule.systolic_above_65 else rule.systolic_above
+    s_out = sys_lim is not None and mean_s > sys_lim
+    d_out = rule.diastolic_above is not None and mean_d > rule.diastolic_above
+    text = (
+        f"Baseline BP {fmt(round(mean_s))}/{fmt(round(mean_d))} mmHg (mean of {len(recent)}) above "
+        f"{fmt(sys_lim)}/{fmt(rule.diastolic_above)} mmHg: physician review before start"
+    )
+    return NibpCheck(
+        bool(s_out or d_out),
+        mean_s if s_out or not d_out else mean_d,
+        sys_lim if s_out or not d_out else rule.diastolic_above,
+        text,
+    )
+
+
+# The rule types whose findings come from the view alone (sustained and NIBP rules also need
+# their state; nibp_overdue also asks for a reading: the engine calls those itself).
+FINDERS: dict[str, Callable[[Rule, BedView], list[Finding]]] = {
+    "baseline_gate": baseline_gate_findings,
+    "signal_lost": signal_lost_findings,
+    "link_lost": link_lost_findings,
+    "driver_fault": driver_fault_findings,
+    "baseline_incomplete": baseline_incomplete_findings,
+    "nibp_recovery": nibp_recovery_findings,
+    "infusion_overrun": infusion_overrun_findings,
+}

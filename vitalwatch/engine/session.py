@@ -12,46 +12,47 @@ Pure and deterministic: no I/O, no clock reads. ``now`` is monotonic seconds; a 
 earlier than one already seen is treated as the latest seen (a virtual clock never runs
 back). The session starts in phase ``baseline`` at the first call.
 
-Validity: a device's values are unusable while a status of
-:data:`~vitalwatch.drivers.vocabulary.UNRELIABLE_STATUSES` is on for it. For a ``multi``
-device (oximeter and cuff in one box) the cuff statuses (cuff_error, cuff_overpressure) spoil
-only its NIBP, the device-wide ones (sensor_fault, calibrating, demo, device_fault) spoil
-everything, and the rest spoil only its SpO2/pulse. Physiological rules never see an invalid
-value; they see time pass without valid signal, which pauses their timers.
+Validity is :mod:`vitalwatch.engine.validity` (one rule, which the bed session also asks
+through :meth:`BedEngine.is_valid` for the vitals topic and the session record). Physiological
+rules never see an invalid value; they see time pass without valid signal, which pauses their
+timers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
-from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
+from vitalwatch.engine.book_state import book_from_state, book_to_state
 from vitalwatch.engine.discharge import discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
-from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry, streams
+from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry
+from vitalwatch.engine.rule_state import NibpRuleState, SustainState, sustained_limit
 from vitalwatch.engine.rules import (
-    NibpCheck,
-    NibpRuleState,
-    SustainState,
-    finding_for,
+    FINDERS,
+    BedView,
+    baseline_request_reason,
+    confirm_request_reason,
+    due_request_reason,
+    due_window_met,
+    gate_check,
     nibp_check,
+    nibp_finding,
+    overdue_findings,
     sustained_finding,
-    sustained_limit,
-    word,
 )
-from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
+from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal
+from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
+from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
 from vitalwatch.engine.vocabulary import PHASES
 
 __all__ = ["BedEngine"]
 
-_OXI_KINDS = ("spo2", "pulse_rate")
-_NIBP_KINDS = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
-_CUFF_STATUSES = frozenset({"cuff_error", "cuff_overpressure"})
-_DEVICE_WIDE = frozenset({"sensor_fault", "calibrating", "demo", "device_fault"})
 
 
 class BedEngine:
@@ -80,7 +81,7 @@ class BedEngine:
         self._phase = "baseline"
         self._phase_start = 0.0
         self.phase_starts: dict[str, float] = {}
-        self._signals = {p: Signal(p, table.sample_hold_s) for p in _OXI_KINDS}
+        self._signals = {p: Signal(p, table.sample_hold_s) for p in OXI_KINDS}
         self._statuses: dict[str, set[str]] = {d: set() for d in devices}
         self._last_bytes: dict[str, float] = {}
         self._port_down: set[str] = set()
@@ -118,10 +119,10 @@ class BedEngine:
             self._last_bytes[device] = now
         role = self._roles.get(device, "multi")
         match event:
-            case Observation(kind=kind, value=value) if kind in _OXI_KINDS and measures_oximetry(role):
+            case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
                 valid = value is not None and not self._unreliable(device, "oxi")
                 self._on_sample(kind, Sample(now, value, valid, device))
-            case Observation(kind=kind, value=value) if kind in _NIBP_KINDS and measures_nibp(role):
+            case Observation(kind=kind, value=value) if kind in NIBP_KINDS and measures_nibp(role):
                 unreliable = self._unreliable(device, "nibp")
                 for done in self._assembler.add(device, kind, value, unreliable, now):
                     out.extend(self._on_reading(*done))
@@ -137,6 +138,14 @@ class BedEngine:
             case Observation() | DecodeProblem():
                 pass
         return out + self._evaluate(now)
+
+    def is_valid(self, device: str, observation: Observation) -> bool:
+        """Whether ``observation`` from ``device`` is a usable value, under the statuses seen so far.
+
+        The bed session asks this before it hands the observation to :meth:`observe`, so the
+        vitals topic and the session record call valid exactly what the rules use.
+        """
+        return observation.value is not None and not self._unreliable(device, part_of(observation.kind))
 
     def bytes_seen(self, device: str, now: float) -> None:
         """Bytes arrived from ``device`` (even undecodable ones): its link is alive."""
@@ -178,28 +187,106 @@ class BedEngine:
         out.append(PhaseChanged(t=now, bed=self.bed, phase=phase, previous=previous))
         if phase == "ended":
             out.extend(self._book.clear_all(now, self._ctx(now)))
-        return out + self._evaluate(now)
+        out.extend(self._evaluate(now))
+        if phase == "ended":  # the session ended: adopted alarms end too, latched ones included
+            out.extend(self._book.orphans.clear_all(now, phase))
+        return out
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
         """A nurse acknowledged ``alert_id`` (``"*"``: every active alarm of the bed)."""
         out = self._enter(now)
         out.extend(self._book.acknowledge(alert_id, by, self._now, self._ctx(self._now)))
-        return out + self._evaluate(self._now)
+        out.extend(self._evaluate(self._now))
+        if self._book.orphans:
+            out.extend(self._book.orphans.acknowledge(alert_id, by, now, self._phase))
+        return out
 
     def tick(self, now: float) -> list[Output]:
         """Run the timers: sustained delays, re-notify, escalation, overdue, link silence."""
         out = self._enter(now)
-        return out + self._evaluate(self._now)
+        out.extend(self._evaluate(self._now))
+        if self._book.orphans:
+            out.extend(self._book.orphans.expire(now, self._phase))
+        return out
+
+    # ------------------------------------------------------------------ continuity
+    @property
+    def seq(self) -> int:
+        """The seq of this bed's latest alert transition (0 before the first)."""
+        return self._book.seq
+
+    @property
+    def phase_start(self) -> float | None:
+        """When the current phase began (engine time); None until the session started."""
+        return self._phase_start if self._started else None
+
+    def seed(self, *, seq: int, phase_elapsed_s: float | None = None, now: float | None = None) -> None:
+        """Continue an earlier process's session: seq numbering after ``seq``, and the phase clock.
+
+        ``phase_elapsed_s`` (with ``now``) says how long the current phase has been running, so
+        the phase, overdue and overrun clocks count from the real start, not from the restart.
+        """
+        self._book.seed_seq(seq)
+        if phase_elapsed_s is not None:
+            if now is None:
+                raise ValueError("seed: phase_elapsed_s needs now")
+            if not self._started:
+                self._start(now)
+            self._phase_start = now - phase_elapsed_s
+            self.phase_starts[self._phase] = self._phase_start
+
+    def adopt(self, alarms: Sequence[AlertTransition], *, now: float, grace_s: float) -> None:
+        """Alarms a station still shows from an earlier process: continue them when found again.
+
+        See :mod:`vitalwatch.engine.adoption` (same alert_id, a journalled ack applied again;
+        cleared after ``grace_s`` unless latched).
+        """
+        self._book.adopt(alarms, now=now, grace_s=grace_s)
+
+    @property
+    def orphans(self) -> list[AlertTransition]:
+        """Adopted alarms not found again yet."""
+        return self._book.orphans.latest()
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The whole session state as strict JSON data, for :meth:`restore` after a restart.
 
         Records ``taken_at``: the latest time any call gave the engine, or ``now`` (the caller's
-        clock at the snapshot) when later. See :mod:`vitalwatch.engine.snapshot`.
+        clock at the snapshot) when later. Format: :mod:`vitalwatch.engine.snapshot`.
         """
-        from vitalwatch.engine.resume import engine_snapshot
-
-        return engine_snapshot(self, now)
+        rules: dict[str, Any] = {}
+        for rule in self.table.rules:
+            if rule.id in self._sustain:
+                state, kind = self._sustain[rule.id].snapshot(), "sustained"
+            elif rule.id in self._nibp_rules:
+                state, kind = self._nibp_rules[rule.id].snapshot(), "nibp"
+            else:
+                continue
+            rules[rule.id] = {"digest": rule_digest(rule), "type": kind, "state": state}
+        return {
+            "version": VERSION,
+            "taken_at": max([self._now, *self._last_bytes.values(), *([now] if now is not None else [])]),
+            "now": self._now,
+            "bed": self.bed,
+            "devices": dict(self._roles),
+            "older_adult": self._older_adult,
+            "id_counter": self._count,
+            "started": self._started,
+            "phase": self._phase,
+            "phase_start": self._phase_start,
+            "phase_starts": dict(self.phase_starts),
+            "signals": {p: sig.snapshot() for p, sig in self._signals.items()},
+            "nibp_pending": self._assembler.snapshot(),
+            "nibp_readings": self._nibp.snapshot(),
+            "baseline": self._collector.snapshot(),
+            "frozen_baseline": self._frozen.to_state() if self._frozen is not None else None,
+            "rules": rules,
+            "port_down": sorted(self._port_down),
+            "due_requested": sorted(self._due_requested),
+            "discharge_ready": self._discharge_ready,
+            "baseline_requested": self._baseline_requested,
+            "alarms": book_to_state(self._book),
+        }
 
     @classmethod
     def restore(
@@ -219,13 +306,76 @@ class BedEngine:
         count as just connected. ValueError, naming the field, for another version or a missing
         or invalid field. Details: :mod:`vitalwatch.engine.snapshot`.
         """
-        from vitalwatch.engine.resume import restore_engine
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite number, got {now!r}")
+        if not math.isfinite(elapsed_outage_s) or elapsed_outage_s < 0:
+            raise ValueError(f"elapsed_outage_s must be a finite number >= 0, got {elapsed_outage_s!r}")
+        top = StateReader(state, "", 0.0)
+        version = top.raw("version")
+        if version != VERSION:
+            raise ValueError(
+                f"engine snapshot: version: this engine reads version {VERSION}, got {version!r}"
+            )
+        r = StateReader(state, "", now - elapsed_outage_s - top.when("taken_at"))
+        devices = r.text_map("devices")
+        for device, role in devices.items():
+            if role not in ROLES:
+                raise ValueError(
+                    f"engine snapshot: devices.{device}: expected one of {', '.join(ROLES)}, got {role!r}"
+                )
+        engine = cls(table, r.text("bed"), devices, id_factory, older_adult=r.flag("older_adult"))
+        engine._load(r, now)
+        return engine
 
-        return restore_engine(cls, table, state, id_factory, now=now, elapsed_outage_s=elapsed_outage_s)
+    def _load(self, r: StateReader, now: float) -> None:
+        """The rest of :meth:`restore`: every part of the session from its snapshot form."""
+        self._count = r.integer("id_counter")
+        self._started = r.flag("started")
+        self._now = r.when("now")
+        self._phase = r.text("phase", PHASES)
+        self._phase_start = r.when("phase_start")
+        self.phase_starts = r.when_map("phase_starts")
+        for phase in self.phase_starts:
+            if phase not in PHASES:
+                raise ValueError(f"engine snapshot: phase_starts.{phase}: not a phase ({', '.join(PHASES)})")
+        signals = r.child("signals")
+        for p, sig in self._signals.items():
+            sig.restore_state(signals.child(p))
+        self._assembler.restore_state(r, "nibp_pending")
+        self._nibp.restore_state(r, "nibp_readings")
+        self._collector.restore_state(r.child("baseline"))
+        frozen = r.opt_child("frozen_baseline")
+        self._frozen = Baseline.from_state(frozen) if frozen is not None else None
+        self._load_rules(r)
+        self._port_down = set(r.texts("port_down"))
+        self._due_requested = set(r.texts("due_requested"))
+        self._discharge_ready = r.flag("discharge_ready")
+        self._baseline_requested = r.opt_when("baseline_requested")
+        book_from_state(self._book, r.child("alarms"))
+        if self._started:
+            # Just connected: the daemon reopens every port and its drivers report afresh.
+            self._last_bytes = dict.fromkeys(self._roles, now)
+
+    def _load_rules(self, r: StateReader) -> None:
+        """Rule states by id; one whose definition changed (digest) or vanished is left fresh."""
+        digests = {rule.id: rule_digest(rule) for rule in self.table.rules}
+        for rule_id, c in r.child_map("rules").items():
+            digest = c.text("digest")
+            kind = c.text("type", ("sustained", "nibp"))
+            st: SustainState | NibpRuleState = SustainState() if kind == "sustained" else NibpRuleState()
+            st.restore_state(c.child("state"))  # validated even when it is not used
+            if digests.get(rule_id) != digest:
+                continue
+            if isinstance(st, SustainState) and rule_id in self._sustain:
+                self._sustain[rule_id] = st
+            elif isinstance(st, NibpRuleState) and rule_id in self._nibp_rules:
+                self._nibp_rules[rule_id] = st
 
     def active_alarms(self) -> list[AlertTransition]:
-        """The latest transition of each active alarm, in the order they were raised."""
-        return [occ.last for occ in self._book.active() if occ.last is not None]
+        """The latest transition of each active alarm: adopted ones not found again first, then
+        the engine's own in the order they were raised."""
+        mine = [occ.last for occ in self._book.active() if occ.last is not None]
+        return [*self._book.orphans.latest(), *mine] if self._book.orphans else mine
 
     def explain(self, alert_id: str) -> dict[str, Any]:
         """Which rule and which readings caused ``alert_id`` (KeyError when unknown)."""
@@ -300,15 +450,8 @@ class BedEngine:
         return self._phase, now - self._phase_start
 
     # ------------------------------------------------------------------ inputs
-    def _unreliable(self, device: str, what: str) -> bool:
-        statuses = self._statuses.get(device, set()) & UNRELIABLE_STATUSES
-        if not statuses:
-            return False
-        if self._roles.get(device, "multi") != "multi":
-            return True
-        if statuses & _DEVICE_WIDE:
-            return True
-        return bool(statuses & _CUFF_STATUSES) if what == "nibp" else bool(statuses - _CUFF_STATUSES)
+    def _unreliable(self, device: str, part: str) -> bool:
+        return unreliable(self._roles.get(device, "multi"), self._statuses.get(device, set()), part)
 
     def _on_sample(self, parameter: str, sample: Sample) -> None:
         self._signals[parameter].update(sample)
@@ -351,44 +494,41 @@ class BedEngine:
                 self._gate_reading(rule)
         if not reasons:
             return []
-        text = f"confirm BP {fmt(sys_v)}/{fmt(dia_v)} mmHg ({', '.join(reasons)})"
-        return [NibpRequest(t=self._now, bed=self.bed, reason=text)]
+        return [NibpRequest(t=self._now, bed=self.bed, reason=confirm_request_reason(reading, reasons))]
 
     def _gate_reading(self, rule: Rule) -> None:
-        """Start gate: the mean of the last N baseline readings against the gate limits."""
+        """Start gate: judged on the last N baseline readings once there are N."""
         st = self._nibp_rules[rule.id]
         recent = self._collector.readings()[-rule.readings :]
         if len(recent) < rule.readings:
             st.reset()
             return
-        mean_s = sum(r.systolic or 0.0 for r in recent) / len(recent)
-        mean_d = sum(r.diastolic or 0.0 for r in recent) / len(recent)
-        sys_lim = (
-            rule.systolic_above_65 if self._older_adult and rule.systolic_above_65 else rule.systolic_above
-        )
-        s_out = sys_lim is not None and mean_s > sys_lim
-        d_out = rule.diastolic_above is not None and mean_d > rule.diastolic_above
-        st.active = bool(s_out or d_out)
+        st.check = gate_check(rule, recent, older_adult=self._older_adult)
+        st.active = st.check.out
         st.evidence = recent
-        text = (
-            f"Baseline BP {fmt(round(mean_s))}/{fmt(round(mean_d))} mmHg (mean of {len(recent)}) above "
-            f"{fmt(sys_lim)}/{fmt(rule.diastolic_above)} mmHg: physician review before start"
-        )
-        st.check = NibpCheck(
-            st.active,
-            mean_s if s_out or not d_out else mean_d,
-            sys_lim if s_out or not d_out else rule.diastolic_above,
-            text,
-        )
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, now: float) -> list[Output]:
         findings: dict[OccurrenceKey, Finding] = {}
         out: list[Output] = []
+        view = BedView(
+            now=now,
+            phase=self._phase,
+            phase_start=self._phase_start,
+            baseline=self.baseline,
+            frozen=self._frozen,
+            roles=self._roles,
+            statuses=self._statuses,
+            last_data=self._last_bytes,
+            port_down=self._port_down,
+            spo2=self._signals["spo2"],
+            nibp=self._nibp,
+            table=self.table,
+        )
         for rule in self.table.rules:
             if self._phase not in rule.phases:
                 continue
-            for finding in self._rule_findings(rule, now, out):
+            for finding in self._rule_findings(rule, view, out):
                 known = findings.get(finding.key)
                 if known is None or finding.priority.rank > known.priority.rank:
                     findings[finding.key] = finding
@@ -411,190 +551,40 @@ class BedEngine:
         if self._baseline_requested is not None and now - self._baseline_requested < s.nibp_spacing_s:
             return []
         self._baseline_requested = now
-        reason = f"baseline reading {len(readings) + 1} of {s.nibp_readings}"
+        reason = baseline_request_reason(len(readings), s.nibp_readings)
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
-    def _rule_findings(self, rule: Rule, now: float, out: list[Output]) -> list[Finding]:
-        elapsed = now - self._phase_start
-        bl = self.baseline
+    def _rule_findings(self, rule: Rule, v: BedView, out: list[Output]) -> list[Finding]:
+        """What ``rule`` finds true now (messages: :mod:`vitalwatch.engine.rules`)."""
         match rule.type:
             case "sustained":
                 st = self._sustain[rule.id]
-                limit = sustained_limit(rule, bl)
+                limit = sustained_limit(rule, v.baseline)
                 if limit is not None and st.active(rule):
-                    return [sustained_finding(rule, st, limit, bl)]
+                    return [sustained_finding(rule, st, limit, v.baseline)]
+                return []
             case "nibp" | "nibp_gate":
                 nst = self._nibp_rules[rule.id]
-                if nst.active and nst.check is not None:
-                    return [nst.finding(rule)]
-            case "baseline_gate":
-                value = bl.get(rule.parameter or "")
-                if value is not None and rule.limit is not None and compare(rule.compare, value, rule.limit):
-                    label = "SpO2" if rule.parameter == "spo2" else "pulse"
-                    unit = "%" if rule.parameter == "spo2" else "/min"
-                    text = (
-                        f"Baseline {label} {fmt(round(value, 1))} {unit} {word(rule.compare)} "
-                        f"{fmt(rule.limit)} {unit}: review before start"
-                    )
-                    return [
-                        finding_for(
-                            rule, text, value=value, unit=unit, limit=rule.limit, evidence=(bl.describe(),)
-                        )
-                    ]
-            case "signal_lost":
-                oxi = [d for d, role in self._roles.items() if measures_oximetry(role)]
-                if oxi:
-                    # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
-                    lost = self._signals["spo2"].invalid_for(now, self._phase_start)
-                    if lost > rule.after_s:
-                        why = sorted(
-                            set().union(*(self._statuses.get(d, set()) for d in oxi)) & UNRELIABLE_STATUSES
-                        )
-                        reason = f" ({', '.join(why)})" if why else ""
-                        text = f"No valid SpO2/pulse for {fmt(round(lost))} s{reason}"
-                        return [
-                            finding_for(
-                                rule,
-                                text,
-                                value=round(lost, 1),
-                                unit="s",
-                                limit=rule.after_s,
-                                evidence=tuple(f"status {w}" for w in why),
-                            )
-                        ]
-            case "link_lost":
-                found = []
-                for device, role in self._roles.items():
-                    silent = now - self._last_bytes.get(device, now)
-                    # An NIBP module is host-driven and legitimately silent between cycles: only
-                    # its port can be judged here (nibp_overdue covers a cuff that never answers).
-                    continuous = streams(role)
-                    if device in self._port_down or (continuous and silent > rule.after_s):
-                        text = (
-                            f"Port of {device} vanished"
-                            if device in self._port_down
-                            else f"No data from {device} for {fmt(round(silent))} s"
-                        )
-                        found.append(
-                            finding_for(
-                                rule,
-                                text,
-                                value=round(silent, 1),
-                                unit="s",
-                                limit=rule.after_s,
-                                device=device,
-                            )
-                        )
-                return found
-            case "driver_fault":
-                return [
-                    finding_for(rule, f"Driver fault on {device}: restarted", device=device)
-                    for device in self._roles
-                    if "driver_fault" in self._statuses.get(device, ())
-                ]
+                return [nibp_finding(rule, nst)] if nst.active and nst.check is not None else []
             case "nibp_overdue":
-                return self._overdue(rule, now, elapsed, out)
-            case "baseline_incomplete":
-                if self._frozen is not None and not self._frozen.complete:
-                    b, s = self._frozen, self.table.baseline
-                    text = (
-                        f"Infusion started with an incomplete baseline: {b.nibp_count} of "
-                        f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
-                        f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
-                    )
-                    return [finding_for(rule, text, evidence=(b.describe(),))]
-            case "nibp_recovery":
-                last = self._nibp.last_valid()
-                if (
-                    elapsed >= rule.after_s
-                    and last is not None
-                    and bl.systolic is not None
-                    and bl.diastolic is not None
-                    and last.systolic is not None
-                    and last.diastolic is not None
-                ):
-                    s_lim = bl.systolic * (1 + rule.percent / 100)
-                    d_lim = bl.diastolic * (1 + rule.percent / 100)
-                    if last.systolic > s_lim or last.diastolic > d_lim:
-                        text = (
-                            f"BP {fmt(last.systolic)}/{fmt(last.diastolic)} mmHg still above baseline "
-                            f"{fmt(bl.systolic)}/{fmt(bl.diastolic)} + {fmt(rule.percent)} % "
-                            f"at {fmt(round(elapsed / 60))} min after pump stop"
-                        )
-                        s_out = last.systolic > s_lim
-                        return [
-                            finding_for(
-                                rule,
-                                text,
-                                value=last.systolic if s_out else last.diastolic,
-                                unit="mm[Hg]",
-                                limit=round(s_lim if s_out else d_lim, 1),
-                                evidence=(last.describe(), bl.describe()),
-                                device=last.device,
-                            )
-                        ]
-            case "infusion_overrun":
-                if elapsed > self.table.planned_infusion_s:
-                    minutes, seconds = divmod(int(elapsed), 60)
-                    text = (
-                        f"Infusion running {minutes} min {seconds:02d} s, past the planned "
-                        f"{fmt(round(self.table.planned_infusion_s / 60))} min: stop the pump or review"
-                    )
-                    return [
-                        finding_for(
-                            rule, text, value=round(elapsed, 1), unit="s", limit=self.table.planned_infusion_s
-                        )
-                    ]
-        return []
+                out.extend(self._due_request(rule, v))
+                return overdue_findings(rule, v)
+        finder = FINDERS.get(rule.type)
+        return finder(rule, v) if finder is not None else []
 
-    def _overdue(self, rule: Rule, now: float, elapsed: float, out: list[Output]) -> list[Finding]:
-        """No valid NIBP within interval + grace; and one due in the due window of the phase."""
-        if not any(measures_nibp(role) for role in self._roles.values()):
+    def _due_request(self, rule: Rule, v: BedView) -> list[Output]:
+        """One reading asked for when the phase's due window opens without one (once per phase)."""
+        if (
+            not v.has_cuff
+            or rule.due_from_s is None
+            or rule.due_until_s is None
+            or v.elapsed < rule.due_from_s
+            or due_window_met(rule, v)
+            or rule.id in self._due_requested
+        ):
             return []
-        last = self._nibp.last_valid()
-        since = now - max(last.t if last is not None else self._phase_start, self._phase_start)
-        found = []
-        if since > rule.interval_s + rule.grace_s:
-            text = (
-                f"No valid NIBP for {fmt(round(since / 60, 1))} min (interval "
-                f"{fmt(round(rule.interval_s / 60, 1))} min + {fmt(round(rule.grace_s / 60, 1))} min grace)"
-            )
-            found.append(
-                finding_for(
-                    rule,
-                    text,
-                    value=round(since, 1),
-                    unit="s",
-                    limit=rule.interval_s + rule.grace_s,
-                    evidence=(last.describe(),) if last is not None else (),
-                )
-            )
-        if rule.due_from_s is not None and rule.due_until_s is not None:
-            window_start = self._phase_start + rule.due_from_s
-            in_window = last is not None and last.t >= window_start
-            if elapsed >= rule.due_from_s and not in_window and rule.id not in self._due_requested:
-                self._due_requested.add(rule.id)
-                out.append(
-                    NibpRequest(
-                        t=now,
-                        bed=self.bed,
-                        reason=(
-                            f"scheduled reading due at {fmt(round(rule.due_from_s / 60))}-"
-                            f"{fmt(round(rule.due_until_s / 60))} min of the {self._phase} (expected BP peak)"
-                        ),
-                    )
-                )
-            if elapsed >= rule.due_until_s + rule.grace_s and not in_window and not found:
-                text = (
-                    f"No NIBP reading in the {fmt(round(rule.due_from_s / 60))}-"
-                    f"{fmt(round(rule.due_until_s / 60))} min window of the {self._phase} (expected BP peak)"
-                )
-                found.append(
-                    finding_for(
-                        rule, text, value=round(since, 1), unit="s", limit=rule.due_until_s + rule.grace_s
-                    )
-                )
-        return found
+        self._due_requested.add(rule.id)
+        return [NibpRequest(t=v.now, bed=self.bed, reason=due_request_reason(rule, self._phase))]
 
     def _discharge(self, now: float) -> list[Output]:
         """The discharge_ready INFO status, reported on its edges only."""

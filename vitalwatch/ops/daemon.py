@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,41 +29,23 @@ from prometheus_client import REGISTRY
 from prometheus_client import start_http_server as start_metrics_server
 from structlog.contextvars import bound_contextvars
 
-from vitalwatch.bed import BedSession, Engine
-from vitalwatch.config import BedConfig, Config
-from vitalwatch.continuity.recording import BedJournal, RecordingEngine, open_journals, write_meta
-from vitalwatch.continuity.statestore import (
-    SNAPSHOT_AFTER_S,
-    IdFactory,
-    RestoringEngine,
-    Resumed,
-    SnapshotRejected,
-    SnapshottingEngine,
-    SnapshotWriter,
-    resume_from_snapshot,
-    seed_engine,
-    transition_from_json,
-)
+from vitalwatch.bed import BedSession
+from vitalwatch.config import BedConfig, Config, DeviceConfig
+from vitalwatch.continuity.recording import BedJournal, open_journals, write_meta
+from vitalwatch.continuity.statestore import SnapshotWriter
 from vitalwatch.delivery.alarm_manager import UNREACHABLE_ALARM, AlertReporters
 from vitalwatch.delivery.commands import CommandHandler
-from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
+from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.delivery.store import DB_NAME, Store
-from vitalwatch.drivers import Observation
-from vitalwatch.engine.outputs import Output, PhaseChanged
-from vitalwatch.engine.session import BedEngine
 from vitalwatch.errors import StartupError
-from vitalwatch.link.device_link import DeviceLink
+from vitalwatch.link.contract import Link
+from vitalwatch.link.device_link import DeviceLink, LinkListener
 from vitalwatch.link.mllp_listener import MllpHub, link_timeout_of
 from vitalwatch.link.mllp_routing import is_mllp_url
+from vitalwatch.ops.bed_runtime import BedRuntime, make_engine
 from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
-from vitalwatch.ops.metrics import (
-    BROKER_UNREACHABLE,
-    BROKER_UNREACHABLE_ALARMS,
-    COMMANDS,
-    PERSISTENCE_DEGRADED,
-    PERSISTENCE_FAILURES,
-)
+from vitalwatch.ops.local_alarms import LocalAlarms
 from vitalwatch.ops.statelock import StateLock
 from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
@@ -81,77 +61,6 @@ TICK_S = 0.25
 STATUS_SOCKET = "status.sock"
 
 
-# A local alarm command that has not finished by then is left behind (and logged): a hung
-# buzzer script must not pile up processes.
-LOCAL_COMMAND_TIMEOUT_S = 10.0
-
-
-def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> Engine:
-    """The clinical engine for one bed, with its device roles."""
-    engine: Engine = BedEngine(
-        config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices}, id_factory=id_factory
-    )
-    return engine
-
-
-class LocalAlarms:
-    """Technical alarms signalled at the gateway itself: log event, metric, local command.
-
-    For when the normal alert path is the thing that is broken (broker unreachable) or at risk
-    (persistence degraded): the command can sound a buzzer or light an LED on the Pi.
-    """
-
-    def __init__(self, command: tuple[str, ...] | None) -> None:
-        self._command = command
-        self.active: set[tuple[str, str]] = set()
-        self.history: list[tuple[str, str, bool]] = []  # (alarm, bed, raised) for tests and status
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def set(self, alarm: str, bed: str, raised: bool) -> None:
-        key = (alarm, bed)
-        if raised == (key in self.active):
-            return
-        (self.active.add if raised else self.active.discard)(key)
-        self.history.append((alarm, bed, raised))
-        if alarm == "broker_unreachable":
-            BROKER_UNREACHABLE.labels(bed).set(1 if raised else 0)
-            if raised:
-                BROKER_UNREACHABLE_ALARMS.labels(bed).inc()
-        elif alarm == "persistence_degraded":
-            PERSISTENCE_DEGRADED.set(1 if raised else 0)
-            if raised:
-                PERSISTENCE_FAILURES.inc()
-        log.log(
-            40 if raised else 20, "local_alarm." + ("raised" if raised else "cleared"), alarm=alarm, bed=bed
-        )
-        if self._command:
-            task = asyncio.get_running_loop().create_task(self._run(alarm, bed, raised))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, alarm: str, bed: str, raised: bool) -> None:
-        assert self._command
-        env = {
-            **os.environ,
-            "VITALWATCH_ALARM": alarm,
-            "VITALWATCH_ALARM_STATE": "raised" if raised else "cleared",
-            "VITALWATCH_BED": bed,
-        }
-        try:
-            proc = await asyncio.create_subprocess_exec(*self._command, env=env)
-        except OSError as exc:
-            log.error("local_alarm.command_failed", alarm=alarm, error=str(exc))
-            return
-        try:
-            async with asyncio.timeout(LOCAL_COMMAND_TIMEOUT_S):
-                code = await proc.wait()
-        except TimeoutError:
-            log.error("local_alarm.command_timeout", alarm=alarm)
-            return
-        if code != 0:
-            log.error("local_alarm.command_failed", alarm=alarm, exit_code=code)
-
-
 class Daemon:
     """Everything `vitalwatch run` starts, reachable for tests and `vitalwatch demo`."""
 
@@ -165,11 +74,11 @@ class Daemon:
         if record_dir is not None:
             write_meta(record_dir, config)
             self.journals = open_journals(record_dir, config.beds)
-        self.beds: dict[str, BedSession] = {}
+        # Each bed's runtime, and its parts by bed id (for tests, status and housekeeping).
+        self.runtimes: dict[str, BedRuntime] = {}
+        self.beds: dict[str, BedSession[Link]] = {}
         self.publishers: dict[str, BedPublisher] = {}
         self.commands: dict[str, CommandHandler] = {}
-        # Monotonic time each bed's current phase began: the status says exact minutes in phase.
-        self.phase_start: dict[str, float] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
         # IHE PCD-04 to hospital alarm managers: one more consumer of the store's journalled transitions.
@@ -188,211 +97,33 @@ class Daemon:
         self.local_alarms.set("persistence_degraded", "*", not ok)
 
     def _add_bed(self, bed_cfg: BedConfig, now: float) -> None:
-        """Build one bed's engine, session, publisher and command handler, resumed from the journal."""
-        bed, store, config = bed_cfg.id, self.store, self.config
-        meta = store.meta(bed)
-        ids = IdFactory(
-            bed,
-            int(meta.get("id_counter", 0)),
-            on_new=lambda n: store.put_meta(bed, {"id_counter": n}, sync="NORMAL"),
-        )
-        epoch_now = time.time()
-        restored = [transition_from_json(d, mono_now=now, epoch_now=epoch_now) for d in store.active(bed)]
-        pending = store.pending(bed)
-        seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
-        journal = self.journals.get(bed)
-        id_factory = journal.ids(ids) if journal is not None else ids
-        resumed = self._resume_snapshot(
-            bed_cfg, id_factory, restored, journal_seq=seq, now=now, epoch_now=epoch_now
-        )
-        if resumed is not None:
-            base: Any = resumed.engine
-            restored, seq = resumed.orphans, resumed.seq
-        else:
-            base = make_engine(config, bed_cfg, id_factory=id_factory)
-            seed_engine(base, seq=seq, phase_elapsed_s=None, now=now)
-        engine = RestoringEngine(base, restored, now=now, grace_s=config.state.restore_grace_s)
-        loop = asyncio.get_running_loop()
-        writer = SnapshotWriter(
-            bed,
-            engine.snapshot,
-            lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
-            clock=loop.time,
-            after_s=SNAPSHOT_AFTER_S,
-        )
-        self.snapshots[bed] = writer
-        snapshotting = SnapshottingEngine(engine, writer)
-        recorded: Engine = RecordingEngine(snapshotting, journal) if journal is not None else snapshotting
-        record = SessionLog(
-            self.sessions, bed, wall=self.wall.utc, baseline=lambda: getattr(base, "baseline", None)
-        )
-        self.records[bed] = record
-        session = BedSession(
+        """One bed, resumed from the store and wired in its constructor (:mod:`.bed_runtime`)."""
+        journal = self.journals.get(bed_cfg.id)
+
+        def link(dev: DeviceConfig, listener: LinkListener) -> Link:
+            """A serial port, or a route on a network HL7 listener (mllp://)."""
+            if is_mllp_url(dev.url):
+                return self.mllp.link(dev, listener, tap=journal)
+            return DeviceLink(dev, listener, tap=journal)
+
+        runtime = BedRuntime(
+            self.config,
             bed_cfg,
-            recorded,
-            vital_payload=self._vital,
-            observers=[self._journal(bed), record.output],
-            recorder=record.observation,
-        )
-        publisher = BedPublisher(
-            config.mqtt,
-            site=config.site,
-            bed=bed,
+            links=link,
+            store=self.store,
+            sessions=self.sessions,
             wall=self.wall,
-            status=self._status_fn(session),
-            store=store,
-            commands=self._command_fn(bed, session),
-            on_unreachable=lambda up: self.local_alarms.set("broker_unreachable", bed, up),
-            on_alert_sent=writer.alert_sent,
+            local_alarms=self.local_alarms,
+            journal=journal,
+            now=now,
         )
-        session.sink = publisher
-        # Shown as active again at once: the snapshot's alarms and the journal's orphans.
-        publisher.restore(pending, engine.active_alarms())
-        if resumed is not None:
-            self.phase_start[bed] = base.phase_starts.get(base.phase, now)
-        phase = meta.get("phase")
-        if isinstance(phase, str) and phase != session.engine.phase:
-            # No snapshot, or a phase change journalled after it: the journal's phase wins.
-            session.set_phase(phase, now)
-            start = meta.get("phase_start_epoch")
-            if isinstance(start, int | float):
-                seed_engine(base, seq=seq, phase_elapsed_s=max(0.0, epoch_now - start), now=now)
-                self.phase_start[bed] = now - max(0.0, epoch_now - start)
-                # set_phase above journalled "now" as the start: put the real start back, or a
-                # second restart would count the phase from the first restart.
-                store.put_meta(bed, {"phase_start_epoch": start})
-        self.phase_start.setdefault(bed, now)  # a new engine starts its session in baseline now
-        if restored or pending or phase or resumed is not None:
-            log.info(
-                "session.resumed",
-                bed=bed,
-                phase=session.engine.phase,
-                active=len(engine.active_alarms()),
-                undelivered=len(pending),
-                seq=seq,
-                snapshot=resumed is not None,
-            )
-        for dev in bed_cfg.devices:
-            session.links[dev.id] = (
-                self.mllp.link(dev, session, tap=journal)
-                if is_mllp_url(dev.url)
-                else DeviceLink(dev, session, tap=journal)
-            )
-        self.beds[bed] = session
-        self.publishers[bed] = publisher
-
-    def _resume_snapshot(
-        self,
-        bed_cfg: BedConfig,
-        id_factory: Callable[[], str],
-        journal_active: list[Any],
-        *,
-        journal_seq: int,
-        now: float,
-        epoch_now: float,
-    ) -> Resumed | None:
-        """The bed's engine from its stored snapshot, or None (no snapshot, or a refused one)."""
-        stored = self.store.snapshot(bed_cfg.id)
-        if stored is None:
-            return None
-        written, blob = stored
-        try:
-            resumed = resume_from_snapshot(
-                self.config.alarms,
-                blob,
-                bed=bed_cfg.id,
-                devices={d.id: d.role for d in bed_cfg.devices},
-                id_factory=id_factory,
-                now=now,
-                written_epoch=written,
-                epoch_now=epoch_now,
-                journal_active=journal_active,
-                journal_seq=journal_seq,
-            )
-        except SnapshotRejected as exc:
-            log.warning("session.snapshot_rejected", bed=bed_cfg.id, reason=exc.reason)
-            return None
-        log.info(
-            "session.snapshot_restored",
-            bed=bed_cfg.id,
-            phase=resumed.engine.phase,
-            outage_s=round(resumed.outage_s, 1),
-            active=len(resumed.engine.active_alarms()),
-            journal_newer=[tr.alert_id for tr in resumed.orphans],
-            journal_cleared=resumed.dropped,
-            seq=resumed.seq,
-        )
-        return resumed
-
-    def _journal(self, bed: str) -> Callable[[Output], None]:
-        """Persist what the engine cannot restore by itself yet: the phase and when it began."""
-
-        def observe(out: Output) -> None:
-            if isinstance(out, PhaseChanged):
-                self.phase_start[bed] = out.t
-                self.store.put_meta(
-                    bed, {"phase": out.phase, "phase_start_epoch": self.wall.utc(out.t).timestamp()}
-                )
-
-        return observe
-
-    def _phase_fields(self, bed: str, fields: dict[str, Any]) -> None:
-        """Dose and planned length from the nurse's phase command: journal and session record."""
-        self.store.put_meta(bed, {"phase_fields": fields})
-        self.records[bed].phase_fields(fields)
-
-    def _command_fn(self, bed: str, session: BedSession) -> Callable[[bytes], dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        handler = CommandHandler(
-            site=self.config.site,
-            bed=bed,
-            clock=loop.time,
-            acknowledge=session.acknowledge,
-            set_phase=session.set_phase,
-            request_nibp=session.request_nibp,
-            is_active=session.is_active,
-            active_ids=lambda: [t.alert_id for t in session.engine.active_alarms()],
-            remember=lambda rid: self.store.remember_request(bed, rid),
-            store_phase_fields=lambda fields: self._phase_fields(bed, fields),
-            seen=self.store.requests(bed),
-        )
-        self.commands[bed] = handler
-
-        def handle(payload: bytes) -> dict[str, Any]:
-            result = handler.handle(payload)
-            COMMANDS.labels(bed, "ok" if result["ok"] else result["error"]["code"]).inc()
-            return result
-
-        return handle
-
-    def _vital(self, device: str, obs: Observation, now: float, valid: bool) -> dict[str, Any]:
-        return vital_payload(
-            kind=obs.kind,
-            value=obs.value,
-            unit=obs.unit,
-            quality="valid" if valid else "invalid",
-            measured_at=self.wall.utc(now),
-            device=device,
-        )
-
-    def _status_fn(self, session: BedSession) -> Any:
-        loop = asyncio.get_running_loop()
-
-        def status(state: str, heartbeat: int) -> dict[str, Any]:
-            start = self.phase_start.get(session.bed)
-            return status_payload(
-                state=state,
-                site=self.config.site,
-                bed=session.bed,
-                phase=session.engine.phase,
-                links=session.link_states(),
-                heartbeat=heartbeat,
-                sent_at=datetime.now(UTC),
-                phase_minutes=None if start is None else (loop.time() - start) / 60.0,
-                technical=[alarm for alarm, bed in self.local_alarms.active if bed in (session.bed, "*")],
-            )
-
-        return status
+        bed = bed_cfg.id
+        self.runtimes[bed] = runtime
+        self.beds[bed] = runtime.session
+        self.publishers[bed] = runtime.publisher
+        self.commands[bed] = runtime.commands
+        self.records[bed] = runtime.record
+        self.snapshots[bed] = runtime.snapshots
 
     async def _ticker(self) -> None:
         """Every bed's engine and session-record timers, TICK_S apart, from one task.
@@ -404,10 +135,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            for bed_id, session in self.beds.items():
+            for bed_id, runtime in self.runtimes.items():
                 with bound_contextvars(bed=bed_id):
-                    session.tick(now)
-                    self.records[bed_id].tick(now)
+                    runtime.tick(now)
             await asyncio.sleep(TICK_S)
 
     async def run(self, housekeeping: Housekeeping | None = None) -> None:

@@ -50,6 +50,7 @@ import structlog
 from vitalwatch import strict_json
 from vitalwatch.drivers.events import Observation
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
+from vitalwatch.engine.transition_codec import transition_to_dict
 
 __all__ = [
     "SESSIONS_DB_NAME",
@@ -292,6 +293,20 @@ def _beyond(kind: str, value: float) -> list[str]:
     return names
 
 
+# What the record keeps of an alert transition (from the transition codec's dict), plus onset_s.
+_ALERT_EVENT_FIELDS = (
+    "alert_id",
+    "state",
+    "priority",
+    "category",
+    "condition",
+    "parameter",
+    "value",
+    "limit",
+    "phase",
+)
+
+
 def _wall_now(t: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=t - time.monotonic())
 
@@ -363,18 +378,9 @@ class SessionLog:
                 self._phase_changed(phase, t)
             case AlertTransition() if self._open(out.t, None):
                 self._advance(out.t)
-                data = {
-                    "alert_id": out.alert_id,
-                    "state": out.state.value,
-                    "priority": out.priority.value,
-                    "category": out.category.value,
-                    "condition": out.condition,
-                    "parameter": out.parameter,
-                    "value": out.value,
-                    "limit": out.limit,
-                    "phase": out.phase,
-                    "onset_s": round(out.onset_t - self._t0, 1),
-                }
+                tr = transition_to_dict(out)
+                data = {name: tr[name] for name in _ALERT_EVENT_FIELDS}
+                data["onset_s"] = round(out.onset_t - self._t0, 1)
                 self._event(out.t, "alert", data)
             case StatusChanged() if self._open(out.t, None):
                 self._advance(out.t)

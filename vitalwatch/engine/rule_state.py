@@ -1,0 +1,159 @@
+"""Rule state and its arithmetic: sustained timers, NIBP confirmation, the limit in force.
+
+Each rule of the table keeps a small state object here; :mod:`vitalwatch.engine.session`
+feeds it samples, readings and time, and :mod:`vitalwatch.engine.rules` turns an active one
+into the nurse's message. Every state has a snapshot form (:mod:`vitalwatch.engine.snapshot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vitalwatch.engine.baseline import Baseline
+from vitalwatch.engine.signals import NibpReading, Sample
+from vitalwatch.engine.snapshot import encode_number
+from vitalwatch.engine.table import Rule
+
+if TYPE_CHECKING:
+    from vitalwatch.engine.snapshot import StateReader
+
+__all__ = ["EPS", "NibpCheck", "NibpRuleState", "SustainState", "sustained_limit"]
+
+EPS = 1e-6  # a timer this close to its delay counts as run (float sums of 0.25 s steps)
+
+
+@dataclass(slots=True)
+class SustainState:
+    """A "sustained N s" timer over valid signal; the bypass timer for extreme values beside it."""
+
+    acc: float = 0.0
+    bypass_acc: float = 0.0
+    first_out: Sample | None = None
+    latest: Sample | None = None
+    worst: float | None = None
+
+    def reset(self) -> None:
+        self.acc = self.bypass_acc = 0.0
+        self.first_out = self.latest = None
+        self.worst = None
+
+    def note(self, sample: Sample, low_is_bad: bool) -> None:
+        """A valid out-of-range sample: remember it as evidence."""
+        if self.first_out is None:
+            self.first_out = sample
+        self.latest = sample
+        v = sample.value
+        if v is not None and (self.worst is None or (v < self.worst if low_is_bad else v > self.worst)):
+            self.worst = v
+
+    def active(self, rule: Rule) -> bool:
+        if self.latest is None:
+            return False
+        if self.acc >= rule.sustain_s - EPS:
+            return True
+        return rule.bypass_limit is not None and self.bypass_acc >= rule.bypass_s - EPS
+
+    def snapshot(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`); acc/bypass_acc are durations, not times."""
+        return {
+            "acc": self.acc,
+            "bypass_acc": self.bypass_acc,
+            "first_out": self.first_out.to_state() if self.first_out is not None else None,
+            "latest": self.latest.to_state() if self.latest is not None else None,
+            "worst": encode_number(self.worst),
+        }
+
+    def restore_state(self, r: StateReader) -> None:
+        first, latest = r.opt_child("first_out"), r.opt_child("latest")
+        self.acc = r.seconds("acc")
+        self.bypass_acc = r.seconds("bypass_acc")
+        self.first_out = Sample.from_state(first) if first is not None else None
+        self.latest = Sample.from_state(latest) if latest is not None else None
+        self.worst = r.opt_number("worst")
+
+
+def sustained_limit(rule: Rule, baseline: Baseline | None) -> float | None:
+    """The limit in force: absolute, or from the baseline (None when the baseline is missing)."""
+    if rule.limit is not None:
+        return rule.limit
+    bl = baseline.get(rule.parameter or "") if baseline is not None else None
+    if bl is None:
+        return None
+    if rule.baseline_offset is not None:
+        return bl + rule.baseline_offset
+    if rule.baseline_percent is not None:
+        return bl * (1 + rule.baseline_percent / 100)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NibpCheck:
+    """Whether one reading breaks one NIBP rule, with the component that did."""
+
+    out: bool
+    value: float | None
+    limit: float | None
+    text: str
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "out": self.out,
+            "value": encode_number(self.value),
+            "limit": encode_number(self.limit),
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_state(cls, r: StateReader) -> NibpCheck:
+        return cls(r.flag("out"), r.opt_number("value"), r.opt_number("limit"), r.text("text"))
+
+
+@dataclass(slots=True)
+class NibpRuleState:
+    """An NIBP rule: the first out-of-range reading awaiting confirmation, and whether it holds."""
+
+    pending: NibpReading | None = None
+    active: bool = False
+    check: NibpCheck | None = None
+    evidence: list[NibpReading] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.pending = None
+        self.active = False
+        self.check = None
+        self.evidence = []
+
+    def update(self, rule: Rule, r: NibpReading, check: NibpCheck) -> bool:
+        """Apply one valid reading; True when a confirmation reading should be requested."""
+        if not check.out:
+            self.reset()
+            return False
+        self.check = check
+        if not rule.confirm or self.active:
+            self.active = True
+            self.evidence = [*self.evidence[-1:], r] if rule.confirm else [r]
+            return False
+        if self.pending is not None and r.t - self.pending.t <= rule.confirm_window_s:
+            self.active = True
+            self.evidence = [self.pending, r]
+            self.pending = None
+            return False
+        self.pending = r
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
+        return {
+            "pending": self.pending.to_state() if self.pending is not None else None,
+            "active": self.active,
+            "check": self.check.to_state() if self.check is not None else None,
+            "evidence": [r.to_state() for r in self.evidence],
+        }
+
+    def restore_state(self, r: StateReader) -> None:
+        pending, check = r.opt_child("pending"), r.opt_child("check")
+        self.pending = NibpReading.from_state(pending) if pending is not None else None
+        self.active = r.flag("active")
+        self.check = NibpCheck.from_state(check) if check is not None else None
+        self.evidence = [NibpReading.from_state(c) for c in r.children("evidence", 64)]

@@ -1,0 +1,267 @@
+"""One bed as the daemon runs it: the engine resumed from the store, and everything around it.
+
+.. code-block:: text
+
+    serial bytes ─▶ DeviceLink ─▶ driver.feed ─▶ BedSession ─▶ BedEngine (validity, rules, alarm book)
+                     │ tap: recording journal      │ observers: phase journal, session record
+                     │                             │ watchers: snapshot writer
+                     ▼                             ▼ sink
+                   (recording)               BedPublisher ─▶ outbox (FULL commit) ─▶ MQTT alert
+                                                   ▲ port: status, commands, unreachable, alert sent
+                                             BedRuntime (this class)
+
+Everything is built once, in the constructor, in the order it needs (the daemon passes the
+link factory: a serial port, or a route on a network HL7 listener): the engine (from the
+snapshot, or fresh and seeded from the alert journal, with the journal's active alarms handed
+over for adoption), the snapshot writer and the session record, the publisher (its ``port``
+is this object), the bed session with its links, sink, observers, taps and watchers, and the
+command handler on the session. Nothing is patched in afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from vitalwatch.bed import BedSession, InputTap, LinkFactory
+from vitalwatch.config import BedConfig, Config
+from vitalwatch.continuity.recording import BedJournal
+from vitalwatch.continuity.statestore import (
+    SNAPSHOT_AFTER_S,
+    IdFactory,
+    Resumed,
+    SnapshotRejected,
+    SnapshotWriter,
+    resume_from_snapshot,
+    transition_from_json,
+)
+from vitalwatch.delivery.commands import CommandHandler
+from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
+from vitalwatch.delivery.publisher import BedPublisher
+from vitalwatch.delivery.store import Store
+from vitalwatch.drivers import Observation
+from vitalwatch.engine.outputs import AlertTransition, Output, PhaseChanged
+from vitalwatch.engine.session import BedEngine
+from vitalwatch.link.contract import Link
+from vitalwatch.ops.local_alarms import LocalAlarms
+from vitalwatch.ops.metrics import COMMANDS
+from vitalwatch.record.sessionlog import SessionDb, SessionLog
+
+__all__ = ["BedRuntime", "make_engine"]
+
+log = structlog.get_logger("vitalwatch.ops.daemon")
+
+
+def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> BedEngine:
+    """The clinical engine for one bed, with its device roles."""
+    return BedEngine(
+        config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices}, id_factory=id_factory
+    )
+
+
+class BedRuntime:
+    """One bed's engine, session, publisher, command handler, snapshot writer and session record.
+
+    Implements the publisher's port (:class:`vitalwatch.delivery.publisher.BedPort`) and the
+    command handler's journal (:class:`vitalwatch.delivery.commands.CommandJournal`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        bed_cfg: BedConfig,
+        *,
+        links: LinkFactory[Link],
+        store: Store,
+        sessions: SessionDb,
+        wall: WallClock,
+        local_alarms: LocalAlarms,
+        journal: BedJournal | None,
+        now: float,
+    ) -> None:
+        self.config, self.bed, self.store, self.wall = config, bed_cfg.id, store, wall
+        self.local_alarms = local_alarms
+        loop = asyncio.get_running_loop()
+        bed = self.bed
+        meta = store.meta(bed)
+        ids = IdFactory(
+            bed,
+            int(meta.get("id_counter", 0)),
+            on_new=lambda n: store.put_meta(bed, {"id_counter": n}, sync="NORMAL"),
+        )
+        epoch_now = time.time()
+        restored = [transition_from_json(d, mono_now=now, epoch_now=epoch_now) for d in store.active(bed)]
+        pending = store.pending(bed)
+        seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
+        id_factory = journal.ids(ids) if journal is not None else ids
+        resumed = self._resume_snapshot(
+            bed_cfg, id_factory, restored, journal_seq=seq, now=now, epoch_now=epoch_now
+        )
+        if resumed is not None:
+            engine = resumed.engine
+            restored, seq = resumed.orphans, resumed.seq
+        else:
+            engine = make_engine(config, bed_cfg, id_factory=id_factory)
+            engine.seed(seq=seq)
+        # Shown as active again at once, and continued under their ids when found again.
+        engine.adopt(restored, now=now, grace_s=config.state.restore_grace_s)
+        self.engine = engine
+        self.snapshots = SnapshotWriter(
+            bed,
+            engine.snapshot,
+            lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
+            clock=loop.time,
+            after_s=SNAPSHOT_AFTER_S,
+        )
+        self.record = SessionLog(sessions, bed, wall=wall.utc, baseline=lambda: engine.baseline)
+        self.publisher = BedPublisher(
+            config.mqtt, site=config.site, bed=bed, wall=wall, port=self, store=store
+        )
+        taps: list[InputTap] = [journal] if journal is not None else []
+        self.session = BedSession(
+            bed_cfg,
+            engine,
+            links=links,
+            sink=self.publisher,
+            vital_payload=self._vital,
+            observers=[self._journal_phase, self.record.output],
+            recorder=self.record.observation,
+            taps=taps,
+            watchers=[self.snapshots],
+        )
+        self.commands = CommandHandler(
+            site=config.site,
+            bed=bed,
+            target=self.session,
+            clock=loop.time,
+            journal=self,
+            seen=store.requests(bed),
+        )
+        self.publisher.restore(pending, engine.active_alarms())
+        phase = meta.get("phase")
+        if isinstance(phase, str) and phase != engine.phase:
+            # No snapshot, or a phase change journalled after it: the journal's phase wins.
+            self.session.set_phase(phase, now)
+            start = meta.get("phase_start_epoch")
+            if isinstance(start, int | float):
+                engine.seed(seq=seq, phase_elapsed_s=max(0.0, epoch_now - start), now=now)
+                # set_phase above journalled "now" as the start: put the real start back, or a
+                # second restart would count the phase from the first restart.
+                store.put_meta(bed, {"phase_start_epoch": start})
+        if restored or pending or phase or resumed is not None:
+            log.info(
+                "session.resumed",
+                bed=bed,
+                phase=engine.phase,
+                active=len(engine.active_alarms()),
+                undelivered=len(pending),
+                seq=seq,
+                snapshot=resumed is not None,
+            )
+
+    def _resume_snapshot(
+        self,
+        bed_cfg: BedConfig,
+        id_factory: Callable[[], str],
+        journal_active: list[AlertTransition],
+        *,
+        journal_seq: int,
+        now: float,
+        epoch_now: float,
+    ) -> Resumed | None:
+        """The bed's engine from its stored snapshot, or None (no snapshot, or a refused one)."""
+        stored = self.store.snapshot(bed_cfg.id)
+        if stored is None:
+            return None
+        written, blob = stored
+        try:
+            resumed = resume_from_snapshot(
+                self.config.alarms,
+                blob,
+                bed=bed_cfg.id,
+                devices={d.id: d.role for d in bed_cfg.devices},
+                id_factory=id_factory,
+                now=now,
+                written_epoch=written,
+                epoch_now=epoch_now,
+                journal_active=journal_active,
+                journal_seq=journal_seq,
+            )
+        except SnapshotRejected as exc:
+            log.warning("session.snapshot_rejected", bed=bed_cfg.id, reason=exc.reason)
+            return None
+        log.info(
+            "session.snapshot_restored",
+            bed=bed_cfg.id,
+            phase=resumed.engine.phase,
+            outage_s=round(resumed.outage_s, 1),
+            active=len(resumed.engine.active_alarms()),
+            journal_newer=[tr.alert_id for tr in resumed.orphans],
+            journal_cleared=resumed.dropped,
+            seq=resumed.seq,
+        )
+        return resumed
+
+    def tick(self, now: float) -> None:
+        """The engine's and the session record's timers (the daemon's one ticker calls this)."""
+        self.session.tick(now)
+        self.record.tick(now)
+
+    # -- session observer ----------------------------------------------------------------
+    def _journal_phase(self, out: Output) -> None:
+        """Persist what the journal-only resume needs: the phase and when it began (UTC)."""
+        if isinstance(out, PhaseChanged):
+            self.store.put_meta(
+                self.bed, {"phase": out.phase, "phase_start_epoch": self.wall.utc(out.t).timestamp()}
+            )
+
+    def _vital(self, device: str, obs: Observation, now: float, valid: bool) -> dict[str, Any]:
+        return vital_payload(
+            kind=obs.kind,
+            value=obs.value,
+            unit=obs.unit,
+            quality="valid" if valid else "invalid",
+            measured_at=self.wall.utc(now),
+            device=device,
+        )
+
+    # -- BedPort (the publisher asks) ----------------------------------------------------
+    def status(self, state: str, heartbeat: int) -> dict[str, Any]:
+        start = self.engine.phase_start
+        now = asyncio.get_running_loop().time()
+        return status_payload(
+            state=state,
+            site=self.config.site,
+            bed=self.bed,
+            phase=self.engine.phase,
+            links=self.session.link_states(),
+            heartbeat=heartbeat,
+            sent_at=datetime.now(UTC),
+            phase_minutes=None if start is None else (now - start) / 60.0,
+            technical=[alarm for alarm, bed in self.local_alarms.active if bed in (self.bed, "*")],
+        )
+
+    def command(self, payload: bytes) -> dict[str, Any]:
+        result = self.commands.handle(payload)
+        COMMANDS.labels(self.bed, "ok" if result["ok"] else result["error"]["code"]).inc()
+        return result
+
+    def unreachable(self, stuck: bool) -> None:
+        self.local_alarms.set("broker_unreachable", self.bed, stuck)
+
+    def alert_sent(self) -> None:
+        self.snapshots.alert_sent()
+
+    # -- CommandJournal (the command handler reports) ------------------------------------
+    def remember_request(self, request_id: str) -> None:
+        self.store.remember_request(self.bed, request_id)
+
+    def phase_fields(self, fields: dict[str, Any]) -> None:
+        """Dose and planned length from the nurse's phase command: journal and session record."""
+        self.store.put_meta(self.bed, {"phase_fields": fields})
+        self.record.phase_fields(fields)
