@@ -178,8 +178,7 @@ class BedEngine:
 
         ``pause`` and ``resume`` (the same command) pause and resume the infusion: see :meth:`pause`.
         """
-        if phase not in PHASE_COMMANDS:
-            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASE_COMMANDS)})")
+        self.check_phase(phase)
         if phase == "pause":
             return self.pause(now)
         if phase == "resume":
@@ -220,6 +219,14 @@ class BedEngine:
         out.extend(self._evaluate(now))
         return out
 
+    def check_phase(self, phase: str) -> None:
+        """ValueError when :meth:`set_phase` would refuse ``phase`` now (unknown, or a pause or
+        resume outside the infusion), so a caller can refuse a command before recording it."""
+        if phase not in PHASE_COMMANDS:
+            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASE_COMMANDS)})")
+        if phase in ("pause", "resume") and self._phase != "infusion":
+            raise ValueError(f"{phase}: only an infusion can be paused or resumed (phase is {self._phase})")
+
     # ------------------------------------------------------------------ infusion pause
     @property
     def paused(self) -> bool:
@@ -239,9 +246,8 @@ class BedEngine:
         schedule (``nibp_overdue``); alarms, re-notification and escalation keep running on the
         real clock. ValueError outside the infusion; pausing a paused infusion changes nothing.
         """
+        self.check_phase("pause")
         out = self._enter(now)
-        if self._phase != "infusion":
-            raise ValueError(f"pause: only an infusion can be paused (phase is {self._phase})")
         if self._clock.pause(self._now):
             out.append(self._pause_status(True, self._now))
         return out + self._evaluate(self._now)
@@ -251,9 +257,8 @@ class BedEngine:
 
         ValueError outside the infusion; resuming a running infusion changes nothing.
         """
+        self.check_phase("resume")
         out = self._enter(now)
-        if self._phase != "infusion":
-            raise ValueError(f"resume: only an infusion can be resumed (phase is {self._phase})")
         if self._clock.resume(self._now):
             out.append(self._pause_status(False, self._now))
         return out + self._evaluate(self._now)
