@@ -297,14 +297,21 @@ def driver_fault_findings(rule: Rule, v: BedView) -> list[Finding]:
 def baseline_incomplete_findings(rule: Rule, v: BedView) -> list[Finding]:
     if v.frozen is None or v.frozen.complete:
         return []
-    text = f"Infusion started with an incomplete baseline: {'; '.join(baseline_missing(v.frozen, v.table))}"
+    has_oxi = any(measures_oximetry(role) for role in v.roles.values())
+    missing = baseline_missing(v.frozen, v.table, nibp=v.has_cuff, oximetry=has_oxi)
+    if not missing:  # only parts this bed cannot measure (no cuff, say) are absent
+        return []
+    text = f"Infusion started with an incomplete baseline: {'; '.join(missing)}"
     return [finding_for(rule, text, evidence=(v.frozen.describe(),))]
 
 
-def baseline_missing(b: Baseline, table: AlarmTable) -> list[str]:
-    """What an incomplete baseline lacks, part by part, in a nurse's words."""
+def baseline_missing(
+    b: Baseline, table: AlarmTable, *, nibp: bool = True, oximetry: bool = True
+) -> list[str]:
+    """What an incomplete baseline lacks, part by part, in a nurse's words (only the parts the
+    bed has a monitor for: a bed without a cuff cannot miss its NIBP readings)."""
     s, missing = table.baseline, []
-    if b.systolic is None or b.diastolic is None:
+    if nibp and (b.systolic is None or b.diastolic is None):
         spacing = f"{fmt(round(s.nibp_spacing_s / 60, 1))} min"
         if b.nibp_count < s.nibp_readings:
             missing.append(
@@ -316,7 +323,7 @@ def baseline_missing(b: Baseline, table: AlarmTable) -> list[str]:
                 f"(need {s.nibp_readings} readings >= {spacing} apart)"
             )
     for part, label in (("spo2", "SpO2"), ("pulse_rate", "pulse")):
-        if b.get(part) is None:
+        if oximetry and b.get(part) is None:
             seconds = b.valid_seconds(part)
             missing.append(f"{fmt(round(seconds))} of {fmt(s.oximetry_s)} s valid {label}")
     return missing

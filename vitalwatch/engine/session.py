@@ -55,6 +55,9 @@ from vitalwatch.engine.vocabulary import AGE_BANDS, PHASE_COMMANDS, PHASES
 
 __all__ = ["BedEngine"]
 
+# Decode problems that say nothing about the line: the driver guard's own (a driver exception).
+_NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
+
 
 class BedEngine:
     """The session and alarm engine of one bed (see the module docstring for the data flow)."""
@@ -144,8 +147,10 @@ class BedEngine:
                             sig.invalidate(device, now)
                 else:
                     statuses.discard(code)
-            case DecodeProblem():
+            case DecodeProblem(reason=reason) if not reason.startswith(_NOT_LINE_NOISE):
                 self._decode_problem(device, now)
+            case DecodeProblem():
+                pass  # the decoder's own fault (driver_fault), not garbled bytes
             case Observation():
                 pass
         return out + self._evaluate(now)
