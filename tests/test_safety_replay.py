@@ -67,6 +67,11 @@ def alerts(lines: list[dict[str, Any]], condition: str | None = None) -> list[di
 BASELINE = [bp(0, 120, 80), bp(150, 122, 78)]  # complete: 2 readings 150 s apart, 5 min of oximetry
 
 
+def infused(*rows: str | list[str]) -> str:
+    """A complete 5-min baseline, the infusion from t=300, then ``rows``."""
+    return csv(BASELINE, oxi(0, 300), "300,phase,infusion,\n", *rows)
+
+
 # ------------------------------------------------------------------ 1. safety net in every phase
 def test_baseline_spo2_80_and_pulse_35_raise_high_alarms(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -233,10 +238,7 @@ def test_pause_outside_the_infusion_is_a_bad_row(tmp_path: Path, capsys: pytest.
 def test_a_latched_high_says_it_ended_and_the_clear_keeps_its_priority(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = csv(
-        BASELINE,
-        oxi(0, 300),
-        "300,phase,infusion,\n",
+    text = infused(
         oxi(300, 340, spo2=84),
         oxi(340, 460),
         "460,ack,bed-1-000001,RN Kim\n",
@@ -260,10 +262,7 @@ def test_a_medium_tier_fall_still_clears_at_the_highest_priority_reached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SpO2 88 % (HIGH), then 91 % (MEDIUM), acknowledged, then 97 %: the clear says HIGH."""
-    text = csv(
-        BASELINE,
-        oxi(0, 300),
-        "300,phase,infusion,\n",
+    text = infused(
         oxi(300, 320, spo2=88),
         oxi(320, 400, spo2=91),
         "400,ack,*,RN Kim\n",
@@ -307,10 +306,7 @@ def test_scenario_with_a_complete_baseline_raises_no_baseline_incomplete(scenari
 def test_an_acknowledged_medium_renotifies_2_min_later(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = csv(
-        BASELINE,
-        oxi(0, 300),
-        "300,phase,infusion,\n",
+    text = infused(
         oxi(300, 600, spo2=91),
         "340,ack,*,RN Kim\n",
     )

@@ -155,19 +155,15 @@ def _check_args(command: str, data: dict[str, Any]) -> tuple[str, str] | dict[st
         args["alert_id"] = alert_id
         args["by"] = data["by"]
     elif command == "phase":
-        phase = data["phase"]
-        if not isinstance(phase, str):
-            return "wrong_type", "phase must be a string"
-        if phase not in PHASES:
-            return "bad_value", f"phase must be one of {', '.join(PHASES)}, got {phase!r}"
-        args["phase"] = phase
-        if "age_band" in data:
-            band = data["age_band"]
-            if not isinstance(band, str):
-                return "wrong_type", "age_band must be a string"
-            if band not in AGE_BANDS:
-                return "bad_value", f"age_band must be one of {', '.join(AGE_BANDS)}, got {band!r}"
-            args["age_band"] = band
+        for name, choices in (("phase", PHASES), ("age_band", AGE_BANDS)):
+            if name not in data:
+                continue  # only age_band is optional: the caller checked the required fields
+            value = data[name]
+            if not isinstance(value, str):
+                return "wrong_type", f"{name} must be a string"
+            if value not in choices:
+                return "bad_value", f"{name} must be one of {', '.join(choices)}, got {value!r}"
+            args[name] = value
         for name, (low, high) in _NUMBERS.items():
             if name not in data:
                 continue
