@@ -42,6 +42,15 @@ __all__ = [
 # stream was chunked.
 UNDECODABLE_REPORT_BYTES = 1024
 
+# Protocols without a checksum (BCI, old Contec: 5-byte packets framed by bit 7 alone; V7
+# Contec: a type byte then 8 bytes with bit 7 set) trust a packet's values and statuses only
+# once this many well-framed packets came back to back since the last undecodable byte. Random
+# bytes (a wrong baud rate, a bad cable) frame one 5-byte packet about once in 32 positions
+# but five in a row only about once in 32^5 (3e-8): at 1000 bytes/s once in ~9 h, where a
+# single frame would pass 30 times a second. A real device at 60-100 packets/s reaches five in
+# 50-85 ms, so a clean line loses nothing but the first few packets after a glitch.
+CONSISTENT_FRAMES = 5
+
 
 class OptionError(ValueError):
     """A driver option with an unusable value; ``option`` names it for the configuration error."""
@@ -157,9 +166,9 @@ class StatusTracker:
         self._active = {code: detail.get(code, {}) for code in now_active}
         return changes
 
-    def set(self, code: str, on: bool, detail: Mapping[str, str | int | float | bool] | None = None) -> list[
-        DeviceStatus
-    ]:
+    def set(
+        self, code: str, on: bool, detail: Mapping[str, str | int | float | bool] | None = None
+    ) -> list[DeviceStatus]:
         """Switch one code without touching the others (for event-driven protocols like NIBP)."""
         if on and code not in self._active:
             self._active[code] = dict(detail or {})

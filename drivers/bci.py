@@ -24,6 +24,12 @@ Status mapping (our choice where the PDF only names the bit):
 - signal strength below ``low_signal_below`` (constructor option, default 2) ->
   ``low_signal_quality``; the PDF gives the 0-8 range but no threshold.
 
+No checksum: a packet's values and statuses count only once the framing held for
+:data:`~vitalwatch.drivers.base.CONSISTENT_FRAMES` packets in a row since the last undecodable
+byte (``consistent_frames``; random bytes at a wrong baud rate frame single packets about 30
+times a second and would read as flapping statuses and pulse 154); undecodable bytes also drop
+the window's values.
+
 Observations: the waveform rate is far more than an alarm engine wants, so the driver reports
 ``spo2`` and ``pulse_rate`` once per ``packets_per_report`` packets (default 100 = once per
 second at the device's own rate), with the latest valid value seen in that window, or None
@@ -40,7 +46,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES, SerialSettings, StatusTracker
+from vitalwatch.drivers.base import (
+    CONSISTENT_FRAMES,
+    UNDECODABLE_REPORT_BYTES,
+    SerialSettings,
+    StatusTracker,
+)
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
 from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
@@ -146,14 +157,17 @@ class LatestPerWindow:
         if (self._count - 1) % self._n:
             return None
         out = [
-            Observation(kind, self._latest.get(kind), KINDS[kind].unit, KINDS[kind].mdc)
-            for kind in values
+            Observation(kind, self._latest.get(kind), KINDS[kind].unit, KINDS[kind].mdc) for kind in values
         ]
         self._latest.clear()
         return out
 
     def reset(self) -> None:
         self._count = 0
+        self._latest.clear()
+
+    def forget_values(self) -> None:
+        """Drop the values seen so far in this window (the framing broke: they may be junk)."""
         self._latest.clear()
 
 
@@ -164,9 +178,19 @@ class BciDriver:
     name: ClassVar[str] = "bci"
     serial: ClassVar[SerialSettings] = SerialSettings(baudrate=9600)  # [unconfirmed], see above
 
-    def __init__(self, *, packets_per_report: int = 100, low_signal_below: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        packets_per_report: int = 100,
+        low_signal_below: int = 2,
+        consistent_frames: int = CONSISTENT_FRAMES,
+    ) -> None:
         # 100 packets = 1 s at the BCI rate: the engine wants values, not waveform samples.
         self._window = LatestPerWindow(packets_per_report)
+        if consistent_frames < 1:
+            raise ValueError("consistent frames must be >= 1")
+        self._trust_after = consistent_frames  # 1: every framed packet counts (unit tests)
+        self._consistent = 0  # well-framed packets in a row since the last undecodable byte
         self._low_signal_below = low_signal_below
         self._buffer = bytearray()  # never more than one packet plus one byte: see feed()
         self._skipped = 0
@@ -186,6 +210,8 @@ class BciDriver:
             if skipped:
                 self._skipped += skipped
                 del self._buffer[:skipped]
+                self._consistent = 0
+                self._window.forget_values()
                 while self._skipped >= UNDECODABLE_REPORT_BYTES:
                     events.append(DecodeProblem("resync", UNDECODABLE_REPORT_BYTES))
                     self._skipped -= UNDECODABLE_REPORT_BYTES
@@ -196,10 +222,13 @@ class BciDriver:
             if self._skipped:
                 events.append(DecodeProblem("resync", self._skipped))
                 self._skipped = 0
+            self._consistent += 1
             events += self._packet(decode_packet(raw))
         return events
 
     def _packet(self, packet: BciPacket) -> list[Event]:
+        if self._consistent < self._trust_after:  # framing not established: no information
+            return list(self._window.add({"spo2": None, "pulse_rate": None}) or [])
         codes: list[str] = []
         if packet.probe_unplugged:
             codes.append("no_sensor")
@@ -230,6 +259,7 @@ class BciDriver:
             events.append(DecodeProblem("truncated_packet", left))
         self._buffer.clear()
         self._skipped = 0
+        self._consistent = 0
         self._window.reset()
         events += self._tracker.reset()
         self._codes = []

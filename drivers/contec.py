@@ -53,6 +53,11 @@ section must say 19200/odd for an old device (the class default is the V7 115200
 Observations: ``spo2`` and ``pulse_rate`` once per ``packets_per_report`` packets (default 60,
 one second at 60 Hz), latest valid value in the window or None.
 
+Neither protocol has a checksum, so a packet counts only once the framing has held for
+:data:`~vitalwatch.drivers.base.CONSISTENT_FRAMES` packets in a row since the last undecodable
+byte (its values and statuses before that are ignored: random bytes at a wrong baud rate would
+otherwise read as SpO2 17 or pulse 200); undecodable bytes also drop the window's values.
+
 Speed: runs of back-to-back V7 real-time packets are decoded in bulk (a compiled regex finds
 the run, the validity bits of all its high bytes are checked with one ``translate``, and only
 the packets that close a report window are read), because decoding 60 packets/s one by one in
@@ -66,7 +71,13 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from vitalwatch.drivers.base import UNDECODABLE_REPORT_BYTES, Parity, SerialSettings, StatusTracker
+from vitalwatch.drivers.base import (
+    CONSISTENT_FRAMES,
+    UNDECODABLE_REPORT_BYTES,
+    Parity,
+    SerialSettings,
+    StatusTracker,
+)
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
 from vitalwatch.drivers.plausibility import screened
 from vitalwatch.drivers.vocabulary import KINDS
@@ -242,6 +253,7 @@ class ContecDriver:
         restart_after: float = 5.0,
         v7_validity_flags: bool = True,
         low_signal_below: int = 2,
+        consistent_frames: int = CONSISTENT_FRAMES,
     ) -> None:
         if protocol not in ("auto", "old", "new"):
             raise ValueError(f"protocol must be 'auto', 'old' or 'new', not {protocol!r}")
@@ -250,6 +262,11 @@ class ContecDriver:
         self.detected: Literal["old", "new"] | None = None if protocol == "auto" else protocol
         if packets_per_report < 1:
             raise ValueError("packets per report must be >= 1")
+        if consistent_frames < 1:
+            raise ValueError("consistent frames must be >= 1")
+        # Packets in a row a value needs before it counts (1: every framed packet, as in tests of
+        # single packets; the default is the documented CONSISTENT_FRAMES).
+        self._trust_after = consistent_frames
         # Report window (same rule as bci.LatestPerWindow, kept inline so the V7 fast path can
         # advance it by a whole run): packet k (1-based) closes a window when (k - 1) % n == 0.
         self._per_report = packets_per_report
@@ -269,6 +286,7 @@ class ContecDriver:
         self._buffer = bytearray()  # bounded: at most one V7 packet is ever kept, see _scan
         self._skipped = 0
         self._run: tuple[str, int] = ("", 0)
+        self._consistent = 0  # well-framed packets in a row since the last undecodable byte
         self._outgoing = bytearray(START_REALTIME if self._speaks_v7() else b"")
         self._next_keepalive: float | None = None
         self._last_data: float | None = None
@@ -313,6 +331,7 @@ class ContecDriver:
                             break  # could still be an old packet: wait for more bytes
                         raw = bytes(buf[:OLD_LEN])
                         del buf[:OLD_LEN]
+                        self._consistent += 1
                         events += self._good("old", self._old_events(decode_old(raw)), now)
                         continue
                 self._skip(1, events)
@@ -329,6 +348,7 @@ class ContecDriver:
             if buf[0] == V7_REALTIME and run == V7_LEN - 1:
                 raw = bytes(buf[:V7_LEN])
                 del buf[:V7_LEN]
+                self._consistent += 1
                 events += self._good("new", self._v7_events(decode_v7(raw)), now)
             elif self.detected == "new" and run > 0:
                 del buf[: 1 + run]  # an info packet (reply to A7, A2, ...): not ours to decode
@@ -341,6 +361,8 @@ class ContecDriver:
         del self._buffer[:n]
         self._skipped += n
         self._run = ("", 0)
+        self._consistent = 0  # the framing broke: trust nothing until it holds again
+        self._latest_spo2 = self._latest_pulse = None
         if self._skipped >= UNDECODABLE_REPORT_BYTES:
             events.append(DecodeProblem("resync", self._skipped))
             self._skipped = 0
@@ -373,7 +395,13 @@ class ContecDriver:
             self._skipped = 0
         total = len(run) // V7_LEN
         classes = run[1::V7_LEN].translate(_V7_CLASS) if self._validity_flags else None
+        base = self._consistent
         pos = 0
+        while pos < total and base + pos < self._trust_after:  # not trusted yet: one by one
+            self._consistent = base + pos + 1
+            at = pos * V7_LEN
+            events += self._v7_events(decode_v7(run[at : at + V7_LEN]))
+            pos += 1
         while pos < total:
             current = self._v7_class
             stop = pos
@@ -388,8 +416,10 @@ class ContecDriver:
                 pos = stop
                 continue
             at = pos * V7_LEN
+            self._consistent = base + pos + 1
             events += self._v7_events(decode_v7(run[at : at + V7_LEN]))
             pos += 1
+        self._consistent = base + total
         self._last_data = now
         name, count = self._run
         self._run = ("new", (count if name == "new" else 0) + total)
@@ -432,6 +462,8 @@ class ContecDriver:
         return out
 
     def _old_events(self, packet: OldPacket) -> list[Event]:
+        if self._consistent < self._trust_after:
+            return self._report(None, None, None)  # framing not established: no information
         codes: list[str] = []
         if packet.finger_out:
             codes.append("sensor_off")
@@ -445,6 +477,8 @@ class ContecDriver:
         return self._report(codes, packet.spo2, packet.pulse_rate)
 
     def _v7_events(self, packet: V7Packet) -> list[Event]:
+        if self._consistent < self._trust_after:
+            return self._report(None, None, None)  # framing not established: no information
         codes: list[str] = []
         pulse: int | None = packet.pulse_raw
         spo2: int | None = packet.spo2_raw
@@ -464,8 +498,9 @@ class ContecDriver:
             spo2 = None
         return self._report(codes, spo2, pulse)
 
-    def _report(self, codes: list[str], spo2: int | None, pulse: int | None) -> list[Event]:
-        events: list[Event] = list(self._tracker.update(codes))
+    def _report(self, codes: list[str] | None, spo2: int | None, pulse: int | None) -> list[Event]:
+        """One packet's statuses (None: leave them as they are), values and report window."""
+        events: list[Event] = list(self._tracker.update(codes)) if codes is not None else []
         if spo2 is not None:
             self._latest_spo2 = float(spo2)
         if pulse is not None:
@@ -484,6 +519,7 @@ class ContecDriver:
         self._buffer.clear()
         self._skipped = 0
         self._run = ("", 0)
+        self._consistent = 0
         self._count = 0
         self._latest_spo2 = self._latest_pulse = None
         self._last_data = None

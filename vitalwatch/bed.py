@@ -185,9 +185,15 @@ class BedSession(Generic[L]):
         self._fed(self.engine.tick(now), now, tick=True)
 
     def set_phase(self, phase: str, now: float) -> None:
+        """A phase command (``pause``/``resume`` too); ValueError, with nothing recorded, when refused."""
+        self.engine.check_phase(phase)
         for tap in self._taps:
             tap.phase(phase, now)
         self._fed(self.engine.set_phase(phase, now), now)
+
+    def set_age_band(self, band: str, now: float) -> None:
+        """The session's age band (``adult`` or ``older_adult``; never a date of birth)."""
+        self._fed(self.engine.set_age_band(band, now), now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:
         for tap in self._taps:

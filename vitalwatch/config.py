@@ -129,6 +129,9 @@ class DeviceConfig:
 class BedConfig:
     id: str
     devices: tuple[DeviceConfig, ...]
+    # The chair's default age band (never a date of birth): ``older_adult`` (>= 65 years) moves the
+    # start gate's SBP limit; a phase command may set it per session.
+    age_band: str = "adult"
 
 
 # The IHE PCD ACM profile of PCD-04 (MSH-21): IHE's OID arc for PCD transactions, .4 = PCD-04.
@@ -566,6 +569,7 @@ def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
     for i, bed_data in enumerate(tables):
         br = _Reader(bed_data, f"beds[{i}]", problems)
         bed_id = br.ident("id")
+        age_band = br.choice("age_band", "adult", ("adult", "older_adult"))
         if bed_id is not None and bed_id in seen_beds:
             br.problem("id", f"duplicate bed id {bed_id!r}")
         devices: list[DeviceConfig] = []
@@ -590,7 +594,7 @@ def _beds(r: _Reader, problems: list[ConfigProblem]) -> tuple[BedConfig, ...]:
         br.finish()
         if bed_id is not None:
             seen_beds.add(bed_id)
-            beds.append(BedConfig(id=bed_id, devices=tuple(devices)))
+            beds.append(BedConfig(id=bed_id, devices=tuple(devices), age_band=age_band))
     return tuple(beds)
 
 

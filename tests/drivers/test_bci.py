@@ -28,7 +28,7 @@ INVALID = bytes.fromhex("B000707F7F")
 
 
 def one_per_packet() -> BciDriver:
-    return BciDriver(packets_per_report=1)
+    return BciDriver(packets_per_report=1, consistent_frames=1)
 
 
 def test_hand_built_packet_decodes_to_the_pdf_values() -> None:
@@ -66,12 +66,28 @@ def test_one_observation_pair_per_100_packets_with_the_latest_valid_value() -> N
         encode_packet(BciPacket(signal_strength=8, pulse_rate=60 + i // 10, spo2=95)) for i in range(250)
     ]
     events = driver.feed(b"".join(packets))
-    # Packets 1, 101 and 201 close a window; each reports the packet that closed it.
-    assert [o.value for o in observations(events) if o.kind == "pulse_rate"] == [60.0, 70.0, 80.0]
+    # Packets 1, 101 and 201 close a window; each reports the packet that closed it, except the
+    # first: before 5 packets in a row the framing is not established (no checksum).
+    assert [o.value for o in observations(events) if o.kind == "pulse_rate"] == [None, 70.0, 80.0]
+
+
+def test_random_bytes_give_no_values_and_no_flapping_statuses() -> None:
+    """Random bytes at 1000 B/s frame single packets ~30 times a second, never 5 in a row: no
+    value, no status (today's flapping signal_lost), only decode problems, many a second."""
+    import random
+
+    from vitalwatch.drivers.events import DecodeProblem, DeviceStatus
+
+    rng = random.Random(7)
+    driver = BciDriver()
+    events = [e for _ in range(60) for e in driver.feed(rng.randbytes(1000))]
+    assert all(o.value is None for o in observations(events))
+    assert [] == [e for e in events if isinstance(e, DeviceStatus)]
+    assert sum(isinstance(e, DecodeProblem) for e in events) >= 600
 
 
 def test_window_with_only_invalid_packets_reports_none_and_keeps_latest_valid_otherwise() -> None:
-    driver = BciDriver(packets_per_report=4)
+    driver = BciDriver(packets_per_report=4, consistent_frames=1)
     valid = encode_packet(BciPacket(signal_strength=8, pulse_rate=70, spo2=96))
     invalid = encode_packet(BciPacket(signal_strength=8))
     events = driver.feed(valid + invalid * 4 + valid + invalid * 3)

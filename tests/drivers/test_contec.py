@@ -28,7 +28,7 @@ from vitalwatch.drivers.contec import (
     encode_old,
     encode_v7,
 )
-from vitalwatch.drivers.events import DeviceStatus, Observation
+from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Observation
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "contec_berrymed"
 STREAM = (VECTORS / "cms50dplus_v7_realtime_stream_headrotor.bin").read_bytes()
@@ -46,15 +46,15 @@ def capture_device_bytes() -> bytes:
 
 
 def new_each() -> ContecDriver:
-    return ContecDriver(protocol="new", packets_per_report=1)
+    return ContecDriver(protocol="new", packets_per_report=1, consistent_frames=1)
 
 
 def auto_each() -> ContecDriver:
-    return ContecDriver(protocol="auto", packets_per_report=1)
+    return ContecDriver(protocol="auto", packets_per_report=1, consistent_frames=1)
 
 
 def old_each() -> ContecDriver:
-    return ContecDriver(protocol="old", packets_per_report=1)
+    return ContecDriver(protocol="old", packets_per_report=1, consistent_frames=1)
 
 
 def pairs(events: list[object]) -> list[tuple[str, float | None]]:
@@ -87,7 +87,36 @@ def test_capture_three_ways_with_junk(feed: object, factory: object) -> None:
 
 def test_capture_reports_once_per_60_packets_by_default() -> None:
     events = ContecDriver(protocol="new").feed(STREAM * 20)  # 140 packets: reports at 1, 61, 121
-    assert pairs(events) == [("spo2", 97.0), ("pulse_rate", 65.0)] * 3
+    # The first report comes before 5 packets in a row established the framing: no values yet.
+    assert (
+        pairs(events) == [("spo2", None), ("pulse_rate", None)] + [("spo2", 97.0), ("pulse_rate", 65.0)] * 2
+    )
+
+
+def test_random_bytes_never_become_valid_values() -> None:
+    """Random bytes at 1000 B/s (a wrong baud rate) frame old packets by chance about 30 times a
+    second, never 5 in a row: no value and no status comes out, only decode problems."""
+    import random
+
+    rng = random.Random(13)
+    for protocol in ("auto", "old", "new"):
+        driver = ContecDriver(protocol=protocol)  # type: ignore[arg-type]
+        events = [e for _ in range(60) for e in driver.feed(rng.randbytes(1000))]
+        values = [e.value for e in events if isinstance(e, Observation)]
+        assert values and all(v is None for v in values), protocol
+        assert [] == [e for e in events if isinstance(e, DeviceStatus)]
+        if protocol != "new":  # V7-only skips random bytes as info packets: silence, so link_lost
+            assert sum(isinstance(e, DecodeProblem) for e in events) >= 60 * 10
+
+
+def test_values_after_a_glitch_wait_for_five_clean_packets() -> None:
+    """A junk byte in a clean V7 stream: the window it falls in reports nothing; 5 packets later
+    the values count again."""
+    driver = ContecDriver(protocol="new", packets_per_report=10)
+    clean = driver.feed(STREAM * 3)  # 21 packets: reports at 1, 11, 21
+    assert [None, 97.0, 97.0] == [e.value for e in clean if isinstance(e, Observation) and e.kind == "spo2"]
+    glitch = driver.feed(b"\x00" + STREAM * 3)  # packets 22-42: reports at 31, 41
+    assert [97.0, 97.0] == [e.value for e in glitch if isinstance(e, Observation) and e.kind == "spo2"]
 
 
 def test_whole_conversation_info_replies_are_skipped_silently() -> None:

@@ -70,9 +70,11 @@ def test_bulk_decoding_matches_packet_by_packet_model(
     """Fed whole or in random chunks, the stream gives exactly the model's events."""
     data = b"".join(encode(*p) for p in packets)
     expected = model(packets, n)
-    whole = ContecDriver(protocol="new", packets_per_report=n)
+    whole = ContecDriver(protocol="new", packets_per_report=n, consistent_frames=1)
     assert expected == whole.feed(data) + whole.feed_eof()
-    chunked = feed_chunks(lambda: ContecDriver(protocol="new", packets_per_report=n), data, seed=seed)
+    chunked = feed_chunks(
+        lambda: ContecDriver(protocol="new", packets_per_report=n, consistent_frames=1), data, seed=seed
+    )
     assert expected == chunked
 
 
@@ -81,6 +83,28 @@ def test_auto_mode_locks_on_a_long_run_fed_at_once() -> None:
     driver = ContecDriver(protocol="auto")
     events = driver.feed(encode(0, 72, 96) * 150)
     assert "new" == driver.detected
-    assert [("spo2", 96.0), ("pulse_rate", 72.0)] * 3 == [
+    # The first report (packet 1) comes before the framing held for 5 packets: no values yet.
+    assert [("spo2", None), ("pulse_rate", None)] + [("spo2", 96.0), ("pulse_rate", 72.0)] * 2 == [
         (e.kind, e.value) for e in events if isinstance(e, Observation)
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    packets=st.lists(st.tuples(packet, st.booleans()), min_size=1, max_size=200),
+    n=st.sampled_from([1, 7, 60]),
+    seed=st.integers(0, 1000),
+)
+def test_framing_gate_is_the_same_in_bulk_and_chunked(
+    packets: list[tuple[tuple[int, int, int], bool]], n: int, seed: int
+) -> None:
+    """With the default 5-packet framing gate and junk bytes between some packets, the fast path
+    and any chunking give the same events, and no report right after junk carries a value."""
+    data = b"".join((b"\x00" if junk else b"") + encode(*p) for p, junk in packets)
+    whole = ContecDriver(protocol="new", packets_per_report=n)
+    expected = whole.feed(data) + whole.feed_eof()
+    assert expected == feed_chunks(
+        lambda: ContecDriver(protocol="new", packets_per_report=n), data, seed=seed
+    )
+    first = [e for e in expected if isinstance(e, Observation)][:2]
+    assert all(e.value is None for e in first)

@@ -130,7 +130,9 @@ def test_nonin_packet_from_sample_frames(tmp_path: Path, capsys: pytest.CaptureF
 def test_contec_protocol_option(capsys: pytest.CaptureFixture[str]) -> None:
     """``--option protocol=new`` reaches the driver: the V7 capture decodes to pulse 65, SpO2 97."""
     path = VECTORS / "contec_berrymed" / "cms50dplus_v7_realtime_stream_headrotor.bin"
-    code, events = decode(capsys, "--driver", "contec", "--option", "protocol=new", str(path))
+    code, events = decode(
+        capsys, "--driver", "contec", "--option", "protocol=new", "--option", "consistent_frames=1", str(path)
+    )
     assert 0 == code
     assert [("spo2", 97), ("pulse_rate", 65)] == [
         (e["kind"], e["value"]) for e in events if e["event"] == "observation"
@@ -151,7 +153,7 @@ def test_bci_packets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     """A second of BCI packets in the PDF's layout (no capture in tests/vectors): SpO2 98, pulse 75."""
     packet = bytes((0x80 | 8, 0x40, 0x05, 75, 98))
     path = tmp_path / "bci.bin"
-    path.write_bytes(packet * 100)
+    path.write_bytes(packet * 200)  # reports at packets 1 (framing not established yet) and 101
     code, events = decode(capsys, "--driver", "bci", str(path))
     assert 0 == code
     assert ("spo2", 98) in {(e["kind"], e["value"]) for e in events if e["event"] == "observation"}

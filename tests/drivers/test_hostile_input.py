@@ -204,7 +204,9 @@ def test_ten_megabytes_of_garbage_is_reported_progressively_with_bounded_memory(
 
 def test_bci_resyncs_after_a_long_run_of_junk() -> None:
     good = encode_packet(BciPacket(signal_strength=5, pulse_rate=72, spo2=97))
-    events = feed_whole(lambda: make_driver("bci", packets_per_report=1), bytes(3000) + good)
+    events = feed_whole(
+        lambda: make_driver("bci", packets_per_report=1, consistent_frames=1), bytes(3000) + good
+    )
     assert [DecodeProblem("resync", 1024), DecodeProblem("resync", 1024), DecodeProblem("resync", 952)] == (
         problems(events)
     )

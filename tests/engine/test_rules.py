@@ -38,8 +38,9 @@ def first(h: EngineHarness, condition: str):  # type: ignore[no-untyped-def]
     return raised[0]
 
 
-def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
-    """28 rules: the 27 rows of clinical-defaults.md (tiers split into one rule each) and driver_fault."""
+def test_shipped_table_has_every_row_of_the_evidence_table() -> None:
+    """31 rules: the rows of docs/alarms.md (tiers split into one rule each), driver_fault,
+    device_garbled, baseline_overrun and nibp_peak_missed."""
     table = load_alarm_table(None)
     expected = {
         "start_gate_bp", "nibp_severe_baseline", "start_gate_spo2", "start_gate_pulse_high",
@@ -49,6 +50,7 @@ def test_shipped_table_has_every_row_of_clinical_defaults() -> None:
         "nibp_rise_from_baseline", "nibp_high_awareness", "nibp_low_medium", "nibp_low_high",
         "nibp_overdue_infusion", "nibp_overdue_recovery", "signal_lost", "link_lost", "driver_fault",
         "bp_recovery_slow_low", "bp_recovery_slow_medium", "infusion_overrun",
+        "baseline_overrun", "nibp_peak_missed", "device_garbled",
     }  # fmt: skip
     assert expected == {r.id for r in table.rules}
 
@@ -169,18 +171,18 @@ def test_pulse_rules(pulse: float, condition: str, delay: int, priority: Priorit
 
 # ---------------------------------------------------------------- NIBP
 def test_nibp_high_confirmed_needs_a_second_reading() -> None:
-    """Recovery: 185/100 once -> a repeat request, no alarm; again 2 min later -> HIGH."""
+    """Recovery: 185/100 once -> a repeat request 2 min later, no alarm; again then -> HIGH."""
     h = recovering(settle=100)
-    out = h.nibp(700, 185, 100)
-    assert ["confirm BP 185/100 mmHg (nibp_high_confirmed, nibp_rise_from_baseline)"] == [
-        r.reason for r in h.requests()[-1:]
+    h.nibp(700, 185, 100)
+    assert [] == [r for r in h.requests() if r.t == 700]
+    h.run(700, 821)
+    assert [(820, "confirm BP 185/100 mmHg (nibp_high_confirmed, nibp_rise_from_baseline)")] == [
+        (r.t, r.reason) for r in h.requests()[-1:]
     ]
-    assert any(r in out for r in h.requests())
     assert [] == h.alerts()
-    h.run(700, 820)
-    h.nibp(820, 186, 104)
+    h.nibp(880, 186, 104)
     alert = first(h, "nibp_high")
-    assert (820, Priority.HIGH, "nibp_high_confirmed") == (alert.t, alert.priority, alert.rule)
+    assert (880, Priority.HIGH, "nibp_high_confirmed") == (alert.t, alert.priority, alert.rule)
     assert 2 == len(alert.evidence)
 
 
@@ -191,7 +193,8 @@ def test_nibp_high_not_confirmed_outside_the_window() -> None:
     h.run(700, 1010)
     h.nibp(1010, 185, 100)
     assert [] == h.alerts()
-    assert [700, 1010] == [r.t for r in h.requests() if r.reason.startswith("confirm")]
+    h.run(1010, 1200)
+    assert [820, 1130] == [r.t for r in h.requests() if r.reason.startswith("confirm")]
 
 
 def test_nibp_high_not_confirmed_by_a_normal_reading() -> None:
@@ -241,10 +244,10 @@ def test_nibp_rise_from_baseline_confirmed() -> None:
     h = recovering(settle=100)
     h.nibp(700, 162, 85)
     assert [] == h.alerts()
-    h.run(700, 800)
-    h.nibp(800, 161, 84)
+    h.run(700, 830)
+    h.nibp(830, 161, 84)
     alert = first(h, "nibp_rise_from_baseline")
-    assert (800, Priority.MEDIUM) == (alert.t, alert.priority)
+    assert (830, Priority.MEDIUM) == (alert.t, alert.priority)
 
 
 @pytest.mark.parametrize(("systolic", "priority"), [(85, Priority.MEDIUM), (75, Priority.HIGH)])
@@ -252,10 +255,10 @@ def test_nibp_low_confirmed(systolic: float, priority: Priority) -> None:
     h = recovering(settle=100)
     h.nibp(700, systolic, 50)
     assert [] == h.alerts()
-    h.run(700, 800)
-    h.nibp(800, systolic, 50)
+    h.run(700, 830)
+    h.nibp(830, systolic, 50)
     alert = first(h, "nibp_low")
-    assert (800, priority) == (alert.t, alert.priority)
+    assert (830, priority) == (alert.t, alert.priority)
 
 
 def test_cuff_error_reading_is_not_a_blood_pressure() -> None:
@@ -333,7 +336,8 @@ def test_nibp_overdue_in_infusion() -> None:
 
 
 def test_nibp_due_window_35_to_40_min() -> None:
-    """Interval 15 min: readings at 0, 14, 28 and 44 min miss 35-40 min: request at 35, overdue at 43."""
+    """Interval 15 min: readings at 0, 14 and 28 min miss 35-40 min: a request at 35, and at 40
+    nibp_peak_missed (MEDIUM technical) with a second request."""
     h = EngineHarness(overrides={"rules": {"nibp_overdue_infusion": {"interval_s": 900}}})
     h.standard_baseline(until=T)
     for minute in (0, 14, 28):
@@ -343,8 +347,11 @@ def test_nibp_due_window_35_to_40_min() -> None:
     assert ["scheduled reading due at 35-40 min of the infusion (expected BP peak)"] == [
         r.reason for r in h.requests() if r.t == T + 35 * 60
     ]
-    alert = first(h, "nibp_overdue")
-    assert T + 43 * 60 == alert.t
+    alert = first(h, "nibp_peak_missed")
+    assert (T + 40 * 60, Priority.MEDIUM, "technical") == (alert.t, alert.priority, alert.category.value)
+    assert ["peak reading missed (nibp_peak_missed)"] == [
+        r.reason for r in h.requests() if r.t == T + 40 * 60
+    ]
 
 
 def test_nibp_overdue_in_recovery_after_15_plus_3_min() -> None:

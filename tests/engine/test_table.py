@@ -128,8 +128,8 @@ def test_table_file_and_key_prefix(tmp_path: Path) -> None:
     assert ["beds.0.alarms.table"] == [p.key for p in info.value.problems]
 
 
-def test_shipped_file_is_valid_toml_with_28_rules() -> None:
+def test_shipped_file_is_valid_toml_with_31_rules() -> None:
     data = tomllib.loads(
         resources.files("vitalwatch").joinpath("data/alarm-table.toml").read_text(encoding="utf-8")
     )
-    assert 28 == len(data["rules"])
+    assert 31 == len(data["rules"])

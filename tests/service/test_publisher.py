@@ -311,3 +311,19 @@ async def test_clean_stop_publishes_offline_itself() -> None:
     assert ("online", "offline") == (statuses[0].json()["state"], statuses[-1].json()["state"])
     assert "will" != statuses[-1].fate
     assert "offline" == json.loads(broker.retained[f"{BASE}/status"])["state"]
+
+
+@pytest.mark.asyncio
+async def test_an_escalation_also_goes_to_the_escalations_topic() -> None:
+    """The second recipient (a charge nurse) reads .../escalations: the escalated transition, and
+    nothing else, is published there too, with the same alert_id and seq as on alerts."""
+    broker = FakeBroker()
+    pub = publisher(broker)
+    pub.alert(transition("h", 1, priority=Priority.HIGH))
+    pub.alert(transition("h", 2, AlertState.ESCALATED, priority=Priority.HIGH))
+    pub.alert(transition("h", 3, AlertState.ACKNOWLEDGED, priority=Priority.HIGH))
+    async with running(pub):
+        await broker.wait_for(lambda: pub.pending == 0, what="all sent")
+    assert [("h", 1), ("h", 2), ("h", 3)] == sent(broker)
+    assert [("h", 2)] == sent(broker, f"{BASE}/escalations")
+    assert "escalated" == broker.on(f"{BASE}/escalations")[0].json()["state"]

@@ -34,7 +34,7 @@ from vitalwatch.delivery.payloads import (
 )
 from vitalwatch.drivers.vocabulary import KINDS
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
-from vitalwatch.engine.vocabulary import CONDITIONS, PHASES
+from vitalwatch.engine.vocabulary import AGE_BANDS, CONDITIONS, PHASE_COMMANDS, PHASES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -247,6 +247,9 @@ GOOD_COMMANDS: list[dict[str, Any]] = [
         "planned_minutes": 40,
     },
     {"request_id": "r-4", "command": "phase", "phase": "ended"},
+    {"request_id": "r-4p", "command": "phase", "phase": "pause"},
+    {"request_id": "r-4r", "command": "phase", "phase": "resume", "by": "RN Kim"},
+    {"request_id": "r-4a", "command": "phase", "phase": "baseline", "age_band": "older_adult"},
     {"request_id": "r-5", "command": "nibp", "by": "RN Kim"},
     {
         "request_id": "r-6",
@@ -269,6 +272,10 @@ BAD_COMMANDS: list[tuple[str, Any]] = [
     ("dose on ack", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "dose_mg_per_kg": 1}),
     ("negative dose", {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": -1}),
     ("alert_id on nibp", {"request_id": "r", "command": "nibp", "alert_id": "*"}),
+    ("age band unknown", {"request_id": "r", "command": "phase", "phase": "baseline", "age_band": "67"}),
+    ("age band on ack", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "age_band": "adult"}),  # noqa: E501
+    ("age band on nibp", {"request_id": "r", "command": "nibp", "age_band": "older_adult"}),
+    ("pause spelled otherwise", {"request_id": "r", "command": "phase", "phase": "paused"}),
     ("unknown field", {"request_id": "r", "command": "nibp", "mrn": "123456"}),
     ("request_id too long", {"request_id": "r" * 65, "command": "nibp"}),
     ("request_id a number", {"request_id": 7, "command": "nibp"}),
@@ -300,7 +307,8 @@ def schema_enum(name: str, *path: str) -> list[Any]:
 def test_schema_vocabularies_are_the_codes_vocabularies() -> None:
     """A new phase, kind, state or command in the code must be documented in the schema too."""
     assert sorted(PHASES) == sorted(schema_enum("alert", "properties", "phase", "enum"))
-    assert sorted(PHASES) == sorted(schema_enum("command", "properties", "phase", "enum"))
+    assert sorted(PHASE_COMMANDS) == sorted(schema_enum("command", "properties", "phase", "enum"))
+    assert sorted(AGE_BANDS) == sorted(schema_enum("command", "properties", "age_band", "enum"))
     assert sorted(KINDS) == sorted(schema_enum("vital", "properties", "kind", "enum"))
     assert sorted(s.value for s in AlertState) == sorted(schema_enum("alert", "properties", "state", "enum"))
     assert sorted(p.value for p in Priority) == sorted(schema_enum("alert", "properties", "priority", "enum"))

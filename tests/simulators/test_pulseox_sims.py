@@ -132,7 +132,10 @@ def test_values_round_trip_and_at_most_one_spo2_per_second(sim: object, driver: 
     scenario = steady(spo2=88.0, pulse_rate=150.0)
     events = run(sim(scenario), driver(), 30.0)  # type: ignore[operator]
     obs = [e for _, e in events if isinstance(e, Observation)]
-    assert {(o.kind, o.value) for o in obs} == {("spo2", 88.0), ("pulse_rate", 150.0)}
+    # Drivers of checksum-less protocols report the very first window before 5 packets in a row
+    # established the framing: no values in that one report only.
+    assert all(o.value is not None for o in obs[2:])
+    assert {(o.kind, o.value) for o in obs if o.value is not None} == {("spo2", 88.0), ("pulse_rate", 150.0)}
     assert problems([e for _, e in events]) == []
     times = spo2_times(events)
     assert len(times) >= 14  # the Nellcor prints every 2 s, the others report every second

@@ -6,8 +6,12 @@ malformed command and on generated ones. At most :data:`MAX_COMMAND_BYTES` of UT
 
     {"request_id": "st1-000481", "command": "ack", "alert_id": "<an active alert_id>" | "*",
      "by": "RN Kim"}
-    {"request_id": "st1-000483", "command": "phase", "phase": "baseline|infusion|recovery|ended",
-     "dose_mg_per_kg": 0.5, "planned_minutes": 40}          (both optional, stored for the record)
+    {"request_id": "st1-000483", "command": "phase",
+     "phase": "baseline|infusion|recovery|ended|pause|resume",
+     "dose_mg_per_kg": 0.5, "planned_minutes": 40,          (both optional, stored for the record)
+     "age_band": "adult|older_adult"}                       (optional: the session's age band)
+    ``pause``/``resume`` pause and resume the infusion (the phase stays ``infusion``; refused
+    with ``bad_value`` in another phase).
     {"request_id": "st1-000484", "command": "nibp"}
     optional everywhere: "by" (required for ack), "site" and "bed" (must be the topic's),
     "sent_utc" (when the station sent it)
@@ -39,6 +43,7 @@ from typing import Any, Protocol
 import structlog
 
 from vitalwatch.delivery.payloads import COMMANDS, command_result_payload
+from vitalwatch.engine.vocabulary import AGE_BANDS, PHASE_COMMANDS
 
 __all__ = [
     "MAX_COMMAND_BYTES",
@@ -55,7 +60,7 @@ log = structlog.get_logger("vitalwatch.delivery.commands")
 # Real commands are ~150 bytes; 4 KiB leaves room for long ids while bounding what a
 # misbehaving client can make us parse.
 MAX_COMMAND_BYTES = 4096
-PHASES = ("baseline", "infusion", "recovery", "ended")
+PHASES = PHASE_COMMANDS  # the four phases, and pause/resume of the infusion
 # The patterns of schemas/command.schema.json. fullmatch, because Python's "$" would also
 # match before a trailing newline where the schema's (ECMA 262) does not.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -68,7 +73,7 @@ _UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9
 # command -> (required, optional) beyond the fields every command may carry.
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "ack": (frozenset({"alert_id", "by"}), frozenset()),
-    "phase": (frozenset({"phase"}), frozenset({"dose_mg_per_kg", "planned_minutes"})),
+    "phase": (frozenset({"phase"}), frozenset({"dose_mg_per_kg", "planned_minutes", "age_band"})),
     "nibp": (frozenset(), frozenset()),
 }
 _COMMON = frozenset({"request_id", "command", "by", "site", "bed", "sent_utc"})
@@ -150,12 +155,15 @@ def _check_args(command: str, data: dict[str, Any]) -> tuple[str, str] | dict[st
         args["alert_id"] = alert_id
         args["by"] = data["by"]
     elif command == "phase":
-        phase = data["phase"]
-        if not isinstance(phase, str):
-            return "wrong_type", "phase must be a string"
-        if phase not in PHASES:
-            return "bad_value", f"phase must be one of {', '.join(PHASES)}, got {phase!r}"
-        args["phase"] = phase
+        for name, choices in (("phase", PHASES), ("age_band", AGE_BANDS)):
+            if name not in data:
+                continue  # only age_band is optional: the caller checked the required fields
+            value = data[name]
+            if not isinstance(value, str):
+                return "wrong_type", f"{name} must be a string"
+            if value not in choices:
+                return "bad_value", f"{name} must be one of {', '.join(choices)}, got {value!r}"
+            args[name] = value
         for name, (low, high) in _NUMBERS.items():
             if name not in data:
                 continue
@@ -241,7 +249,11 @@ class CommandTarget(Protocol):
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None: ...
 
-    def set_phase(self, phase: str, now: float) -> None: ...
+    def set_phase(self, phase: str, now: float) -> None:
+        """Enter ``phase``, or ``pause``/``resume`` the infusion; ValueError when it cannot."""
+
+    def set_age_band(self, band: str, now: float) -> None:
+        """The session's age band (``adult`` or ``older_adult``)."""
 
     def request_nibp(self, reason: str, now: float) -> bool:
         """Start a cuff cycle; False when no device of the bed can be started remotely."""
@@ -325,10 +337,17 @@ class CommandHandler:
             self._target.acknowledge(alert_id, cmd.args["by"], now)
             detail = {"acknowledged": ids}
         elif cmd.command == "phase":
-            self._target.set_phase(cmd.args["phase"], now)
+            try:
+                self._target.set_phase(cmd.args["phase"], now)
+            except ValueError as exc:  # pause/resume outside the infusion: nothing changed
+                return error("bad_value", str(exc))
+            if "age_band" in cmd.args:
+                self._target.set_age_band(cmd.args["age_band"], now)
             if self._journal is not None:
                 self._journal.phase_fields(dict(cmd.args))
             detail = {"phase": cmd.args["phase"]}
+            if "age_band" in cmd.args:
+                detail["age_band"] = cmd.args["age_band"]
         else:  # nibp
             if not self._target.request_nibp("nurse request", now):
                 return error("unavailable", "no NIBP device of this bed can be started remotely")

@@ -104,6 +104,11 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.base}/alerts"
 
+    @property
+    def escalations(self) -> str:
+        """An escalated alert again, for the second recipient (a charge nurse's account)."""
+        return f"{self.base}/escalations"
+
     def alarm(self, alert_id: str) -> str:
         return f"{self.base}/alarms/{alert_id}"
 
@@ -220,12 +225,14 @@ def status_payload(
     phase_minutes: float | None = None,
     outbox_pending: int = 0,
     technical: Iterable[str] = (),
+    paused: bool = False,
 ) -> dict[str, Any]:
     """Retained bed status; ``state`` is online or offline (the last will says offline too).
 
     ``phase_minutes`` is the gateway's own count (monotonic clock) as of ``sent_utc``, so a
     station that reloads shows exact minutes in phase instead of "at least N"; None when the
-    caller does not know it. ``outbox_pending`` counts alert transitions the broker has not
+    caller does not know it (paused infusion time is not counted; ``paused`` says the
+    infusion is paused now). ``outbox_pending`` counts alert transitions the broker has not
     acknowledged yet; ``technical`` names the gateway's active local technical alarms
     (:data:`TECHNICAL_ALARMS`), so an engineer sees why a bed may be late with its alerts.
     """
@@ -236,6 +243,7 @@ def status_payload(
         "bed": bed,
         "phase": phase,
         "phase_minutes": None if phase_minutes is None else round(max(0.0, phase_minutes), 1),
+        "paused": paused,
         "links": {name: ("up" if up else "down") for name, up in sorted(links.items())},
         "heartbeat": heartbeat,
         "outbox_pending": outbox_pending,

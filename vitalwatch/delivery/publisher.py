@@ -312,6 +312,11 @@ class BedPublisher:
         body["sent_utc"] = iso_utc(datetime.now(UTC))
         offered = time.monotonic()
         await client.publish(self.topics.alerts, encode(body), qos=1, timeout=self._timeout)
+        if body.get("state") == "escalated":
+            # The second recipient's topic: the same payload, sent before the entry counts as
+            # delivered, so an escalation survives a lost connection like any alert (receivers
+            # already drop a repeated (alert_id, seq)).
+            await client.publish(self.topics.escalations, encode(body), qos=1, timeout=self._timeout)
         PUBLISH_ACK_LATENCY.labels(self.bed).observe(time.monotonic() - offered)
         if self._on_alert_sent is not None:
             self._on_alert_sent()

@@ -1,4 +1,4 @@
-"""The patient's baseline, taken in the baseline phase (clinical-defaults.md "Conventions").
+"""The patient's baseline, taken in the baseline phase (docs/alarms.md, "Session and phases").
 
 BL systolic/diastolic = median of >= 2 valid NIBP readings >= 2 min apart; BL SpO2 and pulse =
 median over >= 3 min of valid signal [EJ]. While the phase is ``baseline`` the estimate is live
@@ -33,7 +33,15 @@ class Baseline:
     spo2: float | None
     pulse_rate: float | None
     nibp_count: int
-    oximetry_s: float
+    oximetry_s: float  # the shorter of the SpO2 and pulse valid seconds
+    nibp_span_s: float = 0.0  # seconds between the first and the last valid baseline reading
+    spo2_s: float | None = None  # valid seconds of SpO2 (None: as oximetry_s)
+    pulse_rate_s: float | None = None  # valid seconds of pulse (None: as oximetry_s)
+
+    def valid_seconds(self, parameter: str) -> float:
+        """Seconds of valid ``spo2`` or ``pulse_rate`` signal collected in the baseline phase."""
+        seconds = self.spo2_s if parameter == "spo2" else self.pulse_rate_s
+        return self.oximetry_s if seconds is None else seconds
 
     @property
     def complete(self) -> bool:
@@ -59,6 +67,9 @@ class Baseline:
             "pulse_rate": encode_number(self.pulse_rate),
             "nibp_count": self.nibp_count,
             "oximetry_s": self.oximetry_s,
+            "nibp_span_s": self.nibp_span_s,
+            "spo2_s": self.spo2_s,
+            "pulse_rate_s": self.pulse_rate_s,
         }
 
     @classmethod
@@ -70,6 +81,14 @@ class Baseline:
             pulse_rate=r.opt_number("pulse_rate"),
             nibp_count=r.integer("nibp_count"),
             oximetry_s=r.seconds("oximetry_s"),
+            # Added later: a snapshot of an earlier version of this engine lacks them.
+            nibp_span_s=r.seconds("nibp_span_s") if r.has("nibp_span_s") else 0.0,
+            spo2_s=r.seconds("spo2_s") if r.has("spo2_s") and r.raw("spo2_s") is not None else None,
+            pulse_rate_s=(
+                r.seconds("pulse_rate_s")
+                if r.has("pulse_rate_s") and r.raw("pulse_rate_s") is not None
+                else None
+            ),
         )
 
 
@@ -143,5 +162,8 @@ class BaselineCollector:
             pulse_rate=oxi["pulse_rate"],
             nibp_count=len(readings),
             oximetry_s=min(self._valid_s.values()),
+            nibp_span_s=readings[-1].t - readings[0].t if readings else 0.0,
+            spo2_s=self._valid_s["spo2"],
+            pulse_rate_s=self._valid_s["pulse_rate"],
         )
         return self._cache

@@ -33,6 +33,7 @@ def finding_to_state(f: Finding) -> dict[str, Any]:
         "message": f.message,
         "evidence": list(f.evidence),
         "device": f.device,
+        "extreme": f.extreme,
     }
 
 
@@ -49,6 +50,7 @@ def finding_from_state(r: StateReader) -> Finding:
         message=r.timed_text("message"),
         evidence=r.timed_texts("evidence"),
         device=r.opt_text("device"),
+        extreme=r.opt_text("extreme") if r.has("extreme") else None,  # absent in older snapshots
     )
 
 
@@ -106,6 +108,9 @@ def occurrence_to_state(occ: Occurrence) -> dict[str, Any]:
         "escalation_level": occ.escalation_level,
         "history": list(occ.history),
         "last": transition_to_state(occ.last) if occ.last is not None else None,
+        "peak": occ.peak.value if occ.peak is not None else None,
+        "ended_t": occ.ended_t,
+        "closing": occ.closing,
     }
 
 
@@ -126,6 +131,10 @@ def occurrence_from_state(r: StateReader) -> Occurrence:
         escalation_level=r.integer("escalation_level"),
         history=r.history("history"),
         last=transition_from_state(last) if last is not None else None,
+        # Added later (absent in older snapshots): the peak priority, when a latched one ended.
+        peak=r.enum("peak", Priority) if r.has("peak") and r.raw("peak") is not None else None,
+        ended_t=r.opt_when("ended_t") if r.has("ended_t") else None,
+        closing=r.opt_text("closing") if r.has("closing") else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""The discharge_ready INFO status: every criterion a monitor can check (clinical-defaults.md).
+"""The discharge_ready INFO status: every criterion a monitor can check (docs/alarms.md).
 
 All of: >= 60 min since pump stop [EJ]; two NIBP readings >= 10 min apart, each within ±20 %
 of BL and < 160/100 [V ±20 %, EJ 160/100]; pulse within ±20 % of BL [EJ]; SpO2 >= 92 % and

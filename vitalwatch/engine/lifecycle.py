@@ -20,9 +20,14 @@ that into the transitions a nurse sees:
 - Latching (per priority, physiological only; default HIGH): a latched occurrence whose
   condition ends stays active, and keeps re-notifying, until acknowledged; acknowledging it
   then clears it at once.
-- Acknowledge silences re-notification for ``max(ack_silence_s, renotify_s)`` (so an ack never
-  makes a MEDIUM re-notify sooner than it would have); if the condition still holds then, the
-  occurrence re-notifies, counts as unacknowledged again and its escalation timer restarts.
+- Acknowledge silences re-notification for ``ack_silence_s`` (2 min, whatever the priority);
+  if the condition still holds then, the occurrence re-notifies, counts as unacknowledged again
+  and its escalation timer restarts.
+- Texts tell what is true at the moment of the transition: a latched occurrence whose condition
+  ended says so ("SpO2 low ended 2 min 05 s ago, lowest 84 %, latched until acknowledged"), in
+  time relative to the transition (the engine has no wall clock); a CLEARED transition carries
+  the highest priority the occurrence reached and says what is true now ("SpO2 low ended,
+  lowest 84 %; now SpO2 97 %").
 - ``seq`` is per bed and grows by one per transition, whatever the occurrence.
 """
 
@@ -34,6 +39,7 @@ from dataclasses import dataclass, replace
 from vitalwatch.engine.adoption import Orphans
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 from vitalwatch.engine.table import AlarmTable
+from vitalwatch.engine.vocabulary import LABELS
 
 __all__ = [
     "AlarmBook",
@@ -60,6 +66,7 @@ class Finding:
     message: str
     evidence: tuple[str, ...] = ()
     device: str | None = None
+    extreme: str | None = None  # the worst value of the episode, e.g. "lowest 84 %"
 
     @property
     def key(self) -> OccurrenceKey:
@@ -84,16 +91,48 @@ class Occurrence:
     escalation_level: int = 0
     history: tuple[str, ...] = ()
     last: AlertTransition | None = None  # the latest transition emitted
+    peak: Priority | None = None  # the highest priority ever reached (None: ``priority``)
+    ended_t: float | None = None  # when the condition ended (a latched occurrence still active)
+    closing: str | None = None  # why a clear happens other than the condition ending
 
 
 Context = tuple[str, float]  # phase, phase_elapsed_s
+# What is true now about a finding's parameter: a text ("SpO2 97 %") and the value, or Nones.
+DescribeNow = Callable[[Finding], tuple[str | None, float | None]]
+
+
+def _nothing_now(finding: Finding) -> tuple[str | None, float | None]:
+    return None, None
+
+
+def label_of(f: Finding) -> str:
+    """The condition's short name, with the device for device-keyed conditions."""
+    label = LABELS.get(f.condition, f.condition)
+    return f"{label} ({f.device})" if f.device is not None and f.condition not in _PARAMETER_KEYED else label
+
+
+_PARAMETER_KEYED = frozenset(c for c in LABELS if c not in ("link_lost", "driver_fault", "device_garbled"))
+
+
+def ago(seconds: float) -> str:
+    """'45 s', '2 min 05 s', for texts relative to the transition."""
+    seconds = max(0, round(seconds))
+    minutes, rest = divmod(seconds, 60)
+    return f"{rest} s" if minutes == 0 else f"{minutes} min {rest:02d} s"
 
 
 class AlarmBook:
     """Every active occurrence of one bed, the per-bed seq, and the lifecycle timers."""
 
-    def __init__(self, table: AlarmTable, bed: str, id_factory: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        table: AlarmTable,
+        bed: str,
+        id_factory: Callable[[], str],
+        describe_now: DescribeNow = _nothing_now,
+    ) -> None:
         self._table = table
+        self._describe_now = describe_now
         self._bed = bed
         self._new_id = id_factory
         self._seq = 0
@@ -147,23 +186,29 @@ class AlarmBook:
     def latest(self, occ: Occurrence, state: AlertState, now: float, ctx: Context) -> AlertTransition:
         """What a transition of ``occ`` in ``state`` looks like (without taking a seq)."""
         f = occ.finding
+        priority, value, message = occ.priority, f.value, f.message
+        if state is AlertState.CLEARED:
+            priority = max(occ.priority, occ.peak or occ.priority, key=lambda p: p.rank)
+            message, value = self._cleared_text(occ)
+        elif not occ.present and occ.ended_t is not None:
+            message = self._ended_text(occ, now)
         return AlertTransition(
             t=now,
             bed=self._bed,
             alert_id=occ.alert_id,
             seq=self._seq,
             state=state,
-            priority=occ.priority,
+            priority=priority,
             category=f.category,
             condition=f.condition,
             parameter=f.parameter,
-            value=f.value,
+            value=value,
             unit=f.unit,
             limit=f.limit,
             phase=ctx[0],
             phase_elapsed_s=ctx[1],
             onset_t=occ.onset_t,
-            message=f.message,
+            message=message,
             rule=occ.rule,
             evidence=f.evidence,
             escalation_level=occ.escalation_level,
@@ -171,6 +216,25 @@ class AlarmBook:
             acknowledged_t=occ.acked_t,
             device=f.device,
         )
+
+    def _ended_text(self, occ: Occurrence, now: float) -> str:
+        """A latched occurrence whose condition ended: when (relative), its worst, and that it holds."""
+        f = occ.finding
+        worst = f", {f.extreme}" if f.extreme else ""
+        current, _ = self._describe_now(f)
+        tail = f" (now {current})" if current else ""
+        since = ago(now - (occ.ended_t or now))
+        return f"{label_of(f)} ended {since} ago{worst}, latched until acknowledged{tail}"
+
+    def _cleared_text(self, occ: Occurrence) -> tuple[str, float | None]:
+        """A cleared occurrence: that it ended (or why it was closed), its worst, what is true now."""
+        f = occ.finding
+        worst = f", {f.extreme}" if f.extreme else ""
+        current, value = self._describe_now(f)
+        now_text = f"; now {current}" if current else ""
+        if occ.closing is not None:
+            return f"{label_of(f)}: {occ.closing}{worst}{now_text}", value
+        return f"{label_of(f)} ended{worst}{now_text}", value
 
     # ------------------------------------------------------------------ transitions
     def _emit(self, occ: Occurrence, state: AlertState, now: float, ctx: Context) -> AlertTransition:
@@ -208,8 +272,11 @@ class AlarmBook:
                 out.extend(self._open(key, finding, now, ctx))
                 continue
             occ.present = True
+            occ.ended_t = None
             if finding.priority.rank > occ.priority.rank:
                 occ.finding, occ.priority, occ.rule = finding, finding.priority, finding.rule
+                if occ.peak is None or finding.priority.rank > occ.peak.rank:
+                    occ.peak = finding.priority
                 occ.acked, occ.acked_by, occ.acked_t = False, None, None
                 self._arm(occ, now)
                 out.append(self._emit(occ, AlertState.RENOTIFIED, now, ctx))
@@ -226,6 +293,8 @@ class AlarmBook:
         for key, occ in list(self._active.items()):
             if key in findings:
                 continue
+            if occ.present:
+                occ.ended_t = now
             occ.present = False
             if self._latches(occ) and not occ.acked:
                 continue
@@ -243,6 +312,7 @@ class AlarmBook:
             priority=finding.priority,
             rule=finding.rule,
             onset_t=now if orphan is None else orphan.last.onset_t,
+            peak=finding.priority,
         )
         self._active[key] = occ
         self._arm(occ, now)
@@ -282,7 +352,9 @@ class AlarmBook:
             occ.acked, occ.acked_by, occ.acked_t = True, by, now
             occ.escalate_at = None
             renotify = self._table.renotify_s.get(occ.priority, 0.0)
-            occ.next_renotify = now + max(self._table.ack_silence_s, renotify) if renotify > 0 else None
+            # The table: an acknowledgement silences re-notification for up to ack_silence_s (2 min),
+            # for every priority that re-notifies at all.
+            occ.next_renotify = now + (self._table.ack_silence_s or renotify) if renotify > 0 else None
             out.append(self._emit(occ, AlertState.ACKNOWLEDGED, now, ctx))
             if not occ.present:  # a latched occurrence whose condition already ended
                 out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
@@ -293,6 +365,7 @@ class AlarmBook:
         """End every occurrence (the session ended: a nurse action, so latches release too)."""
         out: list[AlertTransition] = []
         for key, occ in list(self._active.items()):
+            occ.closing = "session ended"
             out.append(self._emit(occ, AlertState.CLEARED, now, ctx))
             self._close(key)
         return out

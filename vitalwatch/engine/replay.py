@@ -7,6 +7,7 @@ Three inputs, one output format (one JSON object per output, see :func:`output_t
 - :func:`parse_observations` + ``replay_rows``: the ``t,event,name,value`` CSV. Rows::
 
       phase,<baseline|infusion|recovery|ended>,        a nurse's phase command
+      phase,<pause|resume>,                            ... pausing/resuming the infusion (in it only)
       obs,<kind>,<number or empty>                     an observation (empty: the device's "no value")
       status,<code>,<device>                           a device status switched on
       status,-<code>,<device>                          ... switched off
@@ -44,7 +45,7 @@ from vitalwatch.engine.outputs import (
 )
 from vitalwatch.engine.roles import measures_nibp, measures_oximetry
 from vitalwatch.engine.transition_codec import transition_to_dict
-from vitalwatch.engine.vocabulary import PHASES
+from vitalwatch.engine.vocabulary import PHASE_COMMANDS
 
 __all__ = [
     "ALERT_LINE_FIELDS",
@@ -87,6 +88,7 @@ def parse_observations(lines: Iterable[str], devices: Mapping[str, str]) -> list
     """Parse and check the whole CSV first, so a bad row stops the replay before any output."""
     rows: list[Row] = []
     last_t = -math.inf
+    phase = "baseline"  # the session's phase so far: a pause or resume outside the infusion is refused
     seen_header = False
     reader = csv.reader(lines)
     for index, fields in enumerate(reader, start=1):
@@ -110,6 +112,11 @@ def parse_observations(lines: Iterable[str], devices: Mapping[str, str]) -> list
             raise ReplayInputError(index, f"rows must be in time order ({t} after {last_t})")
         last_t = t
         _check_row(index, event, name, value, devices)
+        if event == "phase" and name in ("pause", "resume"):
+            if phase != "infusion":
+                raise ReplayInputError(index, f"{name} only during the infusion (phase is {phase})")
+        elif event == "phase":
+            phase = name
         rows.append(Row(index, t, event, name, value))
     if not seen_header:
         raise ReplayInputError(1, "empty file (expected the header t,event,name,value)")
@@ -119,8 +126,8 @@ def parse_observations(lines: Iterable[str], devices: Mapping[str, str]) -> list
 def _check_row(line: int, event: str, name: str, value: str, devices: Mapping[str, str]) -> None:
     match event:
         case "phase":
-            if name not in PHASES:
-                raise ReplayInputError(line, f"unknown phase {name!r} (phases: {', '.join(PHASES)})")
+            if name not in PHASE_COMMANDS:
+                raise ReplayInputError(line, f"unknown phase {name!r} (phases: {', '.join(PHASE_COMMANDS)})")
         case "obs":
             if name not in KINDS:
                 raise ReplayInputError(line, f"unknown observation kind {name!r}")

@@ -111,36 +111,60 @@ class NibpCheck:
 
 @dataclass(slots=True)
 class NibpRuleState:
-    """An NIBP rule: the first out-of-range reading awaiting confirmation, and whether it holds."""
+    """An NIBP rule: the first out-of-range reading awaiting confirmation, and whether it holds.
+
+    Confirmation is the table's "a second reading 2-5 min after the first": a reading sooner
+    than ``confirm_min_s`` after the pending one neither confirms nor cancels it when it is
+    out of range too (an in-range one cancels: the pressure came down); one within
+    ``confirm_window_s`` confirms; a later one starts a new pending confirmation. The
+    confirmation reading is requested once, ``confirm_min_s`` after the first (``requested``).
+    """
 
     pending: NibpReading | None = None
     active: bool = False
     check: NibpCheck | None = None
     evidence: list[NibpReading] = field(default_factory=list)
+    requested: bool = False
 
     def reset(self) -> None:
         self.pending = None
         self.active = False
         self.check = None
         self.evidence = []
+        self.requested = False
 
-    def update(self, rule: Rule, r: NibpReading, check: NibpCheck) -> bool:
-        """Apply one valid reading; True when a confirmation reading should be requested."""
+    def update(self, rule: Rule, r: NibpReading, check: NibpCheck) -> None:
+        """Apply one valid reading."""
         if not check.out:
             self.reset()
-            return False
-        self.check = check
+            return
         if not rule.confirm or self.active:
+            self.check = check
             self.active = True
             self.evidence = [*self.evidence[-1:], r] if rule.confirm else [r]
-            return False
-        if self.pending is not None and r.t - self.pending.t <= rule.confirm_window_s:
-            self.active = True
-            self.evidence = [self.pending, r]
-            self.pending = None
-            return False
+            return
+        if self.pending is not None:
+            waited = r.t - self.pending.t
+            if waited < rule.confirm_min_s - EPS:
+                return  # too soon to confirm: the pending reading stands
+            if waited <= rule.confirm_window_s:
+                self.check = check
+                self.active = True
+                self.evidence = [self.pending, r]
+                self.pending = None
+                return
+        self.check = check
         self.pending = r
-        return True
+        self.requested = False
+
+    def confirmation_due(self, rule: Rule, now: float) -> bool:
+        """Whether the confirmation reading should be requested now (once per pending reading)."""
+        return (
+            self.pending is not None
+            and not self.requested
+            and now >= self.pending.t + rule.confirm_min_s - EPS
+            and now <= self.pending.t + rule.confirm_window_s
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Snapshot form (:mod:`vitalwatch.engine.snapshot`)."""
@@ -149,6 +173,7 @@ class NibpRuleState:
             "active": self.active,
             "check": self.check.to_state() if self.check is not None else None,
             "evidence": [r.to_state() for r in self.evidence],
+            "requested": self.requested,
         }
 
     def restore_state(self, r: StateReader) -> None:
@@ -157,3 +182,4 @@ class NibpRuleState:
         self.active = r.flag("active")
         self.check = NibpCheck.from_state(check) if check is not None else None
         self.evidence = [NibpReading.from_state(c) for c in r.children("evidence", 64)]
+        self.requested = r.flag("requested") if r.has("requested") else self.pending is not None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from vitalwatch.drivers.vocabulary import UNRELIABLE_STATUSES
 from vitalwatch.engine.baseline import Baseline
 from vitalwatch.engine.lifecycle import Finding
+from vitalwatch.engine.pause_clock import PauseClock
 from vitalwatch.engine.roles import measures_nibp, measures_oximetry, streams
 from vitalwatch.engine.rule_state import EPS, NibpCheck, NibpRuleState, SustainState
 from vitalwatch.engine.signals import NibpReading, ReadingLog, Signal, fmt
@@ -25,6 +26,7 @@ from vitalwatch.engine.vocabulary import CONDITIONS
 __all__ = [
     "FINDERS",
     "BedView",
+    "baseline_missing",
     "baseline_request_reason",
     "confirm_request_reason",
     "due_request_reason",
@@ -33,6 +35,7 @@ __all__ = [
     "nibp_check",
     "nibp_finding",
     "overdue_findings",
+    "peak_missed",
     "sustained_finding",
     "word",
 ]
@@ -55,6 +58,7 @@ def finding_for(
     limit: float | None = None,
     evidence: tuple[str, ...] = (),
     device: str | None = None,
+    extreme: str | None = None,
 ) -> Finding:
     """A rule's finding, with category and parameter from the condition vocabulary."""
     info = CONDITIONS[rule.condition]
@@ -70,6 +74,7 @@ def finding_for(
         message=message,
         evidence=evidence,
         device=device,
+        extreme=extreme,
     )
 
 
@@ -101,6 +106,8 @@ def sustained_finding(rule: Rule, st: SustainState, limit: float, baseline: Base
     if latest is not None:
         evidence.append(f"latest t={latest.t:.1f} {parameter}={fmt(latest.value)} ({latest.device})")
     evidence.append(f"worst {fmt(st.worst)}; {fmt(round(st.acc, 1))} s of valid signal out of range")
+    low = rule.compare.startswith("<")
+    extreme = None if st.worst is None else f"{'lowest' if low else 'highest'} {fmt(st.worst)} {unit_text}"
     return finding_for(
         rule,
         text,
@@ -109,6 +116,7 @@ def sustained_finding(rule: Rule, st: SustainState, limit: float, baseline: Base
         limit=shown_limit,
         evidence=tuple(evidence),
         device=latest.device if latest is not None else None,
+        extreme=extreme,
     )
 
 
@@ -153,6 +161,12 @@ def nibp_finding(rule: Rule, st: NibpRuleState) -> Finding:
     check = st.check
     assert check is not None
     how = f", confirmed by {len(st.evidence)} readings" if rule.confirm else " (one reading)"
+    extreme = None
+    shown = [r for r in st.evidence if r.systolic is not None and r.diastolic is not None]
+    if shown and rule.type == "nibp":
+        low = rule.compare.startswith("<")
+        pick = (min if low else max)(shown, key=lambda r: (r.systolic, r.diastolic))
+        extreme = f"{'lowest' if low else 'highest'} BP {fmt(pick.systolic)}/{fmt(pick.diastolic)} mmHg"
     return finding_for(
         rule,
         check.text + how,
@@ -161,6 +175,7 @@ def nibp_finding(rule: Rule, st: NibpRuleState) -> Finding:
         limit=check.limit,
         evidence=tuple(r.describe() for r in st.evidence),
         device=st.evidence[-1].device if st.evidence else None,
+        extreme=extreme,
     )
 
 
@@ -180,11 +195,29 @@ class BedView:
     spo2: Signal
     nibp: ReadingLog
     table: AlarmTable
+    clock: PauseClock  # the current phase's pauses (an infusion paused by the nurse)
+    last_valid: Mapping[str, float]  # when each device last delivered a valid value (armed devices)
+    garbled: Set[str]  # devices whose bytes keep failing to decode (device_garbled)
+    pump_stop: float | None  # when the infusion ended, if it did
+    pump_stop_elapsed: float | None  # the infusion clock at pump stop (paused time excluded)
 
     @property
     def elapsed(self) -> float:
-        """Seconds into the current phase."""
-        return self.now - self.phase_start
+        """Seconds into the current phase on its clock (paused time not counted)."""
+        return self.clock.running(self.phase_start, self.now)
+
+    def running_since(self, t: float) -> float:
+        """Seconds of the phase clock since ``t`` (paused time not counted)."""
+        return self.clock.running(t, self.now)
+
+    def phase_time(self, t: float) -> float:
+        """The phase clock's reading at engine time ``t`` of this phase."""
+        return self.clock.running(self.phase_start, t)
+
+    def armed(self, device: str) -> bool:
+        """Whether ``device`` has delivered a valid value: in the baseline, the safety net's
+        technical rules start only then (a monitor not yet on the patient is not an alarm)."""
+        return self.phase != "baseline" or device in self.last_valid
 
     @property
     def has_cuff(self) -> bool:
@@ -210,7 +243,7 @@ def baseline_gate_findings(rule: Rule, v: BedView) -> list[Finding]:
 def signal_lost_findings(rule: Rule, v: BedView) -> list[Finding]:
     """No valid SpO2 for longer than the rule's delay, with the statuses that explain it."""
     oxi = [d for d, role in v.roles.items() if measures_oximetry(role)]
-    if not oxi:
+    if not oxi or not any(v.armed(d) for d in oxi):
         return []
     # The row is "SpO2 signal lost": a pulse rate without SpO2 still leaves the nurse blind.
     lost = v.spo2.invalid_for(v.now, v.phase_start)
@@ -238,6 +271,8 @@ def link_lost_findings(rule: Rule, v: BedView) -> list[Finding]:
         silent = v.now - v.last_data.get(device, v.now)
         # An NIBP module is host-driven and legitimately silent between cycles: only
         # its port can be judged here (nibp_overdue covers a cuff that never answers).
+        if not v.armed(device):
+            continue
         if device in v.port_down or (streams(role) and silent > rule.after_s):
             text = (
                 f"Port of {device} vanished"
@@ -262,13 +297,36 @@ def driver_fault_findings(rule: Rule, v: BedView) -> list[Finding]:
 def baseline_incomplete_findings(rule: Rule, v: BedView) -> list[Finding]:
     if v.frozen is None or v.frozen.complete:
         return []
-    b, s = v.frozen, v.table.baseline
-    text = (
-        f"Infusion started with an incomplete baseline: {b.nibp_count} of "
-        f"{s.nibp_readings} NIBP readings, {fmt(round(b.oximetry_s))} of "
-        f"{fmt(s.oximetry_s)} s valid SpO2/pulse"
-    )
-    return [finding_for(rule, text, evidence=(b.describe(),))]
+    has_oxi = any(measures_oximetry(role) for role in v.roles.values())
+    missing = baseline_missing(v.frozen, v.table, nibp=v.has_cuff, oximetry=has_oxi)
+    if not missing:  # only parts this bed cannot measure (no cuff, say) are absent
+        return []
+    text = f"Infusion started with an incomplete baseline: {'; '.join(missing)}"
+    return [finding_for(rule, text, evidence=(v.frozen.describe(),))]
+
+
+def baseline_missing(
+    b: Baseline, table: AlarmTable, *, nibp: bool = True, oximetry: bool = True
+) -> list[str]:
+    """What an incomplete baseline lacks, part by part, in a nurse's words (only the parts the
+    bed has a monitor for: a bed without a cuff cannot miss its NIBP readings)."""
+    s, missing = table.baseline, []
+    if nibp and (b.systolic is None or b.diastolic is None):
+        spacing = f"{fmt(round(s.nibp_spacing_s / 60, 1))} min"
+        if b.nibp_count < s.nibp_readings:
+            missing.append(
+                f"{b.nibp_count} of {s.nibp_readings} NIBP readings (they must be >= {spacing} apart)"
+            )
+        else:
+            missing.append(
+                f"{b.nibp_count} NIBP readings but only {fmt(round(b.nibp_span_s))} s apart "
+                f"(need {s.nibp_readings} readings >= {spacing} apart)"
+            )
+    for part, label in (("spo2", "SpO2"), ("pulse_rate", "pulse")):
+        if oximetry and b.get(part) is None:
+            seconds = b.valid_seconds(part)
+            missing.append(f"{fmt(round(seconds))} of {fmt(s.oximetry_s)} s valid {label}")
+    return missing
 
 
 def nibp_recovery_findings(rule: Rule, v: BedView) -> list[Finding]:
@@ -306,6 +364,75 @@ def nibp_recovery_findings(rule: Rule, v: BedView) -> list[Finding]:
     ]
 
 
+def baseline_overrun_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """Still in baseline after ``after_s`` while a monitor delivers valid data: infusion forgotten?"""
+    if v.phase != "baseline" or v.elapsed < rule.after_s or not _delivering(v):
+        return []
+    minutes = fmt(round(v.elapsed / 60))
+    text = f"Still in baseline after {minutes} min: has the infusion started?"
+    return [finding_for(rule, text, value=round(v.elapsed, 1), unit="s", limit=rule.after_s)]
+
+
+# "Delivers valid data": an oximeter's valid sample within a minute, or a cuff's valid reading
+# within 15 min (a cuff measures every few minutes at most).
+_OXI_RECENT_S = 60.0
+_CUFF_RECENT_S = 900.0
+
+
+def _delivering(v: BedView) -> bool:
+    for device, t in v.last_valid.items():
+        role = v.roles.get(device, "multi")
+        recent = _OXI_RECENT_S if measures_oximetry(role) else _CUFF_RECENT_S
+        if v.now - t <= recent:
+            return True
+    return False
+
+
+def device_garbled_findings(rule: Rule, v: BedView) -> list[Finding]:
+    """A device whose bytes keep failing to decode (the engine keeps the decode-problem rate)."""
+    return [
+        finding_for(
+            rule,
+            f"Garbled data from {device} for more than {fmt(rule.after_s)} s: check baud rate and cable",
+            limit=rule.after_s,
+            unit="s",
+            device=device,
+        )
+        for device in sorted(v.garbled)
+    ]
+
+
+def peak_missed(rule: Rule, v: BedView) -> bool:
+    """Whether the infusion's peak-window reading was missed and no valid reading came since.
+
+    In the infusion: its clock has passed ``due_until_s`` with no valid reading since
+    ``due_from_s``. In the recovery: the pump stopped inside the window (after ``due_from_s``,
+    before ``due_until_s``) with no reading in it, and none since the pump stop.
+    """
+    if not v.has_cuff or rule.due_from_s is None or rule.due_until_s is None:
+        return False
+    last = v.nibp.last_valid()
+    if v.phase == "infusion":
+        return v.elapsed >= rule.due_until_s and not due_window_met(rule, v)
+    if v.phase != "recovery" or v.pump_stop is None or v.pump_stop_elapsed is None:
+        return False
+    stopped_in_window = rule.due_from_s <= v.pump_stop_elapsed < rule.due_until_s
+    if not stopped_in_window:
+        return False
+    # The window's readings (before the stop) and any since: one is enough.
+    window_start = v.pump_stop - (v.pump_stop_elapsed - rule.due_from_s)
+    return last is None or last.t < window_start
+
+
+def nibp_peak_findings(rule: Rule, v: BedView) -> list[Finding]:
+    if not peak_missed(rule, v):
+        return []
+    window = f"{fmt(round((rule.due_from_s or 0) / 60))}-{fmt(round((rule.due_until_s or 0) / 60))} min"
+    when = "by its end" if v.phase == "infusion" else "before the pump stopped"
+    text = f"No NIBP reading in the {window} window of the infusion (expected BP peak) {when}: take one now"
+    return [finding_for(rule, text, limit=rule.due_until_s, unit="s")]
+
+
 def infusion_overrun_findings(rule: Rule, v: BedView) -> list[Finding]:
     planned = v.table.planned_infusion_s
     if v.elapsed <= planned:
@@ -323,7 +450,7 @@ def overdue_findings(rule: Rule, v: BedView) -> list[Finding]:
     if not v.has_cuff:
         return []
     last = v.nibp.last_valid()
-    since = v.now - max(last.t if last is not None else v.phase_start, v.phase_start)
+    since = v.running_since(max(last.t if last is not None else v.phase_start, v.phase_start))
     if since > rule.interval_s + rule.grace_s:
         text = (
             f"No valid NIBP for {fmt(round(since / 60, 1))} min (interval "
@@ -355,7 +482,12 @@ def overdue_findings(rule: Rule, v: BedView) -> list[Finding]:
 def due_window_met(rule: Rule, v: BedView) -> bool:
     """Whether a valid reading was taken since the due window of ``rule`` opened in this phase."""
     last = v.nibp.last_valid()
-    return last is not None and rule.due_from_s is not None and last.t >= v.phase_start + rule.due_from_s
+    return (
+        last is not None
+        and rule.due_from_s is not None
+        and last.t >= v.phase_start
+        and v.phase_time(last.t) >= rule.due_from_s - 1e-6
+    )
 
 
 def due_request_reason(rule: Rule, phase: str) -> str:
@@ -402,4 +534,7 @@ FINDERS: dict[str, Callable[[Rule, BedView], list[Finding]]] = {
     "baseline_incomplete": baseline_incomplete_findings,
     "nibp_recovery": nibp_recovery_findings,
     "infusion_overrun": infusion_overrun_findings,
+    "baseline_overrun": baseline_overrun_findings,
+    "device_garbled": device_garbled_findings,
+    "nibp_peak": nibp_peak_findings,
 }

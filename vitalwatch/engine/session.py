@@ -30,6 +30,7 @@ from vitalwatch.engine.book_state import book_from_state, book_to_state
 from vitalwatch.engine.discharge import discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
+from vitalwatch.engine.pause_clock import PauseClock
 from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry
 from vitalwatch.engine.rule_state import NibpRuleState, SustainState, sustained_limit
 from vitalwatch.engine.rules import (
@@ -43,16 +44,19 @@ from vitalwatch.engine.rules import (
     nibp_check,
     nibp_finding,
     overdue_findings,
+    peak_missed,
     sustained_finding,
 )
-from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal
+from vitalwatch.engine.signals import NibpAssembler, NibpReading, ReadingLog, Sample, Signal, fmt
 from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
-from vitalwatch.engine.vocabulary import PHASES
+from vitalwatch.engine.vocabulary import AGE_BANDS, PHASE_COMMANDS, PHASES
 
 __all__ = ["BedEngine"]
 
+# Decode problems that say nothing about the line: the driver guard's own (a driver exception).
+_NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
 
 
 class BedEngine:
@@ -75,7 +79,7 @@ class BedEngine:
         self._roles = dict(devices)
         self._older_adult = older_adult  # start gate uses systolic_above_65
         self._count = 0
-        self._book = AlarmBook(table, bed, id_factory or self._next_id)
+        self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
         self._started = False
         self._now = 0.0
         self._phase = "baseline"
@@ -94,6 +98,12 @@ class BedEngine:
         self._due_requested: set[str] = set()
         self._discharge_ready = False
         self._baseline_requested: float | None = None
+        self._clock = PauseClock()  # the current phase's pauses (a paused infusion)
+        self._last_valid: dict[str, float] = {}  # device -> its latest valid value (armed devices)
+        self._problems: dict[str, tuple[float, float]] = {}  # device -> first, last decode problem
+        self._garbled: set[str] = set()
+        self._pump_stop: float | None = None  # when the infusion ended
+        self._pump_stop_elapsed: float | None = None  # its clock then (paused time excluded)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -121,6 +131,8 @@ class BedEngine:
         match event:
             case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
                 valid = value is not None and not self._unreliable(device, "oxi")
+                if valid:
+                    self._last_valid[device] = now
                 self._on_sample(kind, Sample(now, value, valid, device))
             case Observation(kind=kind, value=value) if kind in NIBP_KINDS and measures_nibp(role):
                 unreliable = self._unreliable(device, "nibp")
@@ -135,7 +147,11 @@ class BedEngine:
                             sig.invalidate(device, now)
                 else:
                     statuses.discard(code)
-            case Observation() | DecodeProblem():
+            case DecodeProblem(reason=reason) if not reason.startswith(_NOT_LINE_NOISE):
+                self._decode_problem(device, now)
+            case DecodeProblem():
+                pass  # the decoder's own fault (driver_fault), not garbled bytes
+            case Observation():
                 pass
         return out + self._evaluate(now)
 
@@ -163,9 +179,15 @@ class BedEngine:
         return out + self._evaluate(self._now)
 
     def set_phase(self, phase: str, now: float) -> list[Output]:
-        """Move the session to ``phase`` (a nurse's command); ValueError for an unknown phase."""
-        if phase not in PHASES:
-            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASES)})")
+        """Move the session to ``phase`` (a nurse's command); ValueError for an unknown phase.
+
+        ``pause`` and ``resume`` (the same command) pause and resume the infusion: see :meth:`pause`.
+        """
+        self.check_phase(phase)
+        if phase == "pause":
+            return self.pause(now)
+        if phase == "resume":
+            return self.resume(now)
         out = self._enter(now)
         now = self._now
         if phase == self._phase:
@@ -175,6 +197,12 @@ class BedEngine:
             self._frozen = self._collector.estimate()
         if phase == "baseline":
             self._frozen = None
+        if previous == "infusion":  # the pump stopped: the peak window is judged on its clock
+            self._pump_stop, self._pump_stop_elapsed = now, self._clock.running(self._phase_start, now)
+        if phase == "infusion":
+            self._pump_stop = self._pump_stop_elapsed = None
+        was_paused = self._clock.paused
+        self._clock.reset()
         self._phase, self._phase_start = phase, now
         self.phase_starts[phase] = now
         self._due_requested.clear()
@@ -184,13 +212,84 @@ class BedEngine:
                     self._sustain[rule.id].reset()
                 if rule.id in self._nibp_rules:
                     self._nibp_rules[rule.id].reset()
-        out.append(PhaseChanged(t=now, bed=self.bed, phase=phase, previous=previous))
+        changed = PhaseChanged(t=now, bed=self.bed, phase=phase, previous=previous)
         if phase == "ended":
+            # The alarms end first and then the session, so that the session record (which closes
+            # at the phase change) holds every clear.
             out.extend(self._book.clear_all(now, self._ctx(now)))
-        out.extend(self._evaluate(now))
-        if phase == "ended":  # the session ended: adopted alarms end too, latched ones included
             out.extend(self._book.orphans.clear_all(now, phase))
+        out.append(changed)
+        if was_paused:
+            out.append(self._pause_status(False, now))
+        out.extend(self._evaluate(now))
         return out
+
+    def check_phase(self, phase: str) -> None:
+        """ValueError when :meth:`set_phase` would refuse ``phase`` now (unknown, or a pause or
+        resume outside the infusion), so a caller can refuse a command before recording it."""
+        if phase not in PHASE_COMMANDS:
+            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASE_COMMANDS)})")
+        if phase in ("pause", "resume") and self._phase != "infusion":
+            raise ValueError(f"{phase}: only an infusion can be paused or resumed (phase is {self._phase})")
+
+    # ------------------------------------------------------------------ infusion pause
+    @property
+    def paused(self) -> bool:
+        """Whether the infusion is paused (the phase stays ``infusion``)."""
+        return self._clock.paused
+
+    def phase_elapsed(self, now: float) -> float | None:
+        """Seconds into the current phase at ``now``, paused time not counted; None before the start."""
+        if not self._started:
+            return None
+        return self._clock.running(self._phase_start, max(now, self._now))
+
+    def pause(self, now: float) -> list[Output]:
+        """The nurse paused the infusion: its clock stops, the phase and every alarm stay.
+
+        The infusion clock drives ``infusion_overrun``, the NIBP peak window and the NIBP
+        schedule (``nibp_overdue``); alarms, re-notification and escalation keep running on the
+        real clock. ValueError outside the infusion; pausing a paused infusion changes nothing.
+        """
+        self.check_phase("pause")
+        out = self._enter(now)
+        if self._clock.pause(self._now):
+            out.append(self._pause_status(True, self._now))
+        return out + self._evaluate(self._now)
+
+    def resume(self, now: float) -> list[Output]:
+        """The nurse resumed a paused infusion: its clock runs again from where it stopped.
+
+        ValueError outside the infusion; resuming a running infusion changes nothing.
+        """
+        self.check_phase("resume")
+        out = self._enter(now)
+        if self._clock.resume(self._now):
+            out.append(self._pause_status(False, self._now))
+        return out + self._evaluate(self._now)
+
+    def _pause_status(self, paused: bool, now: float) -> StatusChanged:
+        minutes = round(self._clock.running(self._phase_start, now) / 60.0, 1)
+        return StatusChanged(
+            t=now, bed=self.bed, code="infusion_paused", active=paused, detail={"infusion_minutes": minutes}
+        )
+
+    # ------------------------------------------------------------------ age band
+    @property
+    def age_band(self) -> str:
+        """``older_adult`` (>= 65 years: the start gate's SBP limit is higher) or ``adult``."""
+        return "older_adult" if self._older_adult else "adult"
+
+    def set_age_band(self, band: str, now: float) -> list[Output]:
+        """The session's age band (never a date of birth); the start gate is judged again."""
+        if band not in AGE_BANDS:
+            raise ValueError(f"unknown age band {band!r} (age bands: {', '.join(AGE_BANDS)})")
+        out = self._enter(now)
+        self._older_adult = band == "older_adult"
+        for rule in self.table.rules_of("nibp_gate"):
+            if self._phase in rule.phases:
+                self._gate_reading(rule)
+        return out + self._evaluate(self._now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
         """A nurse acknowledged ``alert_id`` (``"*"``: every active alarm of the bed)."""
@@ -286,6 +385,10 @@ class BedEngine:
             "discharge_ready": self._discharge_ready,
             "baseline_requested": self._baseline_requested,
             "alarms": book_to_state(self._book),
+            "pauses": self._clock.snapshot(),
+            "last_valid": dict(self._last_valid),
+            "pump_stop": self._pump_stop,
+            "pump_stop_elapsed": self._pump_stop_elapsed,
         }
 
     @classmethod
@@ -352,6 +455,16 @@ class BedEngine:
         self._discharge_ready = r.flag("discharge_ready")
         self._baseline_requested = r.opt_when("baseline_requested")
         book_from_state(self._book, r.child("alarms"))
+        # Added later (absent in an older snapshot): the infusion's pauses, the armed devices and
+        # the pump stop. Decode-problem runs are not kept: the daemon starts fresh drivers.
+        if r.has("pauses"):
+            self._clock.restore_state(r.child("pauses"))
+        if r.has("last_valid"):
+            self._last_valid = r.when_map("last_valid")
+        if r.has("pump_stop"):
+            self._pump_stop = r.opt_when("pump_stop")
+            stopped = r.raw("pump_stop_elapsed")
+            self._pump_stop_elapsed = None if stopped is None else r.seconds("pump_stop_elapsed")
         if self._started:
             # Just connected: the daemon reopens every port and its drivers report afresh.
             self._last_bytes = dict.fromkeys(self._roles, now)
@@ -447,11 +560,57 @@ class BedEngine:
                     st.bypass_acc += credit
 
     def _ctx(self, now: float) -> tuple[str, float]:
-        return self._phase, now - self._phase_start
+        return self._phase, self._clock.running(self._phase_start, now)
 
     # ------------------------------------------------------------------ inputs
     def _unreliable(self, device: str, part: str) -> bool:
+        if device in self._garbled:  # its bytes keep failing to decode: what does decode is suspect
+            return True
         return unreliable(self._roles.get(device, "multi"), self._statuses.get(device, set()), part)
+
+    def _decode_problem(self, device: str, now: float) -> None:
+        """One decode problem from ``device``: extend its current run of problems or start one."""
+        rule = self._garbled_rule()
+        if rule is None:
+            return
+        first, last = self._problems.get(device, (now, now))
+        if now - last > rule.gap_s:
+            first = now
+        self._problems[device] = (first, now)
+
+    def _garbled_rule(self) -> Rule | None:
+        rules = self.table.rules_of("device_garbled")
+        return rules[0] if rules else None
+
+    def _update_garbled(self, now: float) -> None:
+        """Which devices are garbled now: decode problems without a gap of more than ``gap_s``
+        for at least ``after_s``. A device turning garbled spoils its held samples too."""
+        rule = self._garbled_rule()
+        if rule is None:
+            return
+        for device, (first, last) in list(self._problems.items()):
+            if now - last > rule.gap_s:
+                del self._problems[device]
+                self._garbled.discard(device)
+            elif now - first >= rule.after_s - 1e-6 and device not in self._garbled:
+                self._garbled.add(device)
+                for sig in self._signals.values():
+                    sig.invalidate(device, now)
+
+    def _describe_now(self, finding: Finding) -> tuple[str | None, float | None]:
+        """What is true now about a finding's parameter, for the texts of ended and cleared alarms."""
+        now = self._now
+        if finding.parameter in ("spo2", "pulse_rate"):
+            label, unit = ("SpO2", "%") if finding.parameter == "spo2" else ("pulse", "/min")
+            value = self._signals[finding.parameter].value_at(now)
+            if value is None:
+                return f"no valid {label}", None
+            return f"{label} {fmt(value)} {unit}", value
+        if finding.parameter == "nibp" and finding.category.value == "physiological":
+            last = self._nibp.last_valid()
+            if last is not None and last.systolic is not None:
+                return f"last BP {fmt(last.systolic)}/{fmt(last.diastolic)} mmHg", last.systolic
+        return None, None
 
     def _on_sample(self, parameter: str, sample: Sample) -> None:
         self._signals[parameter].update(sample)
@@ -480,21 +639,35 @@ class BedEngine:
         self._nibp.readings.append(reading)
         if not valid:
             return []
+        self._last_valid[device] = max(t, self._last_valid.get(device, t))
         if self._phase == "baseline":
             self._collector.add_reading(reading)
-        reasons: list[str] = []
         for rule in self.table.rules_of("nibp"):
             if self._phase not in rule.phases:
                 continue
             check = nibp_check(rule, reading, self.baseline)
-            if check is not None and self._nibp_rules[rule.id].update(rule, reading, check):
-                reasons.append(rule.id)
+            if check is not None:
+                self._nibp_rules[rule.id].update(rule, reading, check)
         for rule in self.table.rules_of("nibp_gate"):
             if self._phase in rule.phases:
                 self._gate_reading(rule)
-        if not reasons:
+        return []
+
+    def _confirm_requests(self, now: float) -> list[Output]:
+        """One request for the confirmation readings now due (2 min after a first out-of-range one)."""
+        due = [
+            rule
+            for rule in self.table.rules_of("nibp")
+            if self._phase in rule.phases and self._nibp_rules[rule.id].confirmation_due(rule, now)
+        ]
+        if not due:
             return []
-        return [NibpRequest(t=self._now, bed=self.bed, reason=confirm_request_reason(reading, reasons))]
+        for rule in due:
+            self._nibp_rules[rule.id].requested = True
+        first = self._nibp_rules[due[0].id].pending
+        assert first is not None
+        reason = confirm_request_reason(first, [rule.id for rule in due])
+        return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
     def _gate_reading(self, rule: Rule) -> None:
         """Start gate: judged on the last N baseline readings once there are N."""
@@ -510,7 +683,8 @@ class BedEngine:
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, now: float) -> list[Output]:
         findings: dict[OccurrenceKey, Finding] = {}
-        out: list[Output] = []
+        out: list[Output] = self._confirm_requests(now)
+        self._update_garbled(now)
         view = BedView(
             now=now,
             phase=self._phase,
@@ -524,6 +698,11 @@ class BedEngine:
             spo2=self._signals["spo2"],
             nibp=self._nibp,
             table=self.table,
+            clock=self._clock,
+            last_valid=self._last_valid,
+            garbled=self._garbled,
+            pump_stop=self._pump_stop,
+            pump_stop_elapsed=self._pump_stop_elapsed,
         )
         for rule in self.table.rules:
             if self._phase not in rule.phases:
@@ -569,6 +748,9 @@ class BedEngine:
             case "nibp_overdue":
                 out.extend(self._due_request(rule, v))
                 return overdue_findings(rule, v)
+            case "nibp_peak":
+                out.extend(self._due_request(rule, v))
+                out.extend(self._peak_request(rule, v))
         finder = FINDERS.get(rule.type)
         return finder(rule, v) if finder is not None else []
 
@@ -576,6 +758,7 @@ class BedEngine:
         """One reading asked for when the phase's due window opens without one (once per phase)."""
         if (
             not v.has_cuff
+            or (rule.type == "nibp_peak" and v.phase != "infusion")
             or rule.due_from_s is None
             or rule.due_until_s is None
             or v.elapsed < rule.due_from_s
@@ -585,6 +768,14 @@ class BedEngine:
             return []
         self._due_requested.add(rule.id)
         return [NibpRequest(t=v.now, bed=self.bed, reason=due_request_reason(rule, self._phase))]
+
+    def _peak_request(self, rule: Rule, v: BedView) -> list[Output]:
+        """The peak reading was missed: ask for a reading now (once per phase)."""
+        key = f"{rule.id}:missed"
+        if key in self._due_requested or not peak_missed(rule, v):
+            return []
+        self._due_requested.add(key)
+        return [NibpRequest(t=v.now, bed=self.bed, reason=f"peak reading missed ({rule.id})")]
 
     def _discharge(self, now: float) -> list[Output]:
         """The discharge_ready INFO status, reported on its edges only."""

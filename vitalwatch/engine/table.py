@@ -1,7 +1,7 @@
 """The alarm table: the shipped default, the clinic's overrides, and their validation.
 
-The table is data (``vitalwatch/data/alarm-table.toml``, the rows of clinical-defaults.md with
-their evidence marks). The daemon's ``[alarms]`` config section selects a table file
+The table is data (``vitalwatch/data/alarm-table.toml``, each row with its evidence mark; the
+evidence table is in docs/alarms.md). The daemon's ``[alarms]`` config section selects a table file
 (``table = "default"`` or a path) and overrides any key of it with the same layout, e.g.
 ``[alarms.rules.spo2_low_high] limit = 88``. Everything is checked once, here, and every problem
 is reported at once as :class:`~vitalwatch.errors.ConfigError` with dotted keys, because a clinic
@@ -69,6 +69,7 @@ class Rule:
     systolic_offset: float | None = None
     diastolic_offset: float | None = None
     confirm: bool = False
+    confirm_min_s: float = 0.0  # earliest confirmation after the first reading (shipped table: 120)
     confirm_window_s: float = 300.0
     readings: int = 2
     systolic_above: float | None = None
@@ -79,12 +80,13 @@ class Rule:
     due_from_s: float | None = None
     due_until_s: float | None = None
     after_s: float = 0.0
+    gap_s: float = 2.0
     percent: float = 20.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BaselineSettings:
-    """How the baseline is taken (clinical-defaults.md "Conventions")."""
+    """How the baseline is taken (docs/alarms.md, "Session and phases")."""
 
     nibp_readings: int = 2
     nibp_spacing_s: float = 120.0
@@ -93,7 +95,7 @@ class BaselineSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DischargeSettings:
-    """The discharge_ready criteria (clinical-defaults.md "Discharge-ready")."""
+    """The discharge_ready criteria (docs/alarms.md, "Session and phases")."""
 
     after_recovery_min: float = 60.0
     nibp_spacing_min: float = 10.0
@@ -167,6 +169,7 @@ RULE_TYPES: dict[str, dict[str, _Spec]] = {
         "systolic_offset": ("num", -100, 150),
         "diastolic_offset": ("num", -100, 150),
         "confirm": ("bool", None, None),
+        "confirm_min_s": ("num", 0, 1800),
         "confirm_window_s": ("num", 30, 1800),
     },
     "nibp_gate": {
@@ -184,6 +187,9 @@ RULE_TYPES: dict[str, dict[str, _Spec]] = {
     "nibp_recovery": {"after_s": ("num", 0, 43200), "percent": ("num", 0, 100)},
     "signal_lost": {"after_s": ("num", 5, 600)},
     "link_lost": {"after_s": ("num", 2, 600)},
+    "nibp_peak": {"due_from_s": ("num", 0, 14400), "due_until_s": ("num", 0, 14400)},
+    "baseline_overrun": {"after_s": ("num", 60, 14400)},
+    "device_garbled": {"after_s": ("num", 1, 600), "gap_s": ("num", 0.1, 60)},
     "driver_fault": {},
     "baseline_incomplete": {},
     "infusion_overrun": {},
@@ -198,6 +204,9 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "nibp_recovery": ("after_s", "percent"),
     "signal_lost": ("after_s",),
     "link_lost": ("after_s",),
+    "nibp_peak": ("due_from_s", "due_until_s"),
+    "baseline_overrun": ("after_s",),
+    "device_garbled": ("after_s",),
 }
 
 _VALUE_RANGE: dict[str, tuple[float, float]] = {"spo2": (50, 100), "pulse_rate": (20, 250)}
@@ -347,6 +356,8 @@ def _rule(rule_id: str, data: Any, key: str, problems: list[ConfigProblem]) -> R
         problems.append(ConfigProblem(key, "use absolute limits or baseline offsets, not both"))
     if rule_type == "nibp_overdue" and ("due_from_s" in values) != ("due_until_s" in values):
         problems.append(ConfigProblem(key, "due_from_s and due_until_s go together"))
+    if values.get("confirm_min_s", 0.0) > values.get("confirm_window_s", 300.0):
+        problems.append(ConfigProblem(f"{key}.confirm_min_s", "must not be more than confirm_window_s"))
     if values.get("due_from_s", 0.0) > values.get("due_until_s", 1e9):
         problems.append(ConfigProblem(f"{key}.due_until_s", "must not be before due_from_s"))
     if len(problems) > before or not values.pop("enabled", True):

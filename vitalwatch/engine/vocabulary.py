@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from vitalwatch.engine.outputs import Category
 
-__all__ = ["CONDITIONS", "PHASES", "STATUS_CONDITIONS", "ConditionInfo"]
+__all__ = [
+    "AGE_BANDS",
+    "CONDITIONS",
+    "LABELS",
+    "PHASES",
+    "PHASE_COMMANDS",
+    "STATUS_CONDITIONS",
+    "ConditionInfo",
+]
 
 PHASES: tuple[str, ...] = ("baseline", "infusion", "recovery", "ended")
 
@@ -49,9 +57,44 @@ CONDITIONS: dict[str, ConditionInfo] = {
     "nibp_overdue": ConditionInfo(_T, "nibp", "no valid NIBP reading within the interval plus grace"),
     "baseline_incomplete": ConditionInfo(_T, None, "the infusion started before the baseline was complete"),
     "infusion_overrun": ConditionInfo(_A, None, "the infusion ran past its planned length without a stop"),
+    "baseline_overrun": ConditionInfo(_T, None, "still in baseline while its monitors deliver data"),
+    "nibp_peak_missed": ConditionInfo(_T, "nibp", "no valid NIBP reading in the expected BP peak window"),
+    "device_garbled": ConditionInfo(_T, None, "a monitor's bytes keep failing to decode (baud rate, cable)"),
 }
+
+# A nurse's short name of each condition, for the texts of an ended or cleared alarm.
+LABELS: dict[str, str] = {
+    "spo2_low": "SpO2 low",
+    "spo2_below_baseline": "SpO2 below baseline",
+    "pulse_high": "Pulse high",
+    "pulse_low": "Pulse low",
+    "pulse_above_baseline": "Pulse above baseline",
+    "nibp_high": "BP high",
+    "nibp_low": "BP low",
+    "nibp_rise_from_baseline": "BP rise from baseline",
+    "bp_recovery_slow": "Slow BP recovery",
+    "start_gate_bp": "Baseline BP start gate",
+    "start_gate_spo2": "Baseline SpO2 start gate",
+    "start_gate_pulse": "Baseline pulse start gate",
+    "link_lost": "Link lost",
+    "driver_fault": "Driver fault",
+    "signal_lost": "SpO2 signal lost",
+    "nibp_overdue": "NIBP overdue",
+    "baseline_incomplete": "Baseline incomplete",
+    "infusion_overrun": "Infusion overrun",
+    "baseline_overrun": "Still in baseline",
+    "nibp_peak_missed": "Peak BP reading missed",
+    "device_garbled": "Garbled data",
+}
+
+# A phase command may also pause or resume the infusion (the phase stays ``infusion``).
+PHASE_COMMANDS: tuple[str, ...] = (*PHASES, "pause", "resume")
+
+# The age band a session may carry (never a date of birth): ``older_adult`` is >= 65 years.
+AGE_BANDS: tuple[str, ...] = ("adult", "older_adult")
 
 # INFO statuses (StatusChanged, never an alarm).
 STATUS_CONDITIONS: dict[str, str] = {
     "discharge_ready": "every monitored discharge criterion is met (the nurse confirms the rest)",
+    "infusion_paused": "the nurse paused the infusion: its clock (overrun, peak window, NIBP schedule) stops",
 }

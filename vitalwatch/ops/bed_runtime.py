@@ -60,7 +60,11 @@ log = structlog.get_logger("vitalwatch.ops.daemon")
 def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> BedEngine:
     """The clinical engine for one bed, with its device roles."""
     return BedEngine(
-        config.alarms, bed=bed.id, devices={d.id: d.role for d in bed.devices}, id_factory=id_factory
+        config.alarms,
+        bed=bed.id,
+        devices={d.id: d.role for d in bed.devices},
+        id_factory=id_factory,
+        older_adult=bed.age_band == "older_adult",
     )
 
 
@@ -232,8 +236,8 @@ class BedRuntime:
 
     # -- BedPort (the publisher asks) ----------------------------------------------------
     def status(self, state: str, heartbeat: int) -> dict[str, Any]:
-        start = self.engine.phase_start
         now = asyncio.get_running_loop().time()
+        elapsed = self.engine.phase_elapsed(now)
         return status_payload(
             state=state,
             site=self.config.site,
@@ -242,7 +246,8 @@ class BedRuntime:
             links=self.session.link_states(),
             heartbeat=heartbeat,
             sent_at=datetime.now(UTC),
-            phase_minutes=None if start is None else (now - start) / 60.0,
+            phase_minutes=None if elapsed is None else elapsed / 60.0,
+            paused=self.engine.paused,
             technical=[alarm for alarm, bed in self.local_alarms.active if bed in (self.bed, "*")],
         )
 
