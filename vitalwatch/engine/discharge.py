@@ -96,7 +96,9 @@ def discharge_checklist(
             f"{s.systolic_below:g}/{s.diastolic_below:g}, {s.nibp_spacing_min:g} min apart",
         )
     )
-    pulse_ok = pulse is not None and bl.pulse_rate is not None and _within(pulse, bl.pulse_rate, s.pulse_percent)
+    pulse_ok = (
+        pulse is not None and bl.pulse_rate is not None and _within(pulse, bl.pulse_rate, s.pulse_percent)
+    )
     out.append(
         Criterion(
             "pulse",
@@ -123,7 +125,9 @@ def discharge_checklist(
         Criterion(
             "alarms",
             not medium_or_high_active,
-            "no active MEDIUM or HIGH alarm" if not medium_or_high_active else "a MEDIUM or HIGH alarm is active",
+            "no active MEDIUM or HIGH alarm"
+            if not medium_or_high_active
+            else "a MEDIUM or HIGH alarm is active",
         )
     )
     return out
