@@ -302,6 +302,7 @@ async def test_take_bp_without_a_cuff_opens_a_retained_prompt_that_done_clears(
         )
         assert done["ok"] is True, done
         await wait_until(lambda: station.docs["prompts"]["prompts"] == [], 5, "the prompt cleared")
+        assert [] == daemon.runtimes[BED].prompts.open_prompts()
         again = await nurse.send(
             {"request_id": "bp-3", "command": "prompt_done", "prompt_id": prompt_id, "by": "RN Kim"}
         )
