@@ -641,20 +641,28 @@ class CommandHandler:
             if open_items:
                 record["open_items"] = open_items
                 detail |= {"override_reason": reason, "open_items": open_items}
-        if self._journal is not None and cmd.command == "start_session":
-            self._journal.age_band(args.get("age_band"))
+        journal = self._journal
+        if journal is None:
+            if not restart:
+                self._target.set_phase(target, now)
+            return detail
+        if cmd.command == "start_session":
+            journal.age_band(args.get("age_band"))
+        kind = cmd.command if cmd.command != "phase" else "phase_command"
+        step_recorded = cmd.command != "phase" or bool(record)
+        # In the record the step goes with its session: a start after the new session opened, any
+        # other step (the end above all) before the phase change closes it.
+        if step_recorded and cmd.command != "start_session":
+            journal.session_event(kind, record, now)
         if not restart:
             self._target.set_phase(target, now)
-        if self._journal is not None:
-            fields = {k: v for k, v in args.items() if k in ("phase", "dose_mg_per_kg", "planned_minutes")}
-            if cmd.command != "phase" and "planned_minutes" in record:
-                fields["planned_minutes"] = record["planned_minutes"]
-            if fields.keys() - {"phase"} or cmd.command == "phase":
-                self._journal.phase_fields(fields | {"phase": target})
-            if cmd.command != "phase" or record:
-                self._journal.session_event(
-                    cmd.command if cmd.command != "phase" else "phase_command", record, now
-                )
+        if step_recorded and cmd.command == "start_session":
+            journal.session_event(kind, record, now)
+        fields = {k: v for k, v in args.items() if k in ("dose_mg_per_kg", "planned_minutes")}
+        if "planned_minutes" in record:
+            fields["planned_minutes"] = record["planned_minutes"]
+        if fields or cmd.command == "phase":
+            journal.phase_fields(fields | {"phase": target})
         return detail
 
     def _result(
