@@ -68,6 +68,9 @@ __all__ = ["BedRuntime", "make_engine"]
 
 log = structlog.get_logger("vitalwatch.ops.daemon")
 
+# How often the readiness check is recomputed (and republished when it changed).
+READINESS_EVERY_S = 1.0
+
 
 def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> BedEngine:
     """The clinical engine for one bed, with its device roles."""
@@ -139,6 +142,7 @@ class BedRuntime:
             config.mqtt, site=config.site, bed=bed, wall=wall, port=self, store=store
         )
         self.prompts = PromptBook(bed)
+        self._readiness_at = float("-inf")
         if meta.get("age_band") == "older_adult":
             engine.older_adult = True
         taps: list[InputTap] = [journal] if journal is not None else []
@@ -231,7 +235,9 @@ class BedRuntime:
         """The engine's and the session record's timers (the daemon's one ticker calls this)."""
         self.session.tick(now)
         self.record.tick(now)
-        self._publish_readiness(now)
+        if now - self._readiness_at >= READINESS_EVERY_S:  # off the alarm path: once a second is plenty
+            self._readiness_at = now
+            self._publish_readiness(now)
 
     # -- prompts and readiness (the chairside session) -----------------------------------
     def _observation(self, device: str, obs: Observation, now: float, valid: bool) -> None:
