@@ -134,7 +134,8 @@ async def test_a_command_flood_on_one_bed_does_not_delay_another_beds_high_alert
                         if n % 100 == 0:
                             await asyncio.sleep(0)  # let the loop breathe as a network would
                     await wait_until(lambda: set(sent_high) <= set(received), 20, "the HIGH alerts")
-                    await wait_until(lambda: len(results) >= flood_n // 2, 60, "the flood's results")
+                    # nearly every command is answered (QoS 0 may lose a few on the way in)
+                    await wait_until(lambda: len(results) >= flood_n * 0.9, 60, "the flood's results")
             finally:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
@@ -143,5 +144,6 @@ async def test_a_command_flood_on_one_bed_does_not_delay_another_beds_high_alert
         assert max(latencies.values()) < LATENCY_BOUND_S, latencies
         limited = [r for r in results if not r["ok"] and r["error"]["code"] == "rate_limited"]
         applied = [r for r in results if r["ok"]]
-        assert len(limited) > flood_n // 2 and 0 < len(applied) < 200, (len(limited), len(applied))
+        assert len(limited) + len(applied) == len(results)  # nothing else went wrong
+        assert len(limited) > flood_n * 0.8 and 0 < len(applied) < 200, (len(limited), len(applied))
         assert COMMANDS.labels("chair-1", "rate_limited")._value.get() - limited_before >= len(limited)
