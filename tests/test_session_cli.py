@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.helpers import wait_until
+from tests.helpers import cuffless_daemon_config, running_daemon, wait_until
 from vitalwatch.cli import build_parser, main
 from vitalwatch.cli.session import build_command
-from vitalwatch.config import parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto, free_port
 
@@ -79,25 +78,10 @@ def test_bad_options_exit_2_and_no_broker_exits_1(capsys: pytest.CaptureFixture[
 
 @pytest_asyncio.fixture
 async def daemon(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = parse_config(
-        {
-            "site": SITE,
-            "mqtt": {"port": mosquitto.port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
-            "logging": {"level": "warning"},
-            "state": {"directory": str(tmp_path / "state")},
-            "beds": [
-                {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
-            ],
-        }
-    )
-    d = Daemon(config)
-    task = asyncio.create_task(d.run())
-    try:
+    config = cuffless_daemon_config(mosquitto.port, tmp_path / "state", site=SITE, beds=[BED])
+    async with running_daemon(config) as d:
         await wait_until(lambda: d.publishers[BED].connected, 10, "daemon connected")
         yield d
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def cli(mosquitto: Mosquitto, *argv: str) -> tuple[int, str, str]:

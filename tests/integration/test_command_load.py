@@ -11,8 +11,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ import aiomqtt
 import pytest
 
 from tests.fakes.alerts import transition
-from tests.helpers import wait_until
-from vitalwatch.config import parse_config
+from tests.helpers import cuffless_daemon_config, running_daemon, wait_until
 from vitalwatch.delivery.store import DB_NAME
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.ops.metrics import COMMANDS
@@ -37,27 +35,8 @@ PREFIX = f"vitalwatch/v1/{SITE}"
 LATENCY_BOUND_S = 1.5
 
 
-@asynccontextmanager
-async def daemon_with(mosquitto: Mosquitto, tmp_path: Path, beds: list[str]) -> AsyncIterator[Daemon]:
-    config = parse_config(
-        {
-            "site": SITE,
-            "mqtt": {"port": mosquitto.port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
-            "logging": {"level": "warning"},
-            "state": {"directory": str(tmp_path / "state")},
-            "beds": [
-                {"id": bed, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
-                for bed in beds
-            ],
-        }
-    )
-    daemon = Daemon(config)
-    task = asyncio.create_task(daemon.run())
-    try:
-        yield daemon
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+def daemon_with(mosquitto: Mosquitto, tmp_path: Path, beds: list[str]) -> AbstractAsyncContextManager[Daemon]:
+    return running_daemon(cuffless_daemon_config(mosquitto.port, tmp_path / "state", site=SITE, beds=beds))
 
 
 async def test_a_retained_command_is_refused_and_not_applied(mosquitto: Mosquitto, tmp_path: Path) -> None:

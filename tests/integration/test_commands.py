@@ -14,8 +14,7 @@ import pytest_asyncio
 from jsonschema import Draft202012Validator
 
 from tests.fakes.alerts import transition
-from tests.helpers import wait_until
-from vitalwatch.config import parse_config
+from tests.helpers import cuffless_daemon_config, wait_until
 from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
@@ -57,17 +56,7 @@ class Nurse:
 @pytest_asyncio.fixture
 async def setup(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Nurse]]:
     """The daemon with one bed in infusion without a baseline, so baseline_incomplete is active."""
-    config = parse_config(
-        {
-            "site": SITE,
-            "mqtt": {"port": mosquitto.port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
-            "logging": {"level": "warning"},
-            "state": {"directory": str(tmp_path / "state")},
-            "beds": [
-                {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
-            ],
-        }
-    )
+    config = cuffless_daemon_config(mosquitto.port, tmp_path / "state", site=SITE, beds=[BED])
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
