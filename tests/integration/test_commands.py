@@ -327,7 +327,7 @@ async def test_a_whole_session_follows_the_state_machine_and_the_readiness_check
             {"request_id": "s-4", "command": "start_session", "by": "RN Kim", "age_band": "older_adult"}
         )
         assert (True, "baseline") == (start["ok"], daemon.beds[BED].engine.phase), start
-        assert daemon.beds[BED].engine.older_adult is True
+        assert "older_adult" == daemon.beds[BED].engine.age_band
         infusion = {
             "request_id": "s-5",
             "command": "start_infusion",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from vitalwatch.delivery.commands import _FIELDS, AGE_BANDS, EVENTS, Command, CommandError, parse_command
+from vitalwatch.delivery.commands import _FIELDS, EVENTS, Command, CommandError, parse_command
 from vitalwatch.delivery.payloads import (
     COMMANDS,
     ERROR_CODES,

@@ -24,12 +24,19 @@ class FakeBed:
 
     phase: str = "baseline"
     phases: list[str] = field(default_factory=list)
+    bands: list[str] = field(default_factory=list)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None: ...
 
     def set_phase(self, phase: str, now: float) -> None:
-        self.phase = phase
+        if phase in ("pause", "resume") and self.phase != "infusion":
+            raise ValueError(f"{phase}: only an infusion can be paused or resumed (phase is {self.phase})")
+        if phase not in ("pause", "resume"):
+            self.phase = phase
         self.phases.append(phase)
+
+    def set_age_band(self, band: str, now: float) -> None:
+        self.bands.append(band)
 
     def request_nibp(self, reason: str, now: float) -> bool:
         return False
@@ -57,7 +64,7 @@ class FakeDesk:
     def readiness_open(self, now: float) -> list[str]:
         return list(self.open_items)
 
-    def age_band(self, band: str | None) -> None:
+    def age_band(self, band: str | None, now: float) -> None:
         self.band.append(band)
 
     def session_event(self, kind: str, data: dict[str, Any], now: float) -> None:
@@ -154,6 +161,25 @@ def test_ready_bed_starts_without_override_and_end_is_recorded_before_the_phase_
     assert ["start_infusion", "pump_stopped", "end_session"] == [k for k, _ in desk.events]
     assert send(h, 5, command="start_session", by="RN Kim", age_band="older_adult")["ok"]
     assert (["older_adult"], "baseline") == (desk.band, bed.phase)
+
+
+def test_pause_and_resume_pass_the_state_machine_to_the_engine_and_age_band_goes_with_a_phase() -> None:
+    """pause/resume are the engine's (refused outside the infusion with its reason); a phase command's
+    age band is set on the bed; a new session without one takes the bed's (the desk decides)."""
+    bed, desk = FakeBed(phase="recovery"), FakeDesk()
+    h = handler(bed, desk)
+    refused = send(h, 1, command="phase", phase="pause", by="RN Kim")
+    assert ("bad_value", []) == (refused["error"]["code"], bed.phases)
+    bed.phase = "infusion"
+    assert send(h, 2, command="phase", phase="pause", by="RN Kim")["ok"]
+    assert send(h, 3, command="phase", phase="resume", by="RN Kim")["ok"]
+    assert (["pause", "resume"], "infusion") == (bed.phases, bed.phase)
+    bed.phase = "ended"
+    ok = send(h, 4, command="phase", phase="baseline", age_band="older_adult")
+    assert ("older_adult", ["older_adult"]) == (ok["detail"]["age_band"], bed.bands)
+    bed.phase = "ended"
+    assert send(h, 5, command="start_session", by="RN Kim")["ok"]
+    assert [None] == desk.band  # the runtime gives the bed's configured band
 
 
 def test_rate_limit_refuses_a_flood_and_recovers() -> None:

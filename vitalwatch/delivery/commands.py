@@ -81,7 +81,8 @@ PHASES = PHASE_COMMANDS  # the four phases, and pause/resume of the infusion
 # The session's state machine: from each phase, the phases a command may move it to. A new
 # session starts from ``ended`` (or from the daemon's first ``baseline``); infusion ends only
 # through the pump stop (recovery), so the recovery rules and discharge criteria always run;
-# a session may be abandoned before the infusion (baseline -> ended). Anything else is refused
+# a session may be abandoned before the infusion (baseline -> ended). ``baseline`` again while in
+# baseline only names the running session (start_session, an age band). Anything else is refused
 # with ``wrong_phase`` (ended -> infusion, recovery -> baseline, the same phase again, ...).
 TRANSITIONS: dict[str, frozenset[str]] = {
     "ended": frozenset({"baseline"}),
@@ -613,7 +614,8 @@ class CommandHandler:
         args = cmd.args
         target = args["phase"] if cmd.command == "phase" else _TARGET_PHASE[cmd.command]
         current = self._target.phase
-        restart = cmd.command == "start_session" and current == "baseline"  # name the running session
+        # baseline -> baseline names the running session (an age band, the nurse): no phase change
+        restart = current == target == "baseline"
         refusal = None if restart else transition_refusal(current, target)
         if refusal is not None:
             return "wrong_phase", refusal
@@ -641,24 +643,36 @@ class CommandHandler:
             if open_items:
                 record["open_items"] = open_items
                 detail |= {"override_reason": reason, "open_items": open_items}
-        journal = self._journal
-        if journal is None:
-            if not restart:
+        if target in ("pause", "resume"):
+            try:  # only an infusion pauses: refused before anything is recorded
                 self._target.set_phase(target, now)
+            except ValueError as exc:
+                return "bad_value", str(exc)
+            if self._journal is not None:
+                self._journal.phase_fields(dict(args))
             return detail
-        if cmd.command == "start_session":
-            journal.age_band(args.get("age_band"))
-        kind = cmd.command if cmd.command != "phase" else "phase_command"
-        step_recorded = cmd.command != "phase" or bool(record)
+        journal = self._journal
+        if journal is not None and (cmd.command != "phase" or record):
+            kind = cmd.command if cmd.command != "phase" else "phase_command"
+        else:
+            kind = None
         # In the record the step goes with its session: a start after the new session opened, any
         # other step (the end above all) before the phase change closes it.
-        if step_recorded and cmd.command != "start_session":
+        if journal is not None and kind is not None and cmd.command != "start_session":
             journal.session_event(kind, record, now)
         if not restart:
             self._target.set_phase(target, now)
-        if step_recorded and cmd.command == "start_session":
+        if cmd.command == "start_session" and journal is not None:
+            journal.age_band(args.get("age_band"), now)  # a new patient: never the last one's band
+        elif "age_band" in args:
+            self._target.set_age_band(args["age_band"], now)
+        if "age_band" in args:
+            detail["age_band"] = args["age_band"]
+        if journal is None:
+            return detail
+        if kind is not None and cmd.command == "start_session":
             journal.session_event(kind, record, now)
-        fields = {k: v for k, v in args.items() if k in ("dose_mg_per_kg", "planned_minutes")}
+        fields = {k: v for k, v in args.items() if k in ("dose_mg_per_kg", "planned_minutes", "age_band")}
         if "planned_minutes" in record:
             fields["planned_minutes"] = record["planned_minutes"]
         if fields or cmd.command == "phase":

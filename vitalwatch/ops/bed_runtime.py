@@ -143,8 +143,6 @@ class BedRuntime:
         )
         self.prompts = PromptBook(bed)
         self._readiness_at = float("-inf")
-        if meta.get("age_band") == "older_adult":
-            engine.older_adult = True
         taps: list[InputTap] = [journal] if journal is not None else []
         self.session = BedSession(
             bed_cfg,
@@ -369,9 +367,9 @@ class BedRuntime:
     def readiness_open(self, now: float) -> list[str]:
         return [item.text for item in self.readiness(now) if not item.ok]
 
-    def age_band(self, band: str | None) -> None:
-        self.engine.older_adult = band == "older_adult"
-        self.store.put_meta(self.bed, {"age_band": band})
+    def age_band(self, band: str | None, now: float) -> None:
+        """A new session's age band; without one the bed's configured band, never the last patient's."""
+        self.session.set_age_band(band or self.session.config.age_band, now)
 
     def session_event(self, kind: str, data: dict[str, Any], now: float) -> None:
         self.record.nurse_event(kind, data, now)
