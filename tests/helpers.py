@@ -20,11 +20,16 @@ import inspect
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vitalwatch.drivers.base import Driver
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+
+if TYPE_CHECKING:  # the daemon helpers below import it when used: drivers' tests stay light
+    from vitalwatch.config import Config
+    from vitalwatch.ops.daemon import Daemon
 
 __all__ = [
     "ALLOWED_THREAD_NAMES",
@@ -251,3 +256,39 @@ def leak_report(threads: list[threading.Thread], tasks: list[asyncio.Task[object
     lines = [f"thread {t.name!r} (daemon={t.daemon})" for t in threads]
     lines += [f"task {t.get_name()!r} running {t.get_coro()!r}" for t in tasks]
     return "left running after the test: " + "; ".join(lines)
+
+
+# --- a daemon for command tests -------------------------------------------------------------------
+
+
+def cuffless_daemon_config(port: int, state: Path, *, site: str, beds: Sequence[str]) -> Config:
+    """Beds with one oximeter each on a port that does not exist: no data and no cuff the daemon can
+    start, so readiness items are open and "take a BP" opens a prompt. For tests of the commands."""
+    from vitalwatch.config import parse_config
+
+    return parse_config(
+        {
+            "site": site,
+            "mqtt": {"port": port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
+            "logging": {"level": "warning"},
+            "state": {"directory": str(state)},
+            "beds": [
+                {"id": bed, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
+                for bed in beds
+            ],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
+    """The daemon running in this event loop until the block ends (then cancelled and awaited)."""
+    from vitalwatch.ops.daemon import Daemon
+
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run())
+    try:
+        yield daemon
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -50,7 +50,7 @@ def record(tmp_path: Path) -> Path:
 
 
 EXPECTED = {
-    "schema": "vitalwatch-session-record/1",
+    "schema": "vitalwatch-session-record/2",
     "complete": True,
     "infusion_started": True,
     "session_minutes": 100.0,
@@ -85,6 +85,15 @@ EXPECTED = {
     "alarms": {"spo2_low": {"high": 1}, "pulse_high": {"medium": 1}, "nibp_high": {"high": 1}},
     "discharge_ready_at_min": 80.0,
     "discharge_ready_after_recovery_min": 40.0,
+    "infusion_override": True,
+    "override_open_items": 1,
+    "prompts_opened": 2,
+    "prompts_done_by_nurse": 1,
+    "nurse_events": {  # minutes from the infusion start (15 min); the note is not exported
+        "dissociation": {"count": 2, "at_min": [20.0, 50.0], "max_score": 2},
+        "nausea": {"count": 1, "at_min": [30.0]},
+        "rescue_medication": {"count": 1, "at_min": [31.0]},
+    },
 }
 
 
@@ -136,7 +145,18 @@ def test_no_identifier_location_or_date_in_the_export(record: Path, tmp_path: Pa
     out = tmp_path / f"x.{fmt}"
     assert 0 == run_export("--since", "2025-01-01", "--out", str(out), "--db", str(record))
     text = out.read_text()
-    for forbidden in ("chair", "2025", "20250304", "a1", "09:00", "bed"):
+    for forbidden in (
+        "chair",
+        "2025",
+        "20250304",
+        "a1",
+        "09:00",
+        "bed",
+        "blanket",
+        "RN Kim",
+        "ondansetron",
+        "cuff swapped",
+    ):
         assert re.search(rf"\b{forbidden}", text) is None, forbidden
     assert 0 == run_export("--since", "2025-01-01", "--out", str(out), "--db", str(record), "--include-bed")
     assert "chair-2" in out.read_text()
@@ -145,9 +165,15 @@ def test_no_identifier_location_or_date_in_the_export(record: Path, tmp_path: Pa
 def test_every_field_is_documented(record: Path, tmp_path: Path) -> None:
     """docs/session-record.md names every JSONL key and every CSV column family."""
     doc = DOCS.read_text()
-    for name in [*EXPECTED, "record_id", "bed", *(f for f in CSV_FIELDS if not f.startswith("alarms_"))]:
+    for name in [
+        *EXPECTED,
+        "record_id",
+        "bed",
+        *(f for f in CSV_FIELDS if not f.startswith(("alarms_", "events_"))),
+    ]:
         assert f"`{name}`" in doc, name
     assert "`alarms_<condition>_<priority>`" in doc
+    assert "`events_<event>`" in doc
 
 
 def test_bad_date_and_unreadable_db_exit_2(

@@ -58,6 +58,12 @@ def test_html_summary_has_baseline_peaks_alarms_and_discharge_time(record: Path,
     assert "<td>dose</td><td>0.5 mg/kg</td>" in page
     assert "+80:00 (40 min 00 s after pump stop)" in page
     assert "<td>SpO2 &lt; 90 %</td><td>1 min 00 s</td>" in page
+    # the nurse's steps, prompts and observations, with the infusion start's override
+    assert "<td>total dose</td><td>35 mg</td>" in page
+    assert "<td>+20:00</td><td>dissociation</td><td>score 2</td><td>RN Kim</td>" in page
+    assert "override reason cuff swapped" in page and "open: cuff not linked" in page
+    assert "<td>note</td><td>note asked for a blanket</td>" in page  # the clinic's report, never the export
+    assert "<td>prompt done</td>" in page
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import wait_until
 from vitalwatch.cli import build_parser, main
 from vitalwatch.cli.tail import build_options
-from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload
+from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, prompts_payload, status_payload
 from vitalwatch.engine.outputs import AlertState, AlertTransition, Category, Priority
 from vitalwatch.station.tail_view import TailOptions, TailView, parse_broker_url, tail
 from vitalwatch.testing import Mosquitto, free_port
@@ -321,3 +321,38 @@ async def test_tail_says_the_broker_was_lost_and_resumes_when_it_is_back(mosquit
     text = out.getvalue()
     assert 1 == text.count("SpO2 84 % below 85 % for 5 s")
     assert 1 == text.count("!! broker connection lost")
+
+
+def prompts_doc(*ids: str, bed: str = "chair-1") -> bytes:
+    prompts = [
+        {
+            "prompt_id": pid,
+            "kind": "take_bp",
+            "text": f"Take a blood pressure by hand: baseline reading {n} of 2",
+            "reason": f"baseline reading {n} of 2",
+            "opened_utc": "2026-03-01T10:15:02.000Z",
+            "then": "the baseline stays incomplete",
+        }
+        for n, pid in enumerate(ids, 1)
+    ]
+    return encode(prompts_payload(site="clinic-a", bed=bed, prompts=prompts, sent_at=NOW))
+
+
+def test_prompts_print_in_the_snapshot_then_as_they_open_and_close() -> None:
+    """A retained open prompt is part of the snapshot; later a new one prints, and a closed one says done."""
+    view = TailView()
+    assert [] == view.feed(f"{BASE}/chair-1/prompts", prompts_doc("chair-1-p1"), 1.0)
+    snapshot = view.end_snapshot(1.0)
+    assert any("PROMPT chair-1-p1" in line and "baseline reading 1 of 2" in line for line in snapshot)
+    lines = view.feed(f"{BASE}/chair-1/prompts", prompts_doc("chair-1-p1", "chair-1-p2"), 2.0)
+    assert 1 == len(lines) and "?? chair-1 PROMPT chair-1-p2" in lines[0]
+    assert ["-- chair-1 prompt chair-1-p1 done", "-- chair-1 prompt chair-1-p2 done"] == view.feed(
+        f"{BASE}/chair-1/prompts", prompts_doc(), 3.0
+    )
+    json_view = TailView(json_lines=True)
+    json_view.end_snapshot(0.0)
+    (opened,) = json_view.feed(f"{BASE}/chair-1/prompts", prompts_doc("chair-1-p7"), 1.0)
+    assert ("prompt", "chair-1-p7") == (
+        json.loads(opened)["event"],
+        json.loads(opened)["payload"]["prompt_id"],
+    )

@@ -121,6 +121,7 @@ class BedSession(Generic[L]):
         recorder: Recorder | None = None,
         taps: Sequence[InputTap] = (),
         watchers: Sequence[EngineWatcher] = (),
+        prompt: Callable[[str, float], object] | None = None,
         logger: Any = None,
     ) -> None:
         self.config = config
@@ -135,6 +136,8 @@ class BedSession(Generic[L]):
         self.recorder = recorder
         self._taps = tuple(taps)
         self._watchers = tuple(watchers)
+        # Told the reason of every NIBP request no device can carry out (the prompts topic).
+        self._prompt = prompt
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
         # For health and metrics: when each device last gave a valid reading (monotonic s), and
         # how many alert transitions of each state this bed produced.
@@ -145,6 +148,11 @@ class BedSession(Generic[L]):
     @property
     def bed(self) -> str:
         return self.config.id
+
+    @property
+    def phase(self) -> str:
+        """The session phase (the engine's), for the command handler's state machine."""
+        return self.engine.phase
 
     def link_states(self) -> dict[str, bool]:
         return {name: link.connected for name, link in self.links.items()}
@@ -250,6 +258,8 @@ class BedSession(Generic[L]):
                         text = f"Please take a blood pressure: {out.reason}"
                         self._emit(NursePrompt(t=out.t, bed=out.bed, text=text))
                         self._log.info("nurse.prompt", text=text)
+                        if self._prompt is not None:
+                            self._prompt(out.reason, out.t)
                 case PhaseChanged():
                     self._log.info("session.phase", phase=out.phase, previous=out.previous)
                 case StatusChanged():

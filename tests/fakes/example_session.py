@@ -76,6 +76,39 @@ def record_example_session(log_: SessionLog, *, t0: float = 1000.0) -> None:
     script.setdefault(5700, []).append(
         StatusChanged(t=t0 + 5700, bed=bed, code="discharge_ready", active=True)
     )
+    # The nurse's steps and observations (what the session commands record).
+    nurse: dict[int, list[tuple[str, dict[str, object]]]] = {
+        0: [("start_session", {"by": "RN Kim"})],
+        300: [("prompt", {"kind": "take_bp", "reason": "baseline reading 2 of 2"})],
+        360: [("prompt_closed", {"kind": "take_bp", "by": "reading"})],
+        899: [
+            (
+                "start_infusion",
+                {
+                    "by": "RN Kim",
+                    "dose_mg_per_kg": 0.5,
+                    "weight_kg": 70.0,
+                    "planned_minutes": 40.0,
+                    "total_mg": 35.0,
+                    "override_reason": "cuff swapped",
+                    "open_items": ["cuff not linked"],
+                },
+            )
+        ],
+        2100: [("nurse_dissociation", {"by": "RN Kim", "score": 2})],
+        2400: [("prompt", {"kind": "confirm_bp", "reason": "confirm BP 182/112 mmHg (nibp_high)"})],
+        2430: [("prompt_done", {"kind": "confirm_bp", "by": "RN Kim"})],
+        2700: [("nurse_nausea", {"by": "RN Kim"})],
+        2760: [
+            (
+                "nurse_rescue_medication",
+                {"by": "RN Kim", "drug": "ondansetron", "dose": 4.0, "dose_unit": "mg"},
+            )
+        ],
+        3000: [("nurse_note", {"by": "RN Kim", "note": "asked for a blanket"})],
+        3299: [("pump_stopped", {"by": "RN Kim"})],
+        3900: [("nurse_dissociation", {"by": "RN Kim", "score": 0})],
+    }
     bp = {120: (128, 80), 360: (126, 78), 720: (130, 82), 2400: (182, 112), 2460: (184, 110)}
     bp |= {t: (150, 92) for t in (1200, 1500, 1800, 2100, 2700, 3000)}
     bp |= {t: (134, 84) for t in (3600, 4500, 5400)}
@@ -102,4 +135,6 @@ def record_example_session(log_: SessionLog, *, t0: float = 1000.0) -> None:
             log_.output(out)
         if t == 901:
             log_.phase_fields({"phase": "infusion", "dose_mg_per_kg": 0.5, "planned_minutes": 40})
+        for kind, data in nurse.get(t, []):
+            log_.nurse_event(kind, data, now)
     log_.output(PhaseChanged(t=t0 + 6000, bed=bed, phase="ended", previous="recovery"))

@@ -14,8 +14,7 @@ import pytest_asyncio
 from jsonschema import Draft202012Validator
 
 from tests.fakes.alerts import transition
-from tests.helpers import wait_until
-from vitalwatch.config import parse_config
+from tests.helpers import cuffless_daemon_config, wait_until
 from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.testing import Mosquitto
@@ -57,17 +56,7 @@ class Nurse:
 @pytest_asyncio.fixture
 async def setup(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Nurse]]:
     """The daemon with one bed in infusion without a baseline, so baseline_incomplete is active."""
-    config = parse_config(
-        {
-            "site": SITE,
-            "mqtt": {"port": mosquitto.port, "heartbeat_s": 0.5, "publish_timeout_s": 1.0},
-            "logging": {"level": "warning"},
-            "state": {"directory": str(tmp_path / "state")},
-            "beds": [
-                {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": "/nonexistent/tty"}]}
-            ],
-        }
-    )
+    config = cuffless_daemon_config(mosquitto.port, tmp_path / "state", site=SITE, beds=[BED])
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
@@ -140,7 +129,26 @@ BAD: list[tuple[bytes | dict[str, Any], str]] = [
     ({"request_id": "r-g0", "command": "phase", "phase": "ended", "dose_mg_per_kg": 0}, "bad_value"),
     ({"request_id": "r-g", "command": "phase", "phase": "dancing"}, "bad_value"),
     ({"request_id": "r-h", "command": "phase", "phase": "infusion", "dose_mg_per_kg": "lots"}, "wrong_type"),
-    ({"request_id": "r-i", "command": "nibp"}, "unavailable"),  # a Masimo oximeter has no cuff
+    (b'{"request_id": "r-dup", "command": "nibp", "command": "ack"}', "duplicate_key"),
+    ({"request_id": "r-j", "command": "ack", "alert_id": "*", "by": "RN \u202eKim"}, "bad_value"),  # bidi
+    ({"request_id": "r-k", "command": "ack", "alert_id": "*", "by": "RN\u2066Kim"}, "bad_value"),
+    ({"request_id": "r-l", "command": "ack", "alert_id": "*", "by": "RN\u200fKim"}, "bad_value"),
+    ({"request_id": "r-m", "command": "phase", "phase": "baseline"}, "wrong_phase"),  # infusion -/-> baseline
+    ({"request_id": "r-n", "command": "end_session", "by": "RN Kim"}, "wrong_phase"),  # pump first
+    ({"request_id": "r-o", "command": "phase", "phase": "infusion"}, "wrong_phase"),  # already
+    (
+        {"request_id": "r-p", "command": "prompt_done", "prompt_id": "chair-1-p99", "by": "RN Kim"},
+        "unknown_prompt",
+    ),
+    (
+        {"request_id": "r-q", "command": "event", "event": "note", "note": "born 1970", "by": "RN Kim"},
+        "bad_value",
+    ),
+    ({"request_id": "r-r", "command": "event", "event": "dissociation", "by": "RN Kim"}, "missing_field"),
+    (
+        {"request_id": "r-s", "command": "start_session", "by": "RN Kim", "age_band": "1950-01-01"},
+        "bad_value",
+    ),
 ]
 
 
@@ -229,3 +237,150 @@ async def test_ack_star_acknowledges_every_active_alarm(setup: tuple[Daemon, Nur
     assert (True, None) == (result["ok"], result["error"])
     await wait_until(lambda: any(a["state"] == "acknowledged" for a in nurse.alerts), 5, "acknowledged alert")
     assert all(t.acknowledged_by == "RN Kim" for t in daemon.beds[BED].engine.active_alarms())
+
+
+# --- the chairside session ----------------------------------------------------------------------
+
+PROMPTS = Draft202012Validator(
+    json.loads((ROOT / "schemas" / "prompts.schema.json").read_text(encoding="utf-8")),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+READINESS = Draft202012Validator(
+    json.loads((ROOT / "schemas" / "readiness.schema.json").read_text(encoding="utf-8")),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+STATUS = Draft202012Validator(
+    json.loads((ROOT / "schemas" / "status.schema.json").read_text(encoding="utf-8")),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+class Retained:
+    """The latest retained prompts, readiness and status documents of the bed, as a station sees them."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    async def follow(self, port: int) -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            for name in ("prompts", "readiness", "status"):
+                await client.subscribe(f"{BASE}/{name}", qos=1)
+            async for msg in client.messages:
+                self.docs[str(msg.topic).rsplit("/", 1)[1]] = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+
+
+async def test_take_bp_without_a_cuff_opens_a_retained_prompt_that_done_clears(
+    setup: tuple[Daemon, Nurse], mosquitto: Mosquitto
+) -> None:
+    """nibp on a bed whose devices cannot start a cuff: a prompt on .../prompts; prompt_done clears it."""
+    daemon, nurse = setup
+    station = Retained()
+    follower = asyncio.create_task(station.follow(mosquitto.port))
+    try:
+        result = await nurse.send({"request_id": "bp-1", "command": "nibp", "by": "RN Kim"})
+        RESULT.validate(result)
+        assert "prompted" == result["detail"]["nibp"]
+        prompt_id = result["detail"]["prompt_id"]
+        await wait_until(lambda: bool(station.docs.get("prompts", {}).get("prompts")), 5, "the prompt")
+        doc = station.docs["prompts"]
+        PROMPTS.validate(doc)
+        assert [(prompt_id, "take_bp")] == [(p["prompt_id"], p["kind"]) for p in doc["prompts"]]
+        assert doc["prompts"][0]["then"]
+        done = await nurse.send(
+            {"request_id": "bp-2", "command": "prompt_done", "prompt_id": prompt_id, "by": "RN Kim"}
+        )
+        assert done["ok"] is True, done
+        await wait_until(lambda: station.docs["prompts"]["prompts"] == [], 5, "the prompt cleared")
+        assert [] == daemon.runtimes[BED].prompts.open_prompts()
+        again = await nurse.send(
+            {"request_id": "bp-3", "command": "prompt_done", "prompt_id": prompt_id, "by": "RN Kim"}
+        )
+        assert "unknown_prompt" == again["error"]["code"]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+
+
+async def test_a_whole_session_follows_the_state_machine_and_the_readiness_check(
+    setup: tuple[Daemon, Nurse], mosquitto: Mosquitto
+) -> None:
+    """pump stopped -> discharge readiness in the status; end; start (age band); infusion refused
+    while readiness items are open, started with an override; the record keeps dose, total and override."""
+    daemon, nurse = setup
+    runtime = daemon.runtimes[BED]
+    station = Retained()
+    follower = asyncio.create_task(station.follow(mosquitto.port))
+    try:
+        stop = await nurse.send({"request_id": "s-1", "command": "pump_stopped", "by": "RN Kim"})
+        assert (True, "recovery") == (stop["ok"], daemon.beds[BED].engine.phase), stop
+        await wait_until(lambda: station.docs.get("status", {}).get("discharge") is not None, 5, "discharge")
+        status = station.docs["status"]
+        STATUS.validate(status)
+        discharge = status["discharge"]
+        assert discharge["ready"] is False and discharge["missing"] and discharge["nurse_confirms"]
+        assert any("since pump stop" in line for line in discharge["missing"])
+        end = await nurse.send({"request_id": "s-2", "command": "end_session", "by": "RN Kim"})
+        assert (True, "ended") == (end["ok"], daemon.beds[BED].engine.phase), end
+        skip = await nurse.send({"request_id": "s-3", "command": "phase", "phase": "infusion"})
+        assert "wrong_phase" == skip["error"]["code"] and "ended" in skip["error"]["message"]
+        start = await nurse.send(
+            {"request_id": "s-4", "command": "start_session", "by": "RN Kim", "age_band": "older_adult"}
+        )
+        assert (True, "baseline") == (start["ok"], daemon.beds[BED].engine.phase), start
+        assert "older_adult" == daemon.beds[BED].engine.age_band
+        infusion = {
+            "request_id": "s-5",
+            "command": "start_infusion",
+            "by": "RN Kim",
+            "dose_mg_per_kg": 0.5,
+            "weight_kg": 70,
+        }
+        refused = await nurse.send(infusion)
+        RESULT.validate(refused)
+        assert "not_ready" == refused["error"]["code"]
+        assert "oximeter not linked" in refused["error"]["message"]
+        assert "baseline incomplete" in refused["error"]["message"]
+        assert "baseline" == daemon.beds[BED].engine.phase  # refused: nothing changed
+        await wait_until(lambda: station.docs.get("readiness", {}).get("phase") == "baseline", 5, "readiness")
+        readiness = station.docs["readiness"]
+        READINESS.validate(readiness)
+        assert readiness["ready"] is False
+        assert {"device:oximeter", "baseline"} <= {i["item"] for i in readiness["items"] if not i["ok"]}
+        started = await nurse.send(
+            infusion | {"request_id": "s-6", "override_reason": "monitor swap, watched"}
+        )
+        RESULT.validate(started)
+        assert started["ok"] is True, started
+        assert (35.0, 40.0, "monitor swap, watched") == (
+            started["detail"]["total_mg"],
+            started["detail"]["planned_minutes"],
+            started["detail"]["override_reason"],
+        )
+        assert "infusion" == daemon.beds[BED].engine.phase
+        event = await nurse.send(
+            {"request_id": "s-7", "command": "event", "event": "dissociation", "score": 2, "by": "RN Kim"}
+        )
+        assert event["ok"] is True, event
+        runtime.record.close(asyncio.get_running_loop().time())
+        daemon.sessions.flush()
+        conn = daemon.sessions.read()
+        try:
+            sid = runtime.record.session_id
+            rows = conn.execute(
+                "SELECT kind, data FROM events WHERE session_id=? ORDER BY n", (sid,)
+            ).fetchall()
+            dose = conn.execute("SELECT dose_mg_per_kg FROM sessions WHERE session_id=?", (sid,)).fetchone()[
+                0
+            ]
+        finally:
+            conn.close()
+        kinds = {kind: json.loads(data) for kind, data in rows}
+        assert {"total_mg": 35.0, "override_reason": "monitor swap, watched"}.items() <= kinds[
+            "start_infusion"
+        ].items()
+        assert kinds["start_infusion"]["open_items"]
+        assert {"score": 2, "by": "RN Kim"} == kinds["nurse_dissociation"]
+        assert "start_session" in kinds and 0.5 == dose
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)

@@ -44,7 +44,10 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-SCHEMAS = {name: validator(name) for name in ("alert", "status", "vital", "command_result", "command")}
+SCHEMAS = {
+    name: validator(name)
+    for name in ("alert", "status", "vital", "command_result", "command", "prompts", "readiness")
+}
 
 
 class Recorder:
@@ -79,6 +82,8 @@ class Recorder:
             "status": "status",
             "vitals": "vital",
             "cmd/result": "command_result",
+            "prompts": "prompts",
+            "readiness": "readiness",
         }.get(kind)
         if schema is None:
             self.problems.append(f"{topic}: a topic the contract does not document")
@@ -88,7 +93,10 @@ class Recorder:
             self.problems.append(f"{topic}: alert_id {doc.get('alert_id')!r} is not the topic's")
         if kind == "vitals" and doc.get("kind") != level:
             self.problems.append(f"{topic}: kind {doc.get('kind')!r} is not the topic's")
-        if kind in ("alerts", "alarms", "status", "cmd/result") and (doc.get("site"), doc.get("bed")) != (
+        if kind in ("alerts", "alarms", "status", "cmd/result", "prompts", "readiness") and (
+            doc.get("site"),
+            doc.get("bed"),
+        ) != (
             SITE,
             BED,
         ):
@@ -158,6 +166,20 @@ async def test_every_published_message_validates_against_its_schema(
                 lambda: bool(rec.of("alerts", alert_id=alarm["alert_id"], state="acknowledged")), 5, "the ack"
             )
             await wait_until(lambda: len(rec.of("status", state="online")) >= 3, 5, "heartbeats")
+            # Take a BP now on a bed whose monitor cannot start a cuff: a retained prompt, then done.
+            bp = {"request_id": "st-contract-4", "command": "nibp", "by": "RN Kim"}
+            await station.publish(f"{BASE}/cmd", json.dumps(bp).encode(), qos=1)
+            await wait_until(lambda: any(d["prompts"] for d in rec.of("prompts")), 5, "a prompt")
+            prompt_id = next(d for d in rec.of("prompts") if d["prompts"])["prompts"][0]["prompt_id"]
+            done = {
+                "request_id": "st-contract-5",
+                "command": "prompt_done",
+                "prompt_id": prompt_id,
+                "by": "RN Kim",
+            }
+            await station.publish(f"{BASE}/cmd", json.dumps(done).encode(), qos=1)
+            await wait_until(lambda: rec.of("prompts")[-1]["prompts"] == [], 5, "the prompt done")
+            await wait_until(lambda: bool(rec.of("readiness")), 5, "readiness")
             await wait_until(
                 lambda: {"spo2", "pulse_rate"} <= {d["kind"] for d in rec.of("vitals")}, 5, "vitals"
             )

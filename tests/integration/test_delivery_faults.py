@@ -150,7 +150,13 @@ _PRIORITIES = (Priority.LOW, Priority.MEDIUM, Priority.HIGH)
 def burst_transition(i: int, seq: int, state: AlertState) -> AlertTransition:
     """Alert ``burst-{i}``: injected straight into the bed session like an engine output."""
     return transition(
-        f"burst-{i:03d}", seq, state, priority=_PRIORITIES[i % 3], bed=BED, t=float(seq), value=85.0,
+        f"burst-{i:03d}",
+        seq,
+        state,
+        priority=_PRIORITIES[i % 3],
+        bed=BED,
+        t=float(seq),
+        value=85.0,
         message=f"burst alert {i}",
     )
 
@@ -433,7 +439,12 @@ async def test_daemon_sigkill_mid_session_resumes_same_session(mosquitto: Mosqui
         proc = start_daemon(cfg, first_log)
         try:
             for attempt in range(10):  # until the daemon is subscribed
-                phase_cmd = {"request_id": f"p-{attempt}", "command": "phase", "phase": "infusion"}
+                phase_cmd = {
+                    "request_id": f"p-{attempt}",
+                    "command": "phase",
+                    "phase": "infusion",
+                    "override_reason": "test: no baseline wait",
+                }
                 if (result := await command(mosquitto.port, phase_cmd, wait_s=1.0)) is not None:
                     break
             assert result is not None and result["ok"] is True

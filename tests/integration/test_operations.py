@@ -133,7 +133,13 @@ async def test_daemon_under_systemd_protocol_metrics_status_and_recording(
                 assert any("STATUS=1 beds, 1 devices" in n for n in ready)
                 await notifications(notify, "WATCHDOG=1", 10)  # health assessed, loop responsive
 
-                command = {"request_id": "ops-1", "command": "phase", "phase": "infusion", "by": "RN-Test"}
+                command = {
+                    "request_id": "ops-1",
+                    "command": "phase",
+                    "phase": "infusion",
+                    "by": "RN-Test",
+                    "override_reason": "test: no baseline wait",
+                }
                 await station.publish(f"vitalwatch/v1/{SITE}/{BED}/cmd", json.dumps(command), qos=1)
                 async with asyncio.timeout(60):
                     async for message in station.messages:

@@ -344,3 +344,21 @@ async def test_bytes_written_per_transition_stay_small(tmp_path: Path) -> None:
     per = (wchar() - before) / n
     store.close()
     assert per < 14_000, f"{per:.0f} bytes per transition"
+
+
+@pytest.mark.asyncio
+async def test_an_alert_record_is_committed_before_a_queue_of_other_writes(tmp_path: Path) -> None:
+    """A flood of command ids queued before an alert does not hold the alert's fsync back: the
+    writer commits waiting records before its next job, and the alert's future says so then."""
+    store = Store(tmp_path / DB_NAME)
+    gate = threading.Event()
+    store._pool.submit(gate.wait)  # the writer is busy with one write
+    flood = [store.remember_request("chair-1", f"flood-{n}") for n in range(500)]
+    alert = submit(store, 1, "high")
+    gate.set()
+    assert await alert is True
+    waiting = sum(not job.done() for job in flood)
+    assert waiting > 400, waiting  # committed ahead of (nearly) all of them
+    await asyncio.gather(*flood)
+    assert [("high", 1, False)] == rows(tmp_path / DB_NAME)
+    store.close()

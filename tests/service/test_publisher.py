@@ -59,8 +59,9 @@ class Port:
     def status(self, state: str, heartbeat: int) -> dict[str, Any]:
         return status(state, heartbeat)
 
-    def command(self, payload: bytes) -> dict[str, Any]:
+    def command(self, payload: bytes, *, retained: bool = False) -> dict[str, Any]:
         assert self._commands is not None, "this test sends no command"
+        assert not retained, "this test sends no retained command"
         return self._commands(payload)
 
     def unreachable(self, stuck: bool) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from vitalwatch.delivery.commands import Command, CommandError, parse_command
+from vitalwatch.delivery.commands import _FIELDS, EVENTS, Command, CommandError, parse_command
 from vitalwatch.delivery.payloads import (
     COMMANDS,
     ERROR_CODES,
@@ -28,7 +28,10 @@ from vitalwatch.delivery.payloads import (
     WallClock,
     alert_payload,
     command_result_payload,
+    discharge_doc,
     encode,
+    prompts_payload,
+    readiness_payload,
     status_payload,
     vital_payload,
 )
@@ -39,7 +42,7 @@ from vitalwatch.engine.vocabulary import AGE_BANDS, CONDITIONS, PHASE_COMMANDS, 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 DOC = ROOT / "docs" / "mqtt.md"
-NAMES = ("alert", "status", "vital", "command", "command_result")
+NAMES = ("alert", "status", "vital", "command", "command_result", "prompts", "readiness")
 NOW = datetime(2026, 3, 1, 10, 15, 2, 331000, tzinfo=UTC)
 
 
@@ -183,6 +186,61 @@ def test_status_defaults_validate_and_technical_is_sorted_and_known() -> None:
         validator("status").validate({k: v for k, v in doc.items() if k != "outbox_pending"})
 
 
+def test_prompts_readiness_and_discharge_payloads_validate() -> None:
+    """The chairside documents: open prompts (and none), readiness with an open item, discharge."""
+    prompt = {
+        "prompt_id": "chair-1-p3",
+        "kind": "confirm_bp",
+        "text": "Take a blood pressure by hand to confirm: confirm BP 182/113 mmHg (nibp_high)",
+        "reason": "confirm BP 182/113 mmHg (nibp_high)",
+        "opened_utc": "2026-03-01T10:15:02.331Z",
+        "then": "the BP alarm needs a second reading within the confirmation window",
+    }
+    for prompts in ([prompt], []):
+        check("prompts", prompts_payload(site="s", bed="b", prompts=prompts, sent_at=NOW))
+    items = [
+        {"item": "device:oximeter", "ok": True, "text": "oximeter linked, valid reading"},
+        {"item": "baseline", "ok": False, "text": "baseline incomplete: NIBP 1 of 2 readings"},
+    ]
+    doc = readiness_payload(site="s", bed="b", phase="baseline", items=items, sent_at=NOW)
+    check("readiness", doc)
+    assert (False, ["baseline incomplete: NIBP 1 of 2 readings"]) == (doc["ready"], doc["open"])
+    with pytest.raises(ValidationError):
+        validator("readiness").validate(doc | {"items": [{"item": "coffee", "ok": True, "text": "x"}]})
+    discharge = discharge_doc(False, ["pulse ok"], ["BP 1 of 2 within 20 % of baseline"], ["escort present"])
+    check(
+        "status",
+        status_payload(
+            state="online", site="s", bed="b", phase="recovery", links={}, heartbeat=1, sent_at=NOW,
+            discharge=discharge,
+        ),
+    )  # fmt: skip
+    with pytest.raises(ValidationError):
+        validator("status").validate(
+            status_payload(
+                state="online", site="s", bed="b", phase="recovery", links={}, heartbeat=1, sent_at=NOW
+            )
+            | {"discharge": {"ready": True}}
+        )
+
+
+def test_command_schema_takes_exactly_the_parsers_fields() -> None:
+    """Each command's allowed and required fields in the schema are the parser's table."""
+    schema = json.loads((SCHEMAS / "command.schema.json").read_text(encoding="utf-8"))
+    common = {"request_id", "command", "by", "site", "bed", "sent_utc"}
+    per_command = {
+        rule["if"]["properties"]["command"]["const"]: rule["then"]
+        for rule in schema["allOf"]
+        if "propertyNames" in rule["then"]
+    }
+    assert set(_FIELDS) == set(per_command)
+    for command, (required, optional) in _FIELDS.items():
+        assert sorted(common | required | optional) == per_command[command]["propertyNames"]["enum"], command
+        assert sorted(required) == sorted(per_command[command].get("required", [])), command
+    assert sorted(EVENTS) == sorted(schema["properties"]["event"]["enum"])
+    assert list(AGE_BANDS) == schema["properties"]["age_band"]["enum"]
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_vital_payload_for_every_kind_validates(kind: str) -> None:
     """Every observation kind can be published; a missing value is null, not a number."""
@@ -249,7 +307,41 @@ GOOD_COMMANDS: list[dict[str, Any]] = [
     {"request_id": "r-4", "command": "phase", "phase": "ended"},
     {"request_id": "r-4p", "command": "phase", "phase": "pause"},
     {"request_id": "r-4r", "command": "phase", "phase": "resume", "by": "RN Kim"},
-    {"request_id": "r-4a", "command": "phase", "phase": "baseline", "age_band": "older_adult"},
+    {"request_id": "r-4q", "command": "phase", "phase": "baseline", "age_band": "older_adult"},
+    {"request_id": "r-4a", "command": "start_session", "by": "RN Kim", "age_band": "older_adult"},
+    {"request_id": "r-4b", "command": "start_session", "by": "RN Kim"},
+    {
+        "request_id": "r-4c",
+        "command": "start_infusion",
+        "by": "RN Kim",
+        "dose_mg_per_kg": 0.5,
+        "weight_kg": 70,
+        "planned_minutes": 40,
+        "override_reason": "baseline SpO2 only 2 min: patient anxious, watched",
+    },
+    {"request_id": "r-4d", "command": "pump_stopped", "by": "RN Kim"},
+    {"request_id": "r-4e", "command": "end_session", "by": "RN Kim"},
+    {"request_id": "r-4f", "command": "prompt_done", "by": "RN Kim", "prompt_id": "chair-1-p3"},
+    {"request_id": "r-4g", "command": "event", "by": "RN Kim", "event": "dissociation", "score": 2},
+    {"request_id": "r-4h", "command": "event", "by": "RN Kim", "event": "nausea"},
+    {"request_id": "r-4i", "command": "event", "by": "RN Kim", "event": "agitation"},
+    {
+        "request_id": "r-4j",
+        "command": "event",
+        "by": "RN Kim",
+        "event": "rescue_medication",
+        "drug": "ondansetron",
+        "dose": 4,
+        "dose_unit": "mg",
+    },
+    {
+        "request_id": "r-4k",
+        "command": "event",
+        "by": "RN Kim",
+        "event": "note",
+        "note": "asked for a blanket",
+    },
+    {"request_id": "r-4l", "command": "phase", "phase": "infusion", "override_reason": "cuff swapped"},
     {"request_id": "r-5", "command": "nibp", "by": "RN Kim"},
     {
         "request_id": "r-6",
@@ -281,6 +373,45 @@ BAD_COMMANDS: list[tuple[str, Any]] = [
     ("request_id a number", {"request_id": 7, "command": "nibp"}),
     ("alert_id with a slash", {"request_id": "r", "command": "ack", "alert_id": "a/b", "by": "x"}),
     ("by with a newline", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "a\nb"}),
+    ("by with a bidi override", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "RN \u202eKim"}),
+    ("by with an isolate", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "RN \u2067Kim"}),
+    ("by with a mark", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "RN \u200eKim"}),
+    ("start_session without by", {"request_id": "r", "command": "start_session"}),
+    ("age as a date", {"request_id": "r", "command": "start_session", "by": "x", "age_band": "1950-02-03"}),
+    (
+        "infusion without weight",
+        {"request_id": "r", "command": "start_infusion", "by": "x", "dose_mg_per_kg": 1},
+    ),
+    (
+        "weight zero",
+        {"request_id": "r", "command": "start_infusion", "by": "x", "dose_mg_per_kg": 1, "weight_kg": 0},
+    ),
+    ("override on end", {"request_id": "r", "command": "end_session", "by": "x", "override_reason": "y"}),
+    ("prompt_done without id", {"request_id": "r", "command": "prompt_done", "by": "x"}),
+    ("score on nausea", {"request_id": "r", "command": "event", "by": "x", "event": "nausea", "score": 1}),
+    ("score 4", {"request_id": "r", "command": "event", "by": "x", "event": "emergence", "score": 4}),
+    ("score 1.5", {"request_id": "r", "command": "event", "by": "x", "event": "emergence", "score": 1.5}),
+    (
+        "rescue without unit",
+        {
+            "request_id": "r",
+            "command": "event",
+            "by": "x",
+            "event": "rescue_medication",
+            "drug": "midazolam",
+            "dose": 1,
+        },
+    ),
+    (
+        "note with a date",
+        {"request_id": "r", "command": "event", "by": "x", "event": "note", "note": "dob 1970"},
+    ),
+    (
+        "note with a bidi",
+        {"request_id": "r", "command": "event", "by": "x", "event": "note", "note": "a\u202eb"},
+    ),
+    ("unknown event", {"request_id": "r", "command": "event", "by": "x", "event": "sneeze"}),
+    ("event on nibp", {"request_id": "r", "command": "nibp", "event": "note"}),
 ]
 
 
@@ -394,6 +525,42 @@ MORE_COMMANDS: list[Any] = [
     {"request_id": "r", "command": "nibp", "bed": 1},
     {"request_id": "r", "command": 7},
     {"request_id": "r", "command": "NIBP"},
+    {"request_id": "r", "command": "event", "by": "x", "event": "agitation", "score": 0},
+    {"request_id": "r", "command": "event", "by": "x", "event": "agitation", "score": True},
+    {"request_id": "r", "command": "event", "by": "x", "event": "note", "note": "123 ok"},
+    {"request_id": "r", "command": "event", "by": "x", "event": "note", "note": "x" * 201},
+    {"request_id": "r", "command": "event", "by": "x", "event": "note", "note": ""},
+    {
+        "request_id": "r",
+        "command": "event",
+        "by": "x",
+        "event": "rescue_medication",
+        "drug": "a",
+        "dose": 0,
+        "dose_unit": "mg",
+    },
+    {
+        "request_id": "r",
+        "command": "event",
+        "by": "x",
+        "event": "rescue_medication",
+        "drug": "a",
+        "dose": 1,
+        "dose_unit": "g",
+    },
+    {"request_id": "r", "command": "event", "by": "x", "event": 7},
+    {"request_id": "r", "command": "start_infusion", "by": "x", "dose_mg_per_kg": 1, "weight_kg": 401},
+    {
+        "request_id": "r",
+        "command": "start_infusion",
+        "by": "x",
+        "dose_mg_per_kg": 1,
+        "weight_kg": 70,
+        "override_reason": "\u2066x",
+    },
+    {"request_id": "r", "command": "start_session", "by": "x", "age_band": 65},
+    {"request_id": "r", "command": "prompt_done", "by": "x", "prompt_id": "a/b"},
+    {"request_id": "r", "command": "pump_stopped", "by": "x", "score": 1},
     "nibp",
     7,
     None,
@@ -427,7 +594,7 @@ def test_documented_commands_are_accepted_by_the_daemon() -> None:
 
 _VALUES: dict[str, Any] = {
     "request_id": st.sampled_from(["r-1", "", "a b", "x" * 64, "x" * 65, 5, None]),
-    "command": st.sampled_from(["ack", "phase", "nibp", "reboot", 1]),
+    "command": st.sampled_from([*COMMANDS, "reboot", 1]),
     "by": st.one_of(st.text(max_size=70), st.sampled_from(["RN Kim", "", 3])),
     "alert_id": st.sampled_from(["*", "all", "01JC3W9Q2K8Y3V7T6M0ZP4H1RX", "a/b", "", 1]),
     "phase": st.sampled_from(["baseline", "infusion", "recovery", "ended", "sedation", None]),
@@ -437,12 +604,22 @@ _VALUES: dict[str, Any] = {
     "bed": st.sampled_from([BED, "chair-2", "", None]),
     "sent_utc": st.sampled_from(["2026-03-01T10:00:00Z", "2026-03-01T10:00:00.5Z", "yesterday", 0]),
     "mrn": st.just("123456"),
+    "weight_kg": st.one_of(st.floats(-1, 500), st.just(70)),
+    "override_reason": st.sampled_from(["swap", "", "a\u202eb", 3]),
+    "age_band": st.sampled_from([*AGE_BANDS, "senior"]),
+    "prompt_id": st.sampled_from(["chair-1-p1", "", "a b"]),
+    "event": st.sampled_from([*EVENTS, "sneeze"]),
+    "score": st.one_of(st.integers(-1, 4), st.just(1.5)),
+    "drug": st.sampled_from(["ondansetron", ""]),
+    "dose": st.one_of(st.floats(-1, 20000), st.integers(0, 5)),
+    "dose_unit": st.sampled_from(["mg", "g"]),
+    "note": st.sampled_from(["calm", "dob 1970", "a\u2066b"]),
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
-    st.dictionaries(st.sampled_from(sorted(_VALUES)), st.none(), max_size=7).flatmap(
+    st.dictionaries(st.sampled_from(sorted(_VALUES)), st.none(), max_size=9).flatmap(
         lambda keys: st.fixed_dictionaries({k: _VALUES[k] for k in keys})
     )
 )

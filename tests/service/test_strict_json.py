@@ -98,8 +98,10 @@ def counted() -> float:
 
 def test_every_schema_is_covered() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
-    assert names == ["alert", "command", "command_result", "status", "vital"]
-    assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes"]
+    assert names == ["alert", "command", "command_result", "prompts", "readiness", "status", "vital"]
+    assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes", "weight_kg", "dose"]
+    # prompts and readiness carry no number a non-finite float could land in
+    assert [] == numeric_fields("prompts") == numeric_fields("readiness")
 
 
 @pytest.mark.parametrize("name", ["alert", "status", "vital", "command_result"])
@@ -123,12 +125,21 @@ def test_outgoing_payload_with_a_non_finite_number_is_published_strict(name: str
             validator.validate(received)  # nullable: the receiver gets a valid payload, value missing
 
 
-@pytest.mark.parametrize("field", ["dose_mg_per_kg", "planned_minutes"])
+@pytest.mark.parametrize(
+    ("field", "command"),
+    [
+        ("dose_mg_per_kg", '"command":"phase","phase":"infusion"'),
+        ("planned_minutes", '"command":"phase","phase":"infusion"'),
+        ("weight_kg", '"command":"start_infusion","dose_mg_per_kg":0.5'),
+        ("dose", '"command":"event","event":"rescue_medication","drug":"x","dose_unit":"mg"'),
+        ("score", '"command":"event","event":"emergence"'),
+    ],
+)
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
-def test_incoming_command_with_a_non_finite_number_is_refused(field: str, token: str) -> None:
-    raw = f'{{"request_id":"r-1","command":"phase","phase":"infusion","{field}":{token},"by":"n"}}'
+def test_incoming_command_with_a_non_finite_number_is_refused(field: str, command: str, token: str) -> None:
+    raw = f'{{"request_id":"r-1",{command},"{field}":{token},"by":"n"}}'
     result = parse_command(raw.encode(), site="s", bed="b")
-    assert isinstance(result, CommandError) and result.code == "wrong_type"
+    assert isinstance(result, CommandError) and result.code == "wrong_type", result
 
 
 def test_finite_documents_are_unchanged_and_not_counted() -> None:

@@ -6,6 +6,8 @@ Topics carry site and bed, never a patient identifier (docs/mqtt.md)::
     {prefix}/{site}/{bed}/alarms/{alert_id}   retained while the alarm is active
     {prefix}/{site}/{bed}/status              retained: online/offline, phase, links, heartbeat
     {prefix}/{site}/{bed}/vitals/{kind}       latest values, QoS 0
+    {prefix}/{site}/{bed}/prompts             retained: the nurse prompts open now (take a BP ...)
+    {prefix}/{site}/{bed}/readiness           retained: the pre-infusion readiness check
     {prefix}/{site}/{bed}/cmd                 commands in; .../cmd/result out
 
 Each payload has a JSON Schema (draft 2020-12) in ``schemas/``; ``tests/service/test_schemas.py``
@@ -32,6 +34,8 @@ __all__ = [
     "COMMANDS",
     "COMMAND_RESULT_SCHEMA",
     "ERROR_CODES",
+    "PROMPTS_SCHEMA",
+    "READINESS_SCHEMA",
     "STATUS_SCHEMA",
     "TECHNICAL_ALARMS",
     "VITAL_SCHEMA",
@@ -39,9 +43,12 @@ __all__ = [
     "WallClock",
     "alert_payload",
     "command_result_payload",
+    "discharge_doc",
     "encode",
     "iso_utc",
     "priority_rank",
+    "prompts_payload",
+    "readiness_payload",
     "status_payload",
     "vital_payload",
 ]
@@ -50,15 +57,28 @@ ALERT_SCHEMA = "vitalwatch.alert/1"
 STATUS_SCHEMA = "vitalwatch.status/1"
 VITAL_SCHEMA = "vitalwatch.vital/1"
 COMMAND_RESULT_SCHEMA = "vitalwatch.cmd-result/1"
+PROMPTS_SCHEMA = "vitalwatch.prompts/1"
+READINESS_SCHEMA = "vitalwatch.readiness/1"
 
 # The commands a nurse station may send on ``.../cmd`` (schemas/command.schema.json).
-COMMANDS: tuple[str, ...] = ("ack", "phase", "nibp")
+COMMANDS: tuple[str, ...] = (
+    "ack",
+    "phase",
+    "nibp",
+    "start_session",
+    "start_infusion",
+    "pump_stopped",
+    "end_session",
+    "prompt_done",
+    "event",
+)
 
 # Why a command was refused: ``error.code`` of a result (schemas/command_result.schema.json).
 # A station may branch on the code; ``error.message`` is for people and may change wording.
 ERROR_CODES: tuple[str, ...] = (
     "too_large",  # more than 4096 bytes
     "bad_json",  # not UTF-8 JSON
+    "duplicate_key",  # a key appears twice in the object
     "not_object",  # JSON, but not an object
     "missing_field",  # request_id, command, or a field the command needs
     "wrong_type",  # a field of the wrong JSON type (or request_id not matching its pattern)
@@ -68,7 +88,12 @@ ERROR_CODES: tuple[str, ...] = (
     "wrong_bed",  # site/bed in the command are not the topic's
     "replayed",  # request_id already accepted
     "unknown_alert",  # alert_id is not an active alarm of this bed
-    "unavailable",  # the bed cannot do it (nibp without a commandable cuff)
+    "unavailable",  # the bed cannot do it
+    "retained",  # sent with the MQTT retain flag: never applied
+    "rate_limited",  # more commands for this bed than its token bucket allows
+    "wrong_phase",  # the session's state machine does not allow this phase change now
+    "not_ready",  # start infusion with readiness items open and no override_reason
+    "unknown_prompt",  # prompt_done for a prompt that is not open
     "internal",  # a bug in the gateway; nothing was changed
 )
 
@@ -118,6 +143,14 @@ class Topics:
 
     def vital(self, kind: str) -> str:
         return f"{self.base}/vitals/{kind}"
+
+    @property
+    def prompts(self) -> str:
+        return f"{self.base}/prompts"
+
+    @property
+    def readiness(self) -> str:
+        return f"{self.base}/readiness"
 
     @property
     def cmd(self) -> str:
@@ -226,6 +259,7 @@ def status_payload(
     outbox_pending: int = 0,
     technical: Iterable[str] = (),
     paused: bool = False,
+    discharge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Retained bed status; ``state`` is online or offline (the last will says offline too).
 
@@ -235,6 +269,7 @@ def status_payload(
     infusion is paused now). ``outbox_pending`` counts alert transitions the broker has not
     acknowledged yet; ``technical`` names the gateway's active local technical alarms
     (:data:`TECHNICAL_ALARMS`), so an engineer sees why a bed may be late with its alerts.
+    ``discharge`` is the discharge readiness in recovery (:func:`discharge_doc`), else None.
     """
     return {
         "schema": STATUS_SCHEMA,
@@ -248,6 +283,7 @@ def status_payload(
         "heartbeat": heartbeat,
         "outbox_pending": outbox_pending,
         "technical": sorted(set(technical)),
+        "discharge": discharge,
         "version": __version__,
         "sent_utc": iso_utc(sent_at),
     }
@@ -304,7 +340,56 @@ def command_result_payload(
     }
 
 
-_KNOWN_SCHEMAS = {ALERT_SCHEMA: "alert", STATUS_SCHEMA: "status", VITAL_SCHEMA: "vital"}
+def discharge_doc(ready: bool, met: list[str], missing: list[str], confirms: Iterable[str]) -> dict[str, Any]:
+    """The status's ``discharge`` object: what the monitors show met and missing, and what they cannot."""
+    return {"ready": ready, "met": met, "missing": missing, "nurse_confirms": list(confirms)}
+
+
+def prompts_payload(
+    *, site: str, bed: str, prompts: list[dict[str, Any]], sent_at: datetime
+) -> dict[str, Any]:
+    """Retained ``.../prompts``: every nurse prompt open now (schema: schemas/prompts.schema.json).
+
+    Each prompt is ``{"prompt_id", "kind", "text", "reason", "opened_utc", "then"}``; an empty
+    list means nothing is asked of the nurse. The whole set is one document, so a station that
+    connects late reads the truth from one retained message.
+    """
+    return {
+        "schema": PROMPTS_SCHEMA,
+        "site": site,
+        "bed": bed,
+        "prompts": prompts,
+        "sent_utc": iso_utc(sent_at),
+    }
+
+
+def readiness_payload(
+    *, site: str, bed: str, phase: str, items: list[dict[str, Any]], sent_at: datetime
+) -> dict[str, Any]:
+    """Retained ``.../readiness``: the pre-infusion check (schema: schemas/readiness.schema.json).
+
+    ``items`` are ``{"item", "ok", "text"}``; ``ready`` is every item ok. ``start_infusion`` is
+    refused with ``not_ready`` while one is open, unless it carries ``override_reason``.
+    """
+    return {
+        "schema": READINESS_SCHEMA,
+        "site": site,
+        "bed": bed,
+        "phase": phase,
+        "ready": all(item["ok"] for item in items),
+        "open": [item["text"] for item in items if not item["ok"]],
+        "items": items,
+        "sent_utc": iso_utc(sent_at),
+    }
+
+
+_KNOWN_SCHEMAS = {
+    ALERT_SCHEMA: "alert",
+    STATUS_SCHEMA: "status",
+    VITAL_SCHEMA: "vital",
+    PROMPTS_SCHEMA: "prompts",
+    READINESS_SCHEMA: "readiness",
+}
 
 
 def _what(payload: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ What it publishes (``vitalwatch.delivery.payloads.Topics``)::
     .../status              retained online + phase/links/version, heartbeat every heartbeat_s;
                             last will offline; offline published on a clean stop
     .../vitals/{kind}       latest value, QoS 0
+    .../prompts, .../readiness   retained documents, latest only, resent on every (re)connect
     .../cmd (in)  ->  .../cmd/result (out, QoS 1)
 
 Each concern has its own module; this one connects, reconnects and decides what is sent when:
@@ -53,6 +54,7 @@ from vitalwatch.delivery.broker import (
     message_bytes,
     no_delay,
 )
+from vitalwatch.delivery.documents import RetainedDocuments
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import (
     Topics,
@@ -88,8 +90,11 @@ class BedPort(Protocol):
     def status(self, state: str, heartbeat: int) -> dict[str, Any]:
         """The retained status document (``state`` online or offline)."""
 
-    def command(self, payload: bytes) -> dict[str, Any]:
-        """Apply one command from ``.../cmd``; the result payload for ``.../cmd/result``."""
+    def command(self, payload: bytes, *, retained: bool = False) -> dict[str, Any]:
+        """Apply one command from ``.../cmd``; the result payload for ``.../cmd/result``.
+
+        ``retained``: the broker delivered a stored retained message (to be refused).
+        """
 
     def unreachable(self, stuck: bool) -> None:
         """The broker has not taken an alert for too long (True), or does again (False)."""
@@ -127,13 +132,14 @@ class BedPublisher:
         self._wall = wall
         self._rng = rng or random.Random()
         self._store = store
-        self._commands: Callable[[bytes], dict[str, Any]] | None = port.command
+        self._commands: Callable[..., dict[str, Any]] | None = port.command
         self._on_unreachable: Callable[[bool], None] | None = port.unreachable
         self._timeout = cfg.publish_timeout_s
         self._new_client = client_factory or aiomqtt_factory(cfg, bed=self.topics.bed)
         self._lanes = Lanes()
         self._retained = RetainedAlarms(self.topics, timeout=self._timeout)
         self._vitals = LatestVitals(self.topics)
+        self._documents = RetainedDocuments(timeout=self._timeout)
         self._status = StatusReporter(self.topics, port.status, timeout=self._timeout)
         self._watchdog = UnreachableWatchdog(
             self._lanes, bed=bed, limit_s=cfg.unreachable_alarm_s, on_change=self._unreachable_changed
@@ -203,6 +209,16 @@ class BedPublisher:
         """
         self._vitals.put(kind, payload)
         self._wake.set()
+
+    def status_due(self) -> None:
+        """Publish the status now, not at the next heartbeat (a phase or discharge-readiness edge)."""
+        self._status.due = True
+        self._wake.set()
+
+    def document(self, topic: str, payload: dict[str, Any], *, compare: dict[str, Any]) -> None:
+        """A retained document of this bed (prompts, readiness): sent when ``compare`` changed."""
+        if self._documents.put(topic, payload, compare=compare):
+            self._wake.set()
 
     # ------------------------------------------------------------------ connection
     def _client(self) -> MqttClient:
@@ -274,6 +290,7 @@ class BedPublisher:
         await client.subscribe(self.topics.alarm("+"), qos=1, timeout=self._timeout)
         await self._publish_status(client, "online")
         await self._retained.publish_all(client)
+        self._documents.all_due()
         self._watchdog.progress()
 
     async def _say_offline(self) -> None:
@@ -342,13 +359,14 @@ class BedPublisher:
                     break  # a long backlog must not starve the heartbeat
                 entry = self._lanes.peek()
             await self._vitals.publish(client)
+            await self._documents.publish(client)
             if loop.time() >= next_beat:
                 self._status.heartbeat += 1
                 await self._publish_status(client, "online")
                 next_beat = loop.time() + self._cfg.heartbeat_s
             elif self._status.due:  # a local technical alarm changed: say so now, not at the next beat
                 await self._publish_status(client, "online")
-            if self._lanes.peek() is not None or self._vitals or self._status.due:
+            if self._lanes.peek() is not None or self._vitals or self._documents or self._status.due:
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
             # that arrives as the wait completes, and a shutdown would then hang.
@@ -367,15 +385,15 @@ class BedPublisher:
             elif topic == self.topics.cmd and self._commands is not None:
                 await client.publish(
                     self.topics.cmd_result,
-                    encode(self._command_result(message_bytes(message))),
+                    encode(self._command_result(message_bytes(message), bool(message.retain))),
                     qos=1,
                     timeout=self._timeout,
                 )
 
-    def _command_result(self, payload: bytes) -> dict[str, Any]:
+    def _command_result(self, payload: bytes, retained: bool) -> dict[str, Any]:
         assert self._commands is not None
         try:
-            return self._commands(payload)
+            return self._commands(payload, retained=retained)
         except Exception as exc:  # a bug must not kill the connection; the sender hears of it
             log.exception("command.failed")
             return command_result_payload(

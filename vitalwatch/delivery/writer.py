@@ -17,7 +17,9 @@ Durability (fsync) policy:
   :data:`DEFER_S` at the latest, and at close. Losing one to a crash only means an alert is
   sent once more (receivers de-duplicate) or an id counter is re-read older (the UTC part of
   the id keeps ids unique). Their futures resolve to True when queued.
-- Records (FULL) waiting for the writer are committed together: one fsync for a burst.
+- Records (FULL) waiting for the writer are committed together: one fsync for a burst, and
+  before any other job the writer runs next (an alert never waits behind a queue of other
+  writes, such as a flood of command ids).
 
 Threading: ``sqlite3`` calls block, and an SD card can stall for hundreds of milliseconds,
 so every call runs on one dedicated writer thread (a single-worker executor that owns the
@@ -71,6 +73,24 @@ def _noop(conn: sqlite3.Connection) -> bool:
     return True
 
 
+def _settle(fut: asyncio.Future[bool | None], result: bool | None) -> None:
+    """(Loop thread) resolve a record's future once; later news of the same record is ignored."""
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _settle_from(fut: asyncio.Future[bool | None], job: asyncio.Future[bool | None]) -> None:
+    """A record's own job finished: its result (or failure) settles the future if nothing did."""
+    if fut.done():
+        return
+    if job.cancelled():
+        fut.cancel()
+    elif job.exception() is not None:
+        fut.set_exception(job.exception())  # type: ignore[arg-type]
+    else:
+        fut.set_result(job.result())
+
+
 class JournalWriter:
     """A SQLite file written by one thread; every write returns an asyncio future.
 
@@ -114,7 +134,7 @@ class JournalWriter:
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
         # Records not yet committed: appended on the loop thread, drained by the writer.
-        self._records: deque[tuple[int, Work]] = deque()
+        self._records: deque[tuple[int, Work, asyncio.Future[bool | None] | None]] = deque()
         self._record_results: dict[int, bool | None] = {}
         self._tokens = itertools.count()
         self._timer: asyncio.TimerHandle | None = None  # loop thread only
@@ -259,28 +279,52 @@ class JournalWriter:
             self._txn("NORMAL", _noop, hold=False)
         return len(self._held), len(self._deferred)
 
+    def _commit_waiting(self) -> None:
+        """Commit every record waiting (one transaction) and tell each record's future."""
+        batch: list[tuple[int, Work, asyncio.Future[bool | None] | None]] = []
+        while self._records:
+            batch.append(self._records.popleft())
+        if not batch:
+            return
+        works = [work for _, work, _ in batch]
+
+        def body(conn: sqlite3.Connection) -> bool:
+            for work in works:
+                work(conn)
+            return True
+
+        result = self._txn("FULL", body)
+        for t, _, fut in batch:
+            self._record_results[t] = result
+            if fut is not None and self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(_settle, fut, result)
+
     def _commit_records(self, token: int) -> bool | None:
-        """Commit every record waiting (one transaction); the result for ``token``'s record."""
+        """Commit every record waiting (if ``token``'s is still among them); ``token``'s result."""
         if token not in self._record_results:
-            batch: list[tuple[int, Work]] = []
-            while self._records:
-                batch.append(self._records.popleft())
-            works = [work for _, work in batch]
-
-            def body(conn: sqlite3.Connection) -> bool:
-                for work in works:
-                    work(conn)
-                return True
-
-            result = self._txn("FULL", body)
-            for t, _ in batch:
-                self._record_results[t] = result
+            self._commit_waiting()
         return self._record_results.pop(token, None)
+
+    def _records_first(self, fn: Callable[[], T]) -> Callable[[], T]:
+        """(Writer thread) ``fn`` after committing any record waiting: alerts jump the queue.
+
+        A burst of other writes (thousands of command ids, a snapshot) queued before an alert
+        must not hold its fsync back: whatever job the writer runs next commits the waiting
+        records first, so an alert waits for at most the one job already running.
+        """
+
+        def run() -> T:
+            if self._records:
+                self._commit_waiting()
+            return fn()
+
+        return run
 
     # ------------------------------------------------------------------ loop side
     def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._pool, fn)
+        return loop.run_in_executor(self._pool, self._records_first(fn))
 
     def _arm(self, delay: float) -> None:
         """(Loop thread) make sure a flush runs within ``delay``."""
@@ -327,10 +371,17 @@ class JournalWriter:
         return fut
 
     def _record(self, work: Work) -> asyncio.Future[bool | None]:
-        """Commit ``work`` with a full fsync, together with any other record waiting for the writer."""
+        """Commit ``work`` with a full fsync, together with any other record waiting for the writer.
+
+        The future resolves when the record is committed, which may be before its own job
+        reaches the front of the writer's queue (:meth:`_records_first`).
+        """
         token = next(self._tokens)
-        self._records.append((token, work))
-        return self._submit(lambda: self._commit_records(token))
+        committed: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._records.append((token, work, committed))
+        job = self._submit(lambda: self._commit_records(token))
+        job.add_done_callback(lambda done: _settle_from(committed, done))
+        return committed
 
     async def flush(self) -> None:
         """Write every held and deferred write now (benchmarks, tests, shutdown)."""

@@ -27,7 +27,7 @@ from typing import Any
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.book_state import book_from_state, book_to_state
-from vitalwatch.engine.discharge import discharge_status
+from vitalwatch.engine.discharge import Criterion, discharge_checklist, discharge_status
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
 from vitalwatch.engine.pause_clock import PauseClock
@@ -195,8 +195,9 @@ class BedEngine:
         previous = self._phase
         if previous == "baseline":
             self._frozen = self._collector.estimate()
-        if phase == "baseline":
+        if phase == "baseline":  # a new session: the last patient's baseline is not this one's
             self._frozen = None
+            self._collector = BaselineCollector(self.table.baseline)
         if previous == "infusion":  # the pump stopped: the peak window is judged on its clock
             self._pump_stop, self._pump_stop_elapsed = now, self._clock.running(self._phase_start, now)
         if phase == "infusion":
@@ -307,6 +308,10 @@ class BedEngine:
         if self._book.orphans:
             out.extend(self._book.orphans.expire(now, self._phase))
         return out
+
+    def discharge_checklist(self, now: float) -> list[Criterion]:
+        """Every discharge criterion, met or missing, as of ``now`` ([] outside recovery)."""
+        return discharge_checklist(self.table.discharge, **self._discharge_inputs(max(now, self._now)))
 
     # ------------------------------------------------------------------ continuity
     @property
@@ -777,19 +782,20 @@ class BedEngine:
         self._due_requested.add(key)
         return [NibpRequest(t=v.now, bed=self.bed, reason=f"peak reading missed ({rule.id})")]
 
+    def _discharge_inputs(self, now: float) -> dict[str, Any]:
+        return {
+            "phase": self._phase,
+            "recovery_elapsed": now - self._phase_start,
+            "baseline": self.baseline,
+            "readings": [r for r in self._nibp.valid() if r.phase == "recovery"],
+            "spo2": self._signals["spo2"].value_at(now),
+            "pulse": self._signals["pulse_rate"].value_at(now),
+            "medium_or_high_active": any(occ.priority.rank >= 2 for occ in self._book.active()),
+        }
+
     def _discharge(self, now: float) -> list[Output]:
         """The discharge_ready INFO status, reported on its edges only."""
-        active_alarm = any(occ.priority.rank >= 2 for occ in self._book.active())
-        ready, detail = discharge_status(
-            self.table.discharge,
-            phase=self._phase,
-            recovery_elapsed=now - self._phase_start,
-            baseline=self.baseline,
-            readings=[r for r in self._nibp.valid() if r.phase == "recovery"],
-            spo2=self._signals["spo2"].value_at(now),
-            pulse=self._signals["pulse_rate"].value_at(now),
-            medium_or_high_active=active_alarm,
-        )
+        ready, detail = discharge_status(self.table.discharge, **self._discharge_inputs(now))
         if ready == self._discharge_ready:
             return []
         self._discharge_ready = ready

@@ -41,20 +41,35 @@ from vitalwatch.continuity.statestore import (
     transition_from_json,
 )
 from vitalwatch.delivery.commands import CommandHandler
-from vitalwatch.delivery.payloads import WallClock, status_payload, vital_payload
+from vitalwatch.delivery.payloads import (
+    WallClock,
+    discharge_doc,
+    iso_utc,
+    prompts_payload,
+    readiness_payload,
+    status_payload,
+    vital_payload,
+)
 from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.delivery.store import Store
 from vitalwatch.drivers import Observation
-from vitalwatch.engine.outputs import AlertTransition, Output, PhaseChanged
+from vitalwatch.engine.discharge import NURSE_CONFIRMS
+from vitalwatch.engine.outputs import AlertTransition, Output, PhaseChanged, StatusChanged
 from vitalwatch.engine.session import BedEngine
+from vitalwatch.engine.validity import NIBP_KINDS
 from vitalwatch.link.contract import Link
 from vitalwatch.ops.local_alarms import LocalAlarms
 from vitalwatch.ops.metrics import COMMANDS
+from vitalwatch.ops.prompts import Prompt, PromptBook
+from vitalwatch.ops.readiness import ReadinessItem, readiness_items
 from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 __all__ = ["BedRuntime", "make_engine"]
 
 log = structlog.get_logger("vitalwatch.ops.daemon")
+
+# How often the readiness check is recomputed (and republished when it changed).
+READINESS_EVERY_S = 1.0
 
 
 def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> BedEngine:
@@ -126,6 +141,8 @@ class BedRuntime:
         self.publisher = BedPublisher(
             config.mqtt, site=config.site, bed=bed, wall=wall, port=self, store=store
         )
+        self.prompts = PromptBook(bed)
+        self._readiness_at = float("-inf")
         taps: list[InputTap] = [journal] if journal is not None else []
         self.session = BedSession(
             bed_cfg,
@@ -133,10 +150,11 @@ class BedRuntime:
             links=links,
             sink=self.publisher,
             vital_payload=self._vital,
-            observers=[self._journal_phase, self.record.output],
-            recorder=self.record.observation,
+            observers=[self._journal_phase, self.record.output, self._session_output],
+            recorder=self._observation,
             taps=taps,
             watchers=[self.snapshots],
+            prompt=self._open,
         )
         self.commands = CommandHandler(
             site=config.site,
@@ -215,6 +233,77 @@ class BedRuntime:
         """The engine's and the session record's timers (the daemon's one ticker calls this)."""
         self.session.tick(now)
         self.record.tick(now)
+        if now - self._readiness_at >= READINESS_EVERY_S:  # off the alarm path: once a second is plenty
+            self._readiness_at = now
+            self._publish_readiness(now)
+
+    # -- prompts and readiness (the chairside session) -----------------------------------
+    def _observation(self, device: str, obs: Observation, now: float, valid: bool) -> None:
+        """Every observation: the session record, and a valid NIBP reading closes open prompts."""
+        self.record.observation(device, obs, now, valid)
+        if valid and obs.kind in NIBP_KINDS:
+            closed = self.prompts.reading(now)
+            if closed:
+                for prompt in closed:
+                    self.record.nurse_event("prompt_closed", {"kind": prompt.kind, "by": "reading"}, now)
+                self._publish_prompts()
+
+    def _session_output(self, out: Output) -> None:
+        """Phase and status edges: the status now (discharge readiness), prompts end with the session."""
+        if isinstance(out, PhaseChanged | StatusChanged):
+            self.publisher.status_due()
+        if isinstance(out, PhaseChanged) and out.phase == "ended" and self.prompts.clear():
+            self._publish_prompts()
+
+    def _open(self, reason: str, now: float) -> Prompt:
+        prompt = self.prompts.open(reason, now)
+        self.record.nurse_event("prompt", {"kind": prompt.kind, "reason": reason}, now)
+        log.info("nurse.prompt_opened", bed=self.bed, prompt_id=prompt.prompt_id, kind=prompt.kind)
+        self._publish_prompts()
+        return prompt
+
+    def _publish_prompts(self) -> None:
+        prompts = [
+            {
+                "prompt_id": p.prompt_id,
+                "kind": p.kind,
+                "text": p.text,
+                "reason": p.reason,
+                "opened_utc": iso_utc(self.wall.utc(p.opened_t)),
+                "then": p.then,
+            }
+            for p in self.prompts.open_prompts()
+        ]
+        doc = prompts_payload(site=self.config.site, bed=self.bed, prompts=prompts, sent_at=datetime.now(UTC))
+        self.publisher.document(self.publisher.topics.prompts, doc, compare={"prompts": prompts})
+
+    def readiness(self, now: float) -> list[ReadinessItem]:
+        """The pre-infusion readiness items of this bed as of ``now``."""
+        gates = {rule.id for rule in self.engine.table.rules if rule.type == "nibp_gate"}
+        return readiness_items(
+            devices=[dev.id for dev in self.session.config.devices],
+            links=self.session.link_states(),
+            last_valid=self.session.last_valid,
+            now=now,
+            baseline=self.engine.baseline,
+            settings=self.engine.table.baseline,
+            broker_connected=self.publisher.connected,
+            outbox_pending=self.publisher.pending,
+            advisories=[tr.message for tr in self.engine.active_alarms() if tr.rule in gates],
+        )
+
+    def _publish_readiness(self, now: float) -> None:
+        items = [item.to_dict() for item in self.readiness(now)]
+        doc = readiness_payload(
+            site=self.config.site,
+            bed=self.bed,
+            phase=self.engine.phase,
+            items=items,
+            sent_at=datetime.now(UTC),
+        )
+        self.publisher.document(
+            self.publisher.topics.readiness, doc, compare={"phase": doc["phase"], "items": items}
+        )
 
     # -- session observer ----------------------------------------------------------------
     def _journal_phase(self, out: Output) -> None:
@@ -249,10 +338,22 @@ class BedRuntime:
             phase_minutes=None if elapsed is None else elapsed / 60.0,
             paused=self.engine.paused,
             technical=[alarm for alarm, bed in self.local_alarms.active if bed in (self.bed, "*")],
+            discharge=self._discharge(now),
         )
 
-    def command(self, payload: bytes) -> dict[str, Any]:
-        result = self.commands.handle(payload)
+    def _discharge(self, now: float) -> dict[str, Any] | None:
+        checklist = self.engine.discharge_checklist(now)
+        if not checklist:
+            return None
+        return discharge_doc(
+            all(c.met for c in checklist),
+            [c.text for c in checklist if c.met],
+            [c.text for c in checklist if not c.met],
+            NURSE_CONFIRMS,
+        )
+
+    def command(self, payload: bytes, *, retained: bool = False) -> dict[str, Any]:
+        result = self.commands.handle(payload, retained=retained)
         COMMANDS.labels(self.bed, "ok" if result["ok"] else result["error"]["code"]).inc()
         return result
 
@@ -262,7 +363,28 @@ class BedRuntime:
     def alert_sent(self) -> None:
         self.snapshots.alert_sent()
 
-    # -- CommandJournal (the command handler reports) ------------------------------------
+    # -- SessionDesk (the command handler asks and reports) ------------------------------
+    def readiness_open(self, now: float) -> list[str]:
+        return [item.text for item in self.readiness(now) if not item.ok]
+
+    def age_band(self, band: str | None, now: float) -> None:
+        """A new session's age band; without one the bed's configured band, never the last patient's."""
+        self.session.set_age_band(band or self.session.config.age_band, now)
+
+    def session_event(self, kind: str, data: dict[str, Any], now: float) -> None:
+        self.record.nurse_event(kind, data, now)
+
+    def open_prompt(self, reason: str, now: float) -> str:
+        return self._open(reason, now).prompt_id
+
+    def prompt_done(self, prompt_id: str, by: str, now: float) -> bool:
+        prompt = self.prompts.done(prompt_id)
+        if prompt is None:
+            return False
+        self.record.nurse_event("prompt_done", {"kind": prompt.kind, "by": by}, now)
+        self._publish_prompts()
+        return True
+
     def remember_request(self, request_id: str) -> None:
         self.store.remember_request(self.bed, request_id)
 

@@ -39,13 +39,22 @@ __all__ = [
     "write_export",
 ]
 
-SCHEMA = "vitalwatch-session-record/1"
+SCHEMA = "vitalwatch-session-record/2"
 PRIORITIES = ("high", "medium", "low")
 # An NIBP reading stands for the blood pressure until the next valid one, at most this long (the
 # recovery measuring interval, 15 min): beyond it nobody knows, and it is not counted.
 NIBP_HOLD_S = 900.0
 # Registry thresholds for NIBP time (SpO2 and pulse ones are counted live: sessionlog.THRESHOLDS).
 NIBP_THRESHOLDS = (("sbp_180_or_more", "systolic", 180.0), ("dbp_110_or_more", "diastolic", 110.0))
+# Observations a nurse enters (``nurse_<kind>`` events): counted with times in the export. A free
+# note is a kind of its own and never exported, not even counted (it may say anything).
+NURSE_EVENTS = ("dissociation", "emergence", "agitation", "nausea", "vomiting", "rescue_medication")
+# The nurse's steps, prompts and observations, in the record's events (docs/session-record.md).
+NURSE_KINDS = frozenset(
+    {"start_session", "start_infusion", "phase_command", "pump_stopped", "end_session"}
+    | {"prompt", "prompt_done", "prompt_closed"}
+    | {f"nurse_{k}" for k in (*NURSE_EVENTS, "note")}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,20 @@ class Summary:
     acks: list[float]
     discharge_ready_s: float | None
     reference_s: float = field(default=0.0)  # infusion start, or 0 without one
+    # The nurse's steps and observations: (t_s, kind, data) in order (NURSE_KINDS).
+    nurse: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def override(self) -> dict[str, Any] | None:
+        """The infusion start's override (reason and open items), None when it started ready."""
+        return next(
+            (
+                d
+                for _, k, d in self.nurse
+                if k in ("start_infusion", "phase_command") and d.get("override_reason")
+            ),
+            None,
+        )
 
 
 def load_session(conn: sqlite3.Connection, session_id: str) -> SessionData:
@@ -286,6 +309,7 @@ def summarise(data: SessionData) -> Summary:
         acks=acks,
         discharge_ready_s=ready,
         reference_s=ref,
+        nurse=[(t, k, d) for t, k, d in data.events if k in NURSE_KINDS],
     )
 
 
@@ -341,6 +365,23 @@ def export_row(s: Summary, *, include_bed: bool = False) -> dict[str, Any]:
     row["ack_response_median_s"] = round(statistics.median(responses), 1) if responses else None
     row["ack_response_max_s"] = round(max(responses), 1) if responses else None
     row["alarms"] = by
+    override = s.override
+    row["infusion_override"] = override is not None
+    row["override_open_items"] = len(override.get("open_items") or []) if override is not None else 0
+    prompts = [k for _, k, _ in s.nurse if k.startswith("prompt")]
+    row["prompts_opened"] = prompts.count("prompt")
+    row["prompts_done_by_nurse"] = prompts.count("prompt_done")
+    events: dict[str, dict[str, Any]] = {}
+    for t_s, kind, data in s.nurse:
+        name = kind.removeprefix("nurse_")
+        if name not in NURSE_EVENTS:
+            continue  # steps, prompts and free notes: a note is never exported
+        entry = events.setdefault(name, {"count": 0, "at_min": []})
+        entry["count"] += 1
+        entry["at_min"].append(_min(t_s - s.reference_s))
+        if isinstance(data.get("score"), int):
+            entry["max_score"] = max(entry.get("max_score", 0), data["score"])
+    row["nurse_events"] = events
     ready = s.discharge_ready_s
     row["discharge_ready_at_min"] = None if ready is None else _min(ready - s.reference_s)
     row["discharge_ready_after_recovery_min"] = (
@@ -352,16 +393,19 @@ def export_row(s: Summary, *, include_bed: bool = False) -> dict[str, Any]:
 
 
 def _csv_fields(include_bed: bool) -> list[str]:
-    dummy = [k for k in export_row(_EMPTY) if k != "alarms"]
+    dummy = [k for k in export_row(_EMPTY) if k not in ("alarms", "nurse_events")]
     alarm_cols = [f"alarms_{c}_{p}" for c in CONDITIONS for p in PRIORITIES]
-    return dummy + alarm_cols + (["bed"] if include_bed else [])
+    event_cols = [f"events_{e}" for e in NURSE_EVENTS]
+    return dummy + alarm_cols + event_cols + (["bed"] if include_bed else [])
 
 
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in row.items() if k != "alarms"}
+    flat = {k: v for k, v in row.items() if k not in ("alarms", "nurse_events")}
     for c in CONDITIONS:
         for p in PRIORITIES:
             flat[f"alarms_{c}_{p}"] = row["alarms"].get(c, {}).get(p, 0)
+    for e in NURSE_EVENTS:
+        flat[f"events_{e}"] = row["nurse_events"].get(e, {}).get("count", 0)
     return {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v) for k, v in flat.items()}
 
 

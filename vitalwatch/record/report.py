@@ -31,6 +31,44 @@ __all__ = ["PRIORITY_COLOURS", "render_html", "render_plot", "write_report"]
 PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6b800", "low": "#17becf"}
 PHASE_COLOURS = {"baseline": "#eeeeee", "infusion": "#fde3c8", "recovery": "#dff0d8"}
 ACK_COLOUR = "#222222"
+NURSE_COLOUR = "#8c564b"
+# Short labels of the nurse's observations on the plot (the steps are the phase shading already).
+_NURSE_LABELS = {
+    "nurse_dissociation": "dissoc.",
+    "nurse_emergence": "emerg.",
+    "nurse_agitation": "agit.",
+    "nurse_nausea": "nausea",
+    "nurse_vomiting": "vomit",
+    "nurse_rescue_medication": "rescue",
+    "nurse_note": "note",
+}
+
+
+def _nurse_marks(axes: list[Axes], s: Summary) -> None:
+    """A dotted line through every panel at each observation the nurse entered, labelled on top."""
+    for t_s, kind, data in s.nurse:
+        label = _NURSE_LABELS.get(kind)
+        if label is None:
+            continue
+        if isinstance(data.get("score"), int):
+            label += f" {data['score']}"
+        x = _rel(s, t_s)
+        for ax in axes:
+            ax.axvline(x, color=NURSE_COLOUR, ls=":", lw=1)
+        axes[0].annotate(
+            label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+            color=NURSE_COLOUR, va="top", ha="right",
+        )  # fmt: skip
+
+
+def _describe_step(kind: str, data: dict[str, object]) -> str:
+    """One line for the report's table of the nurse's steps, prompts and observations."""
+    skip = {"by", "open_items"}
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in data.items() if k not in skip]
+    items = data.get("open_items")
+    if isinstance(items, list) and items:
+        parts.append("open: " + "; ".join(str(i) for i in items))
+    return ", ".join(parts)
 
 
 def _rel(s: Summary, t_s: float) -> float:
@@ -139,12 +177,14 @@ def render_plot(data: SessionData, s: Summary, path: Path) -> None:
     bp.set_ylabel("NIBP (mmHg)")
     bp.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, frameon=False)
     _alarm_rows(alarms, s)
+    _nurse_marks(list(axes), s)
     ref = "infusion start" if s.infusion_s is not None else "session start"
     alarms.set_xlabel(f"minutes from {ref}")
     legend: list[Artist] = [Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()]
     legend += [Line2D([], [], color=c, lw=4, label=f"{p.upper()} alarm") for p, c in PRIORITY_COLOURS.items()]
     legend += [Line2D([], [], marker="D", color=ACK_COLOUR, ls="none", label="acknowledged")]
     legend += [Line2D([], [], color="#2ca02c", ls="--", label="discharge ready")]
+    legend += [Line2D([], [], color=NURSE_COLOUR, ls=":", label="nurse observation")]
     fig.legend(handles=legend, loc="outside lower center", ncol=8, fontsize=8, frameon=False)
     fig.suptitle(f"Session {s.session_id} ({s.started:%Y-%m-%d}), bed {s.bed}", fontsize=12)
     fig.savefig(path, format="png")
@@ -231,8 +271,19 @@ def render_html(s: Summary, png_name: str | None) -> str:
     if s.discharge_ready_s is not None and s.recovery_s is not None:
         ready += f" ({_duration(s.discharge_ready_s - s.recovery_s)} after pump stop)"
     ref = "the infusion start" if s.infusion_s is not None else "the session start (no infusion recorded)"
+    steps = [
+        [
+            _clock(s, t),
+            kind.removeprefix("nurse_").replace("_", " "),
+            _describe_step(kind, d),
+            str(d.get("by", "")),
+        ]
+        for t, kind, d in s.nurse
+    ]
+    start = next((d for _, k, d in s.nurse if k == "start_infusion"), {})
     dose = [
         ["dose", _num(s.dose_mg_per_kg, " mg/kg") if s.dose_mg_per_kg is not None else "not entered"],
+        ["total dose", _num(start.get("total_mg"), " mg") if "total_mg" in start else "not entered"],
         [
             "planned infusion",
             _num(s.planned_minutes, " min") if s.planned_minutes is not None else "not entered",
@@ -259,6 +310,8 @@ def render_html(s: Summary, png_name: str | None) -> str:
         f"<p class='note'>{s.nibp_readings} NIBP readings.</p>",
         "<h2>Alarms</h2>",
         alarms,
+        "<h2>Nurse: steps, prompts and observations</h2>",
+        _table(steps, ["at", "what", "detail", "by"]) if steps else "<p>None entered.</p>",
         "<h2>Discharge ready</h2>",
         f"<p>{html.escape(ready)}</p>",
         "</body></html>",

@@ -401,6 +401,16 @@ class SessionLog:
                 self._fields[name] = float(value)
         self._dirty = True
 
+    def nurse_event(self, kind: str, data: Mapping[str, Any], now: float) -> None:
+        """A step or observation of the nurse (session commands, prompts, events; docs/session-record.md).
+
+        Kept as an event of the open session; nothing is recorded between sessions.
+        """
+        if self._open(now, None):
+            self._advance(now)
+            self._event(now, kind, dict(data))
+            self._submit()
+
     def tick(self, now: float) -> None:
         """Close a minute that ended without any input (devices silent); cheap, call it often."""
         if self.session_id is not None:

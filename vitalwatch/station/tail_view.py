@@ -1,7 +1,8 @@
 """``vitalwatch tail``: what a nurse station gets, printed for an engineer.
 
 Subscribes like a nurse station (docs/mqtt.md): first the retained ``alarms/+`` (the current
-active set, printed as one snapshot), then every transition on ``alerts`` as it happens, and the
+active set, printed as one snapshot) and ``prompts`` (what each bed asks of the nurse), then every
+transition on ``alerts`` and every prompt opened or closed as it happens, and the
 beds' ``status`` with the station's heartbeat rule ("gateway silent" after ``silent_after_s``
 without a status, measured on our monotonic clock, never from the payload's time).
 
@@ -93,6 +94,7 @@ class TailView:
     _seen: set[tuple[str, int]] = field(default_factory=set)
     _seen_order: deque[tuple[str, int]] = field(default_factory=deque)
     _beds: dict[tuple[str, str], _Bed] = field(default_factory=dict)
+    _prompts: dict[tuple[str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
     in_snapshot: bool = True
     duplicates: int = 0
 
@@ -142,7 +144,42 @@ class TailView:
             return self._alert(topic, doc)
         if kind == "status" and rest is None and doc is not None:
             return self._status(topic, site, bed, doc, now)
+        if kind == "prompts" and rest is None and doc is not None:
+            return self._prompt_lines(site, bed, doc)
         return []
+
+    def _prompt_lines(self, site: str, bed: str, doc: dict[str, Any]) -> list[str]:
+        """Prompts opened and closed since the bed's last prompts document (none in the snapshot)."""
+        listed = doc.get("prompts")
+        now_open = {
+            str(p.get("prompt_id")): p
+            for p in (listed if isinstance(listed, list) else [])
+            if isinstance(p, dict)
+        }
+        before = self._prompts.get((site, bed), {})
+        self._prompts[(site, bed)] = now_open
+        if self.in_snapshot:
+            return []
+        lines: list[str] = []
+        for pid, prompt in now_open.items():
+            if pid not in before:
+                lines.append(self._prompt_line(bed, prompt))
+        for pid in before:
+            if pid not in now_open:
+                lines.append(
+                    self._json("prompt_closed", bed=bed, prompt_id=pid)
+                    if self.json_lines
+                    else f"-- {bed} prompt {pid} done"
+                )
+        return lines
+
+    def _prompt_line(self, bed: str, prompt: dict[str, Any]) -> str:
+        if self.json_lines:
+            return self._json("prompt", bed=bed, payload=prompt)
+        return (
+            f"?? {bed} PROMPT {prompt.get('prompt_id')} ({_clock(prompt.get('opened_utc'))}): "
+            f"{prompt.get('text')}"
+        )
 
     def _malformed(self, topic: str, why: str) -> str:
         return self._json("malformed", topic=topic, error=why) if self.json_lines else f"?? {topic}: {why}"
@@ -203,12 +240,20 @@ class TailView:
             self._active.values(),
             key=lambda d: (-priority_rank(d.get("priority")), str(d.get("onset_utc")), str(d.get("bed"))),
         )
+        prompts = [
+            self._prompt_line(bed, prompt)
+            for (_, bed), open_ in sorted(self._prompts.items())
+            for prompt in open_.values()
+        ]
         if self.json_lines:
-            return [self._json("active", payload=d) for d in alarms] + [
-                self._json("snapshot_end", active=len(alarms))
+            return [
+                *(self._json("active", payload=d) for d in alarms),
+                *prompts,
+                self._json("snapshot_end", active=len(alarms)),
             ]
         beds = ", ".join(f"{bed} {b.state}" for (_, bed), b in sorted(self._beds.items()))
         head = [f"beds: {beds}"] if beds else []
+        head += prompts
         if not alarms:
             return [*head, "no active alarms", "-- live --"]
         return [*head, f"active alarms ({len(alarms)}):", *map(format_active_alarm, alarms), "-- live --"]
@@ -306,7 +351,7 @@ async def _follow(
     base = f"{opts.prefix}/{opts.site}/{opts.bed}"
     view.begin_snapshot()
     # Non-overlapping filters, so no message is delivered twice by the broker.
-    for topic in (f"{base}/status", f"{base}/alarms/+", f"{base}/alerts"):
+    for topic in (f"{base}/status", f"{base}/alarms/+", f"{base}/alerts", f"{base}/prompts"):
         await client.subscribe(topic, qos=1)
     messages = aiter(client.messages)
     pending: list[tuple[str, bytes]] = []
