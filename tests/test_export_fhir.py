@@ -187,7 +187,10 @@ def test_infusion_and_alarms(record: Path) -> None:
     (infusion,) = resources(bundle, "MedicationAdministration")
     assert infusion["status"] == "completed"
     assert infusion["effectivePeriod"] == {"start": "2000-01-01T00:00:00Z", "end": "2000-01-01T00:40:00Z"}
-    assert infusion["dosage"]["dose"]["value"] == 0.5 and infusion["dosage"]["dose"]["code"] == "mg/kg"
+    # The nurse entered 0.5 mg/kg for 70 kg: the amount given is 35 mg, the per-kg dose in the text.
+    ucum = "http://unitsofmeasure.org"
+    assert infusion["dosage"]["dose"] == {"value": 35.0, "unit": "mg", "system": ucum, "code": "mg"}
+    assert infusion["dosage"]["text"] == "0.5 mg/kg; planned infusion length 40 min"
     issues = {i["code"]["text"]: i for i in resources(bundle, "DetectedIssue")}
     assert set(issues) == {"spo2_low", "pulse_high", "nibp_high"}
     assert issues["spo2_low"]["severity"] == "high" and issues["pulse_high"]["severity"] == "moderate"

@@ -203,10 +203,21 @@ def _infusion(b: _Builder, patient: str) -> str | None:
     dosage: dict[str, Any] = {
         "route": {"coding": [{"system": SNOMED, "code": "47625008", "display": "Intravenous route"}]}
     }
-    if s.dose_mg_per_kg is not None:
+    # The amount given is the total in mg when the nurse's start_infusion carried dose and
+    # weight (the session command computes it); otherwise the per-kilogram dose she entered.
+    start = next((d for _, kind, d in s.nurse if kind == "start_infusion"), {})
+    total = start.get("total_mg")
+    texts: list[str] = []
+    if isinstance(total, int | float):
+        dosage["dose"] = _quantity(float(total), "mg", "mg")
+        if s.dose_mg_per_kg is not None:
+            texts.append(f"{s.dose_mg_per_kg:g} mg/kg")
+    elif s.dose_mg_per_kg is not None:
         dosage["dose"] = _quantity(s.dose_mg_per_kg, "mg/kg", "mg/kg")
     if s.planned_minutes is not None:
-        dosage["text"] = f"planned infusion length {s.planned_minutes:g} min"
+        texts.append(f"planned infusion length {s.planned_minutes:g} min")
+    if texts:
+        dosage["text"] = "; ".join(texts)
     resource = {
         "resourceType": "MedicationAdministration",
         "status": "completed" if stopped else "in-progress",
