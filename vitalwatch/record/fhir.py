@@ -205,8 +205,8 @@ def _infusion(b: _Builder, patient: str) -> str | None:
     }
     # The amount given is the total in mg when the nurse's start_infusion carried dose and
     # weight (the session command computes it); otherwise the per-kilogram dose she entered.
-    start = next((d for _, kind, d in s.nurse if kind == "start_infusion"), {})
-    total = start.get("total_mg")
+    entered: dict[str, Any] = next((d for _, kind, d in s.nurse if kind == "start_infusion"), {})
+    total = entered.get("total_mg")
     texts: list[str] = []
     if isinstance(total, int | float):
         dosage["dose"] = _quantity(float(total), "mg", "mg")
