@@ -305,11 +305,11 @@
       bed.promptState.set(sent.promptId, p.ok ? { text: "done: waiting for the bed to close it" }
         : { text: `not marked done: ${why}`, error: true });
     } else if (!p.ok) {
-      bed.note = { text: `${sent.label} refused: ${why}`, error: true };
+      bed.note = { text: `${hhmm()} ${sent.label} refused: ${why}`, error: true };
     } else {
       if (sent.action === "pause") bed.paused = true;
       if (sent.action === "resume") bed.paused = false;
-      bed.note = { text: doneText(sent, p.detail || {}) };
+      bed.note = { text: `${hhmm()} ${doneText(sent, p.detail || {})}` };
     }
     render(bed);
   }
@@ -628,6 +628,10 @@
   function ageText(ms) {
     const s = Math.max(0, Math.round(ms / 1000));
     return s < 60 ? `${s} s ago` : `${Math.floor(s / 60)} min ago`;
+  }
+
+  function hhmm() {
+    return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
   function clockTime(utc) {
