@@ -16,10 +16,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.fakes.alerts import transition
 from tests.helpers import wait_until
 from tests.integration.station_browser import drive
 from vitalwatch.config import parse_config
-from vitalwatch.delivery.payloads import encode, status_payload
+from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload, vital_payload
+from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -62,8 +64,28 @@ async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> 
 
 
 async def heartbeat_until(port: int, stop: asyncio.Event) -> None:
-    """A bed gateway that heartbeats every second, then stops without saying offline (hung, not dead)."""
+    """A bed gateway that heartbeats every second, then stops without saying offline (hung, not dead).
+
+    It left a retained blood pressure (the page shows it at once, with its clock time) and a MEDIUM
+    alarm, which loses its Acknowledge button once the gateway is silent.
+    """
+    base = f"vitalwatch/v1/{SITE}/{HUNG_BED}"
     async with aiomqtt.Client("127.0.0.1", port, identifier="hung-gateway") as client:
+        for kind, value in (("nibp_systolic", 121.0), ("nibp_diastolic", 78.0)):  # a stored last reading
+            body = vital_payload(
+                kind=kind, value=value, unit="mm[Hg]", quality="valid", measured_at=datetime.now(UTC),
+                device="cuff",
+            )  # fmt: skip
+            await client.publish(f"{base}/vitals/{kind}", encode(body), qos=1, retain=True)
+        alarm = transition(
+            "hung-a1", 1, priority=Priority.MEDIUM, bed=HUNG_BED, t=0.0, message="SpO2 88 % below 90 %"
+        )
+        await client.publish(
+            f"{base}/alarms/hung-a1",
+            encode(alert_payload(alarm, site=SITE, wall=WallClock(0.0))),
+            qos=1,
+            retain=True,
+        )
         beat = 0
         while not stop.is_set():
             beat += 1
@@ -132,7 +154,8 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
     assert "console-error" not in events and "page-error" not in events, events
     normal = events["normal"]
     assert "ok" == normal["calm_state"]  # the other chair: online, no alarm
-    assert "ok" == normal["hung_state"]  # still heartbeating
+    assert "alarm-medium" == normal["hung_state"] and 1 == normal["hung_buttons"]  # still heartbeating
+    assert "121/78" == normal["hung_bp"] and "before this screen opened" in normal["hung_bp_age"]  # retained
     assert normal["state"] in ("ok", "alarm-low")  # baseline_incomplete (LOW) is raised at infusion start
     assert normal["phase"].startswith("infusion")
     assert 90 <= int(normal["spo2"]) <= 100 and 40 <= int(normal["pulse"]) <= 140
@@ -163,6 +186,8 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
     silent = events["silent"]  # heartbeats stopped at the "high" event; k = 3 x 1 s later:
     assert "silent" == silent["state"]
     assert "BED GATEWAY SILENT" in silent["text"] and "NOT being monitored" in silent["text"]
+    assert "rgb(213, 0, 0)" == silent["colour"] == silent["border"]  # an alarm colour, not a calm grey
+    assert 0 == silent["buttons"]  # nothing to acknowledge at a gateway that cannot hear it
 
     rebuilt = events["reloaded"]
     assert rebuilt["phase"].startswith("infusion")  # from the retained status

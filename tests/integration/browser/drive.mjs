@@ -32,7 +32,12 @@ await run(opt, async (page, outcome) => {
     nibp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
   }));
   normal.calm_state = await page.$eval(`.tile[data-bed="${opt.calmBed}"]`, (el) => el.dataset.state);
-  normal.hung_state = await page.$eval(`.tile[data-bed="${opt.hungBed}"]`, (el) => el.dataset.state);
+  Object.assign(normal, await page.$eval(`.tile[data-bed="${opt.hungBed}"]`, (el) => ({
+    hung_state: el.dataset.state,
+    hung_bp: el.querySelector('.v[data-kind="nibp"] .value').textContent,
+    hung_bp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
+    hung_buttons: el.querySelectorAll(".alarms button").length,
+  })));
   say({ event: "normal", ...normal });
   if (opt.screenshots) await page.screenshot({ path: join(opt.screenshots, "station-normal.png") });
 
@@ -77,7 +82,12 @@ await run(opt, async (page, outcome) => {
   // The hung gateway's heartbeats stopped when "high" was printed: its tile must say so, on this clock.
   const hung = `.tile[data-bed="${opt.hungBed}"]`;
   await page.waitForSelector(`${hung}[data-state="silent"]`, { timeout: 10000 });
-  say({ event: "silent", state: "silent", text: await page.$eval(hung, (el) => el.querySelector(".silent").textContent) });
+  say({ event: "silent", state: "silent", ...await page.$eval(hung, (el) => ({
+    text: el.querySelector(".silent").textContent,
+    colour: getComputedStyle(el.querySelector(".silent")).backgroundColor,
+    border: getComputedStyle(el).borderTopColor,
+    buttons: el.querySelectorAll(".alarms button").length,
+  })) });
 
   // Reload: everything comes back from the retained status and alarms; vitals wait for new values.
   await page.reload();
