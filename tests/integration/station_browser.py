@@ -7,18 +7,31 @@ The fixtures are registered for tests/integration by its conftest.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vitalwatch.config import Config, parse_config
+from vitalwatch.station import StationConfig, serve_station
+from vitalwatch.station.server import StationServer
 from vitalwatch.testing import Mosquitto, free_port
 
-__all__ = ["browser_setup", "drive", "screenshot_dir", "ws_mosquitto"]
+__all__ = [
+    "browser_setup",
+    "daemon_config",
+    "drive",
+    "open_station",
+    "screenshot_dir",
+    "start_watching",
+    "ws_mosquitto",
+]
 
 HERE = Path(__file__).parent
 BROWSER = HERE / "browser"
@@ -96,3 +109,35 @@ async def drive(
             await proc.wait()
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     return proc.returncode or 0, events, stderr
+
+
+def daemon_config(
+    site: str, broker_port: int, state: Path, *, alarms: dict[str, Any], beds: list[dict[str, Any]]
+) -> Config:
+    """A daemon on the test broker with 1 s heartbeats, so "gateway silent" comes within seconds."""
+    return parse_config({
+        "site": site,
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "heartbeat_s": 1.0, "keepalive_s": 5},
+        "state": {"directory": str(state)},
+        "alarms": alarms,
+        "beds": beds,
+    })  # fmt: skip
+
+
+async def open_station(stack: contextlib.AsyncExitStack, site: str, ws_port: int) -> StationServer:
+    """The station's web server for ``site``, pointing the page at the broker's WebSockets listener."""
+    config = StationConfig(site=site, broker_ws=f"ws://127.0.0.1:{ws_port}/", heartbeat_s=1.0)
+    return await stack.enter_async_context(serve_station(config, port=0))
+
+
+Watcher = Callable[[int, list[dict[str, Any]], asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def start_watching(
+    watcher: Watcher, broker_port: int, seen: list[dict[str, Any]]
+) -> asyncio.Task[None]:
+    """Run a test's MQTT subscriber; return once it has subscribed, so it misses nothing the page sends."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(watcher(broker_port, seen, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    return task

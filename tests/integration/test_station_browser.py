@@ -18,15 +18,13 @@ import pytest
 
 from tests.fakes.alerts import transition
 from tests.helpers import wait_until
-from tests.integration.station_browser import drive
-from vitalwatch.config import parse_config
+from tests.integration.station_browser import daemon_config, drive, open_station, start_watching
 from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload, vital_payload
 from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.station import StationConfig, serve_station
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.browser]
@@ -111,21 +109,16 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
         calm = await stack.enter_async_context(
             serve_pty(make_simulator("masimo", get_scenario("normal")), speed=SPEED)
         )
-        config = parse_config({
-            "site": SITE,
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "heartbeat_s": 1.0, "keepalive_s": 5},
-            "state": {"directory": str(tmp_path)},
-            "alarms": {"table": "default", "rules": {"spo2_low_high": {"sustain_s": 2.0}}},
-            "beds": [
+        config = daemon_config(
+            SITE, broker.port, tmp_path,
+            alarms={"table": "default", "rules": {"spo2_low_high": {"sustain_s": 2.0}}},
+            beds=[
                 {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": endpoint.url}]},
                 {"id": CALM_BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": calm.url}]},
             ],
-        })  # fmt: skip
-        station_cfg = StationConfig(site=SITE, broker_ws=f"ws://127.0.0.1:{ws_port}/", heartbeat_s=1.0)
-        station = await stack.enter_async_context(serve_station(station_cfg, port=0))
-        ready = asyncio.Event()
-        watcher = asyncio.create_task(watch(broker.port, seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        )  # fmt: skip
+        station = await open_station(stack, SITE, ws_port)
+        watcher = await start_watching(watch, broker.port, seen)
         hang = asyncio.Event()
         hung = asyncio.create_task(heartbeat_until(broker.port, hang))
         daemon = Daemon(config)

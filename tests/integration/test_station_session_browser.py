@@ -21,14 +21,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.integration.station_browser import drive
-from vitalwatch.config import parse_config
+from tests.integration.station_browser import daemon_config, drive, open_station, start_watching
 from vitalwatch.delivery.payloads import COMMANDS
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.station import StationConfig, serve_station
 from vitalwatch.testing import Mosquitto
 
 pytestmark = [
@@ -99,24 +97,18 @@ async def test_a_whole_session_from_the_station(
         accutorr = await stack.enter_async_context(
             serve_pty(make_simulator("accutorr", normal, nibp_interval_min=600))
         )
-        config = parse_config({
-            "site": SITE,
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "heartbeat_s": 1.0, "keepalive_s": 5},
-            "state": {"directory": str(tmp_path)},
-            "alarms": ALARMS,
-            "beds": [
+        config = daemon_config(
+            SITE, broker.port, tmp_path, alarms=ALARMS,
+            beds=[
                 {"id": BED, "devices": [
                     {"id": "oximeter", "driver": "masimo", "url": oximeter.url},
                     {"id": "cuff", "driver": "suntech", "url": cuff.url},
                 ]},
                 {"id": PROMPT_BED, "devices": [{"id": "monitor", "driver": "accutorr", "url": accutorr.url}]},
             ],
-        })  # fmt: skip
-        station_cfg = StationConfig(site=SITE, broker_ws=f"ws://127.0.0.1:{ws_port}/", heartbeat_s=1.0)
-        station = await stack.enter_async_context(serve_station(station_cfg, port=0))
-        ready = asyncio.Event()
-        watcher = asyncio.create_task(record_commands(broker.port, seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        )  # fmt: skip
+        station = await open_station(stack, SITE, ws_port)
+        watcher = await start_watching(record_commands, broker.port, seen)
         daemon = Daemon(config)
         runner = asyncio.create_task(daemon.run())
         try:
