@@ -89,7 +89,7 @@ async def heartbeat_until(port: int, stop: asyncio.Event) -> None:
             beat += 1
             body = status_payload(
                 state="online", site=SITE, bed=HUNG_BED, phase="recovery", links={"oximeter": True},
-                heartbeat=beat, sent_at=datetime.now(UTC),
+                heartbeat=beat, sent_at=datetime.now(UTC), technical=["device_silent"],
             )  # fmt: skip
             await client.publish(f"vitalwatch/v1/{SITE}/{HUNG_BED}/status", encode(body), qos=1, retain=True)
             with contextlib.suppress(TimeoutError):
@@ -148,6 +148,7 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
     normal = events["normal"]
     assert "ok" == normal["calm_state"]  # the other chair: online, no alarm
     assert "alarm-medium" == normal["hung_state"] and 1 == normal["hung_buttons"]  # still heartbeating
+    assert ["device_silent"] == normal["hung_gateway"]  # the gateway's own technical alarm, shown
     assert "121/78" == normal["hung_bp"] and "before this screen opened" in normal["hung_bp_age"]  # retained
     assert normal["state"] in ("ok", "alarm-low")  # baseline_incomplete (LOW) is raised at infusion start
     assert normal["phase"].startswith("infusion")

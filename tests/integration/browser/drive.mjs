@@ -37,6 +37,7 @@ await run(opt, async (page, outcome) => {
     hung_bp: el.querySelector('.v[data-kind="nibp"] .value').textContent,
     hung_bp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
     hung_buttons: el.querySelectorAll(".alarms button").length,
+    hung_gateway: [...el.querySelectorAll(".gateway li")].map((li) => li.dataset.code),
   })));
   say({ event: "normal", ...normal });
   if (opt.screenshots) await page.screenshot({ path: join(opt.screenshots, "station-normal.png") });

@@ -40,6 +40,13 @@
     rescue_medication: { label: "Rescue medication", drug: true },
     note: { label: "Free note", note: true },
   };
+  // The gateway's local technical alarms (status.technical, docs/mqtt.md), in a nurse's words.
+  const GATEWAY_TECHNICAL = {
+    broker_unreachable: "the bed gateway cannot deliver alerts to the broker",
+    persistence_degraded: "the bed gateway cannot write its outbox: alerts go out from memory only",
+    alarm_manager_unreachable: "alerts cannot reach the hospital alarm manager",
+    device_silent: "a monitor of this bed has sent nothing for 2 min",
+  };
   const LABEL = {
     start_session: "Start session", start_infusion: "Start infusion", pause: "Pause infusion",
     resume: "Resume infusion", pump_stopped: "Pump stopped", nibp: "Take BP now", event: "Observation",
@@ -672,6 +679,7 @@
     showVital(tile, "pulse_rate", [bed.vitals.pulse_rate], t);
     showVital(tile, "nibp", [bed.vitals.nibp_systolic, bed.vitals.nibp_diastolic], t);
     drawTrend($(".trend", tile), bed, t);
+    showGateway(tile, bed, silent);
     showAlarms(tile, bed, alarms, live);
     showPrompts(tile, bed, live);
     showDischarge(tile, bed);
@@ -751,6 +759,18 @@
       ctx.stroke();
     }
     ctx.restore();
+  }
+
+  function showGateway(tile, bed, silent) {
+    const codes = !silent && bed.status && Array.isArray(bed.status.technical) ? bed.status.technical : [];
+    const list = $(".gateway", tile);
+    if (list.dataset.key === codes.join()) return;
+    list.dataset.key = codes.join();
+    list.replaceChildren(...codes.map((code) => el("li", { className: "alarm", data: { category: "technical", priority: "info", code: String(code) } },
+      el("span", { className: "icon", "aria-hidden": "true", textContent: "⚙" }),
+      el("div", { className: "text" },
+        el("span", { className: "msg", textContent: GATEWAY_TECHNICAL[code] || String(code) }),
+        el("span", { className: "meta", textContent: `gateway · technical · ${code}` })))));
   }
 
   function showAlarms(tile, bed, alarms, live) {
