@@ -120,6 +120,7 @@ async def test_a_whole_session_from_the_station(
                     "width": 768, "height": 1024,
                 },
                 script="session.mjs",
+                timeout_s=150,
             )  # fmt: skip
             record = session_events(daemon, BED)
         finally:
