@@ -108,6 +108,7 @@ await run(opt, async (page) => {
   const paused = await answer(page, opt.bed);
   await page.waitForSelector(`${tile} button[data-action="resume"]`, { timeout: 5000 });
   const pausedPhase = await page.$eval(`${tile} .phase`, (n) => n.textContent);
+  await shot(page, opt, "station-paused");
   await page.click(`${tile} button[data-action="resume"]`);
   const resumed = await answer(page, opt.bed);
   await page.waitForSelector(`${tile} button[data-action="pause"]`, { timeout: 5000 });
