@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,76 +16,28 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.fakes.alerts import transition
 from tests.helpers import wait_until
-from vitalwatch.config import parse_config
-from vitalwatch.delivery.payloads import encode, status_payload
+from tests.integration.station_browser import daemon_config, drive, open_station, start_watching
+from vitalwatch.delivery.payloads import WallClock, alert_payload, encode, status_payload, vital_payload
+from vitalwatch.engine.outputs import Priority
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
-from vitalwatch.station import StationConfig, serve_station
-from vitalwatch.testing import Mosquitto, free_port
+from vitalwatch.testing import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.browser]
 
-HERE = Path(__file__).parent
-BROWSER = HERE / "browser"
-ENSURE = HERE.parents[1] / "scripts" / "ensure-browser.sh"
 SITE = "clinic-web"
 BED = "chair-3"
 CALM_BED = "chair-4"  # a second chair with a normal session: one tile per bed, side by side
 HUNG_BED = "chair-9"  # a gateway that heartbeats, then hangs (TCP open, no will): must turn "silent"
 NURSE = "RN-Kim"
+REASON = "baseline cuff reading taken by hand"
 # Scenario time runs 2x the wall clock: SpO2 starts falling ~15 s in and stays below 90 % for ~50 s,
 # time enough to see the normal screen first and to acknowledge while the alarm is active.
 SPEED = 2.0
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def browser_ready() -> bool:
-    return bool(
-        chromium_path() and shutil.which("node") and (BROWSER / "node_modules" / "playwright-core").is_dir()
-    )
-
-
-@pytest.fixture(scope="module")
-def browser_setup() -> str:
-    """Chromium and playwright-core, installed by scripts/ensure-browser.sh when missing (as root)."""
-    if not browser_ready():
-        done = subprocess.run([str(ENSURE)], check=False, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0 or not browser_ready():
-            pytest.skip(f"no browser for the station test: {done.stderr.strip()[-300:]}")
-    path = chromium_path()
-    assert path is not None
-    return path
-
-
-@pytest.fixture
-def ws_mosquitto(tmp_path: Path) -> Any:
-    """Mosquitto with a plain MQTT listener and a WebSockets one on loopback.
-
-    Mosquitto 2.0.x hands a websockets listener's address to libwebsockets as an interface name
-    (an IP address binds every interface), so loopback is ``lo``; and it will not start with only a
-    websockets listener, which the plain one also covers.
-    """
-    ws_port = free_port()
-    broker = Mosquitto(workdir=tmp_path, extra_config=f"listener {ws_port} lo\nprotocol websockets\n")
-    broker.start()
-    try:
-        yield broker, ws_port
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    """docs/img when VITALWATCH_SCREENSHOTS says so (absolute: drive.mjs runs in browser/), else tmp."""
-    shots = Path(os.environ.get("VITALWATCH_SCREENSHOTS") or tmp_path).absolute()
-    shots.mkdir(parents=True, exist_ok=True)
-    return shots
 
 
 def acknowledged_seen(seen: list[dict[str, Any]], alert_id: str) -> bool:
@@ -100,10 +49,11 @@ def acknowledged_seen(seen: list[dict[str, Any]], alert_id: str) -> bool:
 
 
 async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    """What the bed gateway published: alert transitions and command results."""
+    """What went over the wire: the bed's alert transitions, and every command and result of the site."""
     async with aiomqtt.Client("127.0.0.1", port, identifier="test-watcher") as client:
         await client.subscribe(f"vitalwatch/v1/{SITE}/{BED}/alerts", qos=1)
-        await client.subscribe(f"vitalwatch/v1/{SITE}/{BED}/cmd/result", qos=1)
+        await client.subscribe(f"vitalwatch/v1/{SITE}/+/cmd", qos=1)
+        await client.subscribe(f"vitalwatch/v1/{SITE}/+/cmd/result", qos=1)
         ready.set()
         async for message in client.messages:
             body = bytes(message.payload)  # type: ignore[arg-type]
@@ -112,42 +62,38 @@ async def watch(port: int, seen: list[dict[str, Any]], ready: asyncio.Event) -> 
 
 
 async def heartbeat_until(port: int, stop: asyncio.Event) -> None:
-    """A bed gateway that heartbeats every second, then stops without saying offline (hung, not dead)."""
+    """A bed gateway that heartbeats every second, then stops without saying offline (hung, not dead).
+
+    It left a retained blood pressure (the page shows it at once, with its clock time) and a MEDIUM
+    alarm, which loses its Acknowledge button once the gateway is silent.
+    """
+    base = f"vitalwatch/v1/{SITE}/{HUNG_BED}"
     async with aiomqtt.Client("127.0.0.1", port, identifier="hung-gateway") as client:
+        for kind, value in (("nibp_systolic", 121.0), ("nibp_diastolic", 78.0)):  # a stored last reading
+            body = vital_payload(
+                kind=kind, value=value, unit="mm[Hg]", quality="valid", measured_at=datetime.now(UTC),
+                device="cuff",
+            )  # fmt: skip
+            await client.publish(f"{base}/vitals/{kind}", encode(body), qos=1, retain=True)
+        alarm = transition(
+            "hung-a1", 1, priority=Priority.MEDIUM, bed=HUNG_BED, t=0.0, message="SpO2 88 % below 90 %"
+        )
+        await client.publish(
+            f"{base}/alarms/hung-a1",
+            encode(alert_payload(alarm, site=SITE, wall=WallClock(0.0))),
+            qos=1,
+            retain=True,
+        )
         beat = 0
         while not stop.is_set():
             beat += 1
             body = status_payload(
                 state="online", site=SITE, bed=HUNG_BED, phase="recovery", links={"oximeter": True},
-                heartbeat=beat, sent_at=datetime.now(UTC),
+                heartbeat=beat, sent_at=datetime.now(UTC), technical=["device_silent"],
             )  # fmt: skip
             await client.publish(f"vitalwatch/v1/{SITE}/{HUNG_BED}/status", encode(body), qos=1, retain=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-
-
-async def drive(options: dict[str, Any], on_event: Any = None) -> tuple[int, dict[str, dict[str, Any]], str]:
-    """Run drive.mjs; its events by name, and stderr for the failure message."""
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(BROWSER / "drive.mjs"), json.dumps(options),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=BROWSER,
-    )  # fmt: skip
-    events: dict[str, dict[str, Any]] = {}
-    try:
-        async with asyncio.timeout(75):
-            assert proc.stdout is not None
-            async for line in proc.stdout:
-                event = json.loads(line)
-                events[event["event"]] = event
-                if on_event is not None:
-                    on_event(event)
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
-    return proc.returncode or 0, events, stderr
 
 
 @pytest.mark.asyncio
@@ -163,21 +109,16 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
         calm = await stack.enter_async_context(
             serve_pty(make_simulator("masimo", get_scenario("normal")), speed=SPEED)
         )
-        config = parse_config({
-            "site": SITE,
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "heartbeat_s": 1.0, "keepalive_s": 5},
-            "state": {"directory": str(tmp_path)},
-            "alarms": {"table": "default", "rules": {"spo2_low_high": {"sustain_s": 2.0}}},
-            "beds": [
+        config = daemon_config(
+            SITE, broker.port, tmp_path,
+            alarms={"table": "default", "rules": {"spo2_low_high": {"sustain_s": 2.0}}},
+            beds=[
                 {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": endpoint.url}]},
                 {"id": CALM_BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": calm.url}]},
             ],
-        })  # fmt: skip
-        station_cfg = StationConfig(site=SITE, broker_ws=f"ws://127.0.0.1:{ws_port}/", heartbeat_s=1.0)
-        station = await stack.enter_async_context(serve_station(station_cfg, port=0))
-        ready = asyncio.Event()
-        watcher = asyncio.create_task(watch(broker.port, seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        )  # fmt: skip
+        station = await open_station(stack, SITE, ws_port)
+        watcher = await start_watching(watch, broker.port, seen)
         hang = asyncio.Event()
         hung = asyncio.create_task(heartbeat_until(broker.port, hang))
         daemon = Daemon(config)
@@ -188,7 +129,7 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
             code, events, stderr = await drive({
                 "url": f"http://127.0.0.1:{station.port}/", "bed": BED, "calmBed": CALM_BED, "nurse": NURSE,
                 "chromium": browser_setup, "screenshots": str(screenshot_dir),
-                "failureShot": str(tmp_path / "failure.png"), "hungBed": HUNG_BED,
+                "failureShot": str(tmp_path / "failure.png"), "hungBed": HUNG_BED, "overrideReason": REASON,
             }, on_event=lambda e: e["event"] == "high" and hang.set())  # fmt: skip
             if 0 == code and "high" in events:  # the browser acknowledged: the watcher must see it too
                 await wait_until(
@@ -206,7 +147,9 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
     assert "console-error" not in events and "page-error" not in events, events
     normal = events["normal"]
     assert "ok" == normal["calm_state"]  # the other chair: online, no alarm
-    assert "ok" == normal["hung_state"]  # still heartbeating
+    assert "alarm-medium" == normal["hung_state"] and 1 == normal["hung_buttons"]  # still heartbeating
+    assert ["device_silent"] == normal["hung_gateway"]  # the gateway's own technical alarm, shown
+    assert "121/78" == normal["hung_bp"] and "before this screen opened" in normal["hung_bp_age"]  # retained
     assert normal["state"] in ("ok", "alarm-low")  # baseline_incomplete (LOW) is raised at infusion start
     assert normal["phase"].startswith("infusion")
     assert 90 <= int(normal["spo2"]) <= 100 and 40 <= int(normal["pulse"]) <= 140
@@ -237,6 +180,8 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
     silent = events["silent"]  # heartbeats stopped at the "high" event; k = 3 x 1 s later:
     assert "silent" == silent["state"]
     assert "BED GATEWAY SILENT" in silent["text"] and "NOT being monitored" in silent["text"]
+    assert "rgb(213, 0, 0)" == silent["colour"] == silent["border"]  # an alarm colour, not a calm grey
+    assert 0 == silent["buttons"]  # nothing to acknowledge at a gateway that cannot hear it
 
     rebuilt = events["reloaded"]
     assert rebuilt["phase"].startswith("infusion")  # from the retained status
@@ -244,3 +189,26 @@ async def test_nurse_acknowledges_a_high_alarm_in_the_browser(
         assert [(alert_id, "true")] == [
             (a["id"], a["acknowledged"]) for a in rebuilt["alarms"] if a["id"] == alert_id
         ]
+
+    tablet = events["tablet"]  # the acknowledged alarm's text spans the alarm, not a narrow column
+    assert 768 == tablet["viewport"] and tablet["text_width"] >= 0.8 * tablet["alarm_width"] - 40, tablet
+
+    # The infusion form: what the nurse saw, what went over the wire, and the bed's answer shown.
+    controls = events["controls"]
+    assert {"start_infusion", "nibp", "event", "end_session"} <= set(controls["offered"])
+    assert "pump_stopped" not in controls["offered"]  # not in baseline
+    assert "Total 35 mg (0.5 mg/kg × 70 kg)" == controls["total"]
+    assert "Override reason" in controls["missing"]  # readiness open or unknown: a reason first
+    [command] = [m for m in seen if m["topic"].endswith(f"/{CALM_BED}/cmd")]
+    assert {
+        "command": "start_infusion", "by": NURSE, "dose_mg_per_kg": 0.5, "weight_kg": 70,
+        "planned_minutes": 40, "override_reason": REASON,
+    }.items() <= command.items()  # fmt: skip
+    [result] = [
+        m for m in seen if m["topic"].endswith("/cmd/result") and m["request_id"] == command["request_id"]
+    ]
+    note = controls["note"]
+    if result["ok"]:
+        assert not note["error"] and "Infusion started: 35 mg total" in note["text"], (note, result)
+    else:  # refused: the page shows the bed's reason
+        assert note["error"] and result["error"]["message"] in note["text"], (note, result)

@@ -5,34 +5,18 @@
 // back from the bed (the daemon's cmd handling is missing or broken), 1 on any other failure.
 // Steps: open the page, enter the nurse's name, enable sound, wait for the bed's tile with live
 // vitals (screenshot "normal"), wait for a HIGH alarm (screenshot "alarm"), click Acknowledge,
-// wait until the tile says who acknowledged, reload and check the view is rebuilt from retained state.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+// wait until the tile says who acknowledged, check the alarm text's width at tablet width (768 px),
+// reload and check the view is rebuilt from retained state, then fill and send the infusion form
+// of the calm chair.
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { openStation, run, say } from "./launch.mjs";
 
 const opt = JSON.parse(process.argv[2]);
-const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-const profile = mkdtempSync(join(tmpdir(), "vw-chromium-"));
 const tile = `.tile[data-bed="${opt.bed}"]`;
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: opt.chromium,
-  headless: true,
-  viewport: { width: opt.width ?? 1024, height: opt.height ?? 720 },
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-let code = 1;
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (msg) => { if (msg.type() === "error") say({ event: "console-error", text: msg.text() }); });
-  page.on("pageerror", (err) => say({ event: "page-error", text: String(err) }));
-  await page.goto(opt.url);
-  await page.fill("#nurse", opt.nurse);
-  await page.press("#nurse", "Tab"); // "change" stores the name
+await run(opt, async (page, outcome) => {
+  await openStation(page, opt);
   await page.click("#sound"); // the user gesture browsers require before a page may make sound
-  await page.waitForSelector(`#conn[data-state="online"]`, { timeout: 10000 });
 
   // Normal: the bed is online with live SpO2 and a few trend points.
   await page.waitForFunction(({ bed, points }) => {
@@ -48,7 +32,13 @@ try {
     nibp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
   }));
   normal.calm_state = await page.$eval(`.tile[data-bed="${opt.calmBed}"]`, (el) => el.dataset.state);
-  normal.hung_state = await page.$eval(`.tile[data-bed="${opt.hungBed}"]`, (el) => el.dataset.state);
+  Object.assign(normal, await page.$eval(`.tile[data-bed="${opt.hungBed}"]`, (el) => ({
+    hung_state: el.dataset.state,
+    hung_bp: el.querySelector('.v[data-kind="nibp"] .value').textContent,
+    hung_bp_age: el.querySelector('.v[data-kind="nibp"] .age').textContent,
+    hung_buttons: el.querySelectorAll(".alarms button").length,
+    hung_gateway: [...el.querySelectorAll(".gateway li")].map((li) => li.dataset.code),
+  })));
   say({ event: "normal", ...normal });
   if (opt.screenshots) await page.screenshot({ path: join(opt.screenshots, "station-normal.png") });
 
@@ -74,16 +64,31 @@ try {
   } catch {
     const text = await page.$eval(mine, (el) => el.textContent).catch(() => "(alarm gone)");
     say({ event: "ack-timeout", text });
-    code = 3;
+    outcome.failCode = 3;
     throw new Error("no acknowledgement came back");
   }
   const acked = await page.$eval(mine, (el) => ({ text: el.textContent, button: !!el.querySelector("button") }));
   say({ event: "acked", ...acked, beeps: await page.evaluate(() => window.vwStation.beeps) });
 
+  // Tablet width: the acknowledged alarm's text keeps the width of the alarm, not a narrow column.
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const tablet = await page.$eval(mine, (el) => ({
+    alarm_width: el.getBoundingClientRect().width,
+    text_width: el.querySelector(".msg").getBoundingClientRect().width,
+    viewport: window.innerWidth,
+  }));
+  say({ event: "tablet", ...tablet });
+  if (opt.screenshots) await page.screenshot({ path: join(opt.screenshots, "station-tablet.png") });
+
   // The hung gateway's heartbeats stopped when "high" was printed: its tile must say so, on this clock.
   const hung = `.tile[data-bed="${opt.hungBed}"]`;
   await page.waitForSelector(`${hung}[data-state="silent"]`, { timeout: 10000 });
-  say({ event: "silent", state: "silent", text: await page.$eval(hung, (el) => el.querySelector(".silent").textContent) });
+  say({ event: "silent", state: "silent", ...await page.$eval(hung, (el) => ({
+    text: el.querySelector(".silent").textContent,
+    colour: getComputedStyle(el.querySelector(".silent")).backgroundColor,
+    border: getComputedStyle(el).borderTopColor,
+    buttons: el.querySelectorAll(".alarms button").length,
+  })) });
 
   // Reload: everything comes back from the retained status and alarms; vitals wait for new values.
   await page.reload();
@@ -94,12 +99,24 @@ try {
     alarms: [...el.querySelectorAll(".alarm")].map((a) => ({ id: a.dataset.alertId, acknowledged: a.dataset.acknowledged, text: a.textContent })),
   }));
   say({ event: "reloaded", ...rebuilt });
-  code = 0;
-} catch (err) {
-  say({ event: "failed", error: String(err && err.message || err) });
-  if (opt.failureShot) await context.pages()[0]?.screenshot({ path: opt.failureShot }).catch(() => {});
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-process.exit(code);
+
+  // Session controls on the calm chair (in baseline): the infusion form computes the total dose,
+  // insists on an override reason while readiness is open or unknown, and then sends the command;
+  // the tile shows the bed's answer, whatever it is (the test compares it with cmd/result).
+  const calm = `.tile[data-bed="${opt.calmBed}"]`;
+  await page.waitForSelector(`${calm}[data-phase="baseline"] button[data-action="start_infusion"]:not([disabled])`, { timeout: 10000 });
+  const offered = await page.$$eval(`${calm} .controls button`, (bs) => bs.map((b) => b.dataset.action));
+  await page.click(`${calm} button[data-action="start_infusion"]`);
+  await page.waitForSelector("#dialog[open]", { timeout: 5000 });
+  await page.fill("#f-dose", "0.5");
+  await page.fill("#f-weight", "70");
+  const total = await page.$eval("#f-total", (n) => n.textContent);
+  await page.click("#dialog-ok");
+  const missing = await page.$eval("#dialog-error", (n) => n.textContent);
+  await page.fill("#f-reason", opt.overrideReason);
+  await page.click("#dialog-ok");
+  await page.waitForFunction((s) => { const t = document.querySelector(s).textContent; return t && !t.endsWith("…"); },
+    `${calm} .cmd-note`, { timeout: 10000 });
+  const note = await page.$eval(`${calm} .cmd-note`, (n) => ({ text: n.textContent, error: n.classList.contains("error") }));
+  say({ event: "controls", offered, total, missing, note });
+});
