@@ -102,6 +102,7 @@ class BedRuntime:
         local_alarms: LocalAlarms,
         journal: BedJournal | None,
         now: float,
+        before_input: Callable[[float], None] | None = None,
     ) -> None:
         self.config, self.bed, self.store, self.wall = config, bed_cfg.id, store, wall
         self.local_alarms = local_alarms
@@ -155,6 +156,7 @@ class BedRuntime:
             taps=taps,
             watchers=[self.snapshots],
             prompt=self._open,
+            before_input=before_input,
         )
         self.commands = CommandHandler(
             site=config.site,

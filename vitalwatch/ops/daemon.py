@@ -46,6 +46,7 @@ from vitalwatch.link.mllp_routing import is_mllp_url
 from vitalwatch.ops.bed_runtime import BedRuntime, make_engine
 from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
 from vitalwatch.ops.local_alarms import LocalAlarms
+from vitalwatch.ops.stall import StallGuard
 from vitalwatch.ops.statelock import StateLock
 from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
@@ -80,6 +81,8 @@ class Daemon:
         self.publishers: dict[str, BedPublisher] = {}
         self.commands: dict[str, CommandHandler] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
+        # The daemon's own stalls: every input passes it before an engine (vitalwatch.ops.stall).
+        self.stall = StallGuard(self.beds.values, self.local_alarms)
         self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
         # IHE PCD-04 to hospital alarm managers: one more consumer of the store's journalled transitions.
         self.reporters = AlertReporters(
@@ -116,6 +119,7 @@ class Daemon:
             local_alarms=self.local_alarms,
             journal=journal,
             now=now,
+            before_input=self.stall.check,
         )
         bed = bed_cfg.id
         self.runtimes[bed] = runtime
