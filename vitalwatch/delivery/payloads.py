@@ -104,6 +104,7 @@ TECHNICAL_ALARMS: tuple[str, ...] = (
     "alarm_manager_unreachable",
     "device_silent",
     "daemon_stalled",
+    "journal_lost",
 )
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.
