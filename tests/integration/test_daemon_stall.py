@@ -18,12 +18,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import SiteMessages, wait_until
 from vitalwatch.testing import Mosquitto
 
 pytestmark = pytest.mark.mqtt
@@ -80,23 +79,11 @@ async def monitor(name: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, 
         await proc.wait()
 
 
-class Subscriber:
-    """Every alert and status message of the site, as a nurse station receives them."""
+class Subscriber(SiteMessages):
+    """The station's messages, and what this test asks of them."""
 
     def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-        self.statuses: list[dict[str, Any]] = []
-
-    async def run(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            body = bytes(message.payload)  # type: ignore[arg-type]
-            if not body:
-                continue
-            doc = json.loads(body)
-            if message.topic.matches(f"vitalwatch/v1/{SITE}/+/alerts"):
-                self.alerts.append(doc)
-            elif message.topic.matches(f"vitalwatch/v1/{SITE}/+/status"):
-                self.statuses.append(doc)
+        super().__init__(SITE)
 
     def link_lost(self) -> list[tuple[str, str | None, str]]:
         return [(a["bed"], a.get("device"), a["state"]) for a in self.alerts if a["condition"] == "link_lost"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import sqlite3
@@ -21,7 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import SiteMessages, wait_until
 from vitalwatch.config import Config, parse_config
 from vitalwatch.continuity.journal_loss import ID_EPOCH
 from vitalwatch.delivery.store import DB_NAME
@@ -70,22 +69,11 @@ def silent_pty() -> Any:
         os.close(slave)
 
 
-class Station:
-    """Every alert and status message of the bed, across both daemon runs."""
+class Station(SiteMessages):
+    """The bed's alert and status messages across both daemon runs."""
 
     def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-        self.statuses: list[dict[str, Any]] = []
-
-    async def run(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            body = bytes(message.payload)  # type: ignore[arg-type]
-            if not body:
-                continue
-            doc = json.loads(body)
-            (
-                self.alerts if message.topic.matches(f"vitalwatch/v1/{SITE}/+/alerts") else self.statuses
-            ).append(doc)
+        super().__init__(SITE)
 
     def raised(self, condition: str) -> list[dict[str, Any]]:
         return [a for a in self.alerts if a["condition"] == condition and a["state"] == "raised"]
