@@ -146,6 +146,7 @@ async def test_stopped_daemon_raises_daemon_stalled_and_no_link_lost_but_a_stopp
                         "command": "phase",
                         "phase": "infusion",
                         "by": "RN Kim",
+                        "override_reason": "test rig: no cuff for a baseline",
                     }
                     await client.publish(f"vitalwatch/v1/{SITE}/{bed}/cmd", json.dumps(command), qos=1)
                 await wait_until(sub.all_in_infusion, 15, "both beds in the infusion phase")
