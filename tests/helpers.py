@@ -283,11 +283,13 @@ def cuffless_daemon_config(port: int, state: Path, *, site: str, beds: Sequence[
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
-    """The daemon running in this event loop until the block ends (then cancelled and awaited)."""
+async def running_daemon(config: Config | Daemon) -> AsyncIterator[Daemon]:
+    """The daemon running in this event loop until the block ends (then cancelled and awaited).
+
+    Pass a ``Daemon`` already built to look at what it did at start before it runs."""
     from vitalwatch.ops.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = config if isinstance(config, Daemon) else Daemon(config)
     task = asyncio.create_task(daemon.run())
     try:
         yield daemon

@@ -13,14 +13,13 @@ import contextlib
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
-from tests.helpers import SiteMessages, wait_until
+from tests.helpers import SiteMessages, running_daemon, wait_until
 from vitalwatch.config import Config, parse_config
 from vitalwatch.continuity.journal_loss import ID_EPOCH
 from vitalwatch.delivery.store import DB_NAME
@@ -79,16 +78,6 @@ class Station(SiteMessages):
         return [a for a in self.alerts if a["condition"] == condition and a["state"] == "raised"]
 
 
-@contextlib.asynccontextmanager
-async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
-    task = asyncio.create_task(daemon.run())
-    try:
-        yield daemon
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def damage(path: Path, how: str) -> None:
     """What an SD card, a full disk or a careless engineer does to the journal."""
     assert path.exists() and path.stat().st_size > 0
@@ -125,7 +114,7 @@ async def test_lost_journal_is_alarmed_kept_and_the_session_recovered_from_the_r
             with silent_pty() as silent:
                 config = config_for(mosquitto, state, oxi.url, silent)
                 # Run 1: a session in recovery with an active HIGH link_lost on the spare monitor.
-                async with running(Daemon(config)) as first:
+                async with running_daemon(Daemon(config)) as first:
                     bed = first.beds[BED]
                     await wait_until(lambda: "oximeter" in bed.last_valid, 20, "an SpO2 reading in baseline")
                     bed.set_phase("infusion", loop.time())
@@ -160,7 +149,7 @@ async def test_lost_journal_is_alarmed_kept_and_the_session_recovered_from_the_r
                 assert loop.time() - recovery_started - 2.0 <= elapsed <= loop.time() - recovery_started + 2.0
                 assert bl_spo2 == pytest.approx(engine.baseline.spo2)
                 seen = len(station.alerts)
-                async with running(second):
+                async with running_daemon(second):
                     await wait_until(
                         lambda: any("journal_lost" in s["technical"] and s["phase"] == "recovery"
                                     for s in station.statuses),
