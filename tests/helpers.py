@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import random
 import threading
 import time
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the daemon helpers below import it when used: drivers' test
 __all__ = [
     "ALLOWED_THREAD_NAMES",
     "MODES",
+    "SiteMessages",
     "describe",
     "drive",
     "feed",
@@ -281,14 +283,40 @@ def cuffless_daemon_config(port: int, state: Path, *, site: str, beds: Sequence[
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
-    """The daemon running in this event loop until the block ends (then cancelled and awaited)."""
+async def running_daemon(config: Config | Daemon) -> AsyncIterator[Daemon]:
+    """The daemon running in this event loop until the block ends (then cancelled and awaited).
+
+    Pass a ``Daemon`` already built to look at what it did at start before it runs."""
     from vitalwatch.ops.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = config if isinstance(config, Daemon) else Daemon(config)
     task = asyncio.create_task(daemon.run())
     try:
         yield daemon
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# ------------------------------------------------------------------ a station's view of the broker
+
+
+class SiteMessages:
+    """Every alert and status message of a site, as a nurse station receives them (empty ones skipped)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.alerts: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    async def run(self, client: Any) -> None:
+        """Collect from ``client`` (an aiomqtt client subscribed to the site's alerts and status)."""
+        async for message in client.messages:
+            body = bytes(message.payload)
+            if not body:
+                continue
+            doc = json.loads(body)
+            if message.topic.matches(f"vitalwatch/v1/{self.site}/+/alerts"):
+                self.alerts.append(doc)
+            elif message.topic.matches(f"vitalwatch/v1/{self.site}/+/status"):
+                self.statuses.append(doc)

@@ -95,6 +95,9 @@ class InputTap(Protocol):
 
     def tick(self, now: float) -> None: ...
 
+    def paused(self, gap_s: float, now: float) -> None:
+        """The gateway itself did not run for ``gap_s`` up to ``now`` (:meth:`BedSession.gateway_paused`)."""
+
 
 class EngineWatcher(Protocol):
     """Told after every engine call what came out (the snapshot writer decides when to write)."""
@@ -122,6 +125,7 @@ class BedSession(Generic[L]):
         taps: Sequence[InputTap] = (),
         watchers: Sequence[EngineWatcher] = (),
         prompt: Callable[[str, float], object] | None = None,
+        before_input: Callable[[float], None] | None = None,
         logger: Any = None,
     ) -> None:
         self.config = config
@@ -138,6 +142,9 @@ class BedSession(Generic[L]):
         self._watchers = tuple(watchers)
         # Told the reason of every NIBP request no device can carry out (the prompts topic).
         self._prompt = prompt
+        # Called with the time of every input before the engine sees it: the daemon's stall
+        # check (vitalwatch.ops.stall), which calls gateway_paused on every bed after a stall.
+        self._before_input = before_input
         self.outputs: list[Output] = []  # kept for tests and `vitalwatch status`; trimmed
         # For health and metrics: when each device last gave a valid reading (monotonic s), and
         # how many alert transitions of each state this bed produced.
@@ -159,6 +166,7 @@ class BedSession(Generic[L]):
 
     # -- LinkListener ------------------------------------------------------------------
     def on_events(self, device: str, events: list[Event], now: float) -> None:
+        self._arrived(now)
         for event in events:
             if isinstance(event, Observation):
                 valid = self.engine.is_valid(device, event)
@@ -181,6 +189,7 @@ class BedSession(Generic[L]):
             # link_lost now would journal a HIGH alarm that the next start shows as active.
             self._log.info("device.link_closed_on_stop", device=device)
             return
+        self._arrived(now)
         self._log.info("device.link", device=device, up=up, reason=reason)
         for tap in self._taps:
             tap.link(device, up, now)
@@ -188,6 +197,7 @@ class BedSession(Generic[L]):
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
+        self._arrived(now)
         for tap in self._taps:
             tap.tick(now)
         self._fed(self.engine.tick(now), now, tick=True)
@@ -195,18 +205,32 @@ class BedSession(Generic[L]):
     def set_phase(self, phase: str, now: float) -> None:
         """A phase command (``pause``/``resume`` too); ValueError, with nothing recorded, when refused."""
         self.engine.check_phase(phase)
+        self._arrived(now)
         for tap in self._taps:
             tap.phase(phase, now)
         self._fed(self.engine.set_phase(phase, now), now)
 
     def set_age_band(self, band: str, now: float) -> None:
         """The session's age band (``adult`` or ``older_adult``; never a date of birth)."""
+        self._arrived(now)
         self._fed(self.engine.set_age_band(band, now), now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:
+        self._arrived(now)
         for tap in self._taps:
             tap.ack(alert_id, by, now)
         self._fed(self.engine.acknowledge(alert_id, by, now), now)
+
+    def gateway_paused(self, gap_s: float, now: float) -> None:
+        """The gateway did not run for ``gap_s`` up to ``now``: the engine must not count it as
+        device silence. Recorded (a replay applies it at the same place) and handed to the engine."""
+        for tap in self._taps:
+            tap.paused(gap_s, now)
+        self.engine.gateway_paused(gap_s, now)
+
+    def _arrived(self, now: float) -> None:
+        if self._before_input is not None:
+            self._before_input(now)
 
     def is_active(self, alert_id: str) -> bool:
         """Whether ``alert_id`` is an active alarm of this bed (a nurse may only ack those)."""

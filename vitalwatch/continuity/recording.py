@@ -21,6 +21,7 @@ Journal line kinds::
     {"t": 20.0, "k": "phase", "phase": "infusion"}
     {"t": 21.0, "k": "ack", "alert_id": "*", "by": "RN Kim"}
     {"t": 21.25, "k": "tick"}
+    {"t": 52.0, "k": "pause", "gap": 30.5}   the daemon itself did not run (vitalwatch.ops.stall)
     {"t": 0.0, "k": "id", "id": "chair-1-20261129T101502-0001"}   the live run's alert ids, in order
 
 Raw bytes can contain what a monitor prints about a patient (HL7 PID segments): the
@@ -73,6 +74,9 @@ class BedJournal:
 
     def tick(self, now: float) -> None:
         self.write({"t": now, "k": "tick"})
+
+    def paused(self, gap_s: float, now: float) -> None:
+        self.write({"t": now, "k": "pause", "gap": gap_s})
 
     def ids(self, factory: Callable[[], str]) -> Callable[[], str]:
         """Wrap the alert-id factory so a replay reuses the live run's ids (they carry wall time)."""
@@ -133,6 +137,10 @@ def _alarm_table(meta: Mapping[str, Any], table: AlarmTable | None) -> AlarmTabl
     return load_alarm_table(None)
 
 
+# Journal kinds the device link writes before the bed session sees what they decode.
+_DEVICE_INPUTS = ("bytes", "timer")
+
+
 def _id_source(recorded: Iterator[str], fallback: Iterator[str]) -> Callable[[], str]:
     """The live run's alert ids in order, then made-up ones (a journal cut short by a crash)."""
     return lambda: next(recorded, None) or next(fallback)
@@ -162,10 +170,19 @@ def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dic
         )
         bed = ReplayBed(engine, devices)
         session = bed.session
-        for record in _records(path):
+        records = list(_records(path))
+        for i, record in enumerate(records):
             now = bed.now = float(record["t"])
             kind = record["k"]
             link = bed.links.get(record.get("dev", ""))
+            if kind == "pause":
+                if i == 0 or records[i - 1]["k"] not in _DEVICE_INPUTS:
+                    session.gateway_paused(float(record["gap"]), now)
+                continue
+            if kind in _DEVICE_INPUTS and i + 1 < len(records) and records[i + 1]["k"] == "pause":
+                # Live, this device input found the stall: the pause reached the engine before
+                # the input's events did, but the link had journalled the bytes first.
+                session.gateway_paused(float(records[i + 1]["gap"]), float(records[i + 1]["t"]))
             # Raw bytes alone are not news for the engine (as live): only what the driver decodes.
             if kind == "bytes" and link is not None and link.connected:
                 link.feed(bytes.fromhex(record["hex"]), now)

@@ -103,6 +103,8 @@ TECHNICAL_ALARMS: tuple[str, ...] = (
     "persistence_degraded",
     "alarm_manager_unreachable",
     "device_silent",
+    "daemon_stalled",
+    "journal_lost",
 )
 
 # The parameter of an alert and its MDC code; "nibp" alerts name the systolic code.

@@ -169,6 +169,20 @@ class BedEngine:
             self._start(now)
         self._last_bytes[device] = max(now, self._last_bytes.get(device, now))
 
+    def gateway_paused(self, gap_s: float, now: float) -> None:
+        """The gateway itself did not run for ``gap_s`` up to ``now``: that gap is not device silence.
+
+        A stopped or starved process reads every device's buffered bytes late, one device after
+        the other; counted as silence, the first device read would make every other device's
+        ``link_lost`` fire for a gap the monitors did not cause. Each device's last data moves
+        forward by the gap (never past ``now``), so silence counts only while the gateway ran.
+        Nothing to snapshot: a restored engine counts every device as just connected.
+        """
+        if not math.isfinite(gap_s) or gap_s < 0:
+            raise ValueError(f"gap_s must be a finite number >= 0, got {gap_s!r}")
+        for device, seen in self._last_bytes.items():
+            self._last_bytes[device] = min(max(now, seen), seen + gap_s)
+
     def link(self, device: str, up: bool, now: float) -> list[Output]:
         """The port of ``device`` opened (``up``) or vanished."""
         out = self._enter(now)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ import structlog
 
 from vitalwatch.bed import BedSession, InputTap, LinkFactory
 from vitalwatch.config import BedConfig, Config
+from vitalwatch.continuity.journal_loss import RecoveredSession, next_id_epoch
 from vitalwatch.continuity.recording import BedJournal
 from vitalwatch.continuity.statestore import (
     SNAPSHOT_AFTER_S,
@@ -102,12 +104,16 @@ class BedRuntime:
         local_alarms: LocalAlarms,
         journal: BedJournal | None,
         now: float,
+        before_input: Callable[[float], None] | None = None,
+        recovered: RecoveredSession | None = None,
     ) -> None:
         self.config, self.bed, self.store, self.wall = config, bed_cfg.id, store, wall
         self.local_alarms = local_alarms
         loop = asyncio.get_running_loop()
         bed = self.bed
         meta = store.meta(bed)
+        if recovered is not None and not meta:
+            meta = self._recovered_meta(recovered)
         ids = IdFactory(
             bed,
             int(meta.get("id_counter", 0)),
@@ -127,6 +133,10 @@ class BedRuntime:
         else:
             engine = make_engine(config, bed_cfg, id_factory=id_factory)
             engine.seed(seq=seq)
+            if recovered is not None:
+                engine = self._recovered_engine(
+                    engine, recovered, id_factory, seq=seq, now=now, epoch_now=epoch_now
+                )
         # Shown as active again at once, and continued under their ids when found again.
         engine.adopt(restored, now=now, grace_s=config.state.restore_grace_s)
         self.engine = engine
@@ -155,6 +165,7 @@ class BedRuntime:
             taps=taps,
             watchers=[self.snapshots],
             prompt=self._open,
+            before_input=before_input,
         )
         self.commands = CommandHandler(
             site=config.site,
@@ -185,6 +196,53 @@ class BedRuntime:
                 seq=seq,
                 snapshot=resumed is not None,
             )
+
+    def _recovered_meta(self, recovered: RecoveredSession) -> dict[str, Any]:
+        """A lost journal's session values, from the session record: journalled again at once."""
+        meta: dict[str, Any] = {
+            "phase": recovered.phase,
+            "phase_start_epoch": recovered.phase_start_epoch,
+            "id_counter": next_id_epoch(recovered.id_counter),
+            "seq": recovered.seq,
+        }
+        self.store.put_meta(self.bed, meta)
+        return meta
+
+    def _recovered_engine(
+        self,
+        engine: BedEngine,
+        recovered: RecoveredSession,
+        id_factory: Callable[[], str],
+        *,
+        seq: int,
+        now: float,
+        epoch_now: float,
+    ) -> BedEngine:
+        """A fresh engine in the recorded phase since its recorded start, with the recorded baseline.
+
+        Before the bed session exists, so the phase change is not journalled as starting now
+        (:meth:`_recovered_meta` journalled the real start) and the session record, which
+        resumes its own open session, sees no new phase. The baseline goes in through the
+        engine's public snapshot/restore; a snapshot it refuses keeps the engine without it.
+        """
+        engine.set_phase(recovered.phase, now)
+        engine.seed(seq=seq, phase_elapsed_s=max(0.0, epoch_now - recovered.phase_start_epoch), now=now)
+        parts = recovered.baseline
+        if recovered.phase == "baseline" or all(v is None for v in parts.values()):
+            return engine
+        state = engine.snapshot(now)
+        state["frozen_baseline"] = replace(
+            engine.baseline,
+            systolic=parts["systolic"],
+            diastolic=parts["diastolic"],
+            spo2=parts["spo2"],
+            pulse_rate=parts["pulse_rate"],
+        ).to_state()
+        try:
+            return BedEngine.restore(self.config.alarms, state, id_factory, now=now)
+        except ValueError as exc:
+            log.warning("journal.baseline_not_recovered", bed=self.bed, reason=str(exc))
+            return engine
 
     def _resume_snapshot(
         self,

@@ -9,9 +9,11 @@ bed's session resumed from it (:mod:`vitalwatch.continuity.statestore`): the eng
 last snapshot (baseline, sustain/re-notify/escalation timers, NIBP rule state, active alarms),
 reconciled with the alert journal, or - without a usable snapshot - from the journal alone;
 undelivered alerts are queued again, the seq and alert-id counters continue, the phase is
-re-entered and the alarms that were active are shown again under their ids. Local technical
-alarms (broker unreachable, persistence degraded) go to the log, a metric and
-``mqtt.local_alarm_command``.
+re-entered and the alarms that were active are shown again under their ids. A journal that is
+missing, empty or damaged is moved aside first and the sessions recovered from the session
+record (:mod:`vitalwatch.continuity.journal_loss`). Local technical alarms (broker unreachable,
+persistence degraded, journal lost, daemon stalled) go to the log, a metric where there is one,
+the status payload and ``mqtt.local_alarm_command``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from structlog.contextvars import bound_contextvars
 
 from vitalwatch.bed import BedSession
 from vitalwatch.config import BedConfig, Config, DeviceConfig
+from vitalwatch.continuity.journal_loss import JOURNAL_LOST_ALARM, check_journal, recover_session
 from vitalwatch.continuity.recording import BedJournal, open_journals, write_meta
 from vitalwatch.continuity.statestore import SnapshotWriter
 from vitalwatch.delivery.alarm_manager import UNREACHABLE_ALARM, AlertReporters
@@ -46,6 +49,7 @@ from vitalwatch.link.mllp_routing import is_mllp_url
 from vitalwatch.ops.bed_runtime import BedRuntime, make_engine
 from vitalwatch.ops.housekeeping import DaemonCollector, Housekeeping
 from vitalwatch.ops.local_alarms import LocalAlarms
+from vitalwatch.ops.stall import StallGuard
 from vitalwatch.ops.statelock import StateLock
 from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
@@ -80,7 +84,15 @@ class Daemon:
         self.publishers: dict[str, BedPublisher] = {}
         self.commands: dict[str, CommandHandler] = {}
         self.local_alarms = LocalAlarms(config.mqtt.local_alarm_command)
-        self.store = Store(config.state.directory / DB_NAME, on_health=self._on_persistence)
+        # The daemon's own stalls: every input passes it before an engine (vitalwatch.ops.stall).
+        self.stall = StallGuard(self.beds.values, self.local_alarms)
+        state = config.state.directory
+        # Before the journal is opened: a lost or damaged one is moved aside and the sessions
+        # are recovered from the session record (vitalwatch.continuity.journal_loss).
+        self.journal_loss = check_journal(state / DB_NAME, record=state / SESSIONS_DB_NAME)
+        if self.journal_loss is not None:
+            self.local_alarms.set(JOURNAL_LOST_ALARM, "*", True)
+        self.store = Store(state / DB_NAME, on_health=self._on_persistence)
         # IHE PCD-04 to hospital alarm managers: one more consumer of the store's journalled transitions.
         self.reporters = AlertReporters(
             config, self.store, on_unreachable=lambda up: self.local_alarms.set(UNREACHABLE_ALARM, "*", up)
@@ -106,6 +118,20 @@ class Daemon:
                 return self.mllp.link(dev, listener, tap=journal)
             return DeviceLink(dev, listener, tap=journal)
 
+        recovered = None
+        if self.journal_loss is not None:
+            recovered = recover_session(self.config.state.directory / SESSIONS_DB_NAME, bed_cfg.id)
+            log.error(
+                "journal.lost",
+                file=str(self.journal_loss.path),
+                reason=self.journal_loss.reason,
+                moved_to=str(self.journal_loss.moved_to) if self.journal_loss.moved_to else None,
+                bed=bed_cfg.id,
+                recovered_from="session record" if recovered is not None else None,
+                phase=recovered.phase if recovered is not None else None,
+                seq_after=recovered.seq if recovered is not None else None,
+                lost_active=list(recovered.active) if recovered is not None else [],
+            )
         runtime = BedRuntime(
             self.config,
             bed_cfg,
@@ -116,6 +142,8 @@ class Daemon:
             local_alarms=self.local_alarms,
             journal=journal,
             now=now,
+            before_input=self.stall.check,
+            recovered=recovered,
         )
         bed = bed_cfg.id
         self.runtimes[bed] = runtime

@@ -296,6 +296,7 @@ def _beyond(kind: str, value: float) -> list[str]:
 # What the record keeps of an alert transition (from the transition codec's dict), plus onset_s.
 _ALERT_EVENT_FIELDS = (
     "alert_id",
+    "seq",  # a lost alert journal continues seq above it (vitalwatch.continuity.journal_loss)
     "state",
     "priority",
     "category",
