@@ -21,7 +21,6 @@ command handler on the session. Nothing is patched in afterwards.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -119,7 +118,10 @@ class BedRuntime:
             int(meta.get("id_counter", 0)),
             on_new=lambda n: store.put_meta(bed, {"id_counter": n}, sync="NORMAL"),
         )
-        epoch_now = time.time()
+        # "Now" as an epoch through the same mapping the payloads use to print times: sampling
+        # time.time() apart from ``now`` skews every restored onset by the scheduling delay
+        # between the two samples (20 ms seen under load), so an onset would not survive exactly.
+        epoch_now = self.wall.utc(now).timestamp()
         restored = [transition_from_json(d, mono_now=now, epoch_now=epoch_now) for d in store.active(bed)]
         pending = store.pending(bed)
         seq = max([int(meta.get("seq", 0))] + [r.seq for r in pending] + [t.seq for t in restored])
