@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from vitalwatch.config import BedConfig, DeviceConfig
-from vitalwatch.drivers import Driver, Event, MeasurementStarter, Observation
+from vitalwatch.drivers import Driver, Event, MeasurementStarter, Observation, driver_class
 from vitalwatch.engine.outputs import (
     AlertTransition,
     NibpRequest,
@@ -52,6 +52,12 @@ __all__ = [
 VitalPayload = dict[str, Any] | Callable[[], dict[str, Any]]
 
 log = structlog.get_logger("vitalwatch.bed")
+
+
+# How long an engine's request for a reading waits for a startable cuff that is not linked yet
+# before the nurse is asked to take it by hand: a cuff reconnects within seconds (the link's
+# backoff is capped at 30 s), and a prompt for a reading the cuff then takes is noise.
+NIBP_DEFER_S = 30.0
 
 
 class SessionLink(Protocol):
@@ -142,6 +148,10 @@ class BedSession(Generic[L]):
         self._watchers = tuple(watchers)
         # Told the reason of every NIBP request no device can carry out (the prompts topic).
         self._prompt = prompt
+        # An engine request for a reading while the cuff that could take it is not linked yet
+        # (at start-up, or while it reconnects): (reason, when). Started when the cuff's link
+        # comes up; a nurse prompt if it has not within NIBP_DEFER_S.
+        self._deferred_nibp: tuple[str, float] | None = None
         # Called with the time of every input before the engine sees it: the daemon's stall
         # check (vitalwatch.ops.stall), which calls gateway_paused on every bed after a stall.
         self._before_input = before_input
@@ -194,6 +204,8 @@ class BedSession(Generic[L]):
         for tap in self._taps:
             tap.link(device, up, now)
         self._fed(self.engine.link(device, up, now), now)
+        if up and self._deferred_nibp is not None and self.request_nibp(self._deferred_nibp[0], now):
+            self._deferred_nibp = None
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -201,6 +213,10 @@ class BedSession(Generic[L]):
         for tap in self._taps:
             tap.tick(now)
         self._fed(self.engine.tick(now), now, tick=True)
+        if self._deferred_nibp is not None and now - self._deferred_nibp[1] >= NIBP_DEFER_S:
+            reason, _ = self._deferred_nibp
+            self._deferred_nibp = None
+            self._prompt_nurse(reason, now)
 
     def set_phase(self, phase: str, now: float) -> None:
         """A phase command (``pause``/``resume`` too); ValueError, with nothing recorded, when refused."""
@@ -278,12 +294,15 @@ class BedSession(Generic[L]):
                     if self.sink is not None:
                         self.sink.alert(out)
                 case NibpRequest():
-                    if not self.request_nibp(out.reason, out.t):
-                        text = f"Please take a blood pressure: {out.reason}"
-                        self._emit(NursePrompt(t=out.t, bed=out.bed, text=text))
-                        self._log.info("nurse.prompt", text=text)
-                        if self._prompt is not None:
-                            self._prompt(out.reason, out.t)
+                    if self.request_nibp(out.reason, out.t):
+                        self._deferred_nibp = None
+                    elif self._startable_cuff_down():
+                        # A newer request says why now; the wait counts from the first one.
+                        since = self._deferred_nibp[1] if self._deferred_nibp is not None else out.t
+                        self._deferred_nibp = (out.reason, since)
+                        self._log.info("nibp.deferred", reason=out.reason, until_s=NIBP_DEFER_S)
+                    else:
+                        self._prompt_nurse(out.reason, out.t)
                 case PhaseChanged():
                     self._log.info("session.phase", phase=out.phase, previous=out.previous)
                 case StatusChanged():
@@ -292,6 +311,26 @@ class BedSession(Generic[L]):
                     self._log.info("nurse.prompt", text=out.text)
         if len(self.outputs) > 1000:
             del self.outputs[:-500]
+
+    def _prompt_nurse(self, reason: str, now: float) -> None:
+        text = f"Please take a blood pressure: {reason}"
+        self._emit(NursePrompt(t=now, bed=self.bed, text=text))
+        self._log.info("nurse.prompt", text=text)
+        if self._prompt is not None:
+            self._prompt(reason, now)
+
+    def _startable_cuff_down(self) -> bool:
+        """A cuff the daemon could start is configured but not linked (or has no driver) right now."""
+        for link in self.links.values():
+            cfg = link.config
+            if not measures_nibp(cfg.role) or (link.connected and link.driver is not None):
+                continue
+            try:
+                if issubclass(driver_class(cfg.driver), MeasurementStarter):
+                    return True
+            except KeyError:
+                continue
+        return False
 
     def _emit(self, out: Output) -> None:
         self.outputs.append(out)

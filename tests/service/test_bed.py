@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitalwatch.bed import BedSession, VitalPayload
+from vitalwatch.bed import NIBP_DEFER_S, BedSession, VitalPayload
 from vitalwatch.config import BedConfig, DeviceConfig
 from vitalwatch.continuity.replay import ReplayLink
 from vitalwatch.drivers import SerialSettings
@@ -107,10 +107,35 @@ def test_nibp_request_starts_the_first_commandable_cuff() -> None:
 
 
 def test_nibp_request_without_a_commandable_cuff_prompts_the_nurse() -> None:
-    session, _, _, outputs = bed({"oximeter": ("masimo", "spo2"), "cuff": ("suntech", "nibp")})
-    # The cuff's port is not open: no driver to start.
+    """An Accutorr cannot be started by the daemon: the nurse is asked at once."""
+    session, _, _, outputs = bed({"oximeter": ("masimo", "spo2"), "cuff": ("accutorr", "multi")})
+    session.links["cuff"].open(0.0, report=False)
     session.dispatch([NibpRequest(t=1.0, bed="bed-1", reason="confirm BP")])
     assert ["Please take a blood pressure: confirm BP"] == [
         o.text for o in outputs if isinstance(o, NursePrompt)
     ]
     assert session.request_nibp("nurse request", 2.0) is False
+
+
+def test_a_request_waits_for_a_startable_cuff_that_is_not_linked_yet() -> None:
+    """At start-up the engine asks before the cuff's port is open: start it when it opens, no prompt."""
+    session, _, _, outputs = bed({"oximeter": ("masimo", "spo2"), "cuff": ("suntech", "nibp")})
+    session.dispatch([NibpRequest(t=1.0, bed="bed-1", reason="baseline reading 1 of 2")])
+    assert [] == [device for device, data in SENT if data]
+    session.tick(5.0)
+    session.links["cuff"].open(6.0)  # the port opens: link up reaches the bed session
+    assert ["cuff"] == [device for device, data in SENT if data]
+    session.tick(60.0)
+    assert [] == [o for o in outputs if isinstance(o, NursePrompt)]
+
+
+def test_a_startable_cuff_that_stays_down_gets_the_nurse_asked_after_the_wait() -> None:
+    session, _, _, outputs = bed({"oximeter": ("masimo", "spo2"), "cuff": ("suntech", "nibp")})
+    session.dispatch([NibpRequest(t=1.0, bed="bed-1", reason="confirm BP")])
+    session.tick(1.0 + NIBP_DEFER_S - 0.5)
+    assert [] == [o for o in outputs if isinstance(o, NursePrompt)]
+    session.tick(1.0 + NIBP_DEFER_S)
+    # One prompt, when the wait that began with the first request is over; it names the latest
+    # reason (the engine asked again meanwhile, for its baseline reading).
+    prompts = [o.text for o in outputs if isinstance(o, NursePrompt)]
+    assert 1 == len(prompts) and prompts[0].startswith("Please take a blood pressure: ")
