@@ -92,6 +92,10 @@ def check_journal(path: Path, *, record: Path) -> JournalLoss | None:
         if _record_has_sessions(record):
             return JournalLoss(path, "missing while the session record holds a session", None)
         return None
+    if not path.is_file():
+        # Not a journal at all (a directory, a device): nothing of ours to judge or move. The
+        # store cannot open it, so the daemon runs with persistence_degraded and says so.
+        return None
     reason = _damage(path)
     if reason is None:
         return None
