@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
+__all__ = [
+    "ConfiguredMosquitto",
+    "Mosquitto",
+    "adapt_bridge_config",
+    "adapt_mosquitto_config",
+    "free_port",
+    "mosquitto_binary",
+]
 
 
 def free_port() -> int:
@@ -142,3 +149,39 @@ class ConfiguredMosquitto(Mosquitto):
 
     def config_text(self) -> str:
         return self.text + self.extra_config
+
+
+# --- a clinic's bridge to the central broker (config/mosquitto/bridge.conf.example) ---------------
+
+SHIPPED_BRIDGE_SITE = "clinic-a"
+
+
+def adapt_bridge_config(
+    text: str,
+    *,
+    site: str,
+    central_port: int,
+    etc_dir: Path,
+    keepalive_s: int = 5,
+    restart_s: int = 1,
+) -> str:
+    """The shipped bridge example for ``site``, pointed at a central broker on loopback.
+
+    As an operator does: the example's site ``clinic-a`` becomes ``site`` everywhere (connection
+    name, client ids, topics). For a test: ``address`` becomes ``127.0.0.1:central_port``,
+    ``/etc/mosquitto/vitalwatch`` becomes ``etc_dir``, and the keepalive and reconnect delay are
+    shortened (Mosquitto's minimum keepalive is 5 s) so an outage is noticed within test time.
+    TLS, client ids, sessions, QoS and topics are kept as shipped.
+    """
+    out: list[str] = []
+    for original in text.replace(SHIPPED_BRIDGE_SITE, site).splitlines():
+        words = original.split()
+        line = original
+        if words and words[0] == "address":
+            line = f"address 127.0.0.1:{central_port}"
+        elif words and words[0] == "keepalive_interval":
+            line = f"keepalive_interval {keepalive_s}"
+        elif words and words[0] == "restart_timeout":
+            line = f"restart_timeout {restart_s}"
+        out.append(line.replace(SHIPPED_ETC_DIR, str(etc_dir)))
+    return "\n".join(out) + "\n"
