@@ -6,6 +6,7 @@ real broker the same way. Nothing here mocks MQTT or serial.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,10 +19,12 @@ from pathlib import Path
 __all__ = [
     "ConfiguredMosquitto",
     "Mosquitto",
+    "PostgreSQL",
     "adapt_bridge_config",
     "adapt_mosquitto_config",
     "free_port",
     "mosquitto_binary",
+    "postgres_bindir",
 ]
 
 
@@ -185,3 +188,135 @@ def adapt_bridge_config(
             line = f"restart_timeout {restart_s}"
         out.append(line.replace(SHIPPED_ETC_DIR, str(etc_dir)))
     return "\n".join(out) + "\n"
+
+
+# --- a real PostgreSQL server in a temporary directory (the registry's tests and benchmark) -------
+
+
+def postgres_bindir() -> Path | None:
+    """Debian keeps the server programs in /usr/lib/postgresql/VERSION/bin (newest wins)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return versions[-1].parent if versions else None
+
+
+@dataclass
+class PostgreSQL:
+    """A PostgreSQL server of its own: initdb in a fresh directory, loopback only, trust auth.
+
+    initdb and postgres refuse to run as root (CI runs as root), so as root both run as the
+    unprivileged ``postgres`` user Debian's package creates (``runuser``), in a directory that
+    user owns. ``fsync=off``: these are throwaway clusters; the registry's own durability
+    settings are what is tested, not the disk's. ``stop`` removes everything.
+    """
+
+    port: int = field(default_factory=free_port)
+    user: str = "registry"
+    directory: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        return ["runuser", "-u", "postgres", "--", *argv]
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        import tempfile
+
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+        self.directory = Path(tempfile.mkdtemp(prefix="vitalwatch-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        data = self.directory / "data"
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        log = (self.directory / "postgres.log").open("ab")
+        self.process = subprocess.Popen(
+            self._as_owner(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.directory),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ]
+            ),
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.process.returncode}; see {self.directory}")
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not accept connections in time")
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # To the postmaster itself ("fast" shutdown): runuser does not pass SIGINT on.
+            assert self.directory is not None
+            pid_file = self.directory / "data" / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
