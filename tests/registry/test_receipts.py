@@ -288,3 +288,54 @@ async def test_the_daemon_offers_its_ended_sessions_when_receipts_are_configured
         db.close()
         quiet.close()
         await quiet.wait_closed()
+
+
+async def test_vitalwatch_registry_runs_as_its_own_process_and_stops_on_sigterm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    import signal
+    import sys
+
+    db_path = tmp_path / "registry.sqlite3"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vitalwatch",
+        "registry",
+        "--db",
+        str(db_path),
+        "--port",
+        str(mosquitto.port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        record = {
+            "schema": "vitalwatch.session_record/1",
+            "record_id": "r-proc",
+            "site": SITE,
+            "bed": "chair-1",
+            "month": "2026-03",
+            "sent_utc": "2026-03-02T10:00:00.000Z",
+            "record": {"schema": "vitalwatch-session-record/1", "record_id": "r-proc"},
+        }
+        async with (
+            listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as gw,
+        ):
+            # Offered again until receipted, as a gateway does: the registry may still be starting.
+            async def offer_until_receipted() -> bool:
+                await gw.publish(f"{PREFIX}/{SITE}/chair-1/record", json.dumps(record).encode(), qos=1)
+                return bool(receipts)
+
+            await wait_until(offer_until_receipted, 20, "a receipt from the registry process", poll_s=0.5)
+        assert "r-proc" == receipts[0][1]["record_id"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert 0 == proc.returncode, output.decode(errors="replace")
+    db = open_registry(str(db_path))
+    try:
+        assert 1 == db.count()
+    finally:
+        db.close()
