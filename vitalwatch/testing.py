@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "BridgedRegion",
     "ConfiguredMosquitto",
     "Mosquitto",
     "PostgreSQL",
@@ -25,6 +26,8 @@ __all__ = [
     "free_port",
     "mosquitto_binary",
     "postgres_bindir",
+    "start_bridged_region",
+    "write_passwd",
 ]
 
 
@@ -211,12 +214,14 @@ class PostgreSQL:
 
     initdb and postgres refuse to run as root (CI runs as root), so as root both run as the
     unprivileged ``postgres`` user Debian's package creates (``runuser``), in a directory that
-    user owns. ``fsync=off``: these are throwaway clusters; the registry's own durability
-    settings are what is tested, not the disk's. ``stop`` removes everything.
+    user owns. ``fsync=off`` unless ``durable``: tests use throwaway clusters (the registry's own
+    transactions are what is tested, not the disk); a benchmark measures with fsync on.
+    ``stop`` removes everything.
     """
 
     port: int = field(default_factory=free_port)
     user: str = "registry"
+    durable: bool = False
     directory: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
@@ -261,24 +266,12 @@ class PostgreSQL:
             capture_output=True,
         )
         log = (self.directory / "postgres.log").open("ab")
+        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.directory)]
+        argv += ["-c", "listen_addresses=127.0.0.1"]
+        if not self.durable:
+            argv += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         self.process = subprocess.Popen(
-            self._as_owner(
-                [
-                    str(bindir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    str(self.directory),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "full_page_writes=off",
-                ]
-            ),
+            self._as_owner(argv),
             stdout=log,
             stderr=log,
         )
@@ -320,3 +313,107 @@ class PostgreSQL:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+# --- clinic brokers bridged to a central one, from the shipped files (tests and bench/bridge.py) ---
+
+
+@dataclass
+class BridgedRegion:
+    """Running brokers: ``central`` (client-certificate listener ``central_mtls``) and one per clinic.
+
+    Clinic brokers take their gateways and stations on their loopback listener (``.port``, user
+    name and password); clients of the central broker use a certificate from ``region_certs``
+    whose CN is their user name in the central ACL.
+    """
+
+    central: ConfiguredMosquitto
+    central_mtls: int
+    clinics: dict[str, ConfiguredMosquitto]
+    region_certs: Path
+
+    def stop(self) -> None:
+        for broker in self.clinics.values():
+            broker.stop()
+        self.central.stop()
+
+
+def write_passwd(path: Path, passwords: dict[str, str]) -> None:
+    """A Mosquitto password file (mosquitto_passwd, PBKDF2-SHA512) with these users."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for i, (user, password) in enumerate(passwords.items()):
+        flags = ["-c", "-b"] if i == 0 else ["-b"]
+        subprocess.run([tool, *flags, str(path), user, password], check=True, capture_output=True)
+
+
+def start_bridged_region(
+    base: Path,
+    *,
+    repo: Path,
+    sites: tuple[str, ...],
+    passwords: dict[str, str],
+    region_clients: tuple[str, ...] = (),
+    clinic_acl: str | None = None,
+) -> BridgedRegion:
+    """Central + one broker per site, each run from the repository's shipped files.
+
+    ``repo`` is the source tree (``config/mosquitto/``, ``scripts/make-test-ca.sh``; neither is
+    installed with the package). Every broker runs ``mosquitto.conf`` as shipped (ports and paths
+    adapted); the clinics with ``acl`` (or ``clinic_acl``) and ``bridge.conf.example`` for their
+    site, the central one with ``central-acl.example``. A clinic CA signs the clinic brokers; a
+    region CA the central broker, a ``bridge-{site}`` certificate per site and ``region_clients``.
+    """
+    shipped, make_ca = repo / "config" / "mosquitto", repo / "scripts" / "make-test-ca.sh"
+    clinic_certs, region_certs = base / "clinic-ca", base / "region-ca"
+    subprocess.run(["bash", str(make_ca), str(clinic_certs), "localhost"], check=True, capture_output=True)
+    bridges = tuple(f"bridge-{site}" for site in sites)
+    subprocess.run(
+        ["bash", str(make_ca), str(region_certs), "localhost", *bridges, *region_clients],
+        check=True,
+        capture_output=True,
+    )
+    conf = (shipped / "mosquitto.conf").read_text()
+
+    def etc_for(work: Path, certs: Path, acl: str) -> Path:
+        etc = work / "etc"
+        shutil.copytree(certs, etc / "certs")
+        (etc / "acl").write_text(acl)
+        write_passwd(etc / "passwd", passwords)
+        return etc
+
+    def broker(work: Path, etc: Path, extra: str = "") -> tuple[ConfiguredMosquitto, dict[int, int]]:
+        ports = {1883: free_port(), 8883: free_port(), 8884: free_port()}
+        text = adapt_mosquitto_config(conf, ports=ports, etc_dir=etc, workdir=work) + extra
+        # As root, Mosquitto would switch to user "mosquitto", who cannot read private temp dirs.
+        return ConfiguredMosquitto(
+            workdir=work, port=ports[1883], text=text, extra_config="user root\n"
+        ), ports
+
+    cwork = base / "central"
+    cwork.mkdir()
+    central, cports = broker(
+        cwork, etc_for(cwork, region_certs, (shipped / "central-acl.example").read_text())
+    )
+    central.start()
+    clinics: dict[str, ConfiguredMosquitto] = {}
+    try:
+        for site in sites:
+            work = base / site
+            work.mkdir()
+            etc = etc_for(work, clinic_certs, clinic_acl or (shipped / "acl").read_text())
+            (etc / "central").mkdir()
+            shutil.copy(region_certs / "ca.crt", etc / "central" / "ca.crt")
+            shutil.copy(region_certs / f"bridge-{site}.crt", etc / "central" / "bridge.crt")
+            shutil.copy(region_certs / f"bridge-{site}.key", etc / "central" / "bridge.key")
+            bridge = adapt_bridge_config(
+                (shipped / "bridge.conf.example").read_text(),
+                site=site,
+                central_port=cports[8883],
+                etc_dir=etc,
+            )
+            clinics[site], _ = broker(work, etc, bridge)
+            clinics[site].start()
+    except BaseException:
+        BridgedRegion(central, cports[8883], clinics, region_certs).stop()
+        raise
+    return BridgedRegion(central, cports[8883], clinics, region_certs)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -31,13 +29,7 @@ import pytest
 from tests.helpers import wait_until
 from vitalwatch.config import MqttConfig, TlsConfig
 from vitalwatch.delivery.broker import tls_context
-from vitalwatch.testing import (
-    ConfiguredMosquitto,
-    adapt_bridge_config,
-    adapt_mosquitto_config,
-    free_port,
-    mosquitto_binary,
-)
+from vitalwatch.testing import BridgedRegion, mosquitto_binary, start_bridged_region
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -46,8 +38,6 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "config" / "mosquitto"
-MAKE_CA = ROOT / "scripts" / "make-test-ca.sh"
 PREFIX = "vitalwatch/v1"
 SITES = ("clinic-a", "clinic-b")
 GATEWAY = {"clinic-a": "gw-clinic-a-1", "clinic-b": "gw-clinic-b-1"}
@@ -58,84 +48,24 @@ PASSWORDS = {
     "station-clinic-a": "pw-st-a",
     "station-clinic-b": "pw-st-b",
 }
-REGION_CLIENTS = ("bridge-clinic-a", "bridge-clinic-b", "registry", "station-region")
 
 
-@dataclass
-class Region:
-    central: ConfiguredMosquitto
-    central_mtls: int
-    clinics: dict[str, ConfiguredMosquitto]
-    region_certs: Path
-
-
-def _passwd(path: Path) -> None:
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    for i, (user, password) in enumerate(PASSWORDS.items()):
-        flags = ["-c", "-b"] if i == 0 else ["-b"]
-        subprocess.run([tool, *flags, str(path), user, password], check=True, capture_output=True)
-
-
-def _etc(work: Path, clinic_certs: Path, acl: Path) -> Path:
-    etc = work / "etc"
-    shutil.copytree(clinic_certs, etc / "certs")
-    shutil.copy(acl, etc / "acl")
-    _passwd(etc / "passwd")
-    return etc
+Region = BridgedRegion
 
 
 @pytest.fixture(scope="module")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
-    base = tmp_path_factory.mktemp("region")
-    clinic_certs = base / "clinic-ca"
-    region_certs = base / "region-ca"
-    subprocess.run(["bash", str(MAKE_CA), str(clinic_certs), "localhost"], check=True, capture_output=True)
-    subprocess.run(
-        ["bash", str(MAKE_CA), str(region_certs), "localhost", *REGION_CLIENTS],
-        check=True,
-        capture_output=True,
+    running = start_bridged_region(
+        tmp_path_factory.mktemp("region"),
+        repo=ROOT,
+        sites=SITES,
+        passwords=PASSWORDS,
+        region_clients=("registry", "station-region"),
     )
-    shipped_conf = (SHIPPED / "mosquitto.conf").read_text()
-    # The central broker: the region CA's certificates on its listeners, the central ACL.
-    cwork = base / "central"
-    cwork.mkdir()
-    cetc = _etc(cwork, region_certs, SHIPPED / "central-acl.example")
-    cports = {1883: free_port(), 8883: free_port(), 8884: free_port()}
-    # As root, Mosquitto would switch to user "mosquitto", who cannot read the private temp dirs.
-    central = ConfiguredMosquitto(
-        workdir=cwork,
-        port=cports[1883],
-        text=adapt_mosquitto_config(shipped_conf, ports=cports, etc_dir=cetc, workdir=cwork),
-        extra_config="user root\n",
-    )
-    central.start()
-    clinics: dict[str, ConfiguredMosquitto] = {}
     try:
-        for site in SITES:
-            work = base / site
-            work.mkdir()
-            etc = _etc(work, clinic_certs, SHIPPED / "acl")
-            (etc / "central").mkdir()
-            shutil.copy(region_certs / "ca.crt", etc / "central" / "ca.crt")
-            shutil.copy(region_certs / f"bridge-{site}.crt", etc / "central" / "bridge.crt")
-            shutil.copy(region_certs / f"bridge-{site}.key", etc / "central" / "bridge.key")
-            ports = {1883: free_port(), 8883: free_port(), 8884: free_port()}
-            text = adapt_mosquitto_config(shipped_conf, ports=ports, etc_dir=etc, workdir=work)
-            bridge = adapt_bridge_config(
-                (SHIPPED / "bridge.conf.example").read_text(),
-                site=site,
-                central_port=cports[8883],
-                etc_dir=etc,
-            )
-            clinics[site] = ConfiguredMosquitto(
-                workdir=work, port=ports[1883], text=text + bridge, extra_config="user root\n"
-            )
-            clinics[site].start()
-        yield Region(central, cports[8883], clinics, region_certs)
+        yield running
     finally:
-        for broker in clinics.values():
-            broker.stop()
-        central.stop()
+        running.stop()
 
 
 def on_clinic(region: Region, site: str, user: str, identifier: str | None = None) -> aiomqtt.Client:
