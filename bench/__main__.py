@@ -24,6 +24,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.journal_budget",
     "bench.pcd04",
     "bench.registry",
+    "bench.bridge",
 )
 
 
