@@ -118,7 +118,13 @@ def test_registry_export_writes_the_regional_data_set(registry_url: str, tmp_pat
     db = open_registry(registry_url)
     try:
         db.migrate()
-        db.add_batch([record("r1", infusion_minutes=40.0), record("r2", site="clinic-b", month="2026-04")])
+        db.add_batch(
+            [
+                record("r1", infusion_minutes=40.0),
+                # From a newer gateway: a field this version does not know (kept in JSON Lines).
+                record("r2", site="clinic-b", month="2026-04", field_of_the_future=1),
+            ]
+        )
     finally:
         db.close()
     jsonl, csv_out = tmp_path / "set.jsonl", tmp_path / "set.csv"
@@ -145,6 +151,7 @@ def test_registry_export_writes_the_regional_data_set(registry_url: str, tmp_pat
         (r["site"], r["month"], r["record_id"]) for r in rows
     ]
     assert 40.0 == rows[0]["infusion_minutes"]
+    assert 1 == rows[1]["field_of_the_future"]
     header, *lines = csv_out.read_text().splitlines()
     assert header.startswith("site,month,schema,record_id,")
     assert 2 == len(lines)

@@ -104,7 +104,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the regional data set; see the module docstring for exit codes."""
-    from vitalwatch.record.export import write_export
+    from vitalwatch.record.export import CSV_FIELDS, write_export
 
     if args.since_month is not None and not _MONTH.match(args.since_month):
         print(
@@ -125,6 +125,11 @@ def run_export(args: argparse.Namespace) -> int:
             rows.append(row)
     finally:
         db.close()
+    if fmt == "csv":
+        # Clinics may run different versions: CSV has this version's columns (a field a newer
+        # gateway added is in the JSON Lines export), a field an older one lacks stays empty.
+        known = {*CSV_FIELDS, "alarms", "nurse_events", "site", "month", "bed"}
+        rows = [{k: v for k, v in row.items() if k in known} for row in rows]
     text = write_export(rows, fmt, include_bed=args.include_bed, leading=("site", "month"))
     if args.out == "-":
         sys.stdout.write(text)

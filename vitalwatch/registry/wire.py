@@ -17,7 +17,6 @@ from typing import Any
 
 from vitalwatch import strict_json
 from vitalwatch.delivery.payloads import iso_utc
-from vitalwatch.record.export import SCHEMA as ROW_SCHEMA
 
 __all__ = [
     "RECEIPT_SCHEMA",
@@ -40,6 +39,9 @@ RECEIPT_SCHEMA = "vitalwatch.receipt/1"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _RECORD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+# Any version of the export row: a region's clinics do not all upgrade on one day, and the
+# registry keeps each row as its gateway sent it (docs/registry.md).
+_ROW_SCHEMA = re.compile(r"^vitalwatch-session-record/[1-9][0-9]*$")
 MAX_RECORD_BYTES = 64 * 1024
 
 
@@ -134,8 +136,8 @@ def parse_record(payload: bytes, *, site: str, bed: str) -> RecordMessage:
     row = doc.get("record")
     if not isinstance(row, dict):
         raise BadMessage("field 'record' is not an object")
-    if row.get("schema") != ROW_SCHEMA or row.get("record_id") != record_id:
-        raise BadMessage(f"field 'record' is not a {ROW_SCHEMA} row of this record_id")
+    if not _ROW_SCHEMA.match(str(row.get("schema"))) or row.get("record_id") != record_id:
+        raise BadMessage("field 'record' is not a vitalwatch-session-record row of this record_id")
     return RecordMessage(record_id, site, bed, month, row)
 
 
