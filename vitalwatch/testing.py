@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,16 +131,24 @@ def adapt_mosquitto_config(text: str, *, ports: dict[int, int], etc_dir: Path, w
     ``/etc/mosquitto/vitalwatch`` becomes ``etc_dir``; persistence goes to ``workdir``; logs to
     stderr. Authentication, ACL and TLS options are kept exactly as shipped.
     """
+    return _rewrite(
+        text,
+        etc_dir,
+        {
+            "listener": lambda words: f"listener {ports[int(words[1])]} 127.0.0.1",
+            "persistence_location": lambda _: f"persistence_location {workdir}/",
+            "log_dest": lambda _: "log_dest stderr",
+        },
+    )
+
+
+def _rewrite(text: str, etc_dir: Path, options: dict[str, Callable[[list[str]], str]]) -> str:
+    """Each line whose first word is in ``options`` replaced by what its rule gives for the line's
+    words; ``/etc/mosquitto/vitalwatch`` moved to ``etc_dir`` everywhere."""
     out: list[str] = []
     for original in text.splitlines():
         words = original.split()
-        line = original
-        if words and words[0] == "listener":
-            line = f"listener {ports[int(words[1])]} 127.0.0.1"
-        elif words and words[0] == "persistence_location":
-            line = f"persistence_location {workdir}/"
-        elif words and words[0] == "log_dest":
-            line = "log_dest stderr"
+        line = options[words[0]](words) if words and words[0] in options else original
         out.append(line.replace(SHIPPED_ETC_DIR, str(etc_dir)))
     return "\n".join(out) + "\n"
 
@@ -179,18 +188,15 @@ def adapt_bridge_config(
     shortened (Mosquitto's minimum keepalive is 5 s) so an outage is noticed within test time.
     TLS, client ids, sessions, QoS and topics are kept as shipped.
     """
-    out: list[str] = []
-    for original in text.replace(SHIPPED_BRIDGE_SITE, site).splitlines():
-        words = original.split()
-        line = original
-        if words and words[0] == "address":
-            line = f"address 127.0.0.1:{central_port}"
-        elif words and words[0] == "keepalive_interval":
-            line = f"keepalive_interval {keepalive_s}"
-        elif words and words[0] == "restart_timeout":
-            line = f"restart_timeout {restart_s}"
-        out.append(line.replace(SHIPPED_ETC_DIR, str(etc_dir)))
-    return "\n".join(out) + "\n"
+    return _rewrite(
+        text.replace(SHIPPED_BRIDGE_SITE, site),
+        etc_dir,
+        {
+            "address": lambda _: f"address 127.0.0.1:{central_port}",
+            "keepalive_interval": lambda _: f"keepalive_interval {keepalive_s}",
+            "restart_timeout": lambda _: f"restart_timeout {restart_s}",
+        },
+    )
 
 
 # --- a real PostgreSQL server in a temporary directory (the registry's tests and benchmark) -------

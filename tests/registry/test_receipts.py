@@ -117,81 +117,71 @@ def unreceipted(sessions: Path) -> int:
 
 
 async def test_each_ended_session_is_offered_stored_once_and_receipted(
-    mosquitto: Mosquitto, registry_url: str, tmp_path: Path
+    mosquitto: Mosquitto, registry_db: RegistryDb, tmp_path: Path
 ) -> None:
     sessions = session_record(tmp_path)
     ids = record_ids(sessions)
     assert 2 == unreceipted(sessions)
-    db = open_registry(registry_url)
-    db.migrate()
+    async with (
+        listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,
+        running_registry(registry_db, mosquitto.port),
+        offering(sessions, mosquitto.port, reoffer_s=60) as offerer,
+    ):
+        await wait_until(lambda: offerer.receipts == 2, 10, "both records receipted")
+        assert 0 == (await offerer.state()).count
+    assert {(f"{PREFIX}/{SITE}/{bed}/receipt", ids[bed], "stored") for bed in BEDS} == {
+        (t, r["record_id"], r["status"]) for t, r in receipts
+    }
+    assert all(RECEIPT_SCHEMA == r["schema"] for _, r in receipts)
+    # The registry holds exactly what `vitalwatch export` says about each session.
+    conn = connect_readonly(sessions)
     try:
-        async with (
-            listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,
-            running_registry(db, mosquitto.port),
-            offering(sessions, mosquitto.port, reoffer_s=60) as offerer,
-        ):
-            await wait_until(lambda: offerer.receipts == 2, 10, "both records receipted")
-            assert 0 == (await offerer.state()).count
-        assert {(f"{PREFIX}/{SITE}/{bed}/receipt", ids[bed], "stored") for bed in BEDS} == {
-            (t, r["record_id"], r["status"]) for t, r in receipts
-        }
-        assert all(RECEIPT_SCHEMA == r["schema"] for _, r in receipts)
-        # The registry holds exactly what `vitalwatch export` says about each session.
-        conn = connect_readonly(sessions)
-        try:
-            expected = {
-                ids[bed]: export_row(summarise(load_session(conn, sid)))
-                for bed, sid in conn.execute("SELECT bed, session_id FROM sessions")
-            }
-        finally:
-            conn.close()
-        stored = {r.row["record_id"]: r for r in db.records()}
-        assert expected == {k: v.row for k, v in stored.items()}
-        assert {(SITE, "chair-1", "2026-03"), (SITE, "chair-2", "2026-03")} == {
-            (r.site, r.bed, r.month) for r in stored.values()
+        expected = {
+            ids[bed]: export_row(summarise(load_session(conn, sid)))
+            for bed, sid in conn.execute("SELECT bed, session_id FROM sessions")
         }
     finally:
-        db.close()
+        conn.close()
+    stored = {r.row["record_id"]: r for r in registry_db.records()}
+    assert expected == {k: v.row for k, v in stored.items()}
+    assert {(SITE, "chair-1", "2026-03"), (SITE, "chair-2", "2026-03")} == {
+        (r.site, r.bed, r.month) for r in stored.values()
+    }
     assert 0 == unreceipted(sessions)
 
 
 async def test_without_a_receipt_the_record_is_offered_again_and_repeats_are_harmless(
-    mosquitto: Mosquitto, registry_url: str, tmp_path: Path
+    mosquitto: Mosquitto, registry_db: RegistryDb, tmp_path: Path
 ) -> None:
     """No registry at first: the broker PUBACKs every offer, yet the records stay unreceipted and are
     offered again; once the registry runs they are stored once, and a late repeat is receipted as
     a duplicate without a second row."""
     sessions = session_record(tmp_path)
-    db = open_registry(registry_url)
-    db.migrate()
-    try:
-        async with offering(sessions, mosquitto.port, reoffer_s=0.3) as offerer:
-            await wait_until(lambda: offerer.offers >= 4, 10, "each record offered at least twice")
-            state = await offerer.state()
-            assert (2, 2) == (state.count, state.offered)
-            async with (
-                listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,
-                running_registry(db, mosquitto.port) as registry,
-            ):
-                await wait_until(lambda: offerer.receipts == 2, 10, "both records receipted")
-                # A copy that was on its way (a bridge's repeat): stored nothing, receipted again.
-                async with aiomqtt.Client("127.0.0.1", mosquitto.port) as gw:
-                    book = OfferBook(sessions)
-                    try:
-                        sid = next(
-                            iter(book.conn.execute("SELECT session_id FROM sessions WHERE bed='chair-1'"))
-                        )[0]
-                        payload = book.payload(sid, SITE, datetime.now(UTC))
-                    finally:
-                        book.close()
-                    await gw.publish(f"{PREFIX}/{SITE}/chair-1/record", payload, qos=1)
-                await wait_until(lambda: registry.stats.duplicates >= 1, 10, "the repeat was receipted")
-                await wait_until(lambda: any(r["status"] == "duplicate" for _, r in receipts), 10)
-        assert 2 == db.count()
-        assert 0 == unreceipted(sessions)
-        assert {r.row["record_id"] for r in db.records()} == set(record_ids(sessions).values())
-    finally:
-        db.close()
+    async with offering(sessions, mosquitto.port, reoffer_s=0.3) as offerer:
+        await wait_until(lambda: offerer.offers >= 4, 10, "each record offered at least twice")
+        state = await offerer.state()
+        assert (2, 2) == (state.count, state.offered)
+        async with (
+            listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,
+            running_registry(registry_db, mosquitto.port) as registry,
+        ):
+            await wait_until(lambda: offerer.receipts == 2, 10, "both records receipted")
+            # A copy that was on its way (a bridge's repeat): stored nothing, receipted again.
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as gw:
+                book = OfferBook(sessions)
+                try:
+                    sid = next(
+                        iter(book.conn.execute("SELECT session_id FROM sessions WHERE bed='chair-1'"))
+                    )[0]
+                    payload = book.payload(sid, SITE, datetime.now(UTC))
+                finally:
+                    book.close()
+                await gw.publish(f"{PREFIX}/{SITE}/chair-1/record", payload, qos=1)
+            await wait_until(lambda: registry.stats.duplicates >= 1, 10, "the repeat was receipted")
+            await wait_until(lambda: any(r["status"] == "duplicate" for _, r in receipts), 10)
+    assert 2 == registry_db.count()
+    assert 0 == unreceipted(sessions)
+    assert {r.row["record_id"] for r in registry_db.records()} == set(record_ids(sessions).values())
 
 
 async def test_bad_records_are_rejected_without_a_receipt(mosquitto: Mosquitto, registry_url: str) -> None:
@@ -230,22 +220,17 @@ async def test_bad_records_are_rejected_without_a_receipt(mosquitto: Mosquitto, 
 
 
 async def test_records_sent_while_the_registry_was_away_wait_in_its_persistent_session(
-    mosquitto: Mosquitto, registry_url: str, tmp_path: Path
+    mosquitto: Mosquitto, registry_db: RegistryDb, tmp_path: Path
 ) -> None:
     sessions = session_record(tmp_path)
-    db = open_registry(registry_url)
-    db.migrate()
-    try:
-        async with running_registry(db, mosquitto.port):
-            pass  # its session (and subscription) now exists on the broker
-        async with offering(sessions, mosquitto.port, reoffer_s=3600) as offerer:
-            await wait_until(lambda: offerer.offers == 2, 10, "both records offered once")
-            async with running_registry(db, mosquitto.port):
-                await wait_until(lambda: offerer.receipts == 2, 10, "receipted from the queued copies")
-            assert 2 == offerer.offers  # no re-offer was needed
-        assert 2 == db.count()
-    finally:
-        db.close()
+    async with running_registry(registry_db, mosquitto.port):
+        pass  # its session (and subscription) now exists on the broker
+    async with offering(sessions, mosquitto.port, reoffer_s=3600) as offerer:
+        await wait_until(lambda: offerer.offers == 2, 10, "both records offered once")
+        async with running_registry(registry_db, mosquitto.port):
+            await wait_until(lambda: offerer.receipts == 2, 10, "receipted from the queued copies")
+        assert 2 == offerer.offers  # no re-offer was needed
+    assert 2 == registry_db.count()
 
 
 async def test_the_daemon_offers_its_ended_sessions_when_receipts_are_configured(
