@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vitalwatch.record.export import SCHEMA
-from vitalwatch.registry.database import migrations, open_registry
+from vitalwatch.registry.database import RegistryDb, migrations, open_registry
 from vitalwatch.registry.wire import RecordMessage
 
 
@@ -93,40 +93,34 @@ def test_a_failed_migration_leaves_the_previous_version_intact(registry_url: str
         db.close()
 
 
-def test_records_are_stored_once_by_id_and_repeats_are_counted(registry_url: str) -> None:
-    db = open_registry(registry_url)
-    try:
-        db.migrate()
-        assert [True, True] == db.add_batch([record("r1"), record("r2", site="clinic-b")])
-        assert [False, True] == db.add_batch([record("r1", alarms_total=99), record("r3", month="2026-04")])
-        assert [False] == db.add_batch([record("r1")])
-        assert 3 == db.count()
-        assert 2 == db.repeats("r1")
-        assert None is db.repeats("nope")
-        stored = {r.row["record_id"]: r for r in db.records()}
-        assert 0 == stored["r1"].row["alarms_total"]  # the first copy wins
-        assert ("clinic-b", "chair-1", "2026-03") == (stored["r2"].site, stored["r2"].bed, stored["r2"].month)
-        assert ["r1", "r3"] == [r.row["record_id"] for r in db.records(site="clinic-a")]
-        assert ["r3"] == [r.row["record_id"] for r in db.records(since_month="2026-04")]
-        assert db.size_bytes() > 0
-    finally:
-        db.close()
+def test_records_are_stored_once_by_id_and_repeats_are_counted(registry_db: RegistryDb) -> None:
+    db = registry_db
+    assert [True, True] == db.add_batch([record("r1"), record("r2", site="clinic-b")])
+    assert [False, True] == db.add_batch([record("r1", alarms_total=99), record("r3", month="2026-04")])
+    assert [False] == db.add_batch([record("r1")])
+    assert 3 == db.count()
+    assert 2 == db.repeats("r1")
+    assert None is db.repeats("nope")
+    stored = {r.row["record_id"]: r for r in db.records()}
+    assert 0 == stored["r1"].row["alarms_total"]  # the first copy wins
+    assert ("clinic-b", "chair-1", "2026-03") == (stored["r2"].site, stored["r2"].bed, stored["r2"].month)
+    assert ["r1", "r3"] == [r.row["record_id"] for r in db.records(site="clinic-a")]
+    assert ["r3"] == [r.row["record_id"] for r in db.records(since_month="2026-04")]
+    assert db.size_bytes() > 0
 
 
-def test_registry_export_writes_the_regional_data_set(registry_url: str, tmp_path: Path) -> None:
+def test_registry_export_writes_the_regional_data_set(
+    registry_db: RegistryDb, registry_url: str, tmp_path: Path
+) -> None:
     """`vitalwatch registry export`: site and month first, then the session row; CSV and JSON Lines."""
-    db = open_registry(registry_url)
-    try:
-        db.migrate()
-        db.add_batch(
-            [
-                record("r1", infusion_minutes=40.0),
-                # From a newer gateway: a field this version does not know (kept in JSON Lines).
-                record("r2", site="clinic-b", month="2026-04", field_of_the_future=1),
-            ]
-        )
-    finally:
-        db.close()
+    db = registry_db
+    db.add_batch(
+        [
+            record("r1", infusion_minutes=40.0),
+            # From a newer gateway: a field this version does not know (kept in JSON Lines).
+            record("r2", site="clinic-b", month="2026-04", field_of_the_future=1),
+        ]
+    )
     jsonl, csv_out = tmp_path / "set.jsonl", tmp_path / "set.csv"
     for out in (jsonl, csv_out):
         done = subprocess.run(

@@ -104,6 +104,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the regional data set; see the module docstring for exit codes."""
+    from vitalwatch.cli.export import write_output
     from vitalwatch.record.export import CSV_FIELDS, write_export
 
     if args.since_month is not None and not _MONTH.match(args.since_month):
@@ -131,16 +132,9 @@ def run_export(args: argparse.Namespace) -> int:
         known = {*CSV_FIELDS, "alarms", "nurse_events", "site", "month", "bed"}
         rows = [{k: v for k, v in row.items() if k in known} for row in rows]
     text = write_export(rows, fmt, include_bed=args.include_bed, leading=("site", "month"))
-    if args.out == "-":
-        sys.stdout.write(text)
-        return EXIT_OK
-    try:
-        Path(args.out).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        print(f"vitalwatch registry export: cannot write {args.out}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{len(rows)} record(s) -> {args.out}", file=sys.stderr)
-    return EXIT_OK
+    return write_output(
+        text, args.out, command="vitalwatch registry export", summary=f"{len(rows)} record(s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
