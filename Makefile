@@ -21,9 +21,10 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/vitalwatch demo $(DEMO_ARGS)
 
-## test: lint, strict typing, and the whole test suite against a real Mosquitto
+## test: lint, strict typing, and the whole test suite against a real Mosquitto and PostgreSQL
 test: $(STAMP)
 	scripts/ensure-mosquitto.sh
+	scripts/ensure-postgresql.sh
 	scripts/ensure-browser.sh
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -q

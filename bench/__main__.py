@@ -23,6 +23,8 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.snapshot_budget",
     "bench.journal_budget",
     "bench.pcd04",
+    "bench.registry",
+    "bench.bridge",
 )
 
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test layer: a real Mosquitto broker, and a check that nothing leaks."""
+"""Fixtures shared by every test layer: a real Mosquitto broker, a real PostgreSQL server, and a check
+that nothing leaks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import leak_report, leaked_tasks, leaked_threads
-from vitalwatch.testing import Mosquitto
+from vitalwatch.testing import Mosquitto, PostgreSQL, postgres_bindir
 
 
 @pytest.fixture
@@ -22,6 +23,20 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgreSQL]:
+    """One real PostgreSQL server for the whole run (initdb in a temporary directory, as an
+    unprivileged user when the tests run as root); each test creates its own database in it."""
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (make test installs it: scripts/ensure-postgresql.sh)")
+    server = PostgreSQL()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ Layout (``config/example.toml`` is the documented example)::
     [logging]   level, format
     [state]     directory, restore_grace_s
     [metrics]   enabled, address, port, restore_grace_s
+    [registry]  receipts, reoffer_s  (session records offered to the regional registry until receipted)
     [alarms]    the alarm table (see vitalwatch.engine.table)
     [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options,
                 eui64, location (an ``mllp://HOST:PORT`` url: a network HL7 sender, routed by one of them)
@@ -112,6 +113,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """The regional registry (docs/registry.md): off unless a clinic takes part in one."""
+
+    # Offer each ended session's de-identified record on {prefix}/{site}/{bed}/record and keep
+    # it until the registry's receipt arrives.
+    receipts: bool = False
+    # A record offered (and PUBACKed) but not receipted within this time is offered again.
+    reoffer_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceConfig:
     id: str
     driver: str
@@ -176,6 +188,7 @@ class Config:
     beds: tuple[BedConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
     alert_reporters: tuple[AlertReporterConfig, ...] = ()
+    registry: RegistryConfig = RegistryConfig()
     alarms: Any  # vitalwatch.engine.table.AlarmTable, typed loosely to keep import order simple
     source: Path | None = None
 
@@ -640,6 +653,11 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         port=mr.integer("port", 9108, 1, 65535),
     )
     mr.finish()
+    rr = _Reader(r.table("registry") or {}, "registry", problems)
+    registry = RegistryConfig(
+        receipts=rr.boolean("receipts", False), reoffer_s=rr.number("reoffer_s", 300.0, 1.0, 7 * 86400.0)
+    )
+    rr.finish()
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)
     _mllp_routes(beds, problems)
@@ -657,6 +675,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         alarms=alarms,
         metrics=metrics,
         alert_reporters=reporters,
+        registry=registry,
         source=source,
     )
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "report",
     "export",
+    "registry",
 )
 
 EXIT_USAGE = 2

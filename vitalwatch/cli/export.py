@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["database_path", "parse_since", "register", "run"]
+__all__ = ["database_path", "parse_since", "register", "run", "write_output"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -139,13 +139,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         rows = [export_row(summarise(data), include_bed=args.include_bed) for data in sessions]
         text = write_export(rows, fmt, include_bed=args.include_bed)
-    if args.out == "-":
+    return write_output(text, args.out, command="vitalwatch export", summary=f"{len(sessions)} session(s)")
+
+
+def write_output(text: str, out: str, *, command: str, summary: str) -> int:
+    """``text`` to stdout (``-``) or to the file ``out`` (saying ``summary -> out``); the exit code."""
+    if out == "-":
         sys.stdout.write(text)
-    else:
-        try:
-            Path(args.out).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            print(f"vitalwatch export: cannot write {args.out}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"{len(sessions)} session(s) -> {args.out}", file=sys.stderr)
+        return EXIT_OK
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"{command}: cannot write {out}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{summary} -> {out}", file=sys.stderr)
     return EXIT_OK

@@ -2,8 +2,11 @@
 
 Reads one JSON snapshot from the daemon's status socket (``{state.directory}/status.sock``)
 and prints each bed's phase, each device's link and last reading age, active alarms, broker
-connection and outbox depth. Exit codes serve monitoring scripts: 0 healthy, 1 unhealthy,
-2 the daemon cannot be asked (not running, or no permission).
+connection and outbox depth. With ``[registry] receipts`` on, it also says how many ended
+sessions' records the registry has not receipted yet (read from the session record itself; a
+record waiting is not a health problem of the bedside, so it does not change the exit code).
+Exit codes serve monitoring scripts: 0 healthy, 1 unhealthy, 2 the daemon cannot be asked (not
+running, or no permission).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from vitalwatch import strict_json
-from vitalwatch.config import load_config
+from vitalwatch.config import Config, load_config
 from vitalwatch.errors import ConfigError
 from vitalwatch.ops.daemon import STATUS_SOCKET
 from vitalwatch.ops.health import DaemonSnapshot, assess, format_report
@@ -49,11 +54,30 @@ async def _ask(path: Path) -> dict[str, Any]:
     return answer
 
 
+def _registry(config: Config | None) -> dict[str, Any] | None:
+    """Unreceipted session records, when this daemon offers them to a registry."""
+    if config is None or not config.registry.receipts:
+        return None
+    from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, connect_readonly
+    from vitalwatch.registry.offer import describe, unreceipted_in
+
+    try:
+        conn = connect_readonly(config.state.directory / SESSIONS_DB_NAME)
+        try:
+            return describe(unreceipted_in(conn, time.time()))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return {"error": f"cannot read the session record: {exc}"}
+
+
 def run(args: argparse.Namespace) -> int:
     path: Path | None = args.socket
+    config: Config | None = None
     if path is None:
         try:
-            path = load_config(args.config).state.directory / STATUS_SOCKET
+            config = load_config(args.config)
+            path = config.state.directory / STATUS_SOCKET
         except ConfigError as exc:
             print(f"vitalwatch status: {exc.problems[0]}", file=sys.stderr)
             return EXIT_UNREACHABLE
@@ -64,8 +88,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"vitalwatch status: cannot ask the daemon at {path}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     health = assess(snapshot)
+    registry = _registry(config)
+    if registry is not None:
+        answer["registry"] = registry
     if args.json:
         print(strict_json.dumps(answer, what="status_cli", indent=2))
     else:
         print(format_report(snapshot, health))
+        if registry is not None:
+            print(_registry_line(registry))
     return EXIT_HEALTHY if health.healthy else EXIT_UNHEALTHY
+
+
+def _registry_line(registry: dict[str, Any]) -> str:
+    if "error" in registry:
+        return f"registry: {registry['error']}"
+    if not registry["unreceipted"]:
+        return "registry: every ended session's record is receipted"
+    return (
+        f"registry: {registry['unreceipted']} session record(s) awaiting the registry's receipt"
+        f" ({registry['offered_unreceipted']} offered), oldest ended"
+        f" {registry['oldest_unreceipted_age_s'] / 60:.0f} min ago"
+    )

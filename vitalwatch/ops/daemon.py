@@ -188,6 +188,11 @@ class Daemon:
                             start(supervise(name, link.run, link.task_crashed), name)
                 start(self._ticker(), "ticker")
                 start(self.reporters.run(), "alert-reporters")
+                if self.config.registry.receipts:  # session records to the regional registry
+                    from vitalwatch.registry.offer import RecordOfferer
+
+                    offerer = RecordOfferer.for_daemon(self.config, self.sessions.path)
+                    start(offerer.run(), "record-offers")
                 start(hk.run(), "housekeeping")
                 hk.ready()
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)

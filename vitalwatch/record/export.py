@@ -392,31 +392,36 @@ def export_row(s: Summary, *, include_bed: bool = False) -> dict[str, Any]:
     return row
 
 
-def _csv_fields(include_bed: bool) -> list[str]:
+def _csv_fields(include_bed: bool, leading: Sequence[str] = ()) -> list[str]:
     dummy = [k for k in export_row(_EMPTY) if k not in ("alarms", "nurse_events")]
     alarm_cols = [f"alarms_{c}_{p}" for c in CONDITIONS for p in PRIORITIES]
     event_cols = [f"events_{e}" for e in NURSE_EVENTS]
-    return dummy + alarm_cols + event_cols + (["bed"] if include_bed else [])
+    return [*leading, *dummy, *alarm_cols, *event_cols] + (["bed"] if include_bed else [])
 
 
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in row.items() if k not in ("alarms", "nurse_events")}
     for c in CONDITIONS:
         for p in PRIORITIES:
-            flat[f"alarms_{c}_{p}"] = row["alarms"].get(c, {}).get(p, 0)
-    for e in NURSE_EVENTS:
-        flat[f"events_{e}"] = row["nurse_events"].get(e, {}).get("count", 0)
+            flat[f"alarms_{c}_{p}"] = row.get("alarms", {}).get(c, {}).get(p, 0)
+    for e in NURSE_EVENTS:  # a registry row from an older gateway has none
+        flat[f"events_{e}"] = row.get("nurse_events", {}).get(e, {}).get("count", 0)
     return {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v) for k, v in flat.items()}
 
 
-def write_export(rows: Iterable[dict[str, Any]], fmt: str, *, include_bed: bool = False) -> str:
-    """Rows as JSON Lines (one object per line) or CSV (header, flat alarm columns); the text."""
+def write_export(
+    rows: Iterable[dict[str, Any]], fmt: str, *, include_bed: bool = False, leading: Sequence[str] = ()
+) -> str:
+    """Rows as JSON Lines (one object per line) or CSV (header, flat alarm columns); the text.
+
+    ``leading``: CSV columns before the row's own (the registry's ``site`` and ``month``).
+    """
     if fmt == "jsonl":
         return "".join(
             strict_json.dumps(r, what="export", sort_keys=False, separators=(",", ":")) + "\n" for r in rows
         )
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_csv_fields(include_bed), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=_csv_fields(include_bed, leading), lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow(_csv_row(r))

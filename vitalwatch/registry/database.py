@@ -1,0 +1,272 @@
+"""Where the registry keeps session records: SQLite for one clinic, PostgreSQL for a region.
+
+Why plain versioned SQL and not Alembic: two tables, no ORM anywhere in VitalWatch, and a
+database administrator reads ``migrations/{dialect}/NNNN_name.sql`` as it will run. Each file is
+applied once, in version order, in its own transaction together with its row in
+``registry_schema``, so a failed upgrade leaves the previous version intact and a re-run applies
+nothing twice (PostgreSQL and SQLite both have transactional DDL). On PostgreSQL an advisory lock
+keeps two registry processes starting together from migrating at the same time.
+
+Records are stored idempotently by ``record_id``: the first copy wins, a repeat only counts
+(``offers_repeated``). A batch is one transaction: receipts go out after its commit, never before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from vitalwatch import strict_json
+from vitalwatch.registry.wire import RecordMessage
+
+__all__ = ["Migration", "RegistryDb", "StoredRecord", "migrations", "open_registry"]
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Any constant: the registry's own advisory lock number on PostgreSQL ("VWRG").
+_ADVISORY_LOCK = 0x56575247
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    site: str
+    bed: str
+    month: str
+    row: dict[str, Any]
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The migrations shipped for ``dialect`` (``sqlite`` or ``postgresql``), in version order."""
+    found: list[Migration] = []
+    folder = resources.files("vitalwatch.registry") / "migrations" / dialect
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"registry migrations for {dialect} are not numbered 1..n without gaps")
+    return found
+
+
+class _Backend(Protocol):
+    dialect: str
+
+    def apply(self, migration: Migration, applied_utc: datetime) -> None: ...
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]: ...
+    def size_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA_TABLE = (
+    "CREATE TABLE IF NOT EXISTS registry_schema "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_utc TEXT NOT NULL)"
+)
+
+
+class _Sqlite:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Used from one worker thread at a time (the service stores a batch with asyncio.to_thread).
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")  # a receipt promises the record is on disk
+        self.conn.execute(_SCHEMA_TABLE)
+
+    def apply(self, migration: Migration, applied_utc: datetime) -> None:
+        # executescript runs the statements as written: BEGIN ... COMMIT makes them one transaction.
+        try:
+            self.conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                + migration.sql
+                + f"\nINSERT INTO registry_schema VALUES ({migration.version}, '{migration.name}',"
+                f" '{applied_utc.isoformat()}');\nCOMMIT;"
+            )
+        except sqlite3.Error:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql.replace("%s", "?"), tuple(params))]
+
+    def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]:
+        new: list[bool] = []
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                cur = self.conn.execute(
+                    "INSERT INTO session_records (record_id, site, bed, month, received_utc, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
+                    (r.record_id, r.site, r.bed, r.month, received.isoformat(), _json(r.row)),
+                )
+                new.append(cur.rowcount == 1)
+                if cur.rowcount != 1:
+                    self.conn.execute(
+                        "UPDATE session_records SET offers_repeated = offers_repeated + 1"
+                        " WHERE record_id = ?",
+                        (r.record_id,),
+                    )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return new
+
+    def size_bytes(self) -> int:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
+        (size,) = self.conn.execute("PRAGMA page_size").fetchone()
+        return int(pages) * int(size)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Postgres:
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # an optional extra: say which
+            raise RuntimeError(
+                "PostgreSQL needs psycopg: pip install 'vitalwatch[registry]' (or use a SQLite path)"
+            ) from exc
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute(_SCHEMA_TABLE)
+
+    def apply(self, migration: Migration, applied_utc: datetime) -> None:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK,))
+            done = self.conn.execute(
+                "SELECT 1 FROM registry_schema WHERE version = %s", (migration.version,)
+            ).fetchone()
+            if done is not None:
+                return  # another registry process applied it while we waited for the lock
+            self.conn.execute(migration.sql.encode())  # no parameters: several statements allowed
+            self.conn.execute(
+                "INSERT INTO registry_schema VALUES (%s, %s, %s)",
+                (migration.version, migration.name, applied_utc.isoformat()),
+            )
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql.encode(), tuple(params)).fetchall()]
+
+    def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]:
+        new: list[bool] = []
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for r in records:
+                cur.execute(
+                    "INSERT INTO session_records (record_id, site, bed, month, received_utc, record)"
+                    " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (record_id) DO NOTHING",
+                    (r.record_id, r.site, r.bed, r.month, received, _json(r.row)),
+                )
+                new.append(cur.rowcount == 1)
+                if cur.rowcount != 1:
+                    cur.execute(
+                        "UPDATE session_records SET offers_repeated = offers_repeated + 1"
+                        " WHERE record_id = %s",
+                        (r.record_id,),
+                    )
+        return new
+
+    def size_bytes(self) -> int:
+        row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _json(row: dict[str, Any]) -> str:
+    return strict_json.dumps(row, what="registry", sort_keys=True, separators=(",", ":"))
+
+
+class RegistryDb:
+    """The registry's database, whichever engine; open with :func:`open_registry`."""
+
+    def __init__(self, backend: _Backend) -> None:
+        self._db = backend
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def version(self) -> int:
+        (row,) = self._db.query("SELECT COALESCE(MAX(version), 0) FROM registry_schema")
+        return int(row[0])
+
+    def migrate(self) -> list[int]:
+        """Apply every shipped migration newer than the database; the versions applied now."""
+        applied: list[int] = []
+        for m in migrations(self._db.dialect):
+            if m.version > self.version():
+                self._db.apply(m, datetime.now(UTC))
+                applied.append(m.version)
+        return applied
+
+    def add_batch(self, records: Sequence[RecordMessage], *, received: datetime | None = None) -> list[bool]:
+        """Store each record unless its id is there already; per record, True when it is new."""
+        if not records:
+            return []
+        return self._db.add_batch(records, received or datetime.now(UTC))
+
+    def count(self) -> int:
+        (row,) = self._db.query("SELECT COUNT(*) FROM session_records")
+        return int(row[0])
+
+    def repeats(self, record_id: str) -> int | None:
+        """How often ``record_id`` was offered again after it was stored (None: not stored)."""
+        rows = self._db.query(
+            "SELECT offers_repeated FROM session_records WHERE record_id = %s", (record_id,)
+        )
+        return None if not rows else int(rows[0][0])
+
+    def records(self, *, site: str | None = None, since_month: str | None = None) -> Iterator[StoredRecord]:
+        """Stored records, by site, month and record id (a stable order for an export)."""
+        where, params = [], []
+        if site is not None:
+            where.append("site = %s")
+            params.append(site)
+        if since_month is not None:
+            where.append("month >= %s")
+            params.append(since_month)
+        sql = "SELECT site, bed, month, record FROM session_records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY site, month, record_id"
+        for site_, bed, month, record in self._db.query(sql, params):
+            row = record if isinstance(record, dict) else json.loads(record)
+            yield StoredRecord(str(site_), str(bed), str(month), row)
+
+    def size_bytes(self) -> int:
+        return self._db.size_bytes()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_registry(url: str) -> RegistryDb:
+    """``postgresql://...`` (libpq conninfo URL; password from ``~/.pgpass`` or ``PGPASSFILE``, never
+    the command line), or ``sqlite:///path`` / a plain file path for the embedded default."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return RegistryDb(_Postgres(url))
+    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
+    return RegistryDb(_Sqlite(Path(path)))
