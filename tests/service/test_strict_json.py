@@ -98,10 +98,26 @@ def counted() -> float:
 
 def test_every_schema_is_covered() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
-    assert names == ["alert", "command", "command_result", "prompts", "readiness", "status", "vital"]
+    assert names == [
+        "alert", "command", "command_result", "prompts", "readiness", "receipt", "session_record", "status",
+        "vital",
+    ]  # fmt: skip
     assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes", "weight_kg", "dose"]
-    # prompts and readiness carry no number a non-finite float could land in
-    assert [] == numeric_fields("prompts") == numeric_fields("readiness")
+    # prompts, readiness and receipts carry no number a non-finite float could land in; the
+    # session record's numbers are inside its "record" (tested below)
+    assert [] == numeric_fields("prompts") == numeric_fields("readiness") == numeric_fields("receipt")
+    assert [] == numeric_fields("session_record")
+
+
+@pytest.mark.parametrize("bad", NON_FINITE, ids=["inf", "-inf", "nan"])
+def test_a_session_record_with_a_non_finite_number_is_published_strict(bad: float) -> None:
+    from vitalwatch.registry.wire import record_payload
+
+    row = {"record_id": "0f1c2d8314d04c528d641e89f0203232", "session_minutes": bad, "infusion_minutes": 40.0}
+    before = counted()
+    doc = strict_loads(record_payload(row=row, site="clinic-a", bed="chair-1", started=NOW, sent=NOW))
+    assert doc["record"]["session_minutes"] is None and doc["record"]["infusion_minutes"] == 40.0
+    assert counted() > before
 
 
 @pytest.mark.parametrize("name", ["alert", "status", "vital", "command_result"])
