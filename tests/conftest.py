@@ -30,7 +30,8 @@ def postgresql() -> Iterator[PostgreSQL]:
     """One real PostgreSQL server for the whole run (initdb in a temporary directory, as an
     unprivileged user when the tests run as root); each test creates its own database in it."""
     if postgres_bindir() is None:
-        pytest.skip("PostgreSQL is not installed (make test installs it: scripts/ensure-postgresql.sh)")
+        # A failure, not a skip: a registry test that did not run must not pass for one that did.
+        pytest.fail("PostgreSQL is not installed (make test installs it: scripts/ensure-postgresql.sh)")
     server = PostgreSQL()
     server.start()
     try:

@@ -54,7 +54,8 @@ def browser_setup() -> str:
     if not browser_ready():
         done = subprocess.run([str(ENSURE)], check=False, capture_output=True, text=True, timeout=900)
         if done.returncode != 0 or not browser_ready():
-            pytest.skip(f"no browser for the station test: {done.stderr.strip()[-300:]}")
+            # A failure, not a skip: the station's browser test must run to count.
+            pytest.fail(f"no browser for the station test: {done.stderr.strip()[-300:]}")
     path = chromium_path()
     assert path is not None
     return path

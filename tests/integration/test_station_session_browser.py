@@ -22,7 +22,6 @@ import aiomqtt
 import pytest
 
 from tests.integration.station_browser import daemon_config, drive, open_station, start_watching
-from vitalwatch.delivery.payloads import COMMANDS
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -32,11 +31,6 @@ from vitalwatch.testing import Mosquitto
 pytestmark = [
     pytest.mark.mqtt,
     pytest.mark.browser,
-    # Said loudly in the skip reason, never counted as passed: a daemon without the session
-    # commands cannot run a session; the alarm browser test covers the page without them.
-    pytest.mark.skipif(
-        "start_session" not in COMMANDS, reason="this daemon has no session commands (start_session ...) yet"
-    ),
 ]
 
 SITE = "clinic-web"

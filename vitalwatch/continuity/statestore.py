@@ -152,7 +152,7 @@ class IdFactory:
 
 # Without an alarm transition or phase change, a snapshot is written at most this often (and
 # only when the engine was fed anything): what a kill can lose is under a minute of sustain
-# timer and baseline collection, against SD-card writes (issue 7 §8, docs/operations.md).
+# timer and baseline collection, against SD-card writes (the write budget in docs/operations.md).
 SNAPSHOT_INTERVAL_S = 60.0
 # How long after an alarm transition or phase change the daemon writes the snapshot. A snapshot
 # is milliseconds of JSON + zlib on the event loop (json.dumps holds the GIL, so a thread would

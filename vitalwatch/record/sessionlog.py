@@ -3,7 +3,7 @@
 Why: clinicians need a record of each infusion session (``vitalwatch report``) and the clinic
 a de-identified registry row per session (``vitalwatch export``). Why not every reading: at
 1 Hz from three devices that is ~10 000 rows an hour per bed, and an SD card wears with every
-write (issue 7 §8: at most 5 MB/hour for the whole state directory). So readings are
+write (the budget is at most 5 MB/hour for the whole state directory, docs/operations.md). So readings are
 summarised **in memory** and one small row per bed per minute is written:
 
 .. code-block:: text
