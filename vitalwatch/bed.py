@@ -97,6 +97,9 @@ class InputTap(Protocol):
 
     def phase(self, phase: str, now: float) -> None: ...
 
+    def age_band(self, band: str, now: float) -> None:
+        """The session's age band was set (it changes the start gate and the table's limits)."""
+
     def ack(self, alert_id: str, by: str, now: float) -> None: ...
 
     def tick(self, now: float) -> None: ...
@@ -229,6 +232,8 @@ class BedSession(Generic[L]):
     def set_age_band(self, band: str, now: float) -> None:
         """The session's age band (``adult`` or ``older_adult``; never a date of birth)."""
         self._arrived(now)
+        for tap in self._taps:
+            tap.age_band(band, now)
         self._fed(self.engine.set_age_band(band, now), now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:

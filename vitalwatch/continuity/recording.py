@@ -3,14 +3,14 @@
 ``vitalwatch run --record DIR`` writes one journal per bed (``DIR/<bed>.jsonl``) holding,
 in the order they happened and with their monotonic times, everything that can change
 the bed's alerts: each device's raw bytes as they arrived, the driver timer calls, link
-up/down, phase commands, acknowledgements and engine ticks. ``DIR/meta.json`` names the
-devices (driver, options, role) and the alarm table.
+up/down, phase commands, the session's age band, acknowledgements and engine ticks.
+``DIR/meta.json`` names the devices (driver, options, role) and the alarm table.
 
 ``vitalwatch replay --recording DIR`` rebuilds drivers, engine and the daemon's bed session
 (on replay links, :mod:`vitalwatch.continuity.replay`) and feeds the journal back through
 the *drivers* (not through decoded events), so a replay checks the whole decode-and-decide
 path. The journal is written by two taps: the device link's (bytes, timer calls) and the bed
-session's (link, phase, ack, tick). Because the engine takes its clock as a parameter, the replayed
+session's (link, phase, age band, ack, tick). Because the engine takes its clock as a parameter, the replayed
 alerts are identical to the live ones, field for field.
 
 Journal line kinds::
@@ -19,6 +19,7 @@ Journal line kinds::
     {"t": 13.0, "k": "timer", "dev": "nibp"}
     {"t": 14.0, "k": "link", "dev": "oximeter", "up": false}
     {"t": 20.0, "k": "phase", "phase": "infusion"}
+    {"t": 20.0, "k": "age_band", "band": "older_adult"}
     {"t": 21.0, "k": "ack", "alert_id": "*", "by": "RN Kim"}
     {"t": 21.25, "k": "tick"}
     {"t": 52.0, "k": "pause", "gap": 30.5}   the daemon itself did not run (vitalwatch.ops.stall)
@@ -68,6 +69,9 @@ class BedJournal:
 
     def phase(self, phase: str, now: float) -> None:
         self.write({"t": now, "k": "phase", "phase": phase})
+
+    def age_band(self, band: str, now: float) -> None:
+        self.write({"t": now, "k": "age_band", "band": band})
 
     def ack(self, alert_id: str, by: str, now: float) -> None:
         self.write({"t": now, "k": "ack", "alert_id": alert_id, "by": by})
@@ -195,6 +199,8 @@ def replay_recording(directory: Path, *, table: AlarmTable | None = None) -> dic
                     link.close(now)
             elif kind == "phase":
                 session.set_phase(str(record["phase"]), now)
+            elif kind == "age_band":
+                session.set_age_band(str(record["band"]), now)
             elif kind == "ack":
                 session.acknowledge(str(record["alert_id"]), str(record["by"]), now)
             elif kind == "tick":
