@@ -43,7 +43,17 @@ import structlog
 from vitalwatch import strict_json
 from vitalwatch.delivery.writer import DEFER_S, MAX_HELD, RETRY_S, JournalWriter, Work
 
-__all__ = ["DB_NAME", "PAGE_SIZE", "JournalTap", "PendingRow", "ReportRow", "Store"]
+__all__ = [
+    "DB_NAME",
+    "PAGE_SIZE",
+    "DeliveredHook",
+    "JournalTap",
+    "PendingRow",
+    "ReportRow",
+    "Store",
+    "UnreceiptedRow",
+    "read_unreceipted",
+]
 
 DB_NAME = "vitalwatch.sqlite3"
 # Page size of a NEW database file (SQLite fixes it once the file is in WAL mode). Every commit
@@ -56,6 +66,9 @@ log = structlog.get_logger("vitalwatch.delivery.store")
 
 # Request ids remembered per bed to refuse replayed commands; bounded like every buffer.
 KEEP_REQUESTS = 10_000
+# meta row (bed "", never a bed id) holding the outbox id after which alert rows wait for a
+# downstream receipt (vitalwatch.registry.alert_receipts); absent while alert receipts are off.
+RECEIPTS_AFTER = ("", "alert_receipts_after_id")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -106,6 +119,39 @@ class JournalTap(Protocol):
         """(Loop thread) the transaction of the last :meth:`journal` call was submitted."""
 
 
+# Called (loop thread) after the broker PUBACKed (bed, alert_id, seq), with the wall time.
+DeliveredHook = Callable[[str, str, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class UnreceiptedRow:
+    """An outbox row still waiting for a downstream receipt (alert receipts on)."""
+
+    id: int
+    bed: str
+    alert_id: str
+    seq: int
+    created: float  # wall time it was journalled
+    delivered: float | None  # wall time of the broker's PUBACK, once its deferred mark is written
+
+
+def read_unreceipted(conn: sqlite3.Connection) -> list[UnreceiptedRow]:
+    """Rows after the receipts watermark without a receipt, in journal order (own connection).
+
+    For the alert receipts' reader, on its own (read) connection: WAL readers never block the
+    writer thread. Empty when alert receipts are off (no watermark).
+    """
+    try:
+        rows = conn.execute(
+            "SELECT id, bed, alert_id, seq, created, delivered FROM outbox WHERE receipted IS NULL"
+            " AND id > (SELECT CAST(value AS INTEGER) FROM meta WHERE bed=? AND key=?) ORDER BY id",
+            RECEIPTS_AFTER,
+        ).fetchall()
+    except sqlite3.OperationalError:  # a journal from before alert receipts (no column yet)
+        return []
+    return [UnreceiptedRow(int(i), b, a, int(q), float(c), d) for i, b, a, q, c, d in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class PendingRow:
     """An undelivered outbox row as loaded at start."""
@@ -141,17 +187,28 @@ class Store(JournalWriter):
             max_held=max_held,
         )
         self._taps: list[JournalTap] = []
+        self._delivered_hooks: list[DeliveredHook] = []
 
     def add_tap(self, tap: JournalTap) -> None:
         """Journal every later transition for ``tap`` too (in the same transaction)."""
         self._taps.append(tap)
 
+    def on_delivered(self, hook: DeliveredHook) -> None:
+        """Tell ``hook`` of every PUBACK as :meth:`delivered` queues its mark (alert receipts)."""
+        self._delivered_hooks.append(hook)
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
+        if "receipted" not in {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}:
+            # Alert receipts (a downstream consumer's, after the PUBACK): added in place.
+            conn.execute("ALTER TABLE outbox ADD COLUMN receipted REAL")
+        # Rows still waiting for a receipt are kept however many delivered rows follow them.
         conn.execute(
             "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
-            "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
-            (KEEP_DELIVERED,),
+            "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?) "
+            "AND NOT (receipted IS NULL AND id > "
+            "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE bed=? AND key=?), 1e18))",
+            (KEEP_DELIVERED, *RECEIPTS_AFTER),
         )
         # Delivered reports beyond the newest KEEP_DELIVERED go, except the last row of an alert
         # that has not ended: its update counter continues from there after a restart.
@@ -263,7 +320,47 @@ class Store(JournalWriter):
                 (at, bed, alert_id, seq),
             )
 
+        queued = self._defer(work)
+        for hook in self._delivered_hooks:
+            try:
+                hook(bed, alert_id, seq, at)
+            except Exception:  # receipt bookkeeping must never cost the alert path
+                log.exception("delivered_hook.failed", alert_id=alert_id, seq=seq)
+        return queued
+
+    def receipted(self, bed: str, alert_id: str, seq: int) -> asyncio.Future[bool | None]:
+        """A downstream consumer receipted (alert_id, seq): deferred like :meth:`delivered` (a mark
+        lost to a crash means one more re-offer, which the consumer receipts as a duplicate)."""
+        at = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET receipted=? WHERE bed=? AND alert_id=? AND seq=? AND receipted IS NULL",
+                (at, bed, alert_id, seq),
+            )
+
         return self._defer(work)
+
+    def alert_receipts(self, enabled: bool) -> asyncio.Future[bool | None]:
+        """At start: alert rows journalled from now on wait for a receipt (``enabled``), or none do.
+
+        Turned on, the watermark is the outbox's current last id, kept while it stays on: rows
+        from before (sent when nobody receipted alerts) are never re-offered. Turned off, it is
+        removed, so turning it on again later does not re-offer what was sent meanwhile.
+        """
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if enabled:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(bed, key, value) "
+                    "SELECT ?, ?, CAST(COALESCE(MAX(id), 0) AS TEXT) FROM outbox",
+                    RECEIPTS_AFTER,
+                )
+            else:
+                conn.execute("DELETE FROM meta WHERE bed=? AND key=?", RECEIPTS_AFTER)
+            return True
+
+        return self._submit(lambda: self._txn("NORMAL", work))
 
     def put_meta(
         self, bed: str, values: dict[str, Any], *, sync: str = "FULL"
