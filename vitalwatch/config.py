@@ -14,7 +14,8 @@ Layout (``config/example.toml`` is the documented example)::
     [logging]   level, format
     [state]     directory, restore_grace_s
     [metrics]   enabled, address, port, restore_grace_s
-    [registry]  receipts, reoffer_s  (session records offered to the regional registry until receipted)
+    [registry]  receipts, reoffer_s  (session records offered to the regional registry until receipted),
+                alert_receipts, alert_reoffer_s  (alert transitions kept until a consumer receipts them)
     [alarms]    the alarm table (see vitalwatch.engine.table)
     [[beds]]    id, [[beds.devices]] id, driver, url, role, baudrate, bytesize, parity, stopbits, options,
                 eui64, location (an ``mllp://HOST:PORT`` url: a network HL7 sender, routed by one of them)
@@ -121,6 +122,11 @@ class RegistryConfig:
     receipts: bool = False
     # A record offered (and PUBACKed) but not receipted within this time is offered again.
     reoffer_s: float = 300.0
+    # Keep each alert transition in the outbox until a downstream consumer (the registry, a
+    # central station) receipts its (alert_id, seq) on {prefix}/{site}/{bed}/alerts/receipt.
+    alert_receipts: bool = False
+    # An alert transition PUBACKed but not receipted within this time is published again.
+    alert_reoffer_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -655,9 +661,20 @@ def parse_config(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     mr.finish()
     rr = _Reader(r.table("registry") or {}, "registry", problems)
     registry = RegistryConfig(
-        receipts=rr.boolean("receipts", False), reoffer_s=rr.number("reoffer_s", 300.0, 1.0, 7 * 86400.0)
+        receipts=rr.boolean("receipts", False),
+        reoffer_s=rr.number("reoffer_s", 300.0, 1.0, 7 * 86400.0),
+        alert_receipts=rr.boolean("alert_receipts", False),
+        alert_reoffer_s=rr.number("alert_reoffer_s", 60.0, 1.0, 86400.0),
     )
     rr.finish()
+    if registry.alert_receipts and registry.alert_reoffer_s <= mqtt.publish_timeout_s:
+        # A re-offer while the first offer may still be waiting for its PUBACK would only add load.
+        problems.append(
+            ConfigProblem(
+                "registry.alert_reoffer_s",
+                f"must be longer than mqtt.publish_timeout_s ({mqtt.publish_timeout_s:g} s)",
+            )
+        )
     alarms = _alarms(r.table("alarms"), problems)
     beds = _beds(r, problems)
     _mllp_routes(beds, problems)

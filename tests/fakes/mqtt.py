@@ -80,8 +80,8 @@ class FakeBroker:
         self._resumed.set()
 
     # ------------------------------------------------------------------ the test's controls
-    def factory(self, will: aiomqtt.Will) -> FakeClient:
-        """A new client carrying ``will`` (pass as ``client_factory``)."""
+    def factory(self, will: aiomqtt.Will | None = None) -> FakeClient:
+        """A new client carrying ``will`` (pass as ``client_factory``); without one, as the receipts link."""
         return FakeClient(self, will)
 
     def lose_next(self, count: int = 1, *, topic: str | None = None, ack_only: bool = False) -> None:
@@ -154,7 +154,7 @@ class FakeBroker:
 class FakeClient:
     """One connection to a :class:`FakeBroker`; never reused after it ends (like the publisher's)."""
 
-    def __init__(self, broker: FakeBroker, will: aiomqtt.Will) -> None:
+    def __init__(self, broker: FakeBroker, will: aiomqtt.Will | None) -> None:
         self._broker = broker
         self.will = will
         self._subscriptions: list[str] = []
@@ -276,6 +276,8 @@ class FakeClient:
         broker = self._broker
         broker._clients.remove(self)
         will = self.will
+        if will is None:
+            return
         body = will.payload if isinstance(will.payload, bytes) else str(will.payload or "").encode()
         broker._accept(Attempt(will.topic, body, will.qos, will.retain, "will"))
 

@@ -1,6 +1,6 @@
 """Session records end to end: gateway offer -> real Mosquitto -> registry -> database -> receipt.
 
-The gateway side (RecordOfferer) reads a real session record (sessions.sqlite3 written by
+The gateway side (RecordLedger on a ReceiptLink) reads a real session record (sessions.sqlite3 written by
 SessionLog); the registry (RegistryService) stores into SQLite or a real PostgreSQL. A record is
 done only on the registry's receipt; without one it is offered again, and repeats are harmless.
 """
@@ -23,7 +23,8 @@ from vitalwatch.config import MqttConfig
 from vitalwatch.record.export import export_row, load_session, summarise
 from vitalwatch.record.sessionlog import SessionDb, SessionLog, connect_readonly
 from vitalwatch.registry.database import RegistryDb, open_registry
-from vitalwatch.registry.offer import OfferBook, RecordOfferer
+from vitalwatch.registry.offer import OfferBook, RecordLedger
+from vitalwatch.registry.receipting import ReceiptLink
 from vitalwatch.registry.service import RegistryService
 from vitalwatch.registry.wire import RECEIPT_SCHEMA
 from vitalwatch.testing import Mosquitto, mosquitto_binary
@@ -72,19 +73,13 @@ async def running_registry(db: RegistryDb, port: int) -> AsyncIterator[RegistryS
 
 
 @asynccontextmanager
-async def offering(sessions: Path, port: int, reoffer_s: float) -> AsyncIterator[RecordOfferer]:
-    offerer = RecordOfferer(
-        mqtt=MqttConfig(port=port, client_id="gw-test"),
-        site=SITE,
-        beds=BEDS,
-        sessions_db=sessions,
-        reoffer_s=reoffer_s,
-        poll_s=0.1,
-    )
+async def offering(sessions: Path, port: int, reoffer_s: float) -> AsyncIterator[RecordLedger]:
+    mqtt = MqttConfig(port=port, client_id="gw-test")
+    ledger = RecordLedger(mqtt=mqtt, site=SITE, beds=BEDS, sessions_db=sessions, reoffer_s=reoffer_s)
     stop = asyncio.Event()
-    task = asyncio.create_task(offerer.run(stop))
+    task = asyncio.create_task(ReceiptLink(mqtt, [ledger], poll_s=0.1).run(stop))
     try:
-        yield offerer
+        yield ledger
     finally:
         stop.set()
         await task
@@ -128,7 +123,7 @@ async def test_each_ended_session_is_offered_stored_once_and_receipted(
         offering(sessions, mosquitto.port, reoffer_s=60) as offerer,
     ):
         await wait_until(lambda: offerer.receipts == 2, 10, "both records receipted")
-        assert 0 == (await offerer.state()).count
+        assert 0 == (await offerer.measure()).count
     assert {(f"{PREFIX}/{SITE}/{bed}/receipt", ids[bed], "stored") for bed in BEDS} == {
         (t, r["record_id"], r["status"]) for t, r in receipts
     }
@@ -159,7 +154,7 @@ async def test_without_a_receipt_the_record_is_offered_again_and_repeats_are_har
     sessions = session_record(tmp_path)
     async with offering(sessions, mosquitto.port, reoffer_s=0.3) as offerer:
         await wait_until(lambda: offerer.offers >= 4, 10, "each record offered at least twice")
-        state = await offerer.state()
+        state = await offerer.measure()
         assert (2, 2) == (state.count, state.offered)
         async with (
             listening(mosquitto.port, f"{PREFIX}/{SITE}/+/receipt") as receipts,

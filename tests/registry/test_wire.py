@@ -11,8 +11,12 @@ from jsonschema import Draft202012Validator
 
 from vitalwatch.record.export import SCHEMA
 from vitalwatch.registry.wire import (
+    AlertReceipt,
     BadMessage,
     Receipt,
+    alert_receipt_payload,
+    parse_alert,
+    parse_alert_receipt,
     parse_receipt,
     parse_record,
     receipt_payload,
@@ -50,6 +54,48 @@ def test_receipt_payload_is_valid_and_parses_back() -> None:
     for bad in (b"[]", b"{", json.dumps({"schema": "vitalwatch.receipt/1"}).encode(), b"x" * 5000):
         with pytest.raises(BadMessage):
             parse_receipt(bad, site="clinic-a", bed="chair-1")
+
+
+def test_alert_receipt_payload_is_valid_and_parses_back() -> None:
+    receipt = AlertReceipt("01JC3W9Q2K8Y3V7T6M0ZP4H1RX", 7, "clinic-a", "chair-1", "stored", "registry")
+    payload = alert_receipt_payload(receipt, now=NOW)
+    validate("alert_receipt", payload)
+    assert receipt == parse_alert_receipt(payload, site="clinic-a", bed="chair-1")
+    doc = json.loads(payload)
+    for bad in (
+        b"[]",
+        b"x" * 5000,
+        json.dumps({**doc, "seq": 0}).encode(),
+        json.dumps({**doc, "seq": True}).encode(),
+        json.dumps({**doc, "seq": "7"}).encode(),
+        json.dumps({**doc, "status": "maybe"}).encode(),
+        json.dumps({**doc, "by": "a/b"}).encode(),
+        json.dumps({**doc, "alert_id": "+"}).encode(),
+        json.dumps({**doc, "schema": "vitalwatch.receipt/1"}).encode(),
+    ):
+        with pytest.raises(BadMessage):
+            parse_alert_receipt(bad, site="clinic-a", bed="chair-1")
+    with pytest.raises(BadMessage, match="differ from the topic"):
+        parse_alert_receipt(payload, site="clinic-a", bed="chair-2")
+
+
+def test_an_alert_is_taken_by_id_and_seq_from_its_own_topic_only() -> None:
+    from tests.service.test_schemas import WALL, transition
+    from vitalwatch.delivery.payloads import alert_payload, encode
+
+    payload = encode(
+        {**alert_payload(transition(), site="clinic-a", wall=WALL), "sent_utc": "2026-03-01T10:15:02.331Z"}
+    )
+    validate("alert", payload)
+    msg = parse_alert(payload, site="clinic-a", bed="chair-1")
+    assert ("01JC3W9Q2K8Y3V7T6M0ZP4H1RX", 3) == (msg.alert_id, msg.seq)
+    with pytest.raises(BadMessage, match="differ from the topic"):
+        parse_alert(payload, site="clinic-a", bed="chair-2")
+    with pytest.raises(BadMessage):
+        parse_alert(json.dumps({**json.loads(payload), "seq": -1}).encode(), site="clinic-a", bed="chair-1")
+    assert ("a", "b") == topic_site_bed("vitalwatch/v1", "vitalwatch/v1/a/b/alerts/receipt", "alerts/receipt")
+    with pytest.raises(BadMessage):
+        topic_site_bed("vitalwatch/v1", "vitalwatch/v1/a/b/receipt", "alerts/receipt")
 
 
 @pytest.mark.parametrize(

@@ -99,13 +99,14 @@ def counted() -> float:
 def test_every_schema_is_covered() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
     assert names == [
-        "alert", "command", "command_result", "prompts", "readiness", "receipt", "session_record", "status",
-        "vital",
+        "alert", "alert_receipt", "command", "command_result", "prompts", "readiness", "receipt",
+        "session_record", "status", "vital",
     ]  # fmt: skip
     assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes", "weight_kg", "dose"]
     # prompts, readiness and receipts carry no number a non-finite float could land in; the
     # session record's numbers are inside its "record" (tested below)
     assert [] == numeric_fields("prompts") == numeric_fields("readiness") == numeric_fields("receipt")
+    assert [] == numeric_fields("alert_receipt")  # its seq is an integer, never NaN or infinite
     assert [] == numeric_fields("session_record")
 
 

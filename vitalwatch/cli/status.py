@@ -5,6 +5,9 @@ and prints each bed's phase, each device's link and last reading age, active ala
 connection and outbox depth. With ``[registry] receipts`` on, it also says how many ended
 sessions' records the registry has not receipted yet (read from the session record itself; a
 record waiting is not a health problem of the bedside, so it does not change the exit code).
+With ``[registry] alert_receipts`` on, the daemon's answer says how many alert transitions wait
+for a downstream receipt and how old the oldest is (``receipts.alerts`` in ``--json``); the
+same rule: it does not change the exit code.
 Exit codes serve monitoring scripts: 0 healthy, 1 unhealthy, 2 the daemon cannot be asked (not
 running, or no permission).
 """
@@ -59,7 +62,8 @@ def _registry(config: Config | None) -> dict[str, Any] | None:
     if config is None or not config.registry.receipts:
         return None
     from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, connect_readonly
-    from vitalwatch.registry.offer import describe, unreceipted_in
+    from vitalwatch.registry.offer import unreceipted_in
+    from vitalwatch.registry.receipting import describe
 
     try:
         conn = connect_readonly(config.state.directory / SESSIONS_DB_NAME)
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vitalwatch status: cannot ask the daemon at {path}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     health = assess(snapshot)
+    alerts = answer.get("receipts", {}).get("alerts")  # the running daemon's own count
     registry = _registry(config)
     if registry is not None:
         answer["registry"] = registry
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(snapshot, health))
         if registry is not None:
             print(_registry_line(registry))
+        if alerts is not None:
+            print(_alerts_line(alerts))
     return EXIT_HEALTHY if health.healthy else EXIT_UNHEALTHY
 
 
@@ -109,4 +116,14 @@ def _registry_line(registry: dict[str, Any]) -> str:
         f"registry: {registry['unreceipted']} session record(s) awaiting the registry's receipt"
         f" ({registry['offered_unreceipted']} offered), oldest ended"
         f" {registry['oldest_unreceipted_age_s'] / 60:.0f} min ago"
+    )
+
+
+def _alerts_line(alerts: dict[str, Any]) -> str:
+    if not alerts["unreceipted"]:
+        return "alert receipts: every alert transition is receipted"
+    return (
+        f"alert receipts: {alerts['unreceipted']} alert transition(s) awaiting a receipt"
+        f" ({alerts['offered_unreceipted']} acknowledged by the broker), oldest"
+        f" {alerts['oldest_unreceipted_age_s']:.0f} s old"
     )

@@ -105,7 +105,6 @@ __all__ = [
 log = structlog.get_logger("vitalwatch.continuity.statestore")
 
 
-
 def transition_to_json(tr: AlertTransition, *, utc: Callable[[float], datetime]) -> dict[str, Any]:
     """A transition for the alert journal: the codec's dict, plus its monotonic times as UTC
     epochs (``_epoch``) so a later process can map them onto its own clock."""
@@ -122,9 +121,7 @@ def transition_from_json(data: dict[str, Any], *, mono_now: float, epoch_now: fl
     """The inverse of :func:`transition_to_json`, with times mapped onto this process's clock."""
     epochs = data.get("_epoch") or {}
     times = {
-        key: mono_now - (epoch_now - float(epochs[key]))
-        for key in TIME_FIELDS
-        if epochs.get(key) is not None
+        key: mono_now - (epoch_now - float(epochs[key])) for key in TIME_FIELDS if epochs.get(key) is not None
     }
     return transition_from_dict(data, times=times)
 

@@ -53,6 +53,7 @@ from vitalwatch.ops.stall import StallGuard
 from vitalwatch.ops.statelock import StateLock
 from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
+from vitalwatch.registry.receipting import ReceiptLink
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
 
@@ -98,6 +99,8 @@ class Daemon:
             config, self.store, on_unreachable=lambda up: self.local_alarms.set(UNREACHABLE_ALARM, "*", up)
         )
         self.sessions = SessionDb(config.state.directory / SESSIONS_DB_NAME)
+        # Session records and alert transitions kept until a downstream consumer receipts them.
+        self.receipts = receipt_link(config, self.store, self.sessions.path)
         self.records: dict[str, SessionLog] = {}
         self.snapshots: dict[str, SnapshotWriter] = {}
         # Network HL7 senders: one listener per mllp:// address, shared by the devices routed on it.
@@ -172,6 +175,8 @@ class Daemon:
         """Run every task until cancelled; the database is closed on the way out."""
         hk = housekeeping or Housekeeping(self, status_socket=self.config.state.directory / STATUS_SOCKET)
         collector = self._start_metrics(hk)
+        # Before anything is journalled: from which outbox row on alerts wait for a receipt.
+        await self.store.alert_receipts(self.config.registry.alert_receipts)
         try:
             async with asyncio.TaskGroup() as group:
 
@@ -188,11 +193,8 @@ class Daemon:
                             start(supervise(name, link.run, link.task_crashed), name)
                 start(self._ticker(), "ticker")
                 start(self.reporters.run(), "alert-reporters")
-                if self.config.registry.receipts:  # session records to the regional registry
-                    from vitalwatch.registry.offer import RecordOfferer
-
-                    offerer = RecordOfferer.for_daemon(self.config, self.sessions.path)
-                    start(offerer.run(), "record-offers")
+                if self.receipts is not None:  # records and/or alerts, until receipted downstream
+                    start(self.receipts.run(), "receipts")
                 start(hk.run(), "housekeeping")
                 hk.ready()
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
@@ -226,6 +228,20 @@ class Daemon:
         REGISTRY.register(collector)
         log.info("metrics.listening", address=cfg.address, port=cfg.port)
         return collector
+
+
+def receipt_link(config: Config, store: Store, sessions_db: Path) -> ReceiptLink | None:
+    """The receipts connection with a ledger per kind configured in ``[registry]`` (None: neither)."""
+    from vitalwatch.registry.alert_receipts import AlertLedger
+    from vitalwatch.registry.offer import RecordLedger
+    from vitalwatch.registry.receipting import Ledger
+
+    ledgers: list[Ledger] = []
+    if config.registry.receipts:
+        ledgers.append(RecordLedger.for_daemon(config, sessions_db))
+    if config.registry.alert_receipts:
+        ledgers.append(AlertLedger.for_daemon(config, store))
+    return ReceiptLink(config.mqtt, ledgers) if ledgers else None
 
 
 async def run_daemon(

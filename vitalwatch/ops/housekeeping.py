@@ -276,6 +276,8 @@ class Housekeeping:
             snap = self.snapshot()
             health = assess(snap, self.thresholds)
             body = {"snapshot": snap.to_dict(), "healthy": health.healthy, "reasons": list(health.reasons)}
+            if self.daemon.receipts is not None:  # unreceipted items: not a bedside health problem
+                body["receipts"] = self.daemon.receipts.status()
             writer.write(strict_json.dumps(body, what="status_socket").encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await writer.drain()

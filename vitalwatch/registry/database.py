@@ -7,8 +7,9 @@ applied once, in version order, in its own transaction together with its row in
 nothing twice (PostgreSQL and SQLite both have transactional DDL). On PostgreSQL an advisory lock
 keeps two registry processes starting together from migrating at the same time.
 
-Records are stored idempotently by ``record_id``: the first copy wins, a repeat only counts
-(``offers_repeated``). A batch is one transaction: receipts go out after its commit, never before.
+Records are stored idempotently by ``record_id``, alert transitions by ``(site, bed, alert_id,
+seq)``: the first copy wins, a repeat only counts (``offers_repeated``). A batch is one
+transaction: receipts go out after its commit, never before.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vitalwatch import strict_json
-from vitalwatch.registry.wire import RecordMessage
+from vitalwatch.registry.wire import AlertMessage, RecordMessage
 
 __all__ = ["Migration", "RegistryDb", "StoredRecord", "migrations", "open_registry"]
 
@@ -68,6 +69,7 @@ class _Backend(Protocol):
     def apply(self, migration: Migration, applied_utc: datetime) -> None: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]: ...
+    def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]: ...
     def size_bytes(self) -> int: ...
     def close(self) -> None: ...
 
@@ -123,6 +125,26 @@ class _Sqlite:
                         " WHERE record_id = ?",
                         (r.record_id,),
                     )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return new
+
+    def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]:
+        new: list[bool] = []
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for a in alerts:
+                key = (a.site, a.bed, a.alert_id, a.seq)
+                cur = self.conn.execute(
+                    f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (site, bed, alert_id, seq) DO NOTHING",
+                    (*key, received.isoformat(), _json(a.payload)),
+                )
+                new.append(cur.rowcount == 1)
+                if cur.rowcount != 1:
+                    self.conn.execute(_ALERT_REPEATED.replace("%s", "?"), key)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -187,12 +209,34 @@ class _Postgres:
                     )
         return new
 
+    def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]:
+        new: list[bool] = []
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for a in alerts:
+                key = (a.site, a.bed, a.alert_id, a.seq)
+                cur.execute(
+                    f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+                    " ON CONFLICT (site, bed, alert_id, seq) DO NOTHING",
+                    (*key, received, _json(a.payload)),
+                )
+                new.append(cur.rowcount == 1)
+                if cur.rowcount != 1:
+                    cur.execute(_ALERT_REPEATED, key)
+        return new
+
     def size_bytes(self) -> int:
         row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:
         self.conn.close()
+
+
+_ALERT_COLUMNS = "site, bed, alert_id, seq, received_utc, payload"
+_ALERT_REPEATED = (
+    "UPDATE alerts SET offers_repeated = offers_repeated + 1"
+    " WHERE site = %s AND bed = %s AND alert_id = %s AND seq = %s"
+)
 
 
 def _json(row: dict[str, Any]) -> str:
@@ -228,9 +272,27 @@ class RegistryDb:
             return []
         return self._db.add_batch(records, received or datetime.now(UTC))
 
+    def add_alerts(self, alerts: Sequence[AlertMessage], *, received: datetime | None = None) -> list[bool]:
+        """Store each alert transition unless its (site, bed, alert_id, seq) is there; True when new."""
+        if not alerts:
+            return []
+        return self._db.add_alerts(alerts, received or datetime.now(UTC))
+
     def count(self) -> int:
         (row,) = self._db.query("SELECT COUNT(*) FROM session_records")
         return int(row[0])
+
+    def alert_count(self) -> int:
+        (row,) = self._db.query("SELECT COUNT(*) FROM alerts")
+        return int(row[0])
+
+    def alert_repeats(self, site: str, bed: str, alert_id: str, seq: int) -> int | None:
+        """How often this transition came again after it was stored (None: not stored)."""
+        rows = self._db.query(
+            "SELECT offers_repeated FROM alerts WHERE site = %s AND bed = %s AND alert_id = %s AND seq = %s",
+            (site, bed, alert_id, seq),
+        )
+        return None if not rows else int(rows[0][0])
 
     def repeats(self, record_id: str) -> int | None:
         """How often ``record_id`` was offered again after it was stored (None: not stored)."""

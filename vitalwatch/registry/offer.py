@@ -8,29 +8,27 @@ A record is done only when the registry's receipt for its ``record_id`` arrived 
 PUBACK only says the clinic broker has it: a bridge, a central broker crash or a registry that
 died before its commit can each still lose it, docs/bridging.md). Until then it is offered again
 every ``registry.reoffer_s``; the registry stores by ``record_id``, so a repeat is harmless.
-One MQTT connection per daemon (``{client_id}-registry``), separate from the beds' alarm
-connections, so a large backlog of records never sits in front of an alert.
+The MQTT side (one connection per daemon, ``{client_id}-registry``, separate from the beds'
+alarm connections, so a large backlog of records never sits in front of an alert) is
+:class:`vitalwatch.registry.receipting.ReceiptLink`, shared with the alert receipts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import aiomqtt
 import structlog
 from prometheus_client import Counter, Gauge
 
 from vitalwatch.config import Config, MqttConfig
-from vitalwatch.delivery.broker import message_bytes, read_password, tls_context
 from vitalwatch.record.export import export_row, load_session, summarise
+from vitalwatch.registry.receipting import Publish, Unreceipted
 from vitalwatch.registry.wire import (
     BadMessage,
     parse_receipt,
@@ -40,12 +38,9 @@ from vitalwatch.registry.wire import (
     topic_site_bed,
 )
 
-__all__ = ["OfferBook", "RecordOfferer", "Unreceipted", "unreceipted_in"]
+__all__ = ["OfferBook", "RecordLedger", "unreceipted_in"]
 
 log = structlog.get_logger("vitalwatch.registry.offer")
-
-POLL_S = 5.0  # how often ended sessions are looked for; a record is not urgent
-RECONNECT_S = 2.0
 
 RECORDS_UNRECEIPTED = Gauge(
     "vitalwatch_records_unreceipted",
@@ -72,15 +67,6 @@ FROM sessions s LEFT JOIN registry_offers o ON o.record_id = s.record_id
 WHERE s.ended_s IS NOT NULL AND o.receipted_utc IS NULL
 ORDER BY ended_utc
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Unreceipted:
-    """What ``vitalwatch status`` and the metrics say about records still waiting."""
-
-    count: int
-    oldest_age_s: float  # since the oldest of them ended; 0 when none
-    offered: int  # of them, offered at least once (PUBACKed) and still without a receipt
 
 
 def unreceipted_in(conn: sqlite3.Connection, now_utc: float) -> Unreceipted:
@@ -159,22 +145,26 @@ class OfferBook:
 
 
 @dataclass
-class RecordOfferer:
-    """Offers ended sessions' records to the registry over MQTT until each is receipted."""
+class RecordLedger:
+    """Ended sessions' records, offered on ``.../record`` until the registry receipts each one.
+
+    One :class:`~vitalwatch.registry.receipting.Ledger` of the daemon's
+    :class:`~vitalwatch.registry.receipting.ReceiptLink`.
+    """
 
     mqtt: MqttConfig
     site: str
     beds: tuple[str, ...]
     sessions_db: Path
     reoffer_s: float = 300.0
-    poll_s: float = POLL_S
     now: Callable[[], float] = time.time
     receipts: int = 0
     offers: int = 0
+    name: str = "records"
     _book: OfferBook | None = field(default=None, repr=False)
 
     @classmethod
-    def for_daemon(cls, config: Config, sessions_db: Path) -> RecordOfferer:
+    def for_daemon(cls, config: Config, sessions_db: Path) -> RecordLedger:
         return cls(
             mqtt=config.mqtt,
             site=config.site,
@@ -183,61 +173,26 @@ class RecordOfferer:
             reoffer_s=config.registry.reoffer_s,
         )
 
-    def _client(self) -> aiomqtt.Client:
-        cfg = self.mqtt
-        return aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            # A persistent session: receipts sent while the gateway was away are kept for it.
-            identifier=f"{cfg.client_id}-registry" if cfg.client_id else None,
-            clean_session=False if cfg.client_id else None,
-            username=cfg.username,
-            password=read_password(cfg.password_file),
-            keepalive=cfg.keepalive_s,
-            tls_context=tls_context(cfg),
-            timeout=cfg.publish_timeout_s,
-        )
+    def receipt_topics(self) -> list[str]:
+        return [receipt_topic(self.mqtt.topic_prefix, self.site, bed) for bed in self.beds]
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Until cancelled (the daemon) or ``stop`` is set (tests)."""
-        stop = stop or asyncio.Event()
+    def takes(self, topic: str) -> bool:
+        return topic.endswith("/receipt") and not topic.endswith("/alerts/receipt")
+
+    async def open(self) -> None:
         self._book = await asyncio.to_thread(OfferBook, self.sessions_db)
-        try:
-            while not stop.is_set():
-                try:
-                    await self._connected(stop)
-                except aiomqtt.MqttError as exc:
-                    log.warning("registry_offer.broker_lost", error=str(exc))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), RECONNECT_S)
-        finally:
+
+    async def close(self) -> None:
+        if self._book is not None:
             await asyncio.to_thread(self._book.close)
+            self._book = None
 
-    async def _connected(self, stop: asyncio.Event) -> None:
-        prefix = self.mqtt.topic_prefix
-        async with self._client() as client:
-            for bed in self.beds:
-                await client.subscribe(receipt_topic(prefix, self.site, bed), qos=1)
-            receiving = asyncio.create_task(self._receipts(client))
-            stopping = asyncio.create_task(stop.wait())
-            try:
-                while not stop.is_set():
-                    await self._offer_due(client)
-                    await self._measure()
-                    done, _ = await asyncio.wait(
-                        {receiving, stopping}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if receiving in done:
-                        receiving.result()  # the broker went away: MqttError, and a reconnect
-                        return
-            finally:
-                for task in (receiving, stopping):
-                    task.cancel()
-                await asyncio.gather(receiving, stopping, return_exceptions=True)
+    def _opened(self) -> OfferBook:
+        assert self._book is not None, "RecordLedger used before open()"
+        return self._book
 
-    async def _offer_due(self, client: aiomqtt.Client) -> None:
-        book = self._book
-        assert book is not None
+    async def offer_due(self, publish: Publish) -> None:
+        book = self._opened()
         due = await asyncio.to_thread(book.due, self.now(), self.reoffer_s)
         for session_id, record_id, bed in due:
             if bed not in self.beds:
@@ -249,45 +204,27 @@ class RecordOfferer:
             except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
                 log.error("registry_offer.unreadable", bed=bed, error=type(exc).__name__)
                 continue
-            await client.publish(record_topic(self.mqtt.topic_prefix, self.site, bed), payload, qos=1)
+            await publish(record_topic(self.mqtt.topic_prefix, self.site, bed), payload)
             await asyncio.to_thread(book.offered, record_id, self.now())
             self.offers += 1
             RECORDS_OFFERED.inc()
             log.info("registry_offer.offered", bed=bed)
 
-    async def _receipts(self, client: aiomqtt.Client) -> None:
-        book = self._book
-        assert book is not None
-        async for message in client.messages:
-            try:
-                site, bed = topic_site_bed(self.mqtt.topic_prefix, str(message.topic), "receipt")
-                receipt = parse_receipt(message_bytes(message), site=site, bed=bed)
-            except BadMessage as exc:
-                log.error("registry_offer.bad_receipt", topic=str(message.topic), reason=str(exc))
-                continue
-            if await asyncio.to_thread(book.receipted, receipt.record_id, bed, receipt.status, self.now()):
-                self.receipts += 1
-                RECORDS_RECEIPTED.inc()
-                log.info("registry_offer.receipted", bed=bed, status=receipt.status)
-            await self._measure()
+    async def receipt(self, topic: str, payload: bytes) -> None:
+        book = self._opened()
+        try:
+            site, bed = topic_site_bed(self.mqtt.topic_prefix, topic, "receipt")
+            receipt = parse_receipt(payload, site=site, bed=bed)
+        except BadMessage as exc:
+            log.error("registry_offer.bad_receipt", topic=topic, reason=str(exc))
+            return
+        if await asyncio.to_thread(book.receipted, receipt.record_id, bed, receipt.status, self.now()):
+            self.receipts += 1
+            RECORDS_RECEIPTED.inc()
+            log.info("registry_offer.receipted", bed=bed, status=receipt.status)
 
-    async def _measure(self) -> Unreceipted:
-        book = self._book
-        assert book is not None
-        state = await asyncio.to_thread(book.unreceipted, self.now())
+    async def measure(self) -> Unreceipted:
+        state = await asyncio.to_thread(self._opened().unreceipted, self.now())
         RECORDS_UNRECEIPTED.set(state.count)
         RECORDS_UNRECEIPTED_AGE.set(state.oldest_age_s)
         return state
-
-    async def state(self) -> Unreceipted:
-        """The current unreceipted set (tests, the demo)."""
-        return await self._measure()
-
-
-def describe(state: Unreceipted) -> dict[str, Any]:
-    """The ``registry`` part of ``vitalwatch status --json``."""
-    return {
-        "unreceipted": state.count,
-        "offered_unreceipted": state.offered,
-        "oldest_unreceipted_age_s": round(state.oldest_age_s, 1),
-    }

@@ -4,7 +4,10 @@ Both sides import this module so they can never disagree about a field. A record
 carries the de-identified export row of one session (:func:`vitalwatch.record.export.export_row`)
 and the month it started (a registry counts per clinic and month; the row itself has no date).
 A receipt names the record it is for; the gateway drops its copy on that receipt and nothing
-else. Schemas: ``schemas/session_record.schema.json`` and ``schemas/receipt.schema.json``.
+else. Alert receipts are the same idea per alert transition ``(alert_id, seq)`` on their own topic
+(``.../alerts/receipt``), so a broker ACL can let a central station confirm alerts without
+letting it confirm session records. Schemas: ``schemas/session_record.schema.json``,
+``schemas/receipt.schema.json`` and ``schemas/alert_receipt.schema.json``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from vitalwatch import strict_json
 from vitalwatch.delivery.payloads import iso_utc
 
 __all__ = [
+    "ALERT_RECEIPT_SCHEMA",
     "RECEIPT_SCHEMA",
     "RECORD_SCHEMA",
+    "AlertMessage",
+    "AlertReceipt",
     "BadMessage",
     "Receipt",
     "RecordMessage",
+    "alert_receipt_payload",
+    "alert_receipt_topic",
+    "alerts_topic",
+    "parse_alert",
+    "parse_alert_receipt",
     "parse_receipt",
     "parse_record",
     "receipt_payload",
@@ -35,6 +46,8 @@ __all__ = [
 
 RECORD_SCHEMA = "vitalwatch.session_record/1"
 RECEIPT_SCHEMA = "vitalwatch.receipt/1"
+ALERT_RECEIPT_SCHEMA = "vitalwatch.alert_receipt/1"
+ALERT_SCHEMA = "vitalwatch.alert/1"
 # The same rule as a configuration id: one whole topic level, never a wildcard or "$...".
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _RECORD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -43,6 +56,8 @@ _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 # registry keeps each row as its gateway sent it (docs/registry.md).
 _ROW_SCHEMA = re.compile(r"^vitalwatch-session-record/[1-9][0-9]*$")
 MAX_RECORD_BYTES = 64 * 1024
+MAX_ALERT_BYTES = 16 * 1024
+MAX_RECEIPT_BYTES = 4096
 
 
 class BadMessage(ValueError):
@@ -70,6 +85,37 @@ class Receipt:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """One alert transition as a gateway published it on ``.../alerts`` (first send or re-offer)."""
+
+    alert_id: str
+    seq: int
+    site: str
+    bed: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertReceipt:
+    """A consumer (``by``) has the alert transition ``(alert_id, seq)`` of ``site``/``bed``."""
+
+    alert_id: str
+    seq: int
+    site: str
+    bed: str
+    status: str  # stored now, or duplicate: it had it
+    by: str
+
+
+def alerts_topic(prefix: str, site: str, bed: str) -> str:
+    return f"{prefix}/{site}/{bed}/alerts"
+
+
+def alert_receipt_topic(prefix: str, site: str, bed: str) -> str:
+    return f"{prefix}/{site}/{bed}/alerts/receipt"
+
+
 def record_topic(prefix: str, site: str, bed: str) -> str:
     return f"{prefix}/{site}/{bed}/record"
 
@@ -79,9 +125,12 @@ def receipt_topic(prefix: str, site: str, bed: str) -> str:
 
 
 def topic_site_bed(prefix: str, topic: str, leaf: str) -> tuple[str, str]:
-    """(site, bed) of ``{prefix}/{site}/{bed}/{leaf}``; BadMessage for any other topic."""
+    """(site, bed) of ``{prefix}/{site}/{bed}/{leaf}``; BadMessage for any other topic.
+
+    ``leaf`` may have more than one level (``alerts/receipt``).
+    """
     head = prefix + "/"
-    parts = topic[len(head) :].split("/") if topic.startswith(head) else []
+    parts = topic[len(head) :].split("/", 2) if topic.startswith(head) else []
     if len(parts) != 3 or parts[2] != leaf or not _ID.match(parts[0]) or not _ID.match(parts[1]):
         raise BadMessage(f"topic is not {prefix}/{{site}}/{{bed}}/{leaf}")
     return parts[0], parts[1]
@@ -130,8 +179,7 @@ def parse_record(payload: bytes, *, site: str, bed: str) -> RecordMessage:
     if doc.get("schema") != RECORD_SCHEMA:
         raise BadMessage(f"field 'schema' is not {RECORD_SCHEMA!r}")
     record_id = _field(doc, "record_id", _RECORD_ID)
-    if (doc.get("site"), doc.get("bed")) != (site, bed):
-        raise BadMessage("fields 'site' and 'bed' differ from the topic")
+    _site_bed(doc, site, bed)
     month = _field(doc, "month", _MONTH)
     row = doc.get("record")
     if not isinstance(row, dict):
@@ -156,12 +204,65 @@ def receipt_payload(receipt: Receipt, *, now: datetime) -> bytes:
 
 def parse_receipt(payload: bytes, *, site: str, bed: str) -> Receipt:
     """A receipt received on ``{site}/{bed}/receipt``; BadMessage when it does not hold."""
-    doc = _object(payload, 4096)
+    doc = _object(payload, MAX_RECEIPT_BYTES)
     if doc.get("schema") != RECEIPT_SCHEMA or doc.get("kind") != "session_record":
         raise BadMessage(f"not a {RECEIPT_SCHEMA} session_record receipt")
-    if (doc.get("site"), doc.get("bed")) != (site, bed):
-        raise BadMessage("fields 'site' and 'bed' differ from the topic")
+    _site_bed(doc, site, bed)
+    return Receipt(_field(doc, "record_id", _RECORD_ID), site, bed, _status(doc))
+
+
+def _status(doc: dict[str, Any]) -> str:
     status = doc.get("status")
     if status not in ("stored", "duplicate"):
         raise BadMessage("field 'status' is not 'stored' or 'duplicate'")
-    return Receipt(_field(doc, "record_id", _RECORD_ID), site, bed, str(status))
+    return str(status)
+
+
+def _seq(doc: dict[str, Any]) -> int:
+    seq = doc.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
+        raise BadMessage("field 'seq' missing or not a positive integer")
+    return seq
+
+
+def _site_bed(doc: dict[str, Any], site: str, bed: str) -> None:
+    if (doc.get("site"), doc.get("bed")) != (site, bed):
+        raise BadMessage("fields 'site' and 'bed' differ from the topic")
+
+
+def parse_alert(payload: bytes, *, site: str, bed: str) -> AlertMessage:
+    """An alert transition received on ``{site}/{bed}/alerts``; BadMessage when it does not hold.
+
+    Only what storing and receipting need is checked here (the id, the seq, the topic's site and
+    bed); the full contract is ``schemas/alert.schema.json``, which the gateway's tests hold it to.
+    """
+    doc = _object(payload, MAX_ALERT_BYTES)
+    if doc.get("schema") != ALERT_SCHEMA:
+        raise BadMessage(f"field 'schema' is not {ALERT_SCHEMA!r}")
+    _site_bed(doc, site, bed)
+    return AlertMessage(_field(doc, "alert_id", _ID), _seq(doc), site, bed, doc)
+
+
+def alert_receipt_payload(receipt: AlertReceipt, *, now: datetime) -> bytes:
+    body = {
+        "schema": ALERT_RECEIPT_SCHEMA,
+        "alert_id": receipt.alert_id,
+        "seq": receipt.seq,
+        "site": receipt.site,
+        "bed": receipt.bed,
+        "status": receipt.status,
+        "by": receipt.by,
+        "receipt_utc": iso_utc(now),
+    }
+    return strict_json.dumps(body, what="receipt", sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse_alert_receipt(payload: bytes, *, site: str, bed: str) -> AlertReceipt:
+    """An alert receipt received on ``{site}/{bed}/alerts/receipt``; BadMessage when it does not hold."""
+    doc = _object(payload, MAX_RECEIPT_BYTES)
+    if doc.get("schema") != ALERT_RECEIPT_SCHEMA:
+        raise BadMessage(f"field 'schema' is not {ALERT_RECEIPT_SCHEMA!r}")
+    _site_bed(doc, site, bed)
+    return AlertReceipt(
+        _field(doc, "alert_id", _ID), _seq(doc), site, bed, _status(doc), _field(doc, "by", _ID)
+    )
