@@ -42,7 +42,7 @@ from vitalwatch.engine.vocabulary import AGE_BANDS, CONDITIONS, PHASE_COMMANDS, 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 DOC = ROOT / "docs" / "mqtt.md"
-NAMES = ("alert", "status", "vital", "command", "command_result", "prompts", "readiness")
+NAMES = ("alert", "status", "vital", "command", "command_result", "prompts", "readiness", "alert_receipt")
 NOW = datetime(2026, 3, 1, 10, 15, 2, 331000, tzinfo=UTC)
 
 
