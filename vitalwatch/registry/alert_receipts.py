@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge
 from vitalwatch.config import Config, MqttConfig
 from vitalwatch.delivery.payloads import encode, iso_utc
 from vitalwatch.delivery.store import Store, UnreceiptedRow, read_unreceipted
-from vitalwatch.registry.receipting import Publish, Unreceipted
+from vitalwatch.registry.receipting import Publish, Unreceipted, daemon_scope
 from vitalwatch.registry.wire import (
     BadMessage,
     alert_receipt_topic,
@@ -99,13 +99,7 @@ class AlertLedger:
 
     @classmethod
     def for_daemon(cls, config: Config, store: Store) -> AlertLedger:
-        return cls(
-            mqtt=config.mqtt,
-            site=config.site,
-            beds=tuple(b.id for b in config.beds),
-            store=store,
-            reoffer_s=config.registry.alert_reoffer_s,
-        )
+        return cls(**daemon_scope(config), store=store, reoffer_s=config.registry.alert_reoffer_s)
 
     def __post_init__(self) -> None:
         # Registered at once, not in open(): a PUBACK that comes before the link runs counts too.

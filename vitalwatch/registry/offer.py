@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from vitalwatch.config import Config, MqttConfig
 from vitalwatch.record.export import export_row, load_session, summarise
-from vitalwatch.registry.receipting import Publish, Unreceipted
+from vitalwatch.registry.receipting import Publish, Unreceipted, daemon_scope
 from vitalwatch.registry.wire import (
     BadMessage,
     parse_receipt,
@@ -165,13 +165,7 @@ class RecordLedger:
 
     @classmethod
     def for_daemon(cls, config: Config, sessions_db: Path) -> RecordLedger:
-        return cls(
-            mqtt=config.mqtt,
-            site=config.site,
-            beds=tuple(b.id for b in config.beds),
-            sessions_db=sessions_db,
-            reoffer_s=config.registry.reoffer_s,
-        )
+        return cls(**daemon_scope(config), sessions_db=sessions_db, reoffer_s=config.registry.reoffer_s)
 
     def receipt_topics(self) -> list[str]:
         return [receipt_topic(self.mqtt.topic_prefix, self.site, bed) for bed in self.beds]

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 import aiomqtt
 import structlog
 
-from vitalwatch.config import MqttConfig
+from vitalwatch.config import Config, MqttConfig
 from vitalwatch.delivery.broker import MqttClient, message_bytes, read_password, tls_context
 
-__all__ = ["POLL_S", "Ledger", "Publish", "ReceiptLink", "Unreceipted", "describe"]
+__all__ = ["POLL_S", "Ledger", "Publish", "ReceiptLink", "Unreceipted", "daemon_scope", "describe"]
 
 log = structlog.get_logger("vitalwatch.registry.receipting")
 
@@ -46,6 +46,11 @@ class Unreceipted:
     count: int
     oldest_age_s: float  # since the oldest of them came to be (ended, raised); 0 when none
     offered: int  # of them, offered at least once (PUBACKed) and still without a receipt
+
+
+def daemon_scope(config: Config) -> dict[str, Any]:
+    """What every ledger of a daemon is built with: its broker settings, site and beds."""
+    return {"mqtt": config.mqtt, "site": config.site, "beds": tuple(b.id for b in config.beds)}
 
 
 def describe(state: Unreceipted) -> dict[str, Any]:

@@ -147,7 +147,12 @@ def record_payload(*, row: dict[str, Any], site: str, bed: str, started: datetim
         "sent_utc": iso_utc(sent),
         "record": row,
     }
-    return strict_json.dumps(body, what="record", sort_keys=True, separators=(",", ":")).encode()
+    return _compact(body, "record")
+
+
+def _compact(body: dict[str, Any], what: str) -> bytes:
+    """Compact strict JSON with sorted keys: the bytes of every message here."""
+    return strict_json.dumps(body, what=what, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _object(payload: bytes, limit: int) -> dict[str, Any]:
@@ -199,7 +204,7 @@ def receipt_payload(receipt: Receipt, *, now: datetime) -> bytes:
         "status": receipt.status,
         "receipt_utc": iso_utc(now),
     }
-    return strict_json.dumps(body, what="receipt", sort_keys=True, separators=(",", ":")).encode()
+    return _compact(body, "receipt")
 
 
 def parse_receipt(payload: bytes, *, site: str, bed: str) -> Receipt:
@@ -254,7 +259,7 @@ def alert_receipt_payload(receipt: AlertReceipt, *, now: datetime) -> bytes:
         "by": receipt.by,
         "receipt_utc": iso_utc(now),
     }
-    return strict_json.dumps(body, what="receipt", sort_keys=True, separators=(",", ":")).encode()
+    return _compact(body, "receipt")
 
 
 def parse_alert_receipt(payload: bytes, *, site: str, bed: str) -> AlertReceipt:
