@@ -191,3 +191,17 @@ def test_registry_export_refuses_a_bad_month_and_an_unopenable_database(tmp_path
     )
     assert 2 == unreadable.returncode and "cannot open" in unreadable.stderr
     assert "Traceback" not in unreadable.stderr
+
+
+def test_alert_transitions_are_stored_once_by_site_bed_alert_and_seq(registry_db: RegistryDb) -> None:
+    from vitalwatch.registry.wire import AlertMessage
+
+    def alert(seq: int, bed: str = "chair-1", value: float = 84.0) -> AlertMessage:
+        return AlertMessage("a1", seq, "clinic-a", bed, {"alert_id": "a1", "seq": seq, "value": value})
+
+    assert [True, True, True] == registry_db.add_alerts([alert(1), alert(2), alert(1, bed="chair-2")])
+    assert [False, True] == registry_db.add_alerts([alert(1, value=99.0), alert(3)])  # a re-offer, a new one
+    assert 4 == registry_db.alert_count()
+    assert 1 == registry_db.alert_repeats("clinic-a", "chair-1", "a1", 1)
+    assert 0 == registry_db.alert_repeats("clinic-a", "chair-2", "a1", 1)
+    assert registry_db.alert_repeats("clinic-a", "chair-1", "a1", 9) is None
