@@ -189,7 +189,10 @@ class ClockSync:
         except OSError:
             return None
         try:
-            stdout, _ = await asyncio.wait_for(proc.communicate(), self._timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that arrives as
+            # the child finishes, and the clock loop would then outlive the daemon's shutdown.
+            async with asyncio.timeout(self._timeout_s):
+                stdout, _ = await proc.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

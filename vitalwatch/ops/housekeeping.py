@@ -228,7 +228,11 @@ class Housekeeping:
         async with contextlib.AsyncExitStack() as stack:
             if self.status_socket is not None:
                 await stack.enter_async_context(self._serve_status(self.status_socket))
-            await asyncio.gather(self._health_loop(), self._clock_loop())
+            # A task group, not gather: gather returns at its first cancelled child while the other
+            # is still unwinding, which leaves it running after the daemon has stopped.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._health_loop(), name="health")
+                group.create_task(self._clock_loop(), name="clock")
 
     async def _health_loop(self) -> None:
         loop = asyncio.get_running_loop()
