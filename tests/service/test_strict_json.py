@@ -100,13 +100,16 @@ def test_every_schema_is_covered() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
     assert names == [
         "alert", "command", "command_result", "prompts", "readiness", "receipt", "session_record", "status",
-        "vital",
+        "trend", "vital",
     ]  # fmt: skip
     assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes", "weight_kg", "dose"]
     # prompts, readiness and receipts carry no number a non-finite float could land in; the
     # session record's numbers are inside its "record" (tested below)
     assert [] == numeric_fields("prompts") == numeric_fields("readiness") == numeric_fields("receipt")
     assert [] == numeric_fields("session_record")
+    # the trend's numbers are inside its series and latest values; the builder never lets a
+    # non-finite one in (tests/service/test_trend.py), and encode would publish it as null
+    assert [] == numeric_fields("trend")
 
 
 @pytest.mark.parametrize("bad", NON_FINITE, ids=["inf", "-inf", "nan"])
