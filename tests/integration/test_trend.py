@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 
 from tests.helpers import wait_until
-from vitalwatch.config import parse_config
+from vitalwatch.config import Config, parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -52,6 +52,17 @@ async def retained_trend(port: int) -> bool:
     return retain
 
 
+async def late_subscriber_while_running(config: Config, port: int, name: str) -> tuple[bool, dict[str, Any]]:
+    """Run a daemon until the broker holds its retained trend, then subscribe late (as ``name``)."""
+    runner = asyncio.create_task(Daemon(config).run())
+    try:
+        await wait_until(lambda: retained_trend(port), 10, "a retained trend on the broker")
+        return await late_subscriber(port, name)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 @pytest.mark.asyncio
 async def test_a_late_subscriber_gets_the_retained_trend_live_and_after_a_restart(
     mosquitto: Mosquitto, tmp_path: Path
@@ -64,15 +75,8 @@ async def test_a_late_subscriber_gets_the_retained_trend_live_and_after_a_restar
             "state": {"directory": str(tmp_path / "state")},
             "beds": [{"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": endpoint.url}]}],
         })  # fmt: skip
-        daemon = Daemon(config)
-        runner = asyncio.create_task(daemon.run())
-        try:
-            await wait_until(lambda: retained_trend(mosquitto.port), 10, "a retained trend on the broker")
-            # the data has flowed; now a station arrives
-            retain, live = await late_subscriber(mosquitto.port, "station-1")
-        finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        # The data has flowed; then a station arrives.
+        retain, live = await late_subscriber_while_running(config, mosquitto.port, "station-1")
     assert retain  # the broker's stored copy, delivered at subscribe
     assert {"spo2", "pulse_rate"} <= set(live["latest"]) and live["series"]["spo2"]
     assert "oximeter" == live["latest"]["spo2"]["device"] and 90 <= live["latest"]["spo2"]["value"] <= 100
@@ -82,14 +86,7 @@ async def test_a_late_subscriber_gets_the_retained_trend_live_and_after_a_restar
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="admin") as admin:
         await admin.publish(TOPIC, b"", qos=1, retain=True)
     assert not await retained_trend(mosquitto.port)
-    again = Daemon(config)
-    rerun = asyncio.create_task(again.run())
-    try:
-        await wait_until(lambda: retained_trend(mosquitto.port), 10, "the trend seeded from the record")
-        retain, seeded = await late_subscriber(mosquitto.port, "station-2")
-    finally:
-        rerun.cancel()
-        await asyncio.gather(rerun, return_exceptions=True)
+    retain, seeded = await late_subscriber_while_running(config, mosquitto.port, "station-2")
     assert retain
     assert {"spo2", "pulse_rate"} <= set(seeded["latest"]) and seeded["series"]["spo2"]
     assert seeded["latest"]["spo2"]["device"] is None  # read back from the session record
