@@ -3,7 +3,7 @@
 The in-process daemon reads a simulated Masimo on a pty through a desaturation, a nurse station
 acknowledges the alarm, another sends a malformed and an unknown-alert command; one subscriber
 on the bed's whole topic tree validates EVERY message against schemas/ (alerts and alarms/+
-against the alert schema, status, vitals/+, cmd/result), checks that topic levels and payloads
+against the alert schema, status, vitals/+, trend, cmd/result), checks that topic levels and payloads
 agree, and that each kind of message did occur. So docs/mqtt.md + schemas/ and the daemon
 cannot drift apart: a field added, renamed or re-typed on either side fails here.
 """
@@ -46,7 +46,7 @@ def validator(name: str) -> Draft202012Validator:
 
 SCHEMAS = {
     name: validator(name)
-    for name in ("alert", "status", "vital", "command_result", "command", "prompts", "readiness")
+    for name in ("alert", "status", "vital", "command_result", "command", "prompts", "readiness", "trend")
 }
 
 
@@ -71,6 +71,9 @@ class Recorder:
         if kind == "alarms" and body == b"":
             self.docs.setdefault("alarms-cleared", []).append({"alert_id": level})
             return  # an empty retained message ends an alarm (documented)
+        if kind == "trend" and body == b"":
+            self.docs.setdefault("trend-cleared", []).append({})
+            return  # no session, or nothing known: the retained trend is emptied (documented)
         try:
             doc = json.loads(body)
         except ValueError:
@@ -84,6 +87,7 @@ class Recorder:
             "cmd/result": "command_result",
             "prompts": "prompts",
             "readiness": "readiness",
+            "trend": "trend",
         }.get(kind)
         if schema is None:
             self.problems.append(f"{topic}: a topic the contract does not document")
@@ -93,7 +97,7 @@ class Recorder:
             self.problems.append(f"{topic}: alert_id {doc.get('alert_id')!r} is not the topic's")
         if kind == "vitals" and doc.get("kind") != level:
             self.problems.append(f"{topic}: kind {doc.get('kind')!r} is not the topic's")
-        if kind in ("alerts", "alarms", "status", "cmd/result", "prompts", "readiness") and (
+        if kind in ("alerts", "alarms", "status", "cmd/result", "prompts", "readiness", "trend") and (
             doc.get("site"),
             doc.get("bed"),
         ) != (
@@ -182,6 +186,9 @@ async def test_every_published_message_validates_against_its_schema(
             await wait_until(lambda: bool(rec.of("readiness")), 5, "readiness")
             await wait_until(
                 lambda: {"spo2", "pulse_rate"} <= {d["kind"] for d in rec.of("vitals")}, 5, "vitals"
+            )
+            await wait_until(
+                lambda: any({"spo2", "pulse_rate"} <= set(d["latest"]) for d in rec.of("trend")), 5, "trend"
             )
         finally:
             runner.cancel()

@@ -42,7 +42,17 @@ from vitalwatch.engine.vocabulary import AGE_BANDS, CONDITIONS, PHASE_COMMANDS, 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 DOC = ROOT / "docs" / "mqtt.md"
-NAMES = ("alert", "status", "vital", "command", "command_result", "prompts", "readiness", "alert_receipt")
+NAMES = (
+    "alert",
+    "status",
+    "vital",
+    "command",
+    "command_result",
+    "prompts",
+    "readiness",
+    "alert_receipt",
+    "trend",
+)
 NOW = datetime(2026, 3, 1, 10, 15, 2, 331000, tzinfo=UTC)
 
 
@@ -365,7 +375,10 @@ BAD_COMMANDS: list[tuple[str, Any]] = [
     ("negative dose", {"request_id": "r", "command": "phase", "phase": "infusion", "dose_mg_per_kg": -1}),
     ("alert_id on nibp", {"request_id": "r", "command": "nibp", "alert_id": "*"}),
     ("age band unknown", {"request_id": "r", "command": "phase", "phase": "baseline", "age_band": "67"}),
-    ("age band on ack", {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "age_band": "adult"}),  # noqa: E501
+    (
+        "age band on ack",
+        {"request_id": "r", "command": "ack", "alert_id": "*", "by": "x", "age_band": "adult"},
+    ),
     ("age band on nibp", {"request_id": "r", "command": "nibp", "age_band": "older_adult"}),
     ("pause spelled otherwise", {"request_id": "r", "command": "phase", "phase": "paused"}),
     ("unknown field", {"request_id": "r", "command": "nibp", "mrn": "123456"}),
@@ -467,6 +480,25 @@ def test_topics_are_site_and_bed_levels_under_the_prefix() -> None:
 def test_encode_is_stable_compact_json() -> None:
     """Same payload, same bytes (so a retained message only changes when the content does)."""
     assert b'{"a":1,"b":[1,2]}' == encode({"b": [1, 2], "a": 1})
+
+
+def test_trend_payload_validates_with_live_seeded_and_invalid_values() -> None:
+    """The trend document: live and seeded points, a seeded latest value (no device), an invalid one."""
+    from vitalwatch.delivery.trend import SeedLatest, SeedPoint, TrendBook
+
+    book = TrendBook()
+    book.seed(
+        [SeedPoint("spo2", 90.0, 96.5, 95.0, 98.0)],
+        [SeedLatest("nibp_systolic", 600.0, 121.0, "valid")],
+        100.0,
+    )
+    book.observation("ox", "spo2", 97.0, True, 101.0)
+    book.observation("ox", "pulse_rate", None, False, 102.0)
+    doc = book.document(site="s", bed="b", now=103.0, utc=WALL.utc, sent_at=NOW)
+    assert doc is not None
+    check("trend", doc)
+    with pytest.raises(ValidationError):  # a kind the contract does not name
+        validator("trend").validate(json.loads(encode(doc | {"series": {"temperature": [[1, 2, 3, 4]]}})))
 
 
 # <!-- example: NAME --> followed by a ```json block, in docs/mqtt.md.

@@ -100,7 +100,7 @@ def test_every_schema_is_covered() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
     assert names == [
         "alert", "alert_receipt", "command", "command_result", "prompts", "readiness", "receipt",
-        "session_record", "status", "vital",
+        "session_record", "status", "trend", "vital",
     ]  # fmt: skip
     assert numeric_fields("command") == ["dose_mg_per_kg", "planned_minutes", "weight_kg", "dose"]
     # prompts, readiness and receipts carry no number a non-finite float could land in; the
@@ -108,6 +108,9 @@ def test_every_schema_is_covered() -> None:
     assert [] == numeric_fields("prompts") == numeric_fields("readiness") == numeric_fields("receipt")
     assert [] == numeric_fields("alert_receipt")  # its seq is an integer, never NaN or infinite
     assert [] == numeric_fields("session_record")
+    # the trend's numbers are inside its series and latest values; the builder never lets a
+    # non-finite one in (tests/service/test_trend.py), and encode would publish it as null
+    assert [] == numeric_fields("trend")
 
 
 @pytest.mark.parametrize("bad", NON_FINITE, ids=["inf", "-inf", "nan"])

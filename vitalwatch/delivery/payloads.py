@@ -8,6 +8,7 @@ Topics carry site and bed, never a patient identifier (docs/mqtt.md)::
     {prefix}/{site}/{bed}/vitals/{kind}       latest values, QoS 0
     {prefix}/{site}/{bed}/prompts             retained: the nurse prompts open now (take a BP ...)
     {prefix}/{site}/{bed}/readiness           retained: the pre-infusion readiness check
+    {prefix}/{site}/{bed}/trend               retained: recent trend and latest values (delivery/trend.py)
     {prefix}/{site}/{bed}/cmd                 commands in; .../cmd/result out
 
 Each payload has a JSON Schema (draft 2020-12) in ``schemas/``; ``tests/service/test_schemas.py``
@@ -38,6 +39,7 @@ __all__ = [
     "READINESS_SCHEMA",
     "STATUS_SCHEMA",
     "TECHNICAL_ALARMS",
+    "TREND_SCHEMA",
     "VITAL_SCHEMA",
     "Topics",
     "WallClock",
@@ -58,6 +60,7 @@ STATUS_SCHEMA = "vitalwatch.status/1"
 VITAL_SCHEMA = "vitalwatch.vital/1"
 COMMAND_RESULT_SCHEMA = "vitalwatch.cmd-result/1"
 PROMPTS_SCHEMA = "vitalwatch.prompts/1"
+TREND_SCHEMA = "vitalwatch.trend/1"
 READINESS_SCHEMA = "vitalwatch.readiness/1"
 
 # The commands a nurse station may send on ``.../cmd`` (schemas/command.schema.json).
@@ -153,6 +156,10 @@ class Topics:
     @property
     def readiness(self) -> str:
         return f"{self.base}/readiness"
+
+    @property
+    def trend(self) -> str:
+        return f"{self.base}/trend"
 
     @property
     def cmd(self) -> str:
@@ -391,6 +398,7 @@ _KNOWN_SCHEMAS = {
     VITAL_SCHEMA: "vital",
     PROMPTS_SCHEMA: "prompts",
     READINESS_SCHEMA: "readiness",
+    TREND_SCHEMA: "trend",
 }
 
 

@@ -8,7 +8,8 @@ What it publishes (``vitalwatch.delivery.payloads.Topics``)::
     .../status              retained online + phase/links/version, heartbeat every heartbeat_s;
                             last will offline; offline published on a clean stop
     .../vitals/{kind}       latest value, QoS 0
-    .../prompts, .../readiness   retained documents, latest only, resent on every (re)connect
+    .../prompts, .../readiness, .../trend   retained documents, latest only, resent on every
+                            (re)connect, one at a time between alerts
     .../cmd (in)  ->  .../cmd/result (out, QoS 1)
 
 Each concern has its own module; this one connects, reconnects and decides what is sent when:
@@ -215,8 +216,11 @@ class BedPublisher:
         self._status.due = True
         self._wake.set()
 
-    def document(self, topic: str, payload: dict[str, Any], *, compare: dict[str, Any]) -> None:
-        """A retained document of this bed (prompts, readiness): sent when ``compare`` changed."""
+    def document(self, topic: str, payload: dict[str, Any] | None, *, compare: dict[str, Any]) -> None:
+        """A retained document of this bed (prompts, readiness, trend): sent when ``compare`` changed.
+
+        ``None`` empties the topic (an empty retained message: the broker forgets the document).
+        """
         if self._documents.put(topic, payload, compare=compare):
             self._wake.set()
 

@@ -53,6 +53,7 @@ from vitalwatch.delivery.payloads import (
 )
 from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.delivery.store import Store
+from vitalwatch.delivery.trend import PUBLISH_EVERY_S, WINDOW_S, TrendBook
 from vitalwatch.drivers import Observation
 from vitalwatch.engine.discharge import NURSE_CONFIRMS
 from vitalwatch.engine.outputs import AlertTransition, Output, PhaseChanged, StatusChanged
@@ -63,6 +64,7 @@ from vitalwatch.ops.local_alarms import LocalAlarms
 from vitalwatch.ops.metrics import COMMANDS
 from vitalwatch.ops.prompts import Prompt, PromptBook
 from vitalwatch.ops.readiness import ReadinessItem, readiness_items
+from vitalwatch.record.recent import recent_trend
 from vitalwatch.record.sessionlog import SessionDb, SessionLog
 
 __all__ = ["BedRuntime", "make_engine"]
@@ -155,6 +157,8 @@ class BedRuntime:
         )
         self.prompts = PromptBook(bed)
         self._readiness_at = float("-inf")
+        self.trend = TrendBook()
+        self._trend_at = float("-inf")
         taps: list[InputTap] = [journal] if journal is not None else []
         self.session = BedSession(
             bed_cfg,
@@ -188,6 +192,8 @@ class BedRuntime:
                 # set_phase above journalled "now" as the start: put the real start back, or a
                 # second restart would count the phase from the first restart.
                 store.put_meta(bed, {"phase_start_epoch": start})
+        if self.engine.phase != "ended":
+            self._seed_trend(sessions, now, epoch_now)
         if restored or pending or phase or resumed is not None:
             log.info(
                 "session.resumed",
@@ -296,11 +302,16 @@ class BedRuntime:
         if now - self._readiness_at >= READINESS_EVERY_S:  # off the alarm path: once a second is plenty
             self._readiness_at = now
             self._publish_readiness(now)
+        if now - self._trend_at >= PUBLISH_EVERY_S:
+            self._publish_trend(now)
 
     # -- prompts and readiness (the chairside session) -----------------------------------
     def _observation(self, device: str, obs: Observation, now: float, valid: bool) -> None:
         """Every observation: the session record, and a valid NIBP reading closes open prompts."""
         self.record.observation(device, obs, now, valid)
+        # Between sessions nothing is recorded, nor trended; a kind's first value goes out at once.
+        if self.engine.phase != "ended" and self.trend.observation(device, obs.kind, obs.value, valid, now):
+            self._publish_trend(now)
         if valid and obs.kind in NIBP_KINDS:
             closed = self.prompts.reading(now)
             if closed:
@@ -314,6 +325,9 @@ class BedRuntime:
             self.publisher.status_due()
         if isinstance(out, PhaseChanged) and out.phase == "ended" and self.prompts.clear():
             self._publish_prompts()
+        if isinstance(out, PhaseChanged) and "ended" in (out.phase, out.previous):
+            self.trend.clear()  # a session ended or a new one began: no other patient's trend
+            self._publish_trend(out.t)
 
     def _open(self, reason: str, now: float) -> Prompt:
         prompt = self.prompts.open(reason, now)
@@ -364,6 +378,27 @@ class BedRuntime:
         self.publisher.document(
             self.publisher.topics.readiness, doc, compare={"phase": doc["phase"], "items": items}
         )
+
+    # -- the trend document (a station that opens mid-session draws it at once) ----------
+    def _seed_trend(self, sessions: SessionDb, now: float, epoch_now: float) -> None:
+        """The open session's last minutes from the session record, so a restart keeps the trend."""
+        conn = sessions.read()
+        try:
+            found = recent_trend(conn, self.bed, epoch_now=epoch_now, window_s=WINDOW_S)
+        finally:
+            conn.close()
+        self.trend.seed(found.points, found.latest, now)
+
+    def _publish_trend(self, now: float) -> None:
+        """The retained trend, or an empty retained message when there is no session or nothing known."""
+        self._trend_at = now
+        doc = None
+        if self.engine.phase != "ended":
+            doc = self.trend.document(
+                site=self.config.site, bed=self.bed, now=now, utc=self.wall.utc, sent_at=datetime.now(UTC)
+            )
+        compare = {} if doc is None else {k: v for k, v in doc.items() if k != "sent_utc"}
+        self.publisher.document(self.publisher.topics.trend, doc, compare=compare)
 
     # -- session observer ----------------------------------------------------------------
     def _journal_phase(self, out: Output) -> None:

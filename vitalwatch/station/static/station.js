@@ -1,8 +1,9 @@
 // VitalWatch nurse station: every bed of a site from the MQTT contract in docs/mqtt.md.
 //
 // All state lives here in the browser and is rebuilt from the broker after a reload: the retained
-// status, alarms/{alert_id}, prompts and readiness topics give the current picture at once; alerts,
-// vitals and heartbeats then keep it current. Ages and the "gateway silent" rule use this
+// status, alarms/{alert_id}, prompts, readiness and trend topics give the current picture at once
+// (the trend document also carries the latest values with their age); alerts, vitals and heartbeats
+// then keep it current. Ages and the "gateway silent" rule use this
 // browser's monotonic clock (performance.now()), never a time written in a payload: a gateway with
 // a wrong clock must not make a dead bed look alive.
 //
@@ -167,7 +168,7 @@
     });
     station.client = client;
     const base = `${cfg.topic_prefix}/${cfg.site}/+`;
-    const topics = ["status", "alarms/+", "alerts", "vitals/+", "cmd/result", "prompts", "readiness"];
+    const topics = ["status", "alarms/+", "alerts", "vitals/+", "cmd/result", "prompts", "readiness", "trend"];
     client.on("connect", () => {
       client.subscribe(topics.map((t) => `${base}/${t}`), { qos: 1 }, (err) => {
         if (err) return setConn("offline", `subscribe refused: ${err.message}`);
@@ -209,6 +210,7 @@
       if (payload) onAlert(bed, payload); else bed.alarms.delete(rest[0]); // empty retained: alarm over
     } else if (kind === "alerts" && payload) onAlert(bed, payload);
     else if (kind === "vitals" && payload) onVital(bed, payload, retained);
+    else if (kind === "trend") onTrend(bed, payload, retained);
     else if (kind === "cmd" && rest[0] === "result" && payload) onResult(bed, payload);
     else if (kind === "prompts") bed.prompts = payload && Array.isArray(payload.prompts) ? payload.prompts : [];
     else if (kind === "readiness") {
@@ -225,7 +227,9 @@
     if (bed) return bed;
     bed = {
       id, status: null, statusAt: station.connected ? now() : station.subscribedAt, phase: null,
-      phaseSince: null, phaseExact: false, paused: false, vitals: {}, trend: { spo2: [], pulse_rate: [] },
+      phaseSince: null, phaseExact: false, paused: false, vitals: {},
+      // trend = the gateway's trend document (seed) before the first live value, then live values
+      trend: { spo2: [], pulse_rate: [] }, live: { spo2: [], pulse_rate: [] }, seed: { spo2: [], pulse_rate: [] },
       alarms: new Map(), seen: new Map(), ackState: new Map(), alarmsKey: null,
       prompts: [], promptState: new Map(), promptsKey: null, readiness: null,
       note: null, controlsKey: null, dischargeKey: null, el: makeTile(id),
@@ -286,14 +290,62 @@
       value: typeof p.value === "number" ? p.value : null, quality: p.quality, at, retained,
       measured: retained ? p.measured_utc : null,
     };
-    const series = bed.trend[p.kind];
+    const series = bed.live[p.kind];
     if (!series) return;
     if (typeof p.value === "number" && p.quality !== "invalid") {
-      series.push([at, p.value]);
+      series.push([at, p.value, p.value, p.value]);
       if (retained) series.sort((a, b) => a[0] - b[0]);
     }
+    mergeTrend(bed, t);
+  }
+
+  // The retained trend document (docs/mqtt.md, "Trend"): the last minutes as points of 10 s (mean,
+  // min, max) and each kind's latest value, every time an age before sent_utc on the gateway's
+  // monotonic clock. A live document is as of its arrival; a retained one (stored before this page
+  // subscribed) is placed by how old its sent_utc is by this browser's clock, never younger than 0.
+  // An empty message: the bed has no session (or nothing is known), so its curve goes.
+  function onTrend(bed, p, retained) {
+    const t = now();
+    if (!p) {
+      for (const kind of Object.keys(TREND_KINDS)) { bed.seed[kind] = []; bed.live[kind] = []; }
+      for (const [kind, v] of Object.entries(bed.vitals)) if (v.fromTrend) delete bed.vitals[kind];
+      mergeTrend(bed, t);
+      return;
+    }
+    let base = t;
+    if (retained) {
+      const sent = Date.parse(p.sent_utc);
+      if (Number.isNaN(sent)) return;
+      base = t - Math.max(0, Date.now() - sent);
+    }
+    const num = (x) => typeof x === "number" && Number.isFinite(x);
+    for (const kind of Object.keys(TREND_KINDS)) {
+      const points = p.series && Array.isArray(p.series[kind]) ? p.series[kind] : [];
+      bed.seed[kind] = points.filter((q) => Array.isArray(q) && q.length >= 4 && q.every(num))
+        .map(([age, mean, lo, hi]) => [base - age * 1000, mean, lo, hi]);
+    }
+    for (const [kind, v] of Object.entries(p.latest && typeof p.latest === "object" ? p.latest : {})) {
+      if (!v || !num(v.age_s)) continue;
+      const at = base - v.age_s * 1000;
+      const prev = bed.vitals[kind];
+      if (prev && prev.at >= at) continue; // a live value (or a newer document) already says more
+      bed.vitals[kind] = {
+        value: num(v.value) ? v.value : null, quality: v.quality, at, retained: false, fromTrend: true,
+        measured: v.measured_utc,
+      };
+    }
+    mergeTrend(bed, t);
+  }
+
+  // What is drawn: the document's points older than the first live value, then the live values.
+  function mergeTrend(bed, t) {
     const horizon = t - station.cfg.trend_minutes * 60000;
-    while (series.length && (series[0][0] < horizon || series.length > MAX_TREND_POINTS)) series.shift();
+    for (const kind of Object.keys(TREND_KINDS)) {
+      const live = bed.live[kind];
+      while (live.length && (live[0][0] < horizon || live.length > MAX_TREND_POINTS)) live.shift();
+      const first = live.length ? live[0][0] : Infinity;
+      bed.trend[kind] = bed.seed[kind].filter(([at]) => at >= horizon && at < first).concat(live);
+    }
   }
 
   function errorText(error) {
@@ -745,14 +797,23 @@
     ctx.fillText("SpO₂ %  ·  pulse /min", (left + right) / 2, cssH - 3);
     ctx.save();
     ctx.beginPath(); ctx.rect(left, 0, right - left, cssH); ctx.clip();
+    const xOf = (at) => right - ((t - at) / span) * (right - left);
     for (const [kind, style] of Object.entries(TREND_KINDS)) {
       const series = bed.trend[kind];
       if (series.length < 2) continue;
+      // The spread (min to max) of each 10 s point of the gateway's document, faint under the line:
+      // a dip shorter than 10 s is not averaged away.
+      ctx.fillStyle = style.colour + "40";
+      ctx.beginPath();
+      series.forEach(([at, , lo], i) => { if (i === 0) ctx.moveTo(xOf(at), yOf(style, lo)); else ctx.lineTo(xOf(at), yOf(style, lo)); });
+      for (let i = series.length - 1; i >= 0; i--) ctx.lineTo(xOf(series[i][0]), yOf(style, series[i][3]));
+      ctx.closePath();
+      ctx.fill();
       ctx.strokeStyle = style.colour;
       ctx.lineWidth = 2;
       ctx.beginPath();
       series.forEach(([at, v], i) => {
-        const x = right - ((t - at) / span) * (right - left);
+        const x = xOf(at);
         const y = yOf(style, v);
         if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
       });
