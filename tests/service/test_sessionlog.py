@@ -191,3 +191,14 @@ def test_real_engine_outputs_and_baseline_are_recorded(db: SessionDb) -> None:
     assert 1 == len(raised)
     assert "high" == raised[0]["priority"]
     assert 900.0 <= raised[0]["onset_s"] < 960.0
+
+
+def test_a_reading_still_being_grouped_at_stop_is_written(db: SessionDb) -> None:
+    """The NIBP kinds of a reading arrive within NIBP_GROUP_S; a stop in between must not lose it."""
+    log = SessionLog(db, "b", wall=wall(0.0))
+    spo2(log, 0.0, 97.0)
+    log.observation("cuff", Observation("nibp_systolic", 182.0, "mm[Hg]"), 10.0, True)
+    log.observation("cuff", Observation("nibp_diastolic", 113.0, "mm[Hg]"), 10.1, True)
+    log.close(10.5)
+    (reading,) = rows(db, "SELECT * FROM nibp")
+    assert (182.0, 113.0) == (reading["systolic"], reading["diastolic"])

@@ -420,6 +420,7 @@ class SessionLog:
     def close(self, now: float) -> None:
         """Write the partial minute and everything pending (daemon stop)."""
         if self.session_id is not None:
+            self._flush_nibp(now, force=True)  # a reading still being grouped is a reading
             self._close_bucket(now)
             self._last_t = max(self._last_t, now)
             self._dirty = True
