@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test processes (pytest-xdist). Most integration tests wait on real brokers, daemons and timers, so
+# three workers keep two cores busy; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
 
 include mk/install.mk
 include mk/release.mk
@@ -27,7 +30,7 @@ test: $(STAMP)
 	scripts/ensure-postgresql.sh
 	scripts/ensure-browser.sh
 	$(MAKE) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vitalwatch drivers simulators tests bench
