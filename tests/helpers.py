@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import random
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -49,9 +50,11 @@ __all__ = [
     "only_events",
     "pieces",
     "problems",
+    "start_daemon_process",
     "statuses",
     "wait_until",
     "wait_until_sync",
+    "write_daemon_toml",
 ]
 
 POLL_S = 0.02  # how often a condition is looked at: short next to any timeout a test gives
@@ -280,6 +283,38 @@ def cuffless_daemon_config(port: int, state: Path, *, site: str, beds: Sequence[
             ],
         }
     )
+
+
+def write_daemon_toml(path: Path, data: dict[str, Any]) -> Path:
+    """A ``vitalwatch run`` configuration file from ``site``, ``mqtt``, ``state`` and ``beds`` of
+    ``data`` (the default alarm table, JSON logs), for a daemon run as its own process."""
+
+    def value(v: Any) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
+
+    lines = [f"site = {value(data['site'])}", "[mqtt]"]
+    lines += [f"{k} = {value(v)}" for k, v in data["mqtt"].items()]
+    lines += ["[state]", f"directory = {value(data['state']['directory'])}", "[logging]", 'format = "json"']
+    lines += ["[alarms]", 'table = "default"']
+    for bed in data["beds"]:
+        lines += ["[[beds]]", f"id = {value(bed['id'])}"]
+        for dev in bed["devices"]:
+            lines += ["[[beds.devices]]"] + [f"{k} = {value(v)}" for k, v in dev.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def start_daemon_process(config: Path, *, log: Path | None = None) -> asyncio.subprocess.Process:
+    """``vitalwatch run --config CONFIG`` as a child process (a test can SIGKILL it); its output
+    is piped, or written to ``log`` for a run too long to leave a pipe unread."""
+    out: Any = asyncio.subprocess.PIPE if log is None else log.open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vitalwatch", "run", "--config", str(config), stdout=out, stderr=out
+        )
+    finally:
+        if log is not None:
+            out.close()  # the child has its own descriptor
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
+from tests.helpers import start_daemon_process as start_daemon
+from tests.helpers import write_daemon_toml as write_config
 from vitalwatch.config import Config, parse_config
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.simulators import make_simulator
@@ -75,29 +76,6 @@ async def test_desaturation_reaches_a_nurse_as_a_high_alert(mosquitto: Mosquitto
     assert alert["alert_id"] and alert["seq"] >= 1
     assert alert["onset_utc"].endswith("Z") and alert["sent_utc"].endswith("Z")
     assert "SpO2" in alert["message"]
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    def value(v: Any) -> str:
-        return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
-
-    lines = [f"site = {value(data['site'])}", "[mqtt]"]
-    lines += [f"{k} = {value(v)}" for k, v in data["mqtt"].items()]
-    lines += ["[state]", f"directory = {value(data['state']['directory'])}", "[logging]", 'format = "json"']
-    lines += ["[alarms]", 'table = "default"']
-    for bed in data["beds"]:
-        lines += ["[[beds]]", f"id = {value(bed['id'])}"]
-        for dev in bed["devices"]:
-            lines += ["[[beds.devices]]"] + [f"{k} = {value(v)}" for k, v in dev.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-async def start_daemon(config: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vitalwatch", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
 
 
 async def wait_status(client: aiomqtt.Client, state: str, within_s: float) -> dict[str, Any]:

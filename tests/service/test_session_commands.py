@@ -265,6 +265,27 @@ def test_prompt_book_kinds_replacement_and_reading() -> None:
     assert [confirm] == book.clear() and [] == book.open_prompts()
 
 
+def test_prompt_book_state_survives_a_new_clock_and_refuses_nonsense() -> None:
+    """The journalled state gives the same prompts on another monotonic clock (opened times kept as
+    UTC), ids go on from the counter, and a malformed state is a ValueError, never a guess."""
+    book = PromptBook("chair-1")
+    book.open("baseline reading 1 of 2", 100.0)
+    kept = book.open("confirm BP 182/113 mmHg (nibp_high)", 110.0)
+    state = book.to_state(now=120.0, epoch_now=1_000_120.0)
+    again = PromptBook.restore("chair-1", state, now=5.0, epoch_now=1_000_200.0)  # 80 s on, new clock
+    assert [(p.prompt_id, p.kind, p.text, p.then) for p in book.open_prompts()] == [
+        (p.prompt_id, p.kind, p.text, p.then) for p in again.open_prompts()
+    ]
+    assert [5.0 - 100.0, 5.0 - 90.0] == [p.opened_t for p in again.open_prompts()]
+    assert [] == again.reading(-100.0) and 2 == len(again.reading(5.0))  # a reading after the restart
+    assert again.open("nurse request", 6.0).prompt_id not in (kept.prompt_id, "chair-1-p1")
+    assert [] == PromptBook.restore("chair-1", None, now=0.0, epoch_now=0.0).open_prompts()
+    for bad in ({}, {"n": -1, "open": []}, {"n": 1, "open": [1]}, {"n": 1, "open": [{"prompt_id": "x"}]},
+                {"n": 1, "open": [{"prompt_id": "x", "reason": "r", "opened_epoch": "soon"}]}):  # fmt: skip
+        with pytest.raises(ValueError):
+            PromptBook.restore("chair-1", bad, now=0.0, epoch_now=0.0)
+
+
 BL_SETTINGS = BaselineSettings()
 
 

@@ -155,7 +155,7 @@ class BedRuntime:
         self.publisher = BedPublisher(
             config.mqtt, site=config.site, bed=bed, wall=wall, port=self, store=store
         )
-        self.prompts = PromptBook(bed)
+        self.prompts = self._restore_prompts(meta.get("prompts"), now=now, epoch_now=epoch_now)
         self._readiness_at = float("-inf")
         self.trend = TrendBook()
         self._trend_at = float("-inf")
@@ -194,6 +194,8 @@ class BedRuntime:
                 store.put_meta(bed, {"phase_start_epoch": start})
         if self.engine.phase != "ended":
             self._seed_trend(sessions, now, epoch_now)
+        # The restored prompts (or none) replace whatever the broker still holds for this bed.
+        self._publish_prompts()
         if restored or pending or phase or resumed is not None:
             log.info(
                 "session.resumed",
@@ -204,6 +206,20 @@ class BedRuntime:
                 seq=seq,
                 snapshot=resumed is not None,
             )
+
+    def _restore_prompts(self, state: Any, *, now: float, epoch_now: float) -> PromptBook:
+        """The prompts open when the last process stopped, journalled with the phase (a bad entry
+        is logged and dropped: the engine's rule that needed the reading still runs)."""
+        try:
+            if state is not None and not isinstance(state, dict):
+                raise ValueError("the journalled prompts must be an object")
+            book = PromptBook.restore(self.bed, state, now=now, epoch_now=epoch_now)
+        except ValueError as exc:
+            log.warning("prompts.not_restored", bed=self.bed, reason=str(exc))
+            return PromptBook(self.bed)
+        if book.open_prompts():
+            log.info("prompts.restored", bed=self.bed, open=[p.prompt_id for p in book.open_prompts()])
+        return book
 
     def _recovered_meta(self, recovered: RecoveredSession) -> dict[str, Any]:
         """A lost journal's session values, from the session record: journalled again at once."""
@@ -317,14 +333,14 @@ class BedRuntime:
             if closed:
                 for prompt in closed:
                     self.record.nurse_event("prompt_closed", {"kind": prompt.kind, "by": "reading"}, now)
-                self._publish_prompts()
+                self._prompts_changed(now)
 
     def _session_output(self, out: Output) -> None:
         """Phase and status edges: the status now (discharge readiness), prompts end with the session."""
         if isinstance(out, PhaseChanged | StatusChanged):
             self.publisher.status_due()
         if isinstance(out, PhaseChanged) and out.phase == "ended" and self.prompts.clear():
-            self._publish_prompts()
+            self._prompts_changed(out.t)
         if isinstance(out, PhaseChanged) and "ended" in (out.phase, out.previous):
             self.trend.clear()  # a session ended or a new one began: no other patient's trend
             self._publish_trend(out.t)
@@ -333,8 +349,16 @@ class BedRuntime:
         prompt = self.prompts.open(reason, now)
         self.record.nurse_event("prompt", {"kind": prompt.kind, "reason": reason}, now)
         log.info("nurse.prompt_opened", bed=self.bed, prompt_id=prompt.prompt_id, kind=prompt.kind)
-        self._publish_prompts()
+        self._prompts_changed(now)
         return prompt
+
+    def _prompts_changed(self, now: float) -> None:
+        """Journal the open prompts with the bed's session values (fsynced, like the phase), so a
+        restart asks the nurse again for what is still needed and never for what was done; then
+        publish them."""
+        state = self.prompts.to_state(now=now, epoch_now=self.wall.utc(now).timestamp())
+        self.store.put_meta(self.bed, {"prompts": state})
+        self._publish_prompts()
 
     def _publish_prompts(self) -> None:
         prompts = [
@@ -477,7 +501,7 @@ class BedRuntime:
         if prompt is None:
             return False
         self.record.nurse_event("prompt_done", {"kind": prompt.kind, "by": by}, now)
-        self._publish_prompts()
+        self._prompts_changed(now)
         return True
 
     def remember_request(self, request_id: str) -> None:
