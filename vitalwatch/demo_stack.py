@@ -1,9 +1,13 @@
-"""The demo: a simulated Rad-8 on a pseudo-terminal, a broker, the daemon, and a nurse's view.
+"""The demo: simulated monitors on pseudo-terminals, a broker, the daemon, and a nurse's view.
 
 Everything runs in one process so ``make demo`` needs nothing but the Python packages: an
 embedded amqtt broker stands in for Mosquitto unless ``--broker`` names a real one. The
 subscriber is an ordinary MQTT client, so what it prints is exactly what a nurse's phone
 would receive.
+
+By default a scripted nurse runs a whole chairside session over MQTT on two simulated chairs
+with shortened timings (:mod:`vitalwatch.demo_session`); without it (``--no-session``) one chair
+with a Rad-8 follows the scenario's own phase times, entered directly into the bed session.
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from vitalwatch.config import Config, parse_config
+from vitalwatch.demo_session import (
+    SESSION_BED,
+    DemoTimings,
+    SessionStepFailed,
+    run_session,
+    session_beds,
+    session_simulators,
+)
 from vitalwatch.ops.daemon import Daemon
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME
 from vitalwatch.simulators import make_simulator
@@ -32,7 +44,8 @@ from vitalwatch.testing import free_port
 __all__ = ["DemoError", "demo_config", "run_demo"]
 
 SITE = "demo-clinic"
-BED = "chair-1"
+BED = SESSION_BED  # the chair whose session the demo runs (and whose report it suggests)
+NO_SESSION_DURATION_S = 240.0
 
 
 def parse_broker(url: str) -> tuple[str, int]:
@@ -54,17 +67,33 @@ def _port_free(port: int) -> bool:
 
 
 def demo_config(
-    host: str, port: int, device_url: str, state_dir: Path, *, alarm_manager_port: int | None = None
+    host: str,
+    port: int,
+    device_urls: dict[str, str],
+    state_dir: Path,
+    *,
+    alarm_manager_port: int | None = None,
+    timings: DemoTimings | None = None,
 ) -> Config:
-    """The daemon's configuration for the demo: one chair with one Masimo Rad-8 (and, with
-    ``alarm_manager_port``, IHE PCD-04 reports to an alarm manager on loopback)."""
+    """The daemon's configuration for the demo: with ``timings`` the session's two chairs
+    (:func:`vitalwatch.demo_session.session_beds`) and the demo's shortened timings, else one
+    chair with one Masimo Rad-8 (``device_urls["oximeter"]``) and the default alarm table;
+    with ``alarm_manager_port``, IHE PCD-04 reports to an alarm manager on loopback."""
+    if timings is None:
+        beds = [
+            {"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": device_urls["oximeter"]}]}
+        ]
+    else:
+        beds = session_beds(device_urls)
     data: dict[str, object] = {
         "site": SITE,
-        "mqtt": {"host": host, "port": port, "heartbeat_s": 5.0},
+        "mqtt": {"host": host, "port": port, "heartbeat_s": 5.0 if timings is None else 2.0},
         "logging": {"level": "warning"},
         "state": {"directory": str(state_dir)},
-        "beds": [{"id": BED, "devices": [{"id": "oximeter", "driver": "masimo", "url": device_url}]}],
+        "beds": beds,
     }
+    if timings is not None:
+        data["alarms"] = timings.alarms()
     if alarm_manager_port is not None:
         data["alert_reporters"] = [
             {"id": "demo-am", "host": "127.0.0.1", "port": alarm_manager_port, "point_of_care": "DEMO"}
@@ -125,6 +154,34 @@ class DemoError(Exception):
     """The demo cannot start (an unreachable broker ...); the message says why, for one line."""
 
 
+_DEVICE_NAMES = {"masimo": "Masimo Rad-8", "suntech": "SunTech NIBP cuff", "accutorr": "Datascope ACCUTORR"}
+
+
+async def _supervise(
+    tasks: list[asyncio.Task[Any]], duration: float | None, out: TextIO, *, stop_after_script: bool
+) -> int:
+    """Wait for ``duration`` (or, with ``stop_after_script``, for the last task, the script, to
+    finish); 1 when a task failed. A failed script is its one line, anything else its repr."""
+    script = tasks[-1]
+    waiting = set(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = None if duration is None else loop.time() + duration
+    while waiting:
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        done, waiting = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            break  # the duration is over
+        for task in done:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                why = str(failure) if isinstance(failure, DemoError) else repr(failure)
+                print(f"demo: {task.get_name()} failed: {why}", file=out, flush=True)
+                return 1
+        if script in done and stop_after_script:
+            break
+    return 0
+
+
 async def _follow_phases(daemon: Daemon, phases: tuple[tuple[float, str], ...], speed: float) -> None:
     """Enter the scenario's phase changes as a nurse would, at scenario time."""
     loop = asyncio.get_running_loop()
@@ -137,9 +194,19 @@ async def _follow_phases(daemon: Daemon, phases: tuple[tuple[float, str], ...], 
             print(f"-- nurse sets phase: {phase}", flush=True)
 
 
+async def _session_then_stop(host: str, port: int, out: TextIO, timings: DemoTimings) -> None:
+    """The scripted session; a refused or unanswered step is one line, then the demo fails."""
+    print(timings.notice(), file=out, flush=True)
+    try:
+        await run_session(host, port, site=SITE, out=out, timings=timings)
+    except SessionStepFailed as exc:
+        raise DemoError(f"the scripted session stopped: {exc}") from None
+    print("== the scripted session is complete", file=out, flush=True)
+
+
 async def run_demo(
     *,
-    duration: float,
+    duration: float | None,
     speed: float,
     broker: str | None,
     scenario: str = "desaturation",
@@ -147,13 +214,19 @@ async def run_demo(
     out: TextIO = sys.stdout,
     state_dir: Path | None = None,
     alarm_manager: bool = False,
+    session: DemoTimings | None = None,
 ) -> int:
-    """Run the whole chain for ``duration`` wall seconds; the state directory is kept afterwards.
+    """Run the whole chain; the state directory is kept afterwards.
 
-    Kept so an engineer can try ``vitalwatch status``, ``report`` and ``export`` on the session
-    the demo just ran (a new ``vitalwatch-demo-*`` folder under the temporary directory unless
-    ``state_dir`` names one). Returns 1 if a part of the chain failed. ``alarm_manager``: an
-    alarm-manager double in-process receives every alert as IHE PCD-04 too and prints it.
+    With ``session`` a scripted nurse runs one whole session over MQTT, and the demo ends when
+    it is complete, or after ``duration`` wall seconds when that is given (then the station
+    page stays up after the session, or the session is cut short). Without ``session`` the
+    scenario's phases are entered at scenario time for ``duration`` seconds (default 240). The
+    state directory is kept so an engineer can try ``vitalwatch status``, ``report`` and
+    ``export`` on the session the demo just ran (a new ``vitalwatch-demo-*`` folder under the
+    temporary directory unless ``state_dir`` names one). Returns 1 if a part of the chain
+    failed. ``alarm_manager``: an alarm-manager double in-process receives every alert as IHE
+    PCD-04 too and prints it.
     """
     try:
         story = get_scenario(scenario)
@@ -163,7 +236,7 @@ async def run_demo(
     host, port = parse_broker(broker) if broker else ("127.0.0.1", free_port())
     if broker:
         check_broker_reachable(host, port)
-    sim = make_simulator("masimo", story)
+    sims = session_simulators(story) if session is not None else {"oximeter": make_simulator("masimo", story)}
     if state_dir is None:
         state_dir = Path(tempfile.mkdtemp(prefix="vitalwatch-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -184,11 +257,23 @@ async def run_demo(
                     file=out,
                     flush=True,
                 )
-                await stack.enter_async_context(
-                    demo_station(site=SITE, ws_url=f"ws://127.0.0.1:{ws_port}/", out=out, port=station_port)
+                ws_url = f"ws://127.0.0.1:{ws_port}/"
+                try:
+                    await stack.enter_async_context(
+                        demo_station(site=SITE, ws_url=ws_url, out=out, port=station_port)
+                    )
+                except OSError:  # taken since it was found free (another demo starting): any port
+                    await stack.enter_async_context(demo_station(site=SITE, ws_url=ws_url, out=out, port=0))
+            urls: dict[str, str] = {}
+            for device, sim in sims.items():
+                endpoint = await stack.enter_async_context(serve_pty(sim, speed=speed))
+                urls[device] = endpoint.url
+                print(
+                    f"simulated {_DEVICE_NAMES[sim.device]} ({device}) on {endpoint.url}",
+                    file=out,
+                    flush=True,
                 )
-            endpoint = await stack.enter_async_context(serve_pty(sim, speed=speed))
-            print(f"simulated Masimo Rad-8 ({scenario}) on {endpoint.url}", file=out, flush=True)
+            print(f"scenario {scenario} on {BED}", file=out, flush=True)
             manager_port = None
             if alarm_manager:
                 double = AlarmManagerDouble(on_report=lambda r: print(pcd04_line(r), file=out, flush=True))
@@ -199,7 +284,10 @@ async def run_demo(
                     file=out,
                     flush=True,
                 )
-            daemon = Daemon(demo_config(host, port, endpoint.url, state_dir, alarm_manager_port=manager_port))
+            config = demo_config(
+                host, port, urls, state_dir, alarm_manager_port=manager_port, timings=session
+            )
+            daemon = Daemon(config)
             ready = asyncio.Event()
             tasks = [
                 asyncio.create_task(nurse_view(host, port, out, ready), name="nurse-view"),
@@ -207,17 +295,22 @@ async def run_demo(
             try:
                 await asyncio.wait_for(ready.wait(), 10)
                 tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
-                tasks.append(asyncio.create_task(_follow_phases(daemon, story.phases, speed), name="phases"))
+                if session is not None:
+                    script = _session_then_stop(host, port, out, session)
+                    until = (
+                        "when the scripted session is complete"
+                        if duration is None
+                        else f"after {duration:g} s"
+                    )
+                else:
+                    script = _follow_phases(daemon, story.phases, speed)
+                    duration = NO_SESSION_DURATION_S if duration is None else duration
+                    until = f"after {duration:g} s"
+                tasks.append(asyncio.create_task(script, name="session" if session else "phases"))
                 print(
-                    f"daemon running; alerts for site {SITE} follow (demo ends after {duration:g} s)",
-                    file=out,
-                    flush=True,
+                    f"daemon running; alerts for site {SITE} follow (demo ends {until})", file=out, flush=True
                 )
-                done, _ = await asyncio.wait(tasks, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        print(f"demo: {task.get_name()} failed: {task.exception()!r}", file=out, flush=True)
-                        code = 1
+                code = await _supervise(tasks, duration, out, stop_after_script=duration is None)
             finally:
                 for task in tasks:
                     task.cancel()

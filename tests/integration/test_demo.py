@@ -8,7 +8,9 @@ kept so ``report`` works on the demo's session. Bad options are one line, never 
 from __future__ import annotations
 
 import asyncio
+import html
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,3 +130,70 @@ async def test_demo_with_an_alarm_manager_shows_it_receiving_pcd04(tmp_path: Pat
             await proc.wait()
     assert 0 == proc.returncode, err.decode()
     assert any(line.startswith("alarm-manager double (IHE PCD-04, MLLP) on 127.0.0.1:") for line in seen)
+
+
+def report_text(db: Path, bed: str, out: Path) -> str:
+    """The bed's latest session report (``vitalwatch report``) as plain text, tags and entities removed."""
+    done = run_cli("report", "--db", str(db), "--bed", bed, "--out", str(out))
+    assert 0 == done.returncode, done.stderr
+    page = next(line for line in done.stdout.splitlines() if line.endswith(".html"))
+    text = re.sub(r"<[^>]+>", " ", Path(page).read_text(encoding="utf-8"))
+    return re.sub(r"\s+", " ", html.unescape(text))
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_scripted_nurse_runs_a_whole_session_and_the_report_has_it(tmp_path: Path) -> None:
+    """``vitalwatch demo`` at a fast pace: every step of the chairside session goes over MQTT and
+    is answered, the demo ends by itself when the session is complete, and the reports of both
+    chairs show the dose, the nurse's steps and observation, and the prompt marked done."""
+    state = tmp_path / "demo-state"
+    proc = await asyncio.create_subprocess_exec(
+        *VITALWATCH, "demo", "--session-step", "0.25", "--scenario", "normal", "--state-dir", str(state),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text, errors = out.decode(), err.decode()
+    assert 0 == proc.returncode, text + errors
+    assert "Traceback" not in errors and "failed" not in text, text + errors
+    lines = [line for line in text.splitlines() if line.startswith("== ")]
+    steps = [
+        "nurse RN Demo: start session on chair-1",
+        "nurse RN Demo: take BP now on chair-2 -> its ACCUTORR cannot be started remotely; station shows",
+        "nurse RN Demo: took the BP by hand, marks chair-2-p",
+        "station, chair-1: readiness check (first look): NOT READY",
+        "station, chair-1: readiness check (baseline complete):",
+        "nurse RN Demo: start infusion 0.5 mg/kg x 70 kg = 35 mg total",
+        "nurse RN Demo: pause infusion",
+        "nurse RN Demo: resume infusion",
+        "nurse RN Demo: observation: dissociation, mild",
+        "nurse RN Demo: pump stopped -> recovery",
+        "nurse RN Demo: take BP now on chair-1 -> the gateway started the cuff",
+        "station, chair-1: discharge readiness appears: not yet",
+        "station, chair-1: DISCHARGE-READY",
+        "nurse RN Demo: end session (discharge) -> ended",
+        "the scripted session is complete",
+    ]
+    at = [next((i for i, line in enumerate(lines) if line[3:].startswith(step)), -1) for step in steps]
+    assert -1 not in at and at == sorted(at), "\n".join(lines)  # every step, in this order
+    assert "demo timings are SHORTENED" in text
+    assert any("[x] baseline complete" in line for line in lines), lines
+    # The nurse's prompt was the gateway's: published retained, printed by the tail view, then done.
+    prompt_id = re.search(r"station shows prompt (chair-2-p\d+)", text)
+    assert prompt_id is not None
+    assert f"?? chair-2 PROMPT {prompt_id[1]} " in text and f"-- chair-2 prompt {prompt_id[1]} done" in text
+
+    db = state / "sessions.sqlite3"
+    session = report_text(db, "chair-1", tmp_path / "report-1")
+    assert "dose 0.5 mg/kg" in session and "total dose 35 mg" in session, session
+    for step in ("start session", "start infusion", "dissociation", "pump stopped", "end session"):
+        assert step in session, (step, session)
+    assert "Discharge ready +" in session, session
+    prompts = report_text(db, "chair-2", tmp_path / "report-2")
+    assert "prompt kind take_bp, reason nurse request" in prompts, prompts
+    assert "prompt done kind take_bp RN Demo" in prompts, prompts

@@ -1,7 +1,8 @@
 """A whole chairside session run from the nurse station in a real browser, at tablet width.
 
-Mosquitto with WebSockets, the daemon with simulated devices on ptys (chair-1: a Rad-8 and a
-SunTech cuff the daemon can start; chair-2: an ACCUTORR, whose cuff it cannot start), the
+Mosquitto with WebSockets, the daemon with simulated devices on ptys (the demo's two chairs,
+vitalwatch/demo_session.py: chair-1 has a Rad-8 and a SunTech cuff the daemon can start; chair-2
+an ACCUTORR, whose cuff it cannot start), the
 station's web server, and headless Debian chromium (768 x 1024) driven by
 tests/integration/browser/session.mjs. A real MQTT subscriber records every command the page
 sends, so the test checks what went over the wire as well as what the nurse saw, and the session
@@ -22,8 +23,9 @@ import aiomqtt
 import pytest
 
 from tests.integration.station_browser import daemon_config, drive, open_station, start_watching
+from vitalwatch.demo_session import PROMPT_BED as DEMO_PROMPT_BED
+from vitalwatch.demo_session import SESSION_BED, session_beds, session_simulators
 from vitalwatch.ops.daemon import Daemon
-from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
 from vitalwatch.simulators.scenarios import get_scenario
 from vitalwatch.testing import Mosquitto
@@ -34,8 +36,8 @@ pytestmark = [
 ]
 
 SITE = "clinic-web"
-BED = "chair-1"  # SunTech cuff: the daemon starts it
-PROMPT_BED = "chair-2"  # ACCUTORR: the daemon cannot start its cuff, so it asks the nurse
+BED = SESSION_BED  # SunTech cuff: the daemon starts it
+PROMPT_BED = DEMO_PROMPT_BED  # ACCUTORR: the daemon cannot start its cuff, so it asks the nurse
 NURSE = "RN Kim"
 REASON = "cuff reading older than 30 s, BP stable"
 # Short clinical timings so a whole session fits in well under a minute: 30 s of oximetry and one
@@ -84,23 +86,12 @@ async def test_a_whole_session_from_the_station(
     normal = get_scenario("normal")
     seen: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
-        oximeter = await stack.enter_async_context(serve_pty(make_simulator("masimo", normal)))
-        cuff = await stack.enter_async_context(
-            serve_pty(make_simulator("suntech", normal, min_cycle_s=2.0, max_cycle_s=3.0))
-        )
-        accutorr = await stack.enter_async_context(
-            serve_pty(make_simulator("accutorr", normal, nibp_interval_min=600))
-        )
-        config = daemon_config(
-            SITE, broker.port, tmp_path, alarms=ALARMS,
-            beds=[
-                {"id": BED, "devices": [
-                    {"id": "oximeter", "driver": "masimo", "url": oximeter.url},
-                    {"id": "cuff", "driver": "suntech", "url": cuff.url},
-                ]},
-                {"id": PROMPT_BED, "devices": [{"id": "monitor", "driver": "accutorr", "url": accutorr.url}]},
-            ],
-        )  # fmt: skip
+        # The demo's two chairs (vitalwatch demo runs the same session on them).
+        urls = {
+            device: (await stack.enter_async_context(serve_pty(sim))).url
+            for device, sim in session_simulators(normal).items()
+        }
+        config = daemon_config(SITE, broker.port, tmp_path, alarms=ALARMS, beds=session_beds(urls))
         station = await open_station(stack, SITE, ws_port)
         watcher = await start_watching(record_commands, broker.port, seen)
         daemon = Daemon(config)

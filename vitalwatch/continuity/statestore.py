@@ -373,7 +373,14 @@ class SnapshotWriter:
             self.write()
 
     async def close(self) -> None:
-        """Clean shutdown: wait for the write in flight, then store a last snapshot."""
+        """Clean shutdown: wait for the write in flight, then store a last snapshot.
+
+        A write still scheduled is cancelled (the last one covers it): its timer would
+        otherwise fire after the store has shut down.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._scheduled = None, False
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
         self._again = False

@@ -168,8 +168,11 @@ class DeviceLink(GuardedDevice):
         driver = self.guard
         self.connected = True
         log.info("device.connected", driver=self.config.driver)
+        # The driver is built before the bed hears "link up", so a reading the engine asked for
+        # while this cuff's port was closed can start it now; its start events follow the link.
+        started = driver.start(self.now())
         self._listener.on_link(self.config.id, True, self.now(), "port open")
-        self._deliver(driver.start(self.now()), self.now())
+        self._deliver(started, self.now())
         loop = asyncio.get_running_loop()
         fd = port.fileno()
         # What went wrong in the reader callback (a lost port, or a bug downstream), re-raised
