@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
-from vitalwatch.drivers.base import SerialSettings
+from vitalwatch.drivers.base import MeasurementStarter, SerialSettings
 from vitalwatch.link.device_link import DeviceLink, backoff_delay
 from vitalwatch.link.serial_port import SerialPort
 from vitalwatch.simulators import make_simulator
@@ -113,8 +113,7 @@ def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
 
     config = DeviceConfig(id="mon", driver="hl7", url="x", role="multi", serial=SerialSettings())
     chunk = (
-        b"\x0bMSH|^~\\&|M|I|V|C|20261129||ORU^R01|1|P|2.6\r"
-        b"PID|||SIM-0001||DOE^JANE\rOBX|1|NM|150456|1|9x\r"
+        b"\x0bMSH|^~\\&|M|I|V|C|20261129||ORU^R01|1|P|2.6\rPID|||SIM-0001||DOE^JANE\rOBX|1|NM|150456|1|9x\r"
     )
     for level, dumped in (("info", False), ("debug", True)):
         out = io.StringIO()
@@ -131,3 +130,44 @@ def test_decode_problem_dumps_scrubbed_raw_bytes_at_debug_only() -> None:
             assert b"OBX|1|NM|150456" in data
             assert b"SIM-0001" not in data and b"DOE^JANE" not in data
     configure_logging("info", "json", stream=io.StringIO())
+
+
+class StartsOnLinkUp(Recorder):
+    """A bed that asked for a reading before the cuff's port opened: it starts the cuff on link up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.link: DeviceLink | None = None
+        self.started: list[bool] = []
+
+    def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
+        super().on_link(device, up, now, reason)
+        assert self.link is not None
+        driver = self.link.driver
+        if up and isinstance(driver, MeasurementStarter):  # what BedSession.request_nibp needs
+            driver.start_measurement()
+            self.link.poke()
+        self.started.append(up and driver is not None)
+
+
+@pytest.mark.asyncio
+async def test_the_driver_exists_when_the_bed_hears_link_up_so_a_waiting_request_starts_the_cuff() -> None:
+    """On the first connect the bed is told "port open" with the driver already built: a reading the
+    engine asked for while the port was closed starts the SunTech cuff at once, and its reading arrives."""
+    sim = make_simulator("suntech", get_scenario("normal"), min_cycle_s=1.0, max_cycle_s=1.5)
+    async with serve_pty(sim) as endpoint:
+        bed = StartsOnLinkUp()
+        config = DeviceConfig(id="cuff", driver="suntech", url=endpoint.url, role="nibp", serial=sim.serial)
+        bed.link = DeviceLink(config, bed, rng=random.Random(0))
+        task = asyncio.create_task(bed.link.run())
+        try:
+            await wait_until(lambda: bool(bed.started), 10, "link up")
+            assert [True] == bed.started
+            await wait_until(
+                lambda: any(isinstance(e, Observation) and e.kind == "nibp_systolic" for e in bed.events),
+                15,
+                "the cuff's reading",
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
