@@ -91,6 +91,15 @@ def test_no_reading_ever_counts_from_start() -> None:
     )
 
 
+def test_a_host_driven_cuff_idle_between_measurements_is_not_silence() -> None:
+    """An NIBP module speaks only when asked (every few minutes): its quiet is normal, its port is not."""
+    cuff = device(id="nibp", streams=False, last_reading_age_s=600.0)
+    assert {} == codes(snapshot(cuff))
+    assert {} == codes(snapshot(dataclasses.replace(cuff, last_reading_age_s=None), uptime_s=900.0))
+    assert {"device.link_down": Severity.DEGRADED} == codes(snapshot(dataclasses.replace(cuff, link_up=False)))
+    assert {"device.task_dead": Severity.FAULT} == codes(snapshot(dataclasses.replace(cuff, task_running=False)))
+
+
 def test_startup_grace_suppresses_staleness_but_not_link_down() -> None:
     snap = snapshot(device(link_up=False, last_reading_age_s=None), uptime_s=5.0)
     assert {"device.link_down": Severity.DEGRADED} == codes(snap)
@@ -133,7 +142,7 @@ def test_snapshot_json_round_trip() -> None:
     """A snapshot survives JSON (the status command gets it over a socket)."""
     snap = snapshot(
         device(last_reading_age_s=None, silence_alarm=True),
-        device(id="nibp", link_up=False),
+        device(id="nibp", link_up=False, streams=False),
         broker_connected=False,
         outbox_depth=4,
         outbox_oldest_age_s=12.5,

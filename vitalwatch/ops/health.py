@@ -68,6 +68,9 @@ class DeviceState:
     link_up: bool  # the port is open (and, for streaming devices, bytes are arriving)
     last_reading_age_s: float | None  # seconds since the last valid reading; None: none yet
     silence_alarm: bool = False  # the link-lost / no-data technical alarm is active for it
+    # False for a host-driven NIBP module: silent between the measurements the daemon asks for, so
+    # only its port and task are judged here (the engine's nibp_overdue covers a cuff that never answers).
+    streams: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +118,7 @@ class DaemonSnapshot:
                             "link_up": dev.link_up,
                             "last_reading_age_s": dev.last_reading_age_s,
                             "silence_alarm": dev.silence_alarm,
+                            "streams": dev.streams,
                         }
                         for dev in bed.devices
                     ],
@@ -140,6 +144,7 @@ class DaemonSnapshot:
                             None if dev["last_reading_age_s"] is None else float(dev["last_reading_age_s"])
                         ),
                         silence_alarm=bool(dev.get("silence_alarm", False)),
+                        streams=bool(dev.get("streams", True)),
                     )
                     for dev in bed["devices"]
                 ),
@@ -216,7 +221,7 @@ def _device_problems(bed: BedState, dev: DeviceState, snap: DaemonSnapshot, lim:
     found: list[Problem] = []
     if not dev.link_up:
         found.append(Problem(Severity.DEGRADED, "device.link_down", subject, "serial link down"))
-    if snap.uptime_s < lim.startup_grace_s:
+    if snap.uptime_s < lim.startup_grace_s or not dev.streams:
         return found
     # With no reading yet, the device has been silent since start.
     silent_s = snap.uptime_s if dev.last_reading_age_s is None else dev.last_reading_age_s

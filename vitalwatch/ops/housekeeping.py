@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from vitalwatch import strict_json
+from vitalwatch.engine.roles import streams
 from vitalwatch.ops.clocksync import ClockSync
 from vitalwatch.ops.health import (
     SILENCE_LOCAL_ALARM,
@@ -70,6 +71,7 @@ def snapshot_of(daemon: Daemon, *, now: float, loop_lag_s: float, clock_synced: 
                     link_up=link.connected,
                     last_reading_age_s=None if last is None else max(0.0, now - last),
                     silence_alarm=dev_id in silent or None in silent,
+                    streams=streams(link.config.role),
                 )
             )
         beds.append(
