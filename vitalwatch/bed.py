@@ -142,7 +142,8 @@ class BedSession(Generic[L]):
         self._log = logger if logger is not None else log
         self.engine = engine
         self.sink = sink
-        # Called with every output before it is dispatched (session journal, session record).
+        # Called with every output (session journal, session record): before it is dispatched,
+        # except that an alert transition reaches the sink (its journal commit) first.
         self.observers = tuple(observers)
         self._vital_payload = vital_payload
         # The session record (vitalwatch.record.sessionlog) sees every observation and its validity.
@@ -283,6 +284,11 @@ class BedSession(Generic[L]):
 
     def dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
+            if self.sink is not None and isinstance(out, AlertTransition):
+                # The sink first: it submits the alert's FULL commit to the writer thread, so
+                # the fsync runs while the observers, the log line and the rest of the device's
+                # bytes are handled, not after them (alarm latency, docs/performance.md).
+                self.sink.alert(out)
             self._emit(out)
             match out:
                 case AlertTransition():
@@ -296,8 +302,6 @@ class BedSession(Generic[L]):
                         priority=out.priority.value,
                         condition=out.condition,
                     )
-                    if self.sink is not None:
-                        self.sink.alert(out)
                 case NibpRequest():
                     if self.request_nibp(out.reason, out.t):
                         self._deferred_nibp = None

@@ -54,6 +54,7 @@ from vitalwatch.delivery.broker import (
     cut_connection,
     message_bytes,
     no_delay,
+    write_at_once,
 )
 from vitalwatch.delivery.documents import RetainedDocuments
 from vitalwatch.delivery.lanes import Entry, Lanes
@@ -239,6 +240,7 @@ class BedPublisher:
                 try:
                     async with client:
                         no_delay(client)
+                        write_at_once(client)
                         self._watchdog.connection(True)
                         attempt = 0
                         log.info(
