@@ -170,6 +170,98 @@ def write_config(
     return path
 
 
+# ---------------------------------------------------------------------------------------- CPU limit
+CPU_PERIOD_US = 100_000  # what systemd's CPUQuota= uses
+
+
+@dataclass
+class CpuLimit:
+    """A CPU quota (a share of one core) for a daemon, as ``systemd-run -p CPUQuota=`` sets it.
+
+    Why: a Raspberry Pi 4 core is several times slower than this machine's, so the benchmarks
+    also run the daemon with only part of a core. The limit is a cgroup of its own: cgroup v2
+    (``cpu.max``) where the unified hierarchy has the cpu controller, else cgroup v1
+    (``cpu.cfs_quota_us``), created here and removed by :meth:`close`. When neither can be
+    created (no permission, no controller), :attr:`available` is False and :attr:`how` says
+    why: the caller reports that and measures unconstrained only.
+
+    A quota is not a slower core: the daemon runs at full speed until it has used its share of
+    the 100 ms period, then waits for the next period. Below the quota it is never throttled;
+    :meth:`throttled` says whether it was.
+    """
+
+    quota: float  # share of one core, e.g. 0.25
+    how: str  # how the limit was set, or why it could not be
+    directory: Path | None = None
+    version: int = 0  # 1 or 2; 0 when not available
+
+    @property
+    def available(self) -> bool:
+        return self.directory is not None
+
+    @classmethod
+    def create(cls, quota: float, name: str = "vitalwatch-bench") -> CpuLimit:
+        """Make a cgroup limited to ``quota`` of one core (or say why not)."""
+        name = f"{name}-{os.getpid()}"
+        quota_us = max(1000, round(quota * CPU_PERIOD_US))
+        reasons = []
+        for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+            controllers = root / "cgroup.controllers"
+            if not controllers.is_file():
+                continue
+            if "cpu" not in controllers.read_text().split():
+                reasons.append(f"cgroup v2 at {root} has no cpu controller")
+                continue
+            try:
+                (root / "cgroup.subtree_control").write_text("+cpu")
+                d = root / name
+                d.mkdir(exist_ok=True)
+                (d / "cpu.max").write_text(f"{quota_us} {CPU_PERIOD_US}")
+            except OSError as exc:
+                reasons.append(f"cgroup v2 at {root}: {exc.strerror or exc}")
+                continue
+            return cls(quota, f"cgroup v2 {d}/cpu.max = {quota_us} {CPU_PERIOD_US}", d, 2)
+        for root in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct")):
+            if not (root / "cpu.cfs_quota_us").is_file():
+                continue
+            try:
+                d = root / name
+                d.mkdir(exist_ok=True)
+                (d / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                (d / "cpu.cfs_quota_us").write_text(str(quota_us))
+            except OSError as exc:
+                reasons.append(f"cgroup v1 at {root}: {exc.strerror or exc}")
+                continue
+            return cls(quota, f"cgroup v1 {d}/cpu.cfs_quota_us = {quota_us} per {CPU_PERIOD_US} us", d, 1)
+        return cls(quota, "; ".join(reasons) or "no cgroup cpu controller found under /sys/fs/cgroup")
+
+    def enter(self) -> None:
+        """Move the calling process into the limit (a ``preexec_fn``: runs in the child)."""
+        if self.directory is not None:
+            (self.directory / "cgroup.procs").write_text(str(os.getpid()))
+
+    def throttled(self) -> dict[str, float]:
+        """The cgroup's throttling counters (periods, throttled periods, throttled seconds)."""
+        if self.directory is None:
+            return {}
+        stat = {}
+        for line in (self.directory / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            stat[key] = int(value)
+        throttled_s = stat.get("throttled_usec", 0) / 1e6 or stat.get("throttled_time", 0) / 1e9
+        return {
+            "periods": stat.get("nr_periods", 0),
+            "throttled_periods": stat.get("nr_throttled", 0),
+            "throttled_s": round(throttled_s, 3),
+        }
+
+    def close(self) -> None:
+        """Remove the cgroup (its processes must have exited)."""
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
+
+
 # ---------------------------------------------------------------------------------------- daemon
 @dataclass
 class DaemonProcess:
@@ -187,18 +279,28 @@ class DaemonProcess:
         *,
         cpu: int | None = None,
         env: Mapping[str, str] | None = None,
-        nodelay: bool = False,
+        launcher: str | None = None,
+        limit: CpuLimit | None = None,
     ) -> DaemonProcess:
-        """Start the daemon; ``nodelay`` runs it with TCP_NODELAY on its MQTT sockets (see below)."""
+        """Start the daemon.
+
+        ``launcher``: a module run instead of ``vitalwatch`` that installs something first and
+        then runs the daemon (``bench.stagetrace``); ``limit``: start it inside that CPU limit.
+        """
         cmd = [sys.executable, "-m", "vitalwatch", "run", "--config", str(config)]
-        if nodelay:
-            cmd = [sys.executable, "-m", "bench.common", "run-nodelay", "--config", str(config)]
+        if launcher is not None:
+            cmd = [sys.executable, "-m", launcher, "--config", str(config)]
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
         log = log_path.open("wb")
         started = mono()
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=limit.enter if limit is not None else None,  # noqa: PLW1509
         )
         log.close()
         return cls(proc, log_path, started)
@@ -306,33 +408,6 @@ def _subscribe_main(port: int, out: Path, topics: list[str]) -> None:
     out.write_text(json.dumps([(t, topic, body.hex()) for t, topic, body in got]))
 
 
-def _run_nodelay(argv: list[str]) -> int:
-    """``vitalwatch run`` with TCP_NODELAY set on every aiomqtt connection it opens.
-
-    Why: paho does not set TCP_NODELAY, so after a QoS 0 vital (which the broker never answers)
-    Nagle holds the next small write - the alert - until the broker's delayed ACK, tens of ms on
-    Linux. This launcher shows the daemon with the one-line fix in the publisher (see
-    docs/performance.md) beside the daemon as shipped, in the same run.
-    """
-    import socket
-
-    import aiomqtt
-
-    from vitalwatch.cli import main as cli_main
-
-    enter = aiomqtt.Client.__aenter__
-
-    async def aenter(self: aiomqtt.Client) -> aiomqtt.Client:
-        client = await enter(self)
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client
-
-    aiomqtt.Client.__aenter__ = aenter  # type: ignore[method-assign,assignment]
-    return cli_main(["run", *argv])
-
-
 # ---------------------------------------------------------------------------------------- reporting
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
@@ -388,8 +463,6 @@ def start_broker(workdir: Path, *, cpu: int | None = None) -> Any:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "subscribe":
         _subscribe_main(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
-    elif len(sys.argv) >= 2 and sys.argv[1] == "run-nodelay":
-        sys.exit(_run_nodelay(sys.argv[2:]))
     else:
         print("usage: python -m bench.common subscribe PORT OUT TOPIC...", file=sys.stderr)
         sys.exit(2)

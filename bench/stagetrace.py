@@ -1,0 +1,314 @@
+"""Stage tracer: where an alert's time goes inside the daemon, from the pty read to the PUBACK.
+
+Why a launcher and not code in the daemon: the stamps must not cost the shipped daemon anything,
+and the stages are the boundaries between modules that already exist, so wrapping those
+functions (as ``bench.common run-nodelay`` once did for TCP_NODELAY) marks every stage without
+touching the product. ``python -m bench.stagetrace --config PATH`` is ``vitalwatch run`` with
+these wrappers; the stamps (CLOCK_MONOTONIC, the clock the benchmark's writer and subscriber
+use) go to the JSON file named by ``VW_STAGE_TRACE`` when the daemon exits.
+
+Stages of one alert transition, keyed by ``(alert_id, seq)``, in path order:
+
+.. code-block:: text
+
+    read         SerialPort.read_nowait returned the chunk that completed the line
+    decoded      the driver's feed returned its events (DriverGuard.feed)
+    engine_out   BedEngine.observe returned the transition (validity, vitals, session record, engine)
+    alert_in     BedPublisher.alert called: the bed session's dispatch reached the publisher
+    alert_out    BedPublisher.alert returned: the FULL commit submitted to the writer thread
+    committed    the writer thread's transaction with this row committed (fsync done)
+    commit_seen  the loop saw the record's future resolve
+    send_in      the publisher's task entered _send for this entry
+    publish      aiomqtt Client.publish called (body encoded)
+    sock_write   paho wrote the next packet to the socket after that publish
+    puback       Client.publish returned: the broker's PUBACK arrived
+
+The benchmark adds ``written`` (its write to the pty) and ``received`` (the subscriber) and
+:func:`segments` turns one alert's stamps into the time spent between consecutive stages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OWNERS", "SEGMENTS", "STAGES", "classify", "install", "install_sampler", "segments"]
+
+STAGES = (
+    "read",
+    "decoded",
+    "engine_out",
+    "alert_in",
+    "alert_out",
+    "committed",
+    "commit_seen",
+    "send_in",
+    "publish",
+    "sock_write",
+    "puback",
+)
+
+# (name, from, to): the path's consecutive pieces. The publisher task may enter _send before
+# the commit is seen (it then waits on it), so "ready to publish" is the later of the two.
+SEGMENTS: tuple[tuple[str, str, str], ...] = (
+    ("pty write -> daemon read", "written", "read"),
+    ("driver decode", "read", "decoded"),
+    ("observation -> engine returns the alert", "decoded", "engine_out"),
+    ("dispatch to publisher.alert", "engine_out", "alert_in"),
+    ("publisher.alert (payload, journal submit)", "alert_in", "alert_out"),
+    ("journal commit (writer thread, fsync)", "alert_out", "committed"),
+    ("commit -> loop sees it", "committed", "commit_seen"),
+    ("-> publish called (task wake, encode)", "ready", "publish"),
+    ("publish -> socket write", "publish", "sock_write"),
+    ("socket write -> subscriber", "sock_write", "received"),
+)
+
+
+def segments(stamps: Mapping[str, float]) -> dict[str, float]:
+    """Seconds spent in each segment of :data:`SEGMENTS` for one alert (missing stamps: omitted)."""
+    s = dict(stamps)
+    if "commit_seen" in s or "send_in" in s:
+        s["ready"] = max(s.get("commit_seen", 0.0), s.get("send_in", 0.0))
+    return {name: s[b] - s[a] for name, a, b in SEGMENTS if a in s and b in s}
+
+
+def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """Wrap the stage boundaries; returns the live record (also written to ``out`` at exit)."""
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+    from vitalwatch.delivery.publisher import BedPublisher
+    from vitalwatch.delivery.store import Store
+    from vitalwatch.delivery.writer import JournalWriter
+    from vitalwatch.engine.outputs import AlertTransition
+    from vitalwatch.engine.session import BedEngine
+    from vitalwatch.link.driver_guard import DriverGuard
+    from vitalwatch.link.serial_port import SerialPort
+
+    now = time.monotonic  # CLOCK_MONOTONIC on Linux, as bench.common.mono
+    rec: dict[tuple[str, int], dict[str, float]] = {}
+    last: dict[str, float] = {}
+    state: dict[str, Any] = {"key": None, "write_for": None}
+    in_txn: list[tuple[str, int]] = []  # writer thread only
+
+    read_nowait = SerialPort.read_nowait
+
+    def traced_read(self: SerialPort) -> bytes:
+        data = read_nowait(self)
+        if data:
+            last["read"] = now()
+        return data
+
+    feed = DriverGuard.feed
+
+    def traced_feed(self: DriverGuard, data: bytes, t: float = 0.0) -> list[Any]:
+        events = feed(self, data, t)
+        last["decoded"] = now()
+        return events
+
+    observe = BedEngine.observe
+
+    def traced_observe(self: BedEngine, *a: Any, **kw: Any) -> Any:
+        outputs = observe(self, *a, **kw)
+        if any(isinstance(o, AlertTransition) for o in outputs):
+            last["engine_out"] = now()
+        return outputs
+
+    alert = BedPublisher.alert
+
+    def traced_alert(self: BedPublisher, transition: Any) -> None:
+        t = now()
+        key = (transition.alert_id, transition.seq)
+        rec[key] = {"alert_in": t, **last}
+        last.pop("engine_out", None)
+        state["key"] = key
+        try:
+            alert(self, transition)
+        finally:
+            state["key"] = None
+        rec[key]["alert_out"] = now()
+
+    record = Store.record
+
+    def traced_record(self: Store, bed: str, **kw: Any) -> Any:
+        fut = record(self, bed, **kw)
+        key = (kw["alert_id"], kw["seq"])
+        if key in rec:
+            fut.add_done_callback(lambda _f: rec[key].__setitem__("commit_seen", now()))
+        return fut
+
+    wrap_record = JournalWriter._record
+
+    def traced_writer_record(self: JournalWriter, work: Any) -> Any:
+        key = state["key"]
+        if key is None:
+            return wrap_record(self, work)
+
+        def marked(conn: Any) -> None:
+            work(conn)
+            in_txn.append(key)
+
+        return wrap_record(self, marked)
+
+    txn = JournalWriter._txn
+
+    def traced_txn(self: JournalWriter, sync: str, body: Any, *, hold: bool = True) -> Any:
+        del in_txn[:]
+        result = txn(self, sync, body, hold=hold)
+        t = now()
+        for key in in_txn:
+            if key in rec and result is not None:
+                rec[key]["committed"] = t
+        del in_txn[:]
+        return result
+
+    send = BedPublisher._send
+
+    async def traced_send(self: BedPublisher, client: Any, entry: Any) -> None:
+        key = (entry.alert_id, entry.seq)
+        if key in rec:
+            rec[key]["send_in"] = now()
+        await send(self, client, entry)
+
+    publish = aiomqtt.Client.publish
+
+    async def traced_publish(
+        self: aiomqtt.Client, topic: str, payload: Any = None, *a: Any, **kw: Any
+    ) -> None:
+        key = None
+        if topic.endswith("/alerts") and isinstance(payload, bytes | str):
+            body = json.loads(payload)
+            key = (body.get("alert_id"), body.get("seq"))
+            if key in rec:
+                rec[key]["publish"] = now()
+                state["write_for"] = key
+        await publish(self, topic, payload, *a, **kw)
+        if key in rec:
+            rec[key]["puback"] = now()
+
+    loop_write = paho.Client.loop_write
+
+    def traced_loop_write(self: paho.Client) -> Any:
+        result = loop_write(self)
+        key = state["write_for"]
+        if key is not None:
+            state["write_for"] = None
+            rec[key]["sock_write"] = now()
+        return result
+
+    SerialPort.read_nowait = traced_read  # type: ignore[method-assign]
+    DriverGuard.feed = traced_feed  # type: ignore[method-assign]
+    BedEngine.observe = traced_observe  # type: ignore[method-assign]
+    BedPublisher.alert = traced_alert  # type: ignore[method-assign]
+    Store.record = traced_record  # type: ignore[method-assign]
+    JournalWriter._record = traced_writer_record  # type: ignore[method-assign]
+    JournalWriter._txn = traced_txn  # type: ignore[method-assign]
+    BedPublisher._send = traced_send  # type: ignore[method-assign]
+    aiomqtt.Client.publish = traced_publish  # type: ignore[method-assign]
+    paho.Client.loop_write = traced_loop_write  # type: ignore[method-assign]
+
+    def dump() -> None:
+        out.write_text(json.dumps([[k[0], k[1], v] for k, v in rec.items()]))
+
+    atexit.register(dump)
+    return rec
+
+
+# ------------------------------------------------------------------------ time by stage under load
+# Who owns a sample of the event loop's thread: the innermost frame whose file matches decides
+# (so json.dumps called by the publisher counts as the publisher's). First match wins.
+OWNERS: tuple[tuple[str, str], ...] = (
+    ("/structlog/", "logging"),
+    ("/paho/", "MQTT client (aiomqtt, paho)"),
+    ("/aiomqtt/", "MQTT client (aiomqtt, paho)"),
+    ("/drivers/", "driver decode"),
+    ("/vitalwatch/engine/", "engine"),
+    ("/vitalwatch/record/", "session record"),
+    ("/vitalwatch/continuity/", "snapshot, recording"),
+    ("/vitalwatch/delivery/", "publisher, payloads, journal submit"),
+    ("/vitalwatch/bed.py", "bed session (validity, dispatch)"),
+    ("/vitalwatch/link/", "device link (read)"),
+    ("/vitalwatch/ops/", "daemon (ticker, health)"),
+    ("/vitalwatch/", "other vitalwatch"),
+    ("selectors.py", "idle (waiting in select)"),
+    ("/asyncio/", "event loop"),
+)
+SAMPLE_S = 0.001
+
+
+def classify(files: list[str]) -> str:
+    """The stage of one stack sample, ``files`` innermost frame first (:data:`OWNERS`)."""
+    for name in files:
+        for pattern, owner in OWNERS:
+            if pattern in name:
+                return owner
+    return "other"
+
+
+def install_sampler(out: Path) -> None:
+    """Sample the loop thread's stack every :data:`SAMPLE_S`; counts per stage per 100 ms, at exit.
+
+    A sampler, not cProfile: a deterministic profiler slows every Python call and would move
+    the saturation point it is meant to explain; one sample a millisecond costs about 1 %.
+    """
+    import threading
+    from collections import Counter
+
+    main = threading.main_thread().ident
+    buckets: dict[int, Counter[str]] = {}
+
+    def sample() -> None:
+        while True:
+            time.sleep(SAMPLE_S)
+            frame = sys._current_frames().get(main or 0)
+            files = []
+            while frame is not None:
+                files.append(frame.f_code.co_filename)
+                frame = frame.f_back
+            bucket = int(time.monotonic() * 10)
+            buckets.setdefault(bucket, Counter())[classify(files)] += 1
+
+    threading.Thread(target=sample, name="stage-sampler", daemon=True).start()
+
+    def dump() -> None:
+        out.write_text(json.dumps([[b / 10, dict(c)] for b, c in sorted(buckets.items())]))
+
+    atexit.register(dump)
+
+
+def stage_shares(path: Path, t0: float, t1: float) -> dict[str, float]:
+    """Share of the loop thread's samples per stage between CLOCK_MONOTONIC ``t0`` and ``t1``."""
+    total: dict[str, int] = {}
+    for t, counts in json.loads(path.read_text()):
+        if t0 <= t < t1:
+            for stage, n in counts.items():
+                total[stage] = total.get(stage, 0) + n
+    n_all = sum(total.values()) or 1
+    return {k: round(v / n_all, 3) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
+
+
+def load(path: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """The stamps a traced daemon wrote, keyed by ``(alert_id, seq)``."""
+    return {(a, s): v for a, s, v in json.loads(path.read_text())}
+
+
+def main(argv: list[str]) -> int:
+    """``vitalwatch run`` with the stage wrappers installed (``VW_STAGE_TRACE``: where to write)
+    and, with ``VW_STAGE_PROFILE`` set, the stage sampler (writes there)."""
+    if trace := os.environ.get("VW_STAGE_TRACE"):
+        install(Path(trace))
+    if profile := os.environ.get("VW_STAGE_PROFILE"):
+        install_sampler(Path(profile))
+    from vitalwatch.cli import main as cli_main
+
+    return cli_main(["run", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
