@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     configure_logging(config.logging.level, config.logging.format)
     try:
-        asyncio.run(run_daemon(config, record_dir=args.record))
+        asyncio.run(run_daemon(config, record_dir=args.record, freeze_gc=True))
     except StartupError as exc:
         print(f"vitalwatch: cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
