@@ -17,6 +17,10 @@ disk, default alarm table, Mosquitto on loopback.
    says so). RSS at the end (VmRSS) and the CPU share of one core (utime+stime over wall time,
    after a 10 s warm-up). Then ``LIGHT_S`` seconds with 1 Hz oximeters in place of the Contec
    and the Nonin, to show what the waveform-rate devices' wake-ups cost.
+   With a CPU limit available (:class:`bench.common.CpuLimit`, ``BENCH_CPU_QUOTA`` of a core,
+   25 % by default), the same run again with the daemon inside the limit, and its CPU share
+   as a share of that constrained core (and start to READY inside it); without one, the
+   benchmark says so and measures unconstrained only.
 3. **Accelerated soak**: the ``session`` scenario (alarms, probe-off, artifacts, phase changes)
    at ``SOAK_SPEED`` x real time for ``SOAK_S`` seconds, i.e. one hour of device traffic. NIBP
    modules are polled by the daemon on its own clock, so they are not accelerated. RSS is
@@ -37,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import DaemonProcess, mono, report, row, start_broker, write_config
+from bench.common import CpuLimit, DaemonProcess, mono, report, row, start_broker, write_config
 
 DEVICES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("bed-1", (("oximeter", "masimo"), ("nibp", "suntech"))),
@@ -59,16 +63,22 @@ REAL_S = float(os.environ.get("BENCH_REAL_S", "90"))
 SOAK_SPEED = 30.0
 SOAK_S = float(os.environ.get("BENCH_SOAK_S", "120"))
 WARMUP_S = 10.0
+# The Pi's own budget: the same 8 devices with the daemon limited to this share of one core
+# (``BENCH_CPU_QUOTA``); its CPU share is reported as a share of that constrained core.
+CPU_QUOTA = float(os.environ.get("BENCH_CPU_QUOTA", "0.25"))
+LIMITED_START_RUNS = 3
 
 
-def _ready_time(work: Path, config: Path, i: int) -> tuple[float, str]:
+def _ready_time(work: Path, config: Path, i: int, limit: CpuLimit | None = None) -> tuple[float, str]:
     """Seconds from Popen to READY (sd_notify if sent, else the daemon.ready log line)."""
     sock_path = work / f"notify-{i}.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(0.05)
     wall0 = time.time()
-    daemon = DaemonProcess.start(config, work / f"start-{i}.log", env={"NOTIFY_SOCKET": str(sock_path)})
+    daemon = DaemonProcess.start(
+        config, work / f"start-{i}.log", env={"NOTIFY_SOCKET": str(sock_path)}, limit=limit
+    )
     try:
         deadline = daemon.started + 20
         while mono() < deadline:
@@ -97,6 +107,7 @@ async def _serve_and_sample(
     seconds: float,
     broker_port: int,
     devices: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = DEVICES,
+    limit: CpuLimit | None = None,
 ) -> dict[str, Any]:
     """Serve the 8 devices, run the daemon for ``seconds``, sample RSS and CPU every second."""
     from contextlib import AsyncExitStack
@@ -115,7 +126,7 @@ async def _serve_and_sample(
         cfg = write_config(
             work / f"{name}.toml", broker_port=broker_port, state_dir=work / f"state-{name}", beds=beds
         )
-        daemon = DaemonProcess.start(cfg, work / f"{name}.log")
+        daemon = DaemonProcess.start(cfg, work / f"{name}.log", limit=limit)
         try:
             for _ in range(2000):
                 if any(e.get("event") == "daemon.ready" for e in daemon.events()):
@@ -147,6 +158,7 @@ async def _serve_and_sample(
 
 def main() -> None:
     """Measure; print the table (text and JSON); write results/footprint.json."""
+    limit = CpuLimit.create(CPU_QUOTA)
     with tempfile.TemporaryDirectory(prefix="vw-footprint-") as tmp:
         work = Path(tmp)
         broker = start_broker(work)
@@ -157,6 +169,24 @@ def main() -> None:
             real = asyncio.run(
                 _serve_and_sample(work, "real", "normal", speed=1.0, seconds=REAL_S, broker_port=broker.port)
             )
+            limited: dict[str, Any] | None = None
+            limited_starts: list[tuple[float, str]] = []
+            if limit.available:
+                limited_starts = [
+                    _ready_time(work, cfg, START_RUNS + i, limit) for i in range(LIMITED_START_RUNS)
+                ]
+                limited = asyncio.run(
+                    _serve_and_sample(
+                        work,
+                        "limited",
+                        "normal",
+                        speed=1.0,
+                        seconds=REAL_S,
+                        broker_port=broker.port,
+                        limit=limit,
+                    )
+                )
+                limited["throttled"] = limit.throttled()
             light = asyncio.run(
                 _serve_and_sample(
                     work,
@@ -175,6 +205,7 @@ def main() -> None:
             )
         finally:
             broker.stop()
+            limit.close()
     ready = [s for s, _ in starts]
     how = starts[0][1]
     rss_mb = real["rss_end_kb"] / 1024
@@ -203,8 +234,39 @@ def main() -> None:
         ),
         row("soak: RSS at end", round(soak["rss_end_kb"] / 1024, 1), "MB"),
     ]
+    quota = f"{CPU_QUOTA:.0%} of a core"
+    if limited is not None:
+        limited_pct = limited["cpu_share"] / CPU_QUOTA * 100
+        limited_ready = statistics.median(s for s, _ in limited_starts)
+        rows += [
+            row(f"limited to {quota}: start to READY, median", round(limited_ready, 3), "s"),
+            row(
+                f"limited to {quota}: CPU share of the constrained core, 8 devices",
+                round(limited_pct, 2),
+                "%",
+                "<= 5",
+                limited_pct <= 5,
+            ),
+            row(f"limited to {quota}: RSS, 8 devices", round(limited["rss_end_kb"] / 1024, 1), "MB"),
+            row(
+                f"limited to {quota}: throttled periods", limited["throttled"]["throttled_periods"], "periods"
+            ),
+        ]
+    else:
+        print(f"CPU limit NOT set ({limit.how}): the footprint was measured unconstrained only")
     report(
-        "footprint", rows, {"start_s": ready, "ready_signal": how, "real": real, "light": light, "soak": soak}
+        "footprint",
+        rows,
+        {
+            "start_s": ready,
+            "ready_signal": how,
+            "real": real,
+            "light": light,
+            "soak": soak,
+            "cpu_limit": {"quota": CPU_QUOTA, "set": limit.available, "how": limit.how},
+            "limited": limited,
+            "limited_start_s": [s for s, _ in limited_starts],
+        },
     )
 
 

@@ -23,6 +23,11 @@ Stages of one alert transition, keyed by ``(alert_id, seq)``, in path order:
     sock_write   paho wrote the next packet to the socket after that publish
     puback       Client.publish returned: the broker's PUBACK arrived
 
+Beside the path: ``chunk_done`` - the device link has handed every event of that chunk to the
+bed session (the rest of the line's observations, vitals, session record, logs), i.e. when
+the loop is free again. The writer thread needs the GIL between its SQLite calls, so a commit
+cannot finish much before that.
+
 The benchmark adds ``written`` (its write to the pty) and ``received`` (the subscriber) and
 :func:`segments` turns one alert's stamps into the time spent between consecutive stages.
 """
@@ -38,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OWNERS", "SEGMENTS", "STAGES", "classify", "install", "install_sampler", "segments"]
+__all__ = ["ASIDE", "OWNERS", "SEGMENTS", "STAGES", "classify", "install", "install_sampler", "segments"]
 
 STAGES = (
     "read",
@@ -69,13 +74,20 @@ SEGMENTS: tuple[tuple[str, str, str], ...] = (
     ("socket write -> subscriber", "sock_write", "received"),
 )
 
+# Beside the path (overlapping it): what the loop still does after the submit, and how long
+# the commit takes after the loop is free.
+ASIDE: tuple[tuple[str, str, str], ...] = (
+    ("(aside) rest of the chunk after the submit", "alert_out", "chunk_done"),
+    ("(aside) loop free -> commit done", "chunk_done", "committed"),
+)
+
 
 def segments(stamps: Mapping[str, float]) -> dict[str, float]:
-    """Seconds spent in each segment of :data:`SEGMENTS` for one alert (missing stamps: omitted)."""
+    """Seconds in each of :data:`SEGMENTS`, then :data:`ASIDE`, for one alert (missing stamps: omitted)."""
     s = dict(stamps)
     if "commit_seen" in s or "send_in" in s:
         s["ready"] = max(s.get("commit_seen", 0.0), s.get("send_in", 0.0))
-    return {name: s[b] - s[a] for name, a, b in SEGMENTS if a in s and b in s}
+    return {name: s[b] - s[a] for name, a, b in (*SEGMENTS, *ASIDE) if a in s and b in s}
 
 
 def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
@@ -89,6 +101,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     from vitalwatch.engine.outputs import AlertTransition
     from vitalwatch.engine.session import BedEngine
     from vitalwatch.link.driver_guard import DriverGuard
+    from vitalwatch.link.guarded import GuardedDevice
     from vitalwatch.link.serial_port import SerialPort
 
     now = time.monotonic  # CLOCK_MONOTONIC on Linux, as bench.common.mono
@@ -120,6 +133,15 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
             last["engine_out"] = now()
         return outputs
 
+    deliver = GuardedDevice._deliver
+
+    def traced_deliver(self: GuardedDevice, events: list[Any], t: float) -> None:
+        deliver(self, events, t)
+        key = state.get("chunk_key")
+        if key is not None and key in rec:
+            rec[key]["chunk_done"] = now()
+        state["chunk_key"] = None
+
     alert = BedPublisher.alert
 
     def traced_alert(self: BedPublisher, transition: Any) -> None:
@@ -133,6 +155,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
         finally:
             state["key"] = None
         rec[key]["alert_out"] = now()
+        state["chunk_key"] = key
 
     record = Store.record
 
@@ -204,6 +227,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
 
     SerialPort.read_nowait = traced_read  # type: ignore[method-assign]
     DriverGuard.feed = traced_feed  # type: ignore[method-assign]
+    GuardedDevice._deliver = traced_deliver  # type: ignore[method-assign]
     BedEngine.observe = traced_observe  # type: ignore[method-assign]
     BedPublisher.alert = traced_alert  # type: ignore[method-assign]
     Store.record = traced_record  # type: ignore[method-assign]
@@ -213,8 +237,23 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     aiomqtt.Client.publish = traced_publish  # type: ignore[method-assign]
     paho.Client.loop_write = traced_loop_write  # type: ignore[method-assign]
 
+    # Garbage-collector pauses (generation, seconds, when): a collection stops the loop too.
+    import gc
+
+    pauses: list[tuple[int, float, float]] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - gc_started[0], now()))
+
+    gc.callbacks.append(on_gc)
+
     def dump() -> None:
         out.write_text(json.dumps([[k[0], k[1], v] for k, v in rec.items()]))
+        out.with_suffix(".gc.json").write_text(json.dumps(pauses))
 
     atexit.register(dump)
     return rec

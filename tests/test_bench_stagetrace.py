@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.stagetrace import OWNERS, SEGMENTS, STAGES, classify, install, segments
+from bench.stagetrace import ASIDE, OWNERS, SEGMENTS, STAGES, classify, install, segments
 
 
 def test_segments_cover_the_path_in_order() -> None:
     stamps = {name: float(i) for i, name in enumerate(("written", *STAGES, "received"))}
+    stamps["chunk_done"] = stamps["alert_out"] + 0.5
     got = segments(stamps)
-    assert list(got) == [name for name, _, _ in SEGMENTS]
+    assert list(got) == [name for name, _, _ in (*SEGMENTS, *ASIDE)]
     assert all(v >= 0 for v in got.values())
     # The publisher may be waiting before the commit is seen: the later of the two counts.
     stamps["send_in"] = stamps["publish"] - 0.5
@@ -47,12 +48,14 @@ def test_tracer_stamps_every_stage_to_the_commit(tmp_path: Path, monkeypatch: py
     from vitalwatch.delivery.writer import JournalWriter
     from vitalwatch.engine.session import BedEngine
     from vitalwatch.link.driver_guard import DriverGuard
+    from vitalwatch.link.guarded import GuardedDevice
     from vitalwatch.link.serial_port import SerialPort
 
     # Undo the class patches after the test (install() patches the classes themselves).
     for cls, attr in (
         (SerialPort, "read_nowait"),
         (DriverGuard, "feed"),
+        (GuardedDevice, "_deliver"),
         (BedEngine, "observe"),
         (BedPublisher, "alert"),
         (BedPublisher, "_send"),
