@@ -133,10 +133,15 @@ async def _serve_and_sample(
                     break
                 await asyncio.sleep(0.01)
             t0 = mono()
+            throttled_at: dict[str, dict[str, float]] = {}
             samples: list[tuple[float, int, float]] = []  # (s since start, rss kB, cpu s)
             while (elapsed := mono() - t0) < seconds:
                 samples.append((elapsed, daemon.rss_kb(), daemon.cpu_s()))
+                if limit is not None and elapsed >= WARMUP_S and not throttled_at:
+                    throttled_at["from"] = limit.throttled()
                 await asyncio.sleep(1.0)
+            if limit is not None:
+                throttled_at["to"] = limit.throttled()
             samples.append((mono() - t0, daemon.rss_kb(), daemon.cpu_s()))
             if daemon.proc.poll() is not None:
                 raise RuntimeError(f"daemon died; see {daemon.log_path}")
@@ -153,6 +158,10 @@ async def _serve_and_sample(
         "cpu_share": cpu_share,
         "growth_kb": statistics.median(late) - statistics.median(early),
         "rss_series_kb": [(round(t), r) for t, r, _ in samples],
+        # Throttling of the CPU limit over the measured window (after the warm-up).
+        "throttled": {
+            k: v - throttled_at.get("from", {}).get(k, 0) for k, v in throttled_at.get("to", {}).items()
+        },
     }
 
 
@@ -186,7 +195,6 @@ def main() -> None:
                         limit=limit,
                     )
                 )
-                limited["throttled"] = limit.throttled()
             light = asyncio.run(
                 _serve_and_sample(
                     work,

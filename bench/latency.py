@@ -1,12 +1,15 @@
 """End-to-end alarm latency: last byte of a limit-crossing line on a pty -> alert at an MQTT subscriber.
 
-What runs, all separate processes on this machine (loopback only):
+What runs, all separate processes on this machine (loopback only), one pty per path:
 
 .. code-block:: text
 
-    this process (writer)  --pty A-->  vitalwatch run (outbox on disk)  --+
-                           --pty B-->  vitalwatch run (outbox on tmpfs) --+--> Mosquitto --> subscriber
-                           --pty C-->  floor: read pty, publish (aiomqtt) -+     (stamps arrival)
+    this process (writer) --pty--> vitalwatch run, outbox on disk           --+
+                          --pty--> vitalwatch run, outbox on tmpfs          --+
+                          --pty--> vitalwatch run + stage tracer (disk)     --+--> Mosquitto --> subscriber
+                          --pty--> vitalwatch run in a CPU limit (disk)     --+     (stamps arrival)
+                          --pty--> floor: read pty, FULL commit, publish    --+
+                          --pty--> floor: read pty, publish (no journal)    --+
 
 The writer writes a whole Masimo line in one ``write()`` and stamps CLOCK_MONOTONIC just
 before it; the subscriber process stamps CLOCK_MONOTONIC when paho hands it the message. Same
@@ -14,16 +17,26 @@ clock, so the difference is the latency. The alarm table has zero condition dela
 ``spo2_low_high``, sustain 0 s, in every phase, not latching): each crossing line raises a new
 alert and the recovery line after it clears it; only ``raised`` transitions are counted.
 
-The three paths are fed in turn (A cross, B cross, C cross, then the recovery lines), 10-13 ms
-apart, so they see the same machine at the same moments and the ratio is side by side. One pty
-per path because two readers of one pty would race for its bytes; the ptys are made the same
-way. The floor is the least a program can do: read the pty, find ``SPO2=``, publish QoS 1 with
-aiomqtt on a falling edge below 90 - no journal, no engine, no logging.
+The paths are fed in turn (every path's crossing, then every path's recovery line), 10-13 ms
+apart, so they see the same machine at the same moments and the ratios are side by side. One
+pty per path because two readers of one pty would race for its bytes.
 
-The tmpfs daemon (``/dev/shm``, where fsync returns at once) shows what the outbox's
-``synchronous=FULL`` commit adds; the disk daemon is the one the target is about.
+The floors are the least a program can do. ``floor_journal`` keeps the daemon's promise - the
+alert is on disk before it is sent: read the pty, find ``SPO2=``, commit one SQLite row with
+``synchronous=FULL`` (WAL, 1 KiB pages, the same disk) inline, publish QoS 1 with aiomqtt on a
+falling edge below 90 - no engine, no logging, no second thread. The target is the daemon's
+p50 against it. ``floor`` is the same without the commit (the broker round trip alone).
 
-Run: ``python -m bench latency``; ``python -m bench.latency floor PTY PORT TOPIC`` is the floor.
+The tmpfs daemon (``/dev/shm``, where fsync returns at once) shows what the outbox's FULL
+commit adds. The traced daemon (``bench.stagetrace``) reports the time between stages inside
+the daemon and its garbage-collector pauses; its own latency carries the tracer's cost. The
+CPU-limited daemon runs inside :class:`bench.common.CpuLimit` (``BENCH_CPU_QUOTA``, 25 % of a
+core by default), a Raspberry Pi's budget; when no limit can be set here the benchmark says so
+and leaves that path out. ``BENCH_LATENCY_PATHS=daemon,daemon_traced`` runs some daemon paths
+only (the floors always run).
+
+Run: ``python -m bench latency``; ``python -m bench.latency floor PTY PORT TOPIC [JOURNAL_DIR]``
+is a floor.
 """
 
 from __future__ import annotations
@@ -68,7 +81,6 @@ WARMUP = 20
 GAP_S = 0.010  # between writes; plus up to JITTER_S so nothing locks onto the daemon's 0.25 s tick
 JITTER_S = 0.003
 PNG = ROOT / "docs" / "img" / "alarm-latency.png"
-FLOOR_TOPIC = f"{PREFIX}/{SITE}/floor/alerts"
 
 
 # ------------------------------------------------------------------------------------ the floor

@@ -37,13 +37,25 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ASIDE", "OWNERS", "SEGMENTS", "STAGES", "classify", "install", "install_sampler", "segments"]
+__all__ = [
+    "ASIDE",
+    "OWNERS",
+    "SEGMENTS",
+    "STAGES",
+    "classify",
+    "install",
+    "segments",
+    "spy_record",
+    "spy_shares",
+]
 
 STAGES = (
     "read",
@@ -261,24 +273,24 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
 
 # ------------------------------------------------------------------------ time by stage under load
 # Who owns a sample of the event loop's thread: the innermost frame whose file matches decides
-# (so json.dumps called by the publisher counts as the publisher's). First match wins.
+# (so json.dumps called by the publisher counts as the publisher's, and os.read called by the
+# serial port as the device link's). First match wins.
 OWNERS: tuple[tuple[str, str], ...] = (
-    ("/structlog/", "logging"),
-    ("/paho/", "MQTT client (aiomqtt, paho)"),
-    ("/aiomqtt/", "MQTT client (aiomqtt, paho)"),
-    ("/drivers/", "driver decode"),
-    ("/vitalwatch/engine/", "engine"),
-    ("/vitalwatch/record/", "session record"),
-    ("/vitalwatch/continuity/", "snapshot, recording"),
-    ("/vitalwatch/delivery/", "publisher, payloads, journal submit"),
-    ("/vitalwatch/bed.py", "bed session (validity, dispatch)"),
-    ("/vitalwatch/link/", "device link (read)"),
-    ("/vitalwatch/ops/", "daemon (ticker, health)"),
-    ("/vitalwatch/", "other vitalwatch"),
+    ("structlog/", "logging"),
+    ("paho/", "MQTT client (aiomqtt, paho)"),
+    ("aiomqtt/", "MQTT client (aiomqtt, paho)"),
+    ("drivers/", "driver decode"),
+    ("vitalwatch/engine/", "engine"),
+    ("vitalwatch/record/", "session record"),
+    ("vitalwatch/continuity/", "snapshot, recording"),
+    ("vitalwatch/delivery/", "publisher, payloads, journal submit"),
+    ("vitalwatch/bed.py", "bed session (validity, dispatch)"),
+    ("vitalwatch/link/", "device link (read syscall, callback)"),
+    ("vitalwatch/ops/", "daemon (ticker, health)"),
+    ("vitalwatch/", "other vitalwatch"),
     ("selectors.py", "idle (waiting in select)"),
-    ("/asyncio/", "event loop"),
+    ("asyncio/", "event loop"),
 )
-SAMPLE_S = 0.001
 
 
 def classify(files: list[str]) -> str:
@@ -290,44 +302,40 @@ def classify(files: list[str]) -> str:
     return "other"
 
 
-def install_sampler(out: Path) -> None:
-    """Sample the loop thread's stack every :data:`SAMPLE_S`; counts per stage per 100 ms, at exit.
+def py_spy() -> str | None:
+    """The py-spy executable (beside this Python, or on PATH), or None."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
 
-    A sampler, not cProfile: a deterministic profiler slows every Python call and would move
-    the saturation point it is meant to explain; one sample a millisecond costs about 1 %.
+
+def spy_record(pid: int, seconds: float, out: Path, *, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` with py-spy for ``seconds`` (every thread, idle samples too) into ``out``.
+
+    py-spy reads the daemon's memory from outside without stopping it (``--nonblocking``), so
+    a sample lands anywhere the loop is, not only where it lets go of the GIL, as an in-process
+    sampler thread's would (it would see mostly system calls).
     """
-    import threading
-    from collections import Counter
-
-    main = threading.main_thread().ident
-    buckets: dict[int, Counter[str]] = {}
-
-    def sample() -> None:
-        while True:
-            time.sleep(SAMPLE_S)
-            frame = sys._current_frames().get(main or 0)
-            files = []
-            while frame is not None:
-                files.append(frame.f_code.co_filename)
-                frame = frame.f_back
-            bucket = int(time.monotonic() * 10)
-            buckets.setdefault(bucket, Counter())[classify(files)] += 1
-
-    threading.Thread(target=sample, name="stage-sampler", daemon=True).start()
-
-    def dump() -> None:
-        out.write_text(json.dumps([[b / 10, dict(c)] for b, c in sorted(buckets.items())]))
-
-    atexit.register(dump)
+    exe = py_spy()
+    if exe is None:
+        raise FileNotFoundError("py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250"]
+    cmd += ["--format", "raw", "--nonblocking", "--idle", "--threads", "--output", str(out)]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stage_shares(path: Path, t0: float, t1: float) -> dict[str, float]:
-    """Share of the loop thread's samples per stage between CLOCK_MONOTONIC ``t0`` and ``t1``."""
+def spy_shares(path: Path) -> dict[str, float]:
+    """Share of the main thread's samples per stage in a py-spy raw (collapsed stacks) file."""
     total: dict[str, int] = {}
-    for t, counts in json.loads(path.read_text()):
-        if t0 <= t < t1:
-            for stage, n in counts.items():
-                total[stage] = total.get(stage, 0) + n
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames or not frames[0].endswith("MainThread") or not count.isdigit():
+            continue
+        files = [f[f.rfind("(") + 1 :] for f in reversed(frames[1:])]
+        owner = classify(files)
+        total[owner] = total.get(owner, 0) + int(count)
     n_all = sum(total.values()) or 1
     return {k: round(v / n_all, 3) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
 
@@ -338,12 +346,8 @@ def load(path: Path) -> dict[tuple[str, int], dict[str, float]]:
 
 
 def main(argv: list[str]) -> int:
-    """``vitalwatch run`` with the stage wrappers installed (``VW_STAGE_TRACE``: where to write)
-    and, with ``VW_STAGE_PROFILE`` set, the stage sampler (writes there)."""
-    if trace := os.environ.get("VW_STAGE_TRACE"):
-        install(Path(trace))
-    if profile := os.environ.get("VW_STAGE_PROFILE"):
-        install_sampler(Path(profile))
+    """``vitalwatch run`` with the stage wrappers installed (``VW_STAGE_TRACE``: where to write)."""
+    install(Path(os.environ.get("VW_STAGE_TRACE", "stagetrace.json")))
     from vitalwatch.cli import main as cli_main
 
     return cli_main(["run", *argv])

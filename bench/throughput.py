@@ -5,18 +5,19 @@ core here leaves it room for a full infusion room. A "reading" is one observatio
 driver, each of which goes through the engine and becomes a vital payload: a Rad-8 ASCII line
 carries five (SpO2, pulse rate, perfusion index, and SpCO and SpMet as "no value").
 
-Set-up (loopback only): the daemon (``vitalwatch run`` through ``bench.stagetrace`` with only
-its stage sampler on, outbox on disk) is pinned to core 0 with ``taskset -c 0``; Mosquitto, the
-subscriber process and this writer are pinned to core 1, so the daemon has one core to itself.
+Set-up (loopback only): the daemon (``vitalwatch run`` as shipped, outbox on disk) is pinned
+to core 0 with ``taskset -c 0``; Mosquitto, the subscriber process and this writer are pinned
+to core 1, so the daemon has one core to itself.
 ``BEDS`` beds with one Masimo pty each. For each offered rate, for ``STEP_S`` seconds, every
 10 ms the writer writes the due lines to every pty (normal values) and every ``PROBE_S`` it
 writes one crossing line to bed 0, stamped like the latency benchmark; the normal line after it
 clears the alarm. Rates grow by ``STEP_FACTOR`` from ``FIRST_RATE`` until a step falls behind
-(:func:`behind` defines it: writer blocked, a probe lost, probe latency growing over the step,
-each defined there), then ``REFINE_STEPS`` bisection steps narrow the limit. The daemon's CPU
-use over each step (``/proc/PID/stat``) and the share of its event loop's time per stage (a
-1 kHz stack sampler in the daemon, :func:`bench.stagetrace.install_sampler`) are reported
-beside it.
+(:func:`behind` defines it: writer blocked, a probe lost, probe latency growing over the step
+or its median at 50 ms; every step starts with the daemon idle again), then ``REFINE_STEPS``
+bisection steps narrow the limit. The daemon's CPU use over each step (``/proc/PID/stat``) and,
+when py-spy is installed, the share of its event loop's time per stage (py-spy samples the
+daemon from outside at 250 Hz over the step; :func:`bench.stagetrace.spy_shares` attributes
+each sample to a stage) are reported beside it.
 
 Beds per core = sustained readings/s over one bed at real rates: a Masimo oximeter (one line a
 second, 5/s), a Nonin (SpO2 and pulse each second, 2/s) and a SunTech NIBP (3 values every
@@ -51,7 +52,7 @@ from bench.common import (
     write_config,
     zero_delay_alarms,
 )
-from bench.stagetrace import stage_shares
+from bench.stagetrace import py_spy, spy_record, spy_shares
 
 BEDS = 8
 FIRST_RATE = 2500  # offered readings/s of the first step
@@ -60,6 +61,7 @@ REFINE_STEPS = 2  # then this many bisection steps between the last sustained an
 MAX_RATE = 1_000_000  # a stop, should the daemon never fall behind
 LAG_GROWTH = 2.0  # "lag growing": last third's median probe latency > this x first third's + LAG_SLACK_MS
 LAG_SLACK_MS = 5.0
+DRAIN_CPU = 0.2  # a daemon using less than this share of a core between steps has no backlog
 STEP_S = 6.0
 TICK_S = 0.010
 PROBE_S = 0.100
@@ -137,6 +139,8 @@ def behind(info: dict[str, Any], probes: int, lat_ms: list[float]) -> list[str]:
       alert not delivered within the second after the step).
     - ``lag growing``: the median probe latency of the step's last third is more than
       ``LAG_GROWTH`` x that of its first third + ``LAG_SLACK_MS``: work is queueing up.
+    - ``probes late``: the median probe latency reached ``P99_LIMIT_MS``: work had queued up
+      already (every step starts drained, :func:`_drain`, so this is this step's own backlog).
 
     A high probe p99 alone is not "behind": on a shared machine one stall of another job makes
     it (with 60 probes the p99 is the maximum). It is reported per step, and the highest rate
@@ -152,7 +156,21 @@ def behind(info: dict[str, Any], probes: int, lat_ms: list[float]) -> list[str]:
         first, last = statistics.median(lat_ms[:third]), statistics.median(lat_ms[-third:])
         if last > LAG_GROWTH * first + LAG_SLACK_MS:
             why.append("lag growing")
+    if lat_ms and statistics.median(lat_ms) >= P99_LIMIT_MS:
+        why.append("probes late")
     return why
+
+
+def _drain(daemon: DaemonProcess, limit_s: float = 30.0) -> float:
+    """Wait until the daemon is idle again (under DRAIN_CPU of a core over 0.5 s): a step must not
+    inherit the previous step's backlog. Returns the seconds waited."""
+    t0 = mono()
+    while mono() - t0 < limit_s:
+        c0, w0 = daemon.cpu_s(), mono()
+        time.sleep(0.5)
+        if (daemon.cpu_s() - c0) / (mono() - w0) < DRAIN_CPU:
+            break
+    return mono() - t0
 
 
 def _rates() -> Iterator[int]:
@@ -177,24 +195,28 @@ def run(work: Path) -> dict[str, Any]:
         beds={f"bed-{i}": [("oximeter", "masimo", p.path)] for i, p in enumerate(ptys)},
         alarms=zero_delay_alarms(),
     )
-    profile = work / "profile.json"
-    daemon = DaemonProcess.start(
-        cfg, work / "daemon.log", cpu=0, launcher="bench.stagetrace", env={"VW_STAGE_PROFILE": str(profile)}
-    )
+    daemon = DaemonProcess.start(cfg, work / "daemon.log", cpu=0)
     steps: list[dict[str, Any]] = []
-    windows: list[tuple[float, float]] = []
+    spy = py_spy()
+    if spy is None:
+        print("py-spy not installed: no time by stage (pip install py-spy)")
 
     def step(rate: int) -> dict[str, Any]:
         nonlocal sub
-        t0 = mono()
+        drained = _drain(daemon)
+        sampled = work / f"spy-{len(steps)}.txt"
+        sampler = spy_record(daemon.proc.pid, STEP_S - 1.0, sampled, cpu=1) if spy else None
         info, probes = _step(rate, ptys, daemon, len(steps))
-        windows.append((t0, mono()))
+        if sampler is not None:
+            sampler.wait(timeout=30)
+            info["loop_time_by_stage"] = spy_shares(sampled) if sampled.exists() else {}
         time.sleep(1.0)  # let the last probes arrive
         sub, got = _restart_subscriber(sub, broker.port, topic, work)
         lat = [(r - w) * 1000 for w, r in zip(probes, got, strict=False)]
         info["probes"] = len(probes)
         info["raised"] = len(got)
         info.update({k: v for k, v in summary_ms([x / 1000 for x in lat] or [0.0]).items() if k in KEYS})
+        info["drain_s"] = round(drained, 1)
         info["behind"] = behind(info, len(probes), lat)
         info["sustained"] = not info["behind"]
         steps.append(info)
@@ -227,8 +249,6 @@ def run(work: Path) -> dict[str, Any]:
         broker.stop()
         for p in ptys:
             p.close()
-    for info, (t0, t1) in zip(steps, windows, strict=True):
-        info["loop_time_by_stage"] = stage_shares(profile, t0, t1) if profile.exists() else {}
     return {"steps": steps, "max_sustained": ok, "first_behind": failed}
 
 
@@ -264,7 +284,7 @@ def main() -> None:
             rows.append(row(f"daemon CPU share at {label} rate", at["daemon_cpu_share"], "of a core"))
             rows += [
                 row(f"loop time at {label} rate: {stage}", share, "share")
-                for stage, share in at["loop_time_by_stage"].items()
+                for stage, share in at.get("loop_time_by_stage", {}).items()
                 if share >= 0.01
             ]
     report("throughput", rows, {"steps": steps, "beds": BEDS, "step_s": STEP_S})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.stagetrace import ASIDE, OWNERS, SEGMENTS, STAGES, classify, install, segments
+from bench.stagetrace import ASIDE, OWNERS, SEGMENTS, STAGES, classify, install, segments, spy_shares
 
 
 def test_segments_cover_the_path_in_order() -> None:
@@ -37,9 +37,22 @@ def test_every_owner_is_reachable_and_innermost_frame_decides() -> None:
         "idle (waiting in select)"
     )
     assert classify(["/nowhere.py"]) == "other"
+    # py-spy's shortened paths as well as absolute ones
+    assert classify(["vitalwatch/engine/session.py:124)"]) == "engine"
     for pattern, owner in OWNERS:
         assert classify([f"/x{pattern}y.py"]) in {o for _, o in OWNERS}
         assert owner
+
+
+def test_py_spy_stacks_are_attributed_to_the_main_thread_only(tmp_path: Path) -> None:
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        "thread (1): MainThread;run (asyncio/base_events.py:607);"
+        "on_readable (vitalwatch/link/device_link.py:190);feed (drivers/nonin.py:267) 3\n"
+        "thread (1): MainThread;run (asyncio/base_events.py:607);select (selectors.py:468) 1\n"
+        "thread (2): vitalwatch-db;_worker (concurrent/futures/thread.py:81) 50\n"
+    )
+    assert spy_shares(raw) == {"driver decode": 0.75, "idle (waiting in select)": 0.25}
 
 
 def test_tracer_stamps_every_stage_to_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
