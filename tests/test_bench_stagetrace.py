@@ -9,6 +9,8 @@ involved until the send), and check every stage up to the commit is stamped, in 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,12 @@ def test_tracer_stamps_every_stage_to_the_commit(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(aiomqtt.Client, "publish", aiomqtt.Client.publish)
     monkeypatch.setattr(paho.Client, "loop_write", paho.Client.loop_write)
+    # install() is meant for a daemon process: keep its exit dump and GC callback out of pytest's.
+    monkeypatch.setattr(atexit, "register", lambda fn: fn)
+    callbacks = list(gc.callbacks)
     rec = install(tmp_path / "trace.json")
+    assert len(gc.callbacks) == len(callbacks) + 1
+    gc.callbacks[:] = callbacks
 
     async def one_alert() -> None:
         from bench.common import masimo_line, write_config, zero_delay_alarms
