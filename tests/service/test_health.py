@@ -96,8 +96,10 @@ def test_a_host_driven_cuff_idle_between_measurements_is_not_silence() -> None:
     cuff = device(id="nibp", streams=False, last_reading_age_s=600.0)
     assert {} == codes(snapshot(cuff))
     assert {} == codes(snapshot(dataclasses.replace(cuff, last_reading_age_s=None), uptime_s=900.0))
-    assert {"device.link_down": Severity.DEGRADED} == codes(snapshot(dataclasses.replace(cuff, link_up=False)))
-    assert {"device.task_dead": Severity.FAULT} == codes(snapshot(dataclasses.replace(cuff, task_running=False)))
+    unplugged = dataclasses.replace(cuff, link_up=False)
+    assert {"device.link_down": Severity.DEGRADED} == codes(snapshot(unplugged))
+    dead = dataclasses.replace(cuff, task_running=False)
+    assert {"device.task_dead": Severity.FAULT} == codes(snapshot(dead))
 
 
 def test_startup_grace_suppresses_staleness_but_not_link_down() -> None:
