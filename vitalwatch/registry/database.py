@@ -18,6 +18,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -71,6 +72,7 @@ class _Backend(Protocol):
     def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]: ...
     def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]: ...
     def size_bytes(self) -> int: ...
+    def snapshot(self) -> AbstractContextManager[None]: ...
     def close(self) -> None: ...
 
 
@@ -151,6 +153,15 @@ class _Sqlite:
             raise
         return new
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        # In WAL mode a read transaction sees one commit for all its statements.
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
     def size_bytes(self) -> int:
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
@@ -223,6 +234,12 @@ class _Postgres:
                 if cur.rowcount != 1:
                     cur.execute(_ALERT_REPEATED, key)
         return new
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
 
     def size_bytes(self) -> int:
         row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -317,6 +334,15 @@ class RegistryDb:
         for site_, bed, month, record in self._db.query(sql, params):
             row = record if isinstance(record, dict) else json.loads(record)
             yield StoredRecord(str(site_), str(bed), str(month), row)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query written with ``%s`` placeholders (both engines)."""
+        return self._db.query(sql, params)
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A read transaction: the queries inside it all see the same committed data (the
+        registry page's figures must not mix two states of a database being written to)."""
+        return self._db.snapshot()
 
     def size_bytes(self) -> int:
         return self._db.size_bytes()

@@ -1,48 +1,30 @@
 """The nurse station's web server: the static page plus ``config.json``, nothing else.
 
 The page talks to Mosquitto's WebSocket listener directly (MQTT.js in the browser); this
-server only hands out the files and tells the page where the broker is. So it is a minimal
-HTTP/1.1 ``GET``/``HEAD`` server on :func:`asyncio.start_server` (no framework, no new
-dependency): one request per connection, bounded request head, a read deadline, no
-directory listings, and no path outside the static directory.
-
-Why not ``http.server``: it is a thread per request and its ``SimpleHTTPRequestHandler``
-lists directories and follows symlinks; this is fewer lines than locking it down.
+server only hands out the files and tells the page where the broker is, on the minimal
+``GET`` server of :mod:`vitalwatch.http_get` (bounded request head, read deadline, no path
+outside the static directory).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import mimetypes
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import structlog
-
 from vitalwatch import strict_json
+from vitalwatch.http_get import GetServer, Reply, listen_url, static_file
 
 __all__ = ["STATIC_DIR", "StationConfig", "StationServer", "serve_station", "station_url"]
 
-log = structlog.get_logger("vitalwatch.station")
-
 STATIC_DIR = Path(__file__).parent / "static"
 
-# A browser's GET with cookies is well under 4 KiB; 16 KiB refuses abuse before it costs memory.
-MAX_REQUEST_HEAD = 16 * 1024
-# A client that has not sent its request line and headers by then is dropped (slowloris).
-READ_TIMEOUT_S = 10.0
-
-_TYPES = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
-    ".json": "application/json",
-    ".md": "text/plain; charset=utf-8",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-}
+# Scripts only from here; the page may open WebSockets to the broker. MQTT.js runs its keepalive
+# timer in a blob: worker (worker-timers), which background tabs do not throttle.
+_CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; worker-src 'self' blob:"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,86 +61,33 @@ class StationConfig:
         return strict_json.dumps(asdict(self), what="station_config", sort_keys=True).encode()
 
 
-def _response(status: str, body: bytes, content_type: str, *, head: bool = False) -> bytes:
-    headers = [
-        f"HTTP/1.1 {status}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        # Always fresh: after an upgrade a tablet must not run old JS against a new contract.
-        "Cache-Control: no-cache",
-        "X-Content-Type-Options: nosniff",
-        "Referrer-Policy: no-referrer",
-        # Scripts only from here; the page may open WebSockets to the broker. MQTT.js runs its
-        # keepalive timer in a blob: worker (worker-timers), which background tabs do not throttle.
-        "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-        "worker-src 'self' blob:",
-        "Connection: close",
-    ]
-    return ("\r\n".join(headers) + "\r\n\r\n").encode() + (b"" if head else body)
-
-
 class StationServer:
     """Serves ``static_dir`` and ``/config.json`` on one listening socket."""
 
     def __init__(self, config: StationConfig, static_dir: Path = STATIC_DIR) -> None:
         self.config = config
         self.static_dir = static_dir.resolve()
-        self._server: asyncio.Server | None = None
+        self._http = GetServer(self._resolve, csp=_CSP, name="station")
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._http.port
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_REQUEST_HEAD)
+        await self._http.start(host, port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self._http.close()
 
-    def resolve(self, target: str) -> tuple[str, bytes, str]:
-        """(status, body, content type) for a request target; never reads outside the static dir."""
+    def resolve(self, target: str) -> Reply:
+        """What a request target gets; never a file outside the static dir."""
         path = target.split("?", 1)[0].split("#", 1)[0]
         if path == "/config.json":
-            return "200 OK", self.config.as_json(), "application/json"
-        if path == "/":
-            path = "/index.html"
-        if not path.startswith("/") or "\\" in path or "\x00" in path:
-            return "400 Bad Request", b"bad path\n", "text/plain"
-        candidate = (self.static_dir / path.lstrip("/")).resolve()
-        if not candidate.is_relative_to(self.static_dir) or not candidate.is_file():
-            return "404 Not Found", b"not found\n", "text/plain"
-        ctype = (
-            _TYPES.get(candidate.suffix)
-            or mimetypes.guess_type(candidate.name)[0]
-            or "application/octet-stream"
-        )
-        return "200 OK", candidate.read_bytes(), ctype
+            return Reply("200 OK", self.config.as_json(), "application/json")
+        return static_file(self.static_dir, path)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-            words = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(words) != 3 or not words[2].startswith("HTTP/1."):
-                reply = _response("400 Bad Request", b"bad request\n", "text/plain")
-            elif words[0] not in ("GET", "HEAD"):
-                reply = _response("405 Method Not Allowed", b"GET only\n", "text/plain")
-            else:
-                status, body, ctype = self.resolve(words[1])
-                reply = _response(status, body, ctype, head=words[0] == "HEAD")
-            writer.write(reply)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
-            log.debug("station.http_dropped", error=type(exc).__name__)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def _resolve(self, target: str) -> Reply:
+        return self.resolve(target)
 
 
 @contextlib.asynccontextmanager
@@ -176,5 +105,4 @@ async def serve_station(
 
 def station_url(host: str, port: int) -> str:
     """The address a person opens (IPv6 literals in brackets)."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
+    return listen_url(host, port)
