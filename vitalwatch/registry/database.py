@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vitalwatch import strict_json
+from vitalwatch.registry.derived import FIGURE_COLUMNS, alarm_counts, figure_values
 from vitalwatch.registry.wire import AlertMessage, RecordMessage
 
 __all__ = ["Migration", "RegistryDb", "StoredRecord", "migrations", "open_registry"]
@@ -73,7 +74,29 @@ class _Backend(Protocol):
     def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]: ...
     def size_bytes(self) -> int: ...
     def snapshot(self) -> AbstractContextManager[None]: ...
+    def analyze(self) -> None: ...
     def close(self) -> None: ...
+
+
+_INSERT_RECORD = (
+    "INSERT INTO session_records (record_id, site, bed, month, received_utc, record, "
+    + ", ".join(FIGURE_COLUMNS)
+    + ") VALUES (%s, %s, %s, %s, %s, {json}, "
+    + ", ".join("%s" for _ in FIGURE_COLUMNS)
+    + ") ON CONFLICT (record_id) DO NOTHING"
+)
+_INSERT_ALARMS = (
+    "INSERT INTO session_alarm_counts (record_id, site, month, condition, priority, occurrences)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _record_params(r: RecordMessage, received: object) -> tuple[Any, ...]:
+    return (r.record_id, r.site, r.bed, r.month, received, _json(r.row), *figure_values(r.row))
+
+
+def _alarm_params(r: RecordMessage) -> list[tuple[Any, ...]]:
+    return [(r.record_id, r.site, r.month, c, p, n) for c, p, n in alarm_counts(r.row)]
 
 
 _SCHEMA_TABLE = (
@@ -112,21 +135,24 @@ class _Sqlite:
 
     def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]:
         new: list[bool] = []
+        alarms: list[tuple[Any, ...]] = []
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for r in records:
                 cur = self.conn.execute(
-                    "INSERT INTO session_records (record_id, site, bed, month, received_utc, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
-                    (r.record_id, r.site, r.bed, r.month, received.isoformat(), _json(r.row)),
+                    _INSERT_RECORD.format(json="?").replace("%s", "?"),
+                    _record_params(r, received.isoformat()),
                 )
                 new.append(cur.rowcount == 1)
-                if cur.rowcount != 1:
+                if cur.rowcount == 1:
+                    alarms += _alarm_params(r)
+                else:
                     self.conn.execute(
                         "UPDATE session_records SET offers_repeated = offers_repeated + 1"
                         " WHERE record_id = ?",
                         (r.record_id,),
                     )
+            self.conn.executemany(_INSERT_ALARMS.replace("%s", "?"), alarms)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -161,6 +187,9 @@ class _Sqlite:
             yield
         finally:
             self.conn.execute("COMMIT")
+
+    def analyze(self) -> None:
+        self.conn.execute("ANALYZE")
 
     def size_bytes(self) -> int:
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -204,20 +233,21 @@ class _Postgres:
 
     def add_batch(self, records: Sequence[RecordMessage], received: datetime) -> list[bool]:
         new: list[bool] = []
+        alarms: list[tuple[Any, ...]] = []
         with self.conn.transaction(), self.conn.cursor() as cur:
             for r in records:
-                cur.execute(
-                    "INSERT INTO session_records (record_id, site, bed, month, received_utc, record)"
-                    " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (record_id) DO NOTHING",
-                    (r.record_id, r.site, r.bed, r.month, received, _json(r.row)),
-                )
+                cur.execute(_INSERT_RECORD.format(json="%s::jsonb").encode(), _record_params(r, received))
                 new.append(cur.rowcount == 1)
-                if cur.rowcount != 1:
+                if cur.rowcount == 1:
+                    alarms += _alarm_params(r)
+                else:
                     cur.execute(
                         "UPDATE session_records SET offers_repeated = offers_repeated + 1"
                         " WHERE record_id = %s",
                         (r.record_id,),
                     )
+            if alarms:  # one pipelined statement for the batch's alarm counts
+                cur.executemany(_INSERT_ALARMS.encode(), alarms)
         return new
 
     def add_alerts(self, alerts: Sequence[AlertMessage], received: datetime) -> list[bool]:
@@ -240,6 +270,12 @@ class _Postgres:
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield
+
+    def analyze(self) -> None:
+        # VACUUM also marks pages all-visible, which an index-only scan needs (autovacuum does
+        # the same on a running server, some time after a bulk load).
+        self.conn.execute("VACUUM ANALYZE session_records")
+        self.conn.execute("VACUUM ANALYZE session_alarm_counts")
 
     def size_bytes(self) -> int:
         row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -343,6 +379,10 @@ class RegistryDb:
         """A read transaction: the queries inside it all see the same committed data (the
         registry page's figures must not mix two states of a database being written to)."""
         return self._db.snapshot()
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics, e.g. after a bulk load."""
+        self._db.analyze()
 
     def size_bytes(self) -> int:
         return self._db.size_bytes()

@@ -10,8 +10,8 @@ how many that were.
 The thresholds are the session record's registry thresholds (docs/session-record.md, "time
 beyond thresholds"), judged on the record's peaks from the infusion start: ``max_systolic`` /
 ``max_diastolic``, ``min_spo2``, ``min_pulse``. The queries read the columns and the alarm
-table that migration 3 derives from every stored record (``migrations/*/0003_page_figures.sql``);
-the median is two window functions, which both engines have, so there is one SQL text per
+table the registry derives from every record as it stores it (:mod:`vitalwatch.registry.derived`,
+migration 3), through covering indexes; the median is two window functions, which both engines have, so there is one SQL text per
 figure. The three queries run in one read snapshot, so a page never mixes two states of a
 database being written to.
 """
@@ -140,16 +140,25 @@ class MonthFigures:
 
 
 def _counts_sql(scope: Scope) -> tuple[str, list[Any]]:
+    """Per site and month from the covering index; for the region, those rows summed per month
+    (a count, a minimum and a maximum combine; SQLite would otherwise read the table)."""
     where, params = scope.where()
-    g = scope.group()
     sql = (
-        f"SELECT {g}, COUNT(*), MIN(dose_mg_per_kg), MAX(dose_mg_per_kg), COUNT(dose_mg_per_kg),"
-        " SUM(CASE WHEN max_systolic >= %s OR max_diastolic >= %s THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN max_systolic IS NOT NULL OR max_diastolic IS NOT NULL THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN min_spo2 < %s THEN 1 ELSE 0 END), COUNT(min_spo2),"
-        " SUM(CASE WHEN min_pulse < %s THEN 1 ELSE 0 END), COUNT(min_pulse)"
-        f" FROM session_records{where} GROUP BY {g} ORDER BY {g}"
+        "SELECT site, month, COUNT(*) AS n, MIN(dose_mg_per_kg) AS dmin, MAX(dose_mg_per_kg) AS dmax,"
+        " COUNT(dose_mg_per_kg) AS dn,"
+        " SUM(CASE WHEN max_systolic >= %s OR max_diastolic >= %s THEN 1 ELSE 0 END) AS bp,"
+        " SUM(CASE WHEN max_systolic IS NOT NULL OR max_diastolic IS NOT NULL THEN 1 ELSE 0 END) AS bpn,"
+        " SUM(CASE WHEN min_spo2 < %s THEN 1 ELSE 0 END) AS sp, COUNT(min_spo2) AS spn,"
+        " SUM(CASE WHEN min_pulse < %s THEN 1 ELSE 0 END) AS pu, COUNT(min_pulse) AS pun"
+        f" FROM session_records{where} GROUP BY site, month"
     )
+    if scope.per_site:
+        sql += " ORDER BY site, month"
+    else:
+        sql = (
+            "SELECT month, SUM(n), MIN(dmin), MAX(dmax), SUM(dn), SUM(bp), SUM(bpn), SUM(sp), SUM(spn),"
+            f" SUM(pu), SUM(pun) FROM ({sql}) per_site GROUP BY month ORDER BY month"
+        )
     t = THRESHOLDS
     return sql, [t["systolic"], t["diastolic"], t["spo2"], t["pulse"], *params]
 
