@@ -78,7 +78,8 @@ def _alarms(rng: random.Random, infusion: float, end: float, peaks: dict[str, An
     technical ones every ward sees (probe off, a late cuff, a pulled cable) and some advisories."""
     found: list[tuple[str, str]] = []
     spo2, sbp, dbp, pmin, pmax = (
-        peaks["min_spo2"], peaks["max_systolic"], peaks["max_diastolic"], peaks["min_pulse"], peaks["max_pulse"]
+        peaks["min_spo2"], peaks["max_systolic"], peaks["max_diastolic"],
+        peaks["min_pulse"], peaks["max_pulse"],
     )  # fmt: skip
     if spo2 is not None and spo2[0] < 90:
         found += [("spo2_low", "high")] * rng.choice([1, 1, 2])

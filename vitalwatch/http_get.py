@@ -74,7 +74,9 @@ def static_file(static_dir: Path, path: str) -> Reply:
     candidate = (static_dir / path.lstrip("/")).resolve()
     if not candidate.is_relative_to(static_dir) or not candidate.is_file():
         return not_found()
-    ctype = _TYPES.get(candidate.suffix) or mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
+    ctype = (
+        _TYPES.get(candidate.suffix) or mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
+    )
     return Reply("200 OK", candidate.read_bytes(), ctype)
 
 

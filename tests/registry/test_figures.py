@@ -114,7 +114,9 @@ def test_the_json_row_has_the_shares_and_rates(registry_db: RegistryDb) -> None:
     assert {"occurrences": 3, "per_session": 0.75} == doc["alarms"]["nibp_high"]["medium"]
 
 
-def test_records_stored_before_the_figures_existed_get_them_on_upgrade(registry_url: str, tmp_path: Path) -> None:
+def test_records_stored_before_the_figures_existed_get_them_on_upgrade(
+    registry_url: str, tmp_path: Path
+) -> None:
     db = open_registry(registry_url)
     try:
         for m in migrations(db.dialect)[:2]:

@@ -27,7 +27,7 @@ from vitalwatch.registry.offer import OfferBook, RecordLedger
 from vitalwatch.registry.receipting import ReceiptLink
 from vitalwatch.registry.service import RegistryService
 from vitalwatch.registry.wire import RECEIPT_SCHEMA
-from vitalwatch.testing import Mosquitto, mosquitto_binary
+from vitalwatch.testing import Mosquitto, free_port, mosquitto_binary
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -277,6 +277,7 @@ async def test_vitalwatch_registry_runs_as_its_own_process_and_stops_on_sigterm(
     import sys
 
     db_path = tmp_path / "registry.sqlite3"
+    page_port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -286,6 +287,8 @@ async def test_vitalwatch_registry_runs_as_its_own_process_and_stops_on_sigterm(
         str(db_path),
         "--port",
         str(mosquitto.port),
+        "--listen",
+        f"127.0.0.1:{page_port}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -310,6 +313,13 @@ async def test_vitalwatch_registry_runs_as_its_own_process_and_stops_on_sigterm(
 
             await wait_until(offer_until_receipted, 20, "a receipt from the registry process", poll_s=0.5)
         assert "r-proc" == receipts[0][1]["record_id"]
+        # The same process serves the registry page, which counts the stored record.
+        reader, writer = await asyncio.open_connection("127.0.0.1", page_port)
+        writer.write(b"GET /summary.json?by=site HTTP/1.1\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        rows = json.loads(reply.partition(b"\r\n\r\n")[2])["rows"]
+        assert [(SITE, "2026-03", 1)] == [(r["site"], r["month"], r["sessions"]) for r in rows]
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), 20)

@@ -11,7 +11,8 @@ The thresholds are the session record's registry thresholds (docs/session-record
 beyond thresholds"), judged on the record's peaks from the infusion start: ``max_systolic`` /
 ``max_diastolic``, ``min_spo2``, ``min_pulse``. The queries read the columns and the alarm
 table the registry derives from every record as it stores it (:mod:`vitalwatch.registry.derived`,
-migration 3), through covering indexes; the median is two window functions, which both engines have, so there is one SQL text per
+migration 3), through covering indexes; the median is two window functions, which both engines
+have, so there is one SQL text per
 figure. The three queries run in one read snapshot, so a page never mixes two states of a
 database being written to.
 """
@@ -71,7 +72,11 @@ class Scope:
         """A WHERE clause (with its leading keyword, or empty) and its parameters."""
         terms: list[str] = []
         params: list[Any] = []
-        for term, value in (("site = %s", self.site), ("month >= %s", self.since), ("month <= %s", self.until)):
+        for term, value in (
+            ("site = %s", self.site),
+            ("month >= %s", self.since),
+            ("month <= %s", self.until),
+        ):
             if value is not None:
                 terms.append(term)
                 params.append(value)
@@ -109,7 +114,8 @@ class MonthFigures:
 
     def alarms_per_session(self) -> dict[str, dict[str, float]]:
         return {
-            c: {p: n / self.sessions for p, n in by_priority.items()} for c, by_priority in self.alarms.items()
+            c: {p: n / self.sessions for p, n in by_priority.items()}
+            for c, by_priority in self.alarms.items()
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -133,7 +139,10 @@ class MonthFigures:
             "discharge_ready_known": self.discharge_known,
             "alarms_per_session": r(self.alarm_occurrences / self.sessions, 3),
             "alarms": {
-                c: {p: {"occurrences": n, "per_session": r(n / self.sessions, 3)} for p, n in sorted(by.items())}
+                c: {
+                    p: {"occurrences": n, "per_session": r(n / self.sessions, 3)}
+                    for p, n in sorted(by.items())
+                }
                 for c, by in sorted(self.alarms.items())
             },
         }  # fmt: skip

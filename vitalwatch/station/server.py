@@ -22,9 +22,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Scripts only from here; the page may open WebSockets to the broker. MQTT.js runs its keepalive
 # timer in a blob: worker (worker-timers), which background tabs do not throttle.
-_CSP = (
-    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; worker-src 'self' blob:"
-)
+_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; worker-src 'self' blob:"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
