@@ -355,3 +355,17 @@ class SiteMessages:
                 self.alerts.append(doc)
             elif message.topic.matches(f"vitalwatch/v1/{self.site}/+/status"):
                 self.statuses.append(doc)
+
+
+async def http_request(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send ``raw`` (a whole HTTP request, as a client might mangle it) to a loopback web server;
+    its status line, headers and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    return lines[0], dict(line.split(": ", 1) for line in lines[1:]), body

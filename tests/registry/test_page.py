@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import http_request
 from vitalwatch.record.export import SCHEMA
 from vitalwatch.registry.database import RegistryDb, open_registry
 from vitalwatch.registry.figures import Scope
@@ -19,15 +19,7 @@ from vitalwatch.registry.wire import RecordMessage
 
 
 async def get(port: int, target: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    return lines[0], dict(line.split(": ", 1) for line in lines[1:]), body
+    return await http_request(port, f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
 
 
 @pytest.fixture

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 import pytest
 
+from tests.helpers import http_request as request
 from vitalwatch.engine.outputs import Priority
 from vitalwatch.station import StationConfig, serve_station
 from vitalwatch.station.server import STATIC_DIR
-
-
-async def request(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return lines[0], headers, body
 
 
 @pytest.mark.asyncio

@@ -16,7 +16,7 @@ from html import escape
 
 __all__ = ["Series", "bar_chart", "line_chart", "range_chart", "stacked_chart"]
 
-WIDTH, HEIGHT = 410, 230
+WIDTH, HEIGHT = 390, 230
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 30, 42
 
 
