@@ -79,12 +79,13 @@ def get_json(url: str) -> dict[str, Any]:
 async def test_the_registry_page_shows_the_known_figures_and_draws_them(
     browser_setup: str, screenshot_dir: Path, tmp_path: Path
 ) -> None:
-    db = open_registry(str(tmp_path / "registry.sqlite3"))
+    url = str(tmp_path / "registry.sqlite3")
+    db = open_registry(url)
     db.migrate()
     other = RecordMessage("b1", "clinic-b", "chair-1", "2026-03", {"schema": SCHEMA, "record_id": "b1"})
     db.add_batch([r for k in range(1, 7) for r in month_records(k)] + [other])
     try:
-        async with serve_registry_page(db, port=0) as page:
+        async with serve_registry_page(url, port=0) as page:
             base = f"http://127.0.0.1:{page.port}/"
             code, events, stderr = await drive({
                 "chromium": browser_setup, "screenshots": str(screenshot_dir), "width": 1280, "height": 1000,

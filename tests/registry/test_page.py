@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,15 @@ from vitalwatch.registry.database import RegistryDb, open_registry
 from vitalwatch.registry.figures import Scope
 from vitalwatch.registry.web import parse_scope, serve_registry_page
 from vitalwatch.registry.wire import RecordMessage
+from vitalwatch.testing import PostgreSQL
 
 
 async def get(port: int, target: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
     return await http_request(port, f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[RegistryDb]:
-    registry = open_registry(str(tmp_path / "registry.sqlite3"))
+def store_one(registry: RegistryDb) -> None:
+    """One record of clinic-a, March, whose alarm conditions are markup."""
     registry.migrate()
     hostile = '<script>alert("x")</script>'
     row = {
@@ -32,10 +31,17 @@ def db(tmp_path: Path) -> Iterator[RegistryDb]:
         "alarms": {hostile: {"high": 1, "<b>odd</b>": 2}, "spo2_low": {"high": 1}},
     }  # fmt: skip
     registry.add_batch([RecordMessage("r1", "clinic-a", "chair-1", "2026-03", row)])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    url = str(tmp_path / "registry.sqlite3")
+    registry = open_registry(url)
     try:
-        yield registry
+        store_one(registry)
     finally:
         registry.close()
+    return url
 
 
 def test_the_query_names_a_clinic_every_clinic_or_the_region() -> None:
@@ -48,7 +54,7 @@ def test_the_query_names_a_clinic_every_clinic_or_the_region() -> None:
 
 
 @pytest.mark.asyncio
-async def test_page_json_and_css_are_served_and_nothing_else(db: RegistryDb) -> None:
+async def test_page_json_and_css_are_served_and_nothing_else(db: str) -> None:
     async with serve_registry_page(db, port=0) as page:
         status, headers, body = await get(page.port, "/?site=clinic-a")
         assert "HTTP/1.1 200 OK" == status and headers["Content-Type"].startswith("text/html")
@@ -71,7 +77,7 @@ async def test_page_json_and_css_are_served_and_nothing_else(db: RegistryDb) -> 
 
 
 @pytest.mark.asyncio
-async def test_a_hostile_condition_name_from_a_record_is_shown_as_text(db: RegistryDb) -> None:
+async def test_a_hostile_condition_name_from_a_record_is_shown_as_text(db: str) -> None:
     async with serve_registry_page(db, port=0) as page:
         _, _, body = await get(page.port, "/?site=clinic-a")
     assert b"<script>" not in body and b"<b>odd</b>" not in body
@@ -91,3 +97,22 @@ def test_registry_page_refuses_a_database_it_cannot_serve(tmp_path: Path) -> Non
     old.close()  # schema version 0: never migrated
     stale = page(str(tmp_path / "old.sqlite3"))
     assert 2 == stale.returncode and "schema version 0" in stale.stderr
+
+
+@pytest.mark.asyncio
+async def test_the_page_opens_its_database_again_after_losing_it(postgresql: PostgreSQL) -> None:
+    """A dropped connection (here: terminated by the server) costs one request a 500, not the page."""
+    url = postgresql.create_database("registry_page_reconnect")
+    admin = open_registry(url)
+    try:
+        store_one(admin)
+        async with serve_registry_page(url, port=0) as page:
+            assert "HTTP/1.1 200 OK" == (await get(page.port, "/summary.json"))[0]
+            admin.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            statuses = [(await get(page.port, "/summary.json"))[0] for _ in range(2)]
+    finally:
+        admin.close()
+    assert ["HTTP/1.1 500 Internal Server Error", "HTTP/1.1 200 OK"] == statuses

@@ -262,12 +262,9 @@ def _stop_on_signals() -> asyncio.Event:
 async def _serve_page(stack: contextlib.AsyncExitStack, url: str, host: str, port: int) -> None:
     """The page on its own database connection (the ingest's stays free), until the stack closes."""
     from vitalwatch.http_get import listen_url
-    from vitalwatch.registry.database import open_registry
     from vitalwatch.registry.web import serve_registry_page
 
-    page_db = open_registry(url)
-    stack.callback(page_db.close)
-    page = await stack.enter_async_context(serve_registry_page(page_db, host, port))
+    page = await stack.enter_async_context(serve_registry_page(url, host, port))
     print(f"registry page on {listen_url(host, page.port)}", file=sys.stderr, flush=True)
 
 

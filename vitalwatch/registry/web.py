@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from vitalwatch import strict_json
 from vitalwatch.http_get import GetServer, Reply, not_found, static_file
-from vitalwatch.registry.database import RegistryDb
+from vitalwatch.registry.database import RegistryDb, open_registry
 from vitalwatch.registry.figures import THRESHOLDS, Scope, figures, sites
 from vitalwatch.registry.page import render_page
 
@@ -64,10 +64,13 @@ def parse_scope(query: str) -> Scope:
 
 
 class RegistryPage:
-    """Serves the registry page from ``db`` (a connection of its own, not the ingest's)."""
+    """Serves the registry page from the database at ``url``, on a connection of its own (not the
+    ingest's), opened at the first request and opened again after one that failed (a PostgreSQL
+    restart, a dropped idle connection): that request gets a 500, the next one a fresh connection."""
 
-    def __init__(self, db: RegistryDb) -> None:
-        self.db = db
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._db: RegistryDb | None = None
         self.static_dir = STATIC_DIR.resolve()
         self._lock = asyncio.Lock()  # one query set at a time on the page's connection
         self._http = GetServer(self._resolve, csp=_CSP, name="registry")
@@ -81,10 +84,24 @@ class RegistryPage:
 
     async def close(self) -> None:
         await self._http.close()
+        async with self._lock:
+            self._forget()
+
+    def _forget(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
     def _read(self, scope: Scope, as_json: bool) -> bytes:
-        rows = figures(self.db, scope)
-        known = sites(self.db)
+        if self._db is None:
+            self._db = open_registry(self.url)
+        try:
+            rows = figures(self._db, scope)
+            known = sites(self._db)
+        except Exception:
+            self._forget()
+            raise
         if not as_json:
             return render_page(scope, rows, known).encode()
         doc = {
@@ -119,10 +136,11 @@ class RegistryPage:
 
 @contextlib.asynccontextmanager
 async def serve_registry_page(
-    db: RegistryDb, host: str = "127.0.0.1", port: int = 8090
+    url: str, host: str = "127.0.0.1", port: int = 8090
 ) -> AsyncIterator[RegistryPage]:
-    """Serve the page for the duration of the block (``port=0``: any free port)."""
-    page = RegistryPage(db)
+    """Serve the page of the database at ``url`` for the duration of the block (``port=0``: any
+    free port)."""
+    page = RegistryPage(url)
     await page.start(host, port)
     try:
         yield page
