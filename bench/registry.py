@@ -241,9 +241,8 @@ def query_times(db: RegistryDb, site: str = "clinic-007") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, scope in scopes.items():
         times: dict[str, Any] = {}
-        for name, build in QUERIES.items():
-            sql, params = build(scope)
-            times[name] = timed(lambda sql=sql, params=params: db.query(sql, params))  # type: ignore[misc]
+        for name, aggregate in QUERIES.items():
+            times[name] = timed(lambda aggregate=aggregate, scope=scope: aggregate(db, scope))  # type: ignore[misc]
         times["all_figures"] = timed(lambda scope=scope: figures(db, scope))  # type: ignore[misc]
         out[label] = times
     out["site_list"] = timed(lambda: sites(db))
