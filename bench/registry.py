@@ -41,6 +41,7 @@ from vitalwatch.record.export import AlarmLife, Summary, export_row
 from vitalwatch.registry.database import RegistryDb, open_registry
 from vitalwatch.registry.figures import QUERIES, Scope, figures, sites
 from vitalwatch.registry.service import BATCH_MAX, RegistryService
+from vitalwatch.registry.web import serve_registry_page
 from vitalwatch.registry.wire import RecordMessage, record_payload
 from vitalwatch.testing import Mosquitto, PostgreSQL, postgres_bindir
 
@@ -249,6 +250,32 @@ def query_times(db: RegistryDb, site: str = "clinic-007") -> dict[str, Any]:
     return out
 
 
+async def page_times(url: str, site: str = "clinic-007") -> dict[str, Any]:
+    """The registry page over HTTP, as a browser asks for it: seconds and bytes per view."""
+    views = {
+        "one_clinic_html": f"/?site={site}",
+        "region_html": "/",
+        "every_clinic_html": "/?site=*",
+        "every_clinic_json": "/summary.json?by=site",
+    }
+    out: dict[str, Any] = {}
+    async with serve_registry_page(url, port=0) as page:
+        for name, target in views.items():
+            t0 = time.perf_counter()
+            status, _, body = await http_get(page.port, target)
+            out[name] = {"status": status, "s": round(time.perf_counter() - t0, 3), "bytes": len(body)}
+    return out
+
+
+async def http_get(port: int, target: str) -> tuple[str, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), {}, body  # headers not needed here
+
+
 async def through_mqtt(db: RegistryDb, n: int, workdir: Path) -> dict[str, Any]:
     """Offers -> real Mosquitto -> registry service -> database -> receipts; records/s end to end."""
     broker = Mosquitto(workdir=workdir, extra_config="max_queued_messages 0\nmax_inflight_messages 0\n")
@@ -302,8 +329,21 @@ def main() -> None:
     parser.add_argument(
         "--keep-sqlite", type=Path, help="store the SQLite database here and keep it (e.g. to open its page)"
     )
+    parser.add_argument(
+        "--existing", metavar="URL", help="only time the page's queries and the page on this database"
+    )
     args = parser.parse_args(sys.argv[1:])
     configure_logging("warning")  # the registry logs each batch; not what is measured here
+    if args.existing:
+        db = open_registry(args.existing)
+        try:
+            found = {"records": db.count(), "db_bytes": db.size_bytes(), "queries": query_times(db)}
+        finally:
+            db.close()
+        found["page"] = asyncio.run(page_times(args.existing))
+        print(json.dumps(found), flush=True)
+        args.out.write_text(json.dumps(found, indent=2) + "\n")
+        return
     n = args.records or (CLINICS * CHAIRS * PER_DAY * DAYS if args.full else 20_000)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     results: dict[str, Any] = {"direct_records": n}
@@ -331,6 +371,7 @@ def main() -> None:
                     db.analyze()
                     results[engine]["analyze_s"] = round(time.perf_counter() - t0, 1)
                     results[engine]["queries_after_analyze"] = query_times(db)
+                    results[engine]["page"] = asyncio.run(page_times(url))
                     if args.mqtt_records:
                         results[engine]["mqtt"] = asyncio.run(through_mqtt(db, args.mqtt_records, Path(tmp)))
                 finally:
