@@ -2,7 +2,7 @@
 
 The page aggregates a few fields of every record (docs/registry.md, "The registry page"). Read
 out of each record's JSON at query time they cost a parse per row and query; kept in their own
-columns and rows (migration 3) they are read from covering indexes. This is the one rule for
+columns and rows (migration 4) they are read from covering indexes. This is the one rule for
 them; the migration fills records stored before it by the same rule, in SQL.
 
 A value that is not a JSON number is unknown (NULL), never a guess; an alarm count is kept only

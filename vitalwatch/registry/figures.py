@@ -11,7 +11,7 @@ The thresholds are the session record's registry thresholds (docs/session-record
 beyond thresholds"), judged on the record's peaks from the infusion start: ``max_systolic`` /
 ``max_diastolic``, ``min_spo2``, ``min_pulse``. The queries read the columns and the alarm
 table the registry derives from every record as it stores it (:mod:`vitalwatch.registry.derived`,
-migration 3), through covering indexes; the median is each group's middle value read in order
+migration 4), through covering indexes; the median is each group's middle value read in order
 from an index (LIMIT/OFFSET), which both engines do alike, so there is one SQL text per figure.
 The queries of a page run in one read snapshot, so a page never mixes two states of a database
 being written to.
