@@ -11,8 +11,8 @@ each on its own and all of a page together, for one clinic, for every clinic sid
 the region as one, first as ingested and again after the planner's statistics are refreshed.
 
 Run: ``python -m bench.registry`` (scaled down: 20,000 records direct, 2,000 through MQTT) or
-``python -m bench.registry --full`` (a year of the region above, 1,825,000 records direct; about
-an hour per engine on a shared 2-core machine). ``--engines sqlite`` runs one engine; PostgreSQL
+``python -m bench.registry --full`` (a year of the region above, 1,825,000 records direct; 15-20
+minutes per engine on a busy 2-core machine, docs/scaling.md). ``--engines sqlite`` runs one engine; PostgreSQL
 is started by the benchmark (vitalwatch.testing.PostgreSQL) when installed. Writes
 bench/results/registry.json (``--out``), after each engine.
 """
