@@ -12,8 +12,9 @@ the region as one, first as ingested and again after the planner's statistics ar
 
 Run: ``python -m bench.registry`` (scaled down: 20,000 records direct, 2,000 through MQTT) or
 ``python -m bench.registry --full`` (a year of the region above, 1,825,000 records direct; 15-20
-minutes per engine on a busy 2-core machine, docs/scaling.md). ``--engines sqlite`` runs one engine; PostgreSQL
-is started by the benchmark (vitalwatch.testing.PostgreSQL) when installed. Writes
+minutes per engine on a busy 2-core machine, docs/scaling.md). ``--engines sqlite`` runs one
+engine; PostgreSQL is started by the benchmark (vitalwatch.testing.PostgreSQL) when installed.
+``--existing URL`` only times the page on a database filled before. Writes
 bench/results/registry.json (``--out``), after each engine.
 """
 
