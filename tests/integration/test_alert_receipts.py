@@ -104,8 +104,9 @@ def process(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
 
 def start_registry(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
+    argv = [sys.executable, "-m", "vitalwatch", "registry", "--db", str(db), "--port", str(port)]
     return subprocess.Popen(
-        [sys.executable, "-m", "vitalwatch", "registry", "--db", str(db), "--port", str(port)],
+        [*argv, "--listen", "off"],  # no page: its default port is one per machine, not this test's subject
         stdout=out,
         stderr=out,
     )
