@@ -29,8 +29,18 @@ BENCHMARKS: tuple[str, ...] = (
 
 
 def main(argv: list[str]) -> int:
-    """Run the benchmarks named in ``argv`` (short names like ``decode``), or all."""
-    wanted = set(argv)
+    """Run the benchmarks named in ``argv`` (short names like ``decode``), or all.
+
+    Options after the names (``alarm_quality --sessions 300``) go to the named benchmark; with
+    options, exactly one benchmark must be named, so no option lands on a benchmark it was not
+    meant for.
+    """
+    dash = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:dash], argv[dash:]
+    if options and len(names) != 1:
+        print("options need exactly one benchmark name before them", file=sys.stderr)
+        return 2
+    wanted = set(names)
     unknown = wanted - {name.rpartition(".")[2] for name in BENCHMARKS}
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -39,7 +49,7 @@ def main(argv: list[str]) -> int:
         if wanted and name.rpartition(".")[2] not in wanted:
             continue
         print(f"== {name}")
-        sys.argv = [name]  # each module's own arguments (sd_budget's HOURS, ...) take their defaults
+        sys.argv = [name, *options]  # without options each module's arguments take their defaults
         importlib.import_module(name).main()
     return 0
 

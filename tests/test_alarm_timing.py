@@ -1,0 +1,75 @@
+"""Time to alert from the first crossing of a limit (bench/alarm_timing.py), on hand-built streams.
+
+The alarm-quality benchmark judges the engine by these functions, so they are checked here on
+cases worked out by hand, and once end to end: a hand-built session through the real engine.
+"""
+
+from __future__ import annotations
+
+import random
+
+from bench.alarm_quality import DURATION, Session, TrueEvent, event_timings, run_engine, run_naive
+from bench.alarm_timing import Gaps, Point, between, first_crossing, table_fire_time
+from vitalwatch.engine.table import load_alarm_table
+
+
+def _stream(values: dict[int, float | None], invalid: frozenset[int] | set[int] = frozenset(), n: int = 60) -> list[Point]:
+    """1 Hz samples of 97 %, with the given seconds replaced; ``invalid`` seconds are flagged."""
+    return [(float(t), values.get(t, 97.0), t not in invalid) for t in range(n)]
+
+
+def test_first_crossing_skips_invalid_values_and_the_time_before_the_window() -> None:
+    points = _stream({3: 85.0, 8: 89.0, 10: 95.0, 12: 88.0, 13: 88.0}, invalid={8})
+    assert first_crossing(points, "<", 90, 5, 59) == 12.0  # 3 is before the window, 8 is flagged
+    assert first_crossing(points, "<", 90, 0, 59) == 3.0
+    assert first_crossing(points, "<=", 95, 9, 59) == 10.0  # "<=" includes the limit itself
+    assert first_crossing(points, "<", 80, 0, 59) is None
+
+
+def test_table_timer_counts_valid_out_of_range_time_pauses_on_invalid_and_restarts_in_range() -> None:
+    low = {t: 88.0 for t in range(10, 50)}
+    clean = _stream(low)
+    assert table_fire_time(clean, "<", 90, delay=15, start=0, end=59) == 25.0
+    # one flagged second in the run: it holds nothing valid, so the alert is one second later
+    paused = _stream(low, invalid={14})
+    assert table_fire_time(paused, "<", 90, delay=15, start=0, end=59) == 26.0
+    # one valid value back in range at 12: the count starts again at 13
+    back = _stream({**low, 12: 91.0})
+    assert table_fire_time(back, "<", 90, delay=15, start=0, end=59) == 28.0
+    # samples stop at 20 (absent): held for at most 5 s, then nothing counts
+    absent = [p for p in clean if p[0] <= 20]
+    assert table_fire_time(absent, "<", 90, delay=15, start=0, end=59) is None
+    assert between(back, "<", 90, 10, 28) == Gaps(in_range_s=1, invalid_s=0)
+    assert between(paused, "<", 90, 10, 26) == Gaps(in_range_s=0, invalid_s=1)
+
+
+def test_hand_built_desaturation_through_the_engine_is_alerted_at_crossing_plus_the_table_delay() -> None:
+    """SpO2 steps from 97 to 88 % for 60 s: below 92 and 90 at once, so the HIGH rule (< 90 for
+    15 s) alerts 15 s after the crossing, and the engine adds nothing to the table's timer."""
+    start = 1500
+    spo2: list[float | None] = [97.0] * DURATION
+    for t in range(start, start + 60):
+        spo2[t] = 88.0
+    s = Session(
+        spo2=spo2,
+        pulse=[72.0] * DURATION,
+        artifact=[False] * DURATION,
+        sensor_off=[False] * DURATION,
+        bp_true=[(120.0, 75.0)] * DURATION,
+        bl=(97.0, 72.0, 120.0, 75.0),
+        events=[TrueEvent("desaturation", float(start), float(start + 60))],
+        outlier_rate=0.0,
+        cuff_fail_rate=0.0,
+    )
+    table = load_alarm_table(None)
+    readings: list[tuple[float, float, float]] = []
+    raised = run_engine(table, s, random.Random(0), readings)
+    naive = run_naive(s, random.Random(0))
+    [timing] = event_timings(table, s, raised, readings, naive)
+    assert timing.rule == "spo2_low_high"
+    assert timing.delay == 15
+    assert timing.from_rule_cross == 15
+    assert timing.beyond_table == 0
+    assert timing.from_cond_cross == 15  # 88 crosses the widest limit (<= 92) at the same second
+    assert timing.naive_from_cond_cross == 0
+    assert (timing.back_in_range_s, timing.invalid_s) == (0, 0)
