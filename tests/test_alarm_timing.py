@@ -13,7 +13,9 @@ from bench.alarm_timing import Gaps, Point, between, first_crossing, table_fire_
 from vitalwatch.engine.table import load_alarm_table
 
 
-def _stream(values: dict[int, float | None], invalid: frozenset[int] | set[int] = frozenset(), n: int = 60) -> list[Point]:
+def _stream(
+    values: dict[int, float | None], invalid: frozenset[int] | set[int] = frozenset(), n: int = 60
+) -> list[Point]:
     """1 Hz samples of 97 %, with the given seconds replaced; ``invalid`` seconds are flagged."""
     return [(float(t), values.get(t, 97.0), t not in invalid) for t in range(n)]
 
