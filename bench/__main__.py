@@ -15,6 +15,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.hl7",
     "bench.mllp_listener",
     "bench.alarm_quality",
+    "bench.alarm_sweep",
     "bench.replay_speed",
     "bench.latency",
     "bench.throughput",
