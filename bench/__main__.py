@@ -17,6 +17,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.alarm_quality",
     "bench.alarm_sweep",
     "bench.replay_speed",
+    "bench.engine_identity",
     "bench.latency",
     "bench.throughput",
     "bench.footprint",

@@ -207,14 +207,20 @@ def _phase(t: int) -> str:
 
 
 def run_engine(
-    table: AlarmTable, s: Session, rng: random.Random, readings: list[Reading] | None = None
+    table: AlarmTable,
+    s: Session,
+    rng: random.Random,
+    readings: list[Reading] | None = None,
+    *,
+    engine_class: type[BedEngine] = BedEngine,
 ) -> list[AlertTransition]:
     """The session through the engine; requested confirmations are taken 60 s later.
 
     ``readings``, when given, collects every cuff reading handed to the engine (t, systolic,
     diastolic), so the time-to-alert measure can find the first reading over a limit.
+    ``engine_class``: a BedEngine subclass (bench.engine_identity's, which keeps every output).
     """
-    eng = BedEngine(table, bed="b", devices={"ox": "spo2", "bp": "nibp"})
+    eng = engine_class(table, bed="b", devices={"ox": "spo2", "bp": "nibp"})
     raised: list[AlertTransition] = []
     acks: dict[int, list[str]] = {}
     extra: set[int] = set()

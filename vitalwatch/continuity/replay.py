@@ -153,16 +153,22 @@ class ReplayBed:
 
 
 def replay_rows(
-    table: AlarmTable, bed: str, devices: Mapping[str, str], rows: Sequence[Row], *, tick_s: float = 1.0
+    table: AlarmTable,
+    bed: str,
+    devices: Mapping[str, str],
+    rows: Sequence[Row],
+    *,
+    tick_s: float = 1.0,
+    evaluate_all: bool = False,
 ) -> Iterator[Output]:
     """Drive a fresh bed with parsed CSV rows; ticks every ``tick_s`` of virtual time between rows.
 
     A CSV names no drivers, so no cuff can be started and every NIBP request would also prompt
     the nurse; those prompts are left out of the output, which shows the engine's request.
+    ``evaluate_all``: the engine's reference strategy (:class:`BedEngine`), for the identity test.
     """
-    replay = ReplayBed(
-        BedEngine(table, bed=bed, devices=devices), {d: ("", r, {}) for d, r in devices.items()}
-    )
+    engine = BedEngine(table, bed=bed, devices=devices, evaluate_all=evaluate_all)
+    replay = ReplayBed(engine, {d: ("", r, {}) for d, r in devices.items()})
     session = replay.session
     down: set[str] = set()
     statuses: dict[str, set[str]] = {d: set() for d in devices}
@@ -227,18 +233,20 @@ def run_scenario(
     bed: str = "bed-1",
     step_s: float = 0.25,
     driver_options: Mapping[str, Mapping[str, Any]] | None = None,
+    evaluate_all: bool = False,
 ) -> Iterator[Output]:
     """Simulated device bytes -> drivers -> bed session in virtual time (a 100-minute session in seconds).
 
     ``drivers`` are driver/simulator names (e.g. ``("masimo", "suntech")``); each becomes a device
     of the same id with :func:`~vitalwatch.engine.roles.role_for_driver`. Phase commands come from
-    ``scenario.phases``.
+    ``scenario.phases``. ``evaluate_all``: the engine's reference strategy, for the identity test.
     """
     from vitalwatch.simulators import make_simulator
 
     options = {**SCENARIO_DRIVER_OPTIONS, **(driver_options or {})}
     sims = {name: make_simulator(name, scenario, seed=seed) for name in drivers}
-    engine = BedEngine(table, bed=bed, devices={name: role_for_driver(name) for name in drivers})
+    roles = {name: role_for_driver(name) for name in drivers}
+    engine = BedEngine(table, bed=bed, devices=roles, evaluate_all=evaluate_all)
     replay = ReplayBed(
         engine,
         {name: (name, role_for_driver(name), dict(options.get(name, {}))) for name in drivers},

@@ -70,6 +70,7 @@ class BedEngine:
         id_factory: Callable[[], str] | None = None,
         *,
         older_adult: bool = False,
+        evaluate_all: bool = False,
     ) -> None:
         for device, role in devices.items():
             if role not in ROLES:
@@ -78,6 +79,7 @@ class BedEngine:
         self.bed = bed
         self._roles = dict(devices)
         self._older_adult = older_adult  # start gate uses systolic_above_65
+        self._evaluate_all = evaluate_all
         self._count = 0
         self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
         self._started = False
