@@ -172,6 +172,11 @@ class AlarmBook:
         self._closed = {occ.alert_id: occ for occ in closed[-self.max_closed :]}
 
     # ------------------------------------------------------------------ queries
+    @property
+    def any_active(self) -> bool:
+        """Whether any occurrence is active (without it, reconciling no findings changes nothing)."""
+        return bool(self._active)
+
     def active(self) -> Iterator[Occurrence]:
         """Active occurrences in the order they were raised."""
         return iter(list(self._active.values()))

@@ -3,8 +3,8 @@
 .. code-block:: text
 
     observe(device, event, now) ─┐
-    bytes_seen / link(...)       ├─▶ advance timers to now ─▶ apply input ─▶ evaluate every rule
-    set_phase / acknowledge      │                                          of the phase ─▶ findings
+    bytes_seen / link(...)       ├─▶ advance timers to now ─▶ apply input ─▶ evaluate the rules
+    set_phase / acknowledge      │                                          on the agenda ─▶ findings
     tick(now) ───────────────────┘                                                           │
                   [AlertTransition, NibpRequest, PhaseChanged, StatusChanged] ◀── AlarmBook ◀┘
 
@@ -16,6 +16,12 @@ Validity is :mod:`vitalwatch.engine.validity` (one rule, which the bed session a
 through :meth:`BedEngine.is_valid` for the vitals topic and the session record). Physiological
 rules never see an invalid value; they see time pass without valid signal, which pauses their
 timers.
+
+Only the rules on the :class:`~vitalwatch.engine.agenda.Agenda` run: those whose inputs changed,
+those that found something last time, and those whose deadline
+(:func:`~vitalwatch.engine.wakeup.wake_at`) has come; every other rule would find nothing. The
+outputs are exactly those of evaluating every rule at every call (``evaluate_all``, the reference
+strategy, kept for the identity test).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
+from vitalwatch.engine.agenda import Agenda
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.book_state import book_from_state, book_to_state
 from vitalwatch.engine.discharge import Criterion, discharge_checklist, discharge_status
@@ -32,7 +39,7 @@ from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
 from vitalwatch.engine.pause_clock import PauseClock
 from vitalwatch.engine.roles import ROLES, measures_nibp, measures_oximetry
-from vitalwatch.engine.rule_state import NibpRuleState, SustainState, sustained_limit
+from vitalwatch.engine.rule_state import EPS, NibpRuleState, SustainState, sustained_limit
 from vitalwatch.engine.rules import (
     FINDERS,
     BedView,
@@ -52,6 +59,7 @@ from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
 from vitalwatch.engine.vocabulary import AGE_BANDS, PHASE_COMMANDS, PHASES
+from vitalwatch.engine.wakeup import wake_at
 
 __all__ = ["BedEngine"]
 
@@ -80,6 +88,16 @@ class BedEngine:
         self._roles = dict(devices)
         self._older_adult = older_adult  # start gate uses systolic_above_65
         self._evaluate_all = evaluate_all
+        self._agenda = Agenda(table.rules, evaluate_all=evaluate_all)
+        self._index = {rule.id: i for i, rule in enumerate(table.rules)}
+        self._of_type = {t: table.rules_of(t) for t in RULE_TYPES}
+        self._sustained_of: dict[str | None, list[Rule]] = {}  # parameter -> its sustained rules
+        for rule in self._of_type["sustained"]:
+            self._sustained_of.setdefault(rule.parameter, []).append(rule)
+        self._baseline_key: tuple[float | None, ...] | None = None
+        self._readings_seen = 0  # NIBP readings completed so far (the discharge check's input)
+        self._discharge_key: tuple[Any, ...] | None = None
+        self._confirm_at = -math.inf  # no confirmation reading can be due before this
         self._count = 0
         self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
         self._started = False
@@ -134,7 +152,7 @@ class BedEngine:
             case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
                 valid = value is not None and not self._unreliable(device, "oxi")
                 if valid:
-                    self._last_valid[device] = now
+                    self._note_valid(device, now)
                 self._on_sample(kind, Sample(now, value, valid, device))
             case Observation(kind=kind, value=value) if kind in NIBP_KINDS and measures_nibp(role):
                 unreliable = self._unreliable(device, "nibp")
@@ -142,11 +160,11 @@ class BedEngine:
                     out.extend(self._on_reading(*done))
             case DeviceStatus(code=code, active=active):
                 statuses = self._statuses.setdefault(device, set())
+                self._agenda.touch("status")
                 if active:
                     statuses.add(code)
                     if self._unreliable(device, "oxi"):
-                        for sig in self._signals.values():
-                            sig.invalidate(device, now)
+                        self._invalidate(device, now)
                 else:
                     statuses.discard(code)
             case DecodeProblem(reason=reason) if not reason.startswith(_NOT_LINE_NOISE):
@@ -184,6 +202,7 @@ class BedEngine:
             raise ValueError(f"gap_s must be a finite number >= 0, got {gap_s!r}")
         for device, seen in self._last_bytes.items():
             self._last_bytes[device] = min(max(now, seen), seen + gap_s)
+        self._agenda.touch("port")
 
     def link(self, device: str, up: bool, now: float) -> list[Output]:
         """The port of ``device`` opened (``up``) or vanished."""
@@ -192,6 +211,7 @@ class BedEngine:
             self._port_down.discard(device)
         else:
             self._port_down.add(device)
+        self._agenda.touch("port")
         return out + self._evaluate(self._now)
 
     def set_phase(self, phase: str, now: float) -> list[Output]:
@@ -223,6 +243,9 @@ class BedEngine:
         self._phase, self._phase_start = phase, now
         self.phase_starts[phase] = now
         self._due_requested.clear()
+        self._agenda.touch_all()
+        self._baseline_key = None
+        self._confirm_at = -math.inf
         for rule in self.table.rules:
             if phase not in rule.phases:
                 if rule.id in self._sustain:
@@ -271,6 +294,7 @@ class BedEngine:
         self.check_phase("pause")
         out = self._enter(now)
         if self._clock.pause(self._now):
+            self._agenda.touch_all()
             out.append(self._pause_status(True, self._now))
         return out + self._evaluate(self._now)
 
@@ -282,6 +306,7 @@ class BedEngine:
         self.check_phase("resume")
         out = self._enter(now)
         if self._clock.resume(self._now):
+            self._agenda.touch_all()
             out.append(self._pause_status(False, self._now))
         return out + self._evaluate(self._now)
 
@@ -303,9 +328,10 @@ class BedEngine:
             raise ValueError(f"unknown age band {band!r} (age bands: {', '.join(AGE_BANDS)})")
         out = self._enter(now)
         self._older_adult = band == "older_adult"
-        for rule in self.table.rules_of("nibp_gate"):
+        for rule in self._of_type["nibp_gate"]:
             if self._phase in rule.phases:
                 self._gate_reading(rule)
+        self._agenda.touch_all()
         return out + self._evaluate(self._now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
@@ -354,6 +380,7 @@ class BedEngine:
                 self._start(now)
             self._phase_start = now - phase_elapsed_s
             self.phase_starts[self._phase] = self._phase_start
+            self._agenda.touch_all()
 
     def adopt(self, alarms: Sequence[AlertTransition], *, now: float, grace_s: float) -> None:
         """Alarms a station still shows from an earlier process: continue them when found again.
@@ -566,14 +593,19 @@ class BedEngine:
         if self._phase == "baseline":
             for p, c in credits.items():
                 self._collector.add_valid_time(p, c)
-        for rule in self.table.rules_of("sustained"):
+        if not any(c > 0 for c in credits.values()):
+            return  # no valid signal in the interval: no sustained timer runs
+        baseline = self.baseline
+        for rule in self._of_type["sustained"]:
             if self._phase not in rule.phases:
                 continue
-            st, sig = self._sustain[rule.id], self._signals[rule.parameter or "spo2"]
+            sig = self._signals[rule.parameter or "spo2"]
             credit = credits[sig.name]
-            limit = sustained_limit(rule, self.baseline)
             cur = sig.current
-            if credit <= 0 or limit is None or cur is None or cur.value is None:
+            if credit <= 0 or cur is None or cur.value is None:
+                continue
+            st, limit = self._sustain[rule.id], sustained_limit(rule, baseline)
+            if limit is None:
                 continue
             if compare(rule.compare, cur.value, limit):
                 st.acc += credit
@@ -600,23 +632,38 @@ class BedEngine:
         self._problems[device] = (first, now)
 
     def _garbled_rule(self) -> Rule | None:
-        rules = self.table.rules_of("device_garbled")
+        rules = self._of_type["device_garbled"]
         return rules[0] if rules else None
+
+    def _note_valid(self, device: str, t: float) -> None:
+        """``device`` delivered a valid value at ``t`` (its first arms the technical rules)."""
+        if device not in self._last_valid:
+            self._agenda.touch("armed")
+        self._last_valid[device] = max(t, self._last_valid.get(device, t))
+        self._agenda.touch("valid")
+
+    def _invalidate(self, device: str, now: float) -> None:
+        """The held samples of ``device`` are not usable from ``now`` (a status, garbled bytes)."""
+        for sig in self._signals.values():
+            sig.invalidate(device, now)
+        self._agenda.touch("spo2_invalid")
 
     def _update_garbled(self, now: float) -> None:
         """Which devices are garbled now: decode problems without a gap of more than ``gap_s``
         for at least ``after_s``. A device turning garbled spoils its held samples too."""
-        rule = self._garbled_rule()
+        rule = self._garbled_rule() if self._problems else None
         if rule is None:
             return
         for device, (first, last) in list(self._problems.items()):
             if now - last > rule.gap_s:
                 del self._problems[device]
-                self._garbled.discard(device)
+                if device in self._garbled:
+                    self._garbled.discard(device)
+                    self._agenda.touch("garbled")
             elif now - first >= rule.after_s - 1e-6 and device not in self._garbled:
                 self._garbled.add(device)
-                for sig in self._signals.values():
-                    sig.invalidate(device, now)
+                self._agenda.touch("garbled")
+                self._invalidate(device, now)
 
     def _describe_now(self, finding: Finding) -> tuple[str | None, float | None]:
         """What is true now about a finding's parameter, for the texts of ended and cleared alarms."""
@@ -636,17 +683,23 @@ class BedEngine:
     def _on_sample(self, parameter: str, sample: Sample) -> None:
         self._signals[parameter].update(sample)
         if not sample.valid or sample.value is None:
+            if parameter == "spo2":
+                self._agenda.touch("spo2_invalid")
             return  # invalid: timers pause, nothing else changes
         if self._phase == "baseline":
             self._collector.add_sample(parameter, sample.value)
-        for rule in self.table.rules_of("sustained"):
-            if rule.parameter != parameter or self._phase not in rule.phases:
+        baseline = self.baseline
+        for rule in self._sustained_of.get(parameter, ()):
+            if self._phase not in rule.phases:
                 continue
             st = self._sustain[rule.id]
-            limit = sustained_limit(rule, self.baseline)
+            limit = sustained_limit(rule, baseline)
             if limit is None or not compare(rule.compare, sample.value, limit):
+                if st.latest is not None or st.acc or st.bypass_acc or st.first_out is not None:
+                    self._agenda.touch_rule(self._index[rule.id])
                 st.reset()
                 continue
+            self._agenda.touch_rule(self._index[rule.id])
             st.note(sample, low_is_bad=rule.compare.startswith("<"))
             if rule.bypass_limit is not None and not compare(rule.compare, sample.value, rule.bypass_limit):
                 st.bypass_acc = 0.0
@@ -658,37 +711,56 @@ class BedEngine:
         valid = not unreliable and sys_v is not None and dia_v is not None
         reading = NibpReading(t, sys_v, dia_v, values.get("nibp_mean"), valid, device, self._phase)
         self._nibp.readings.append(reading)
+        self._readings_seen += 1
+        self._agenda.touch("nibp")
+        self._confirm_at = -math.inf
         if not valid:
             return []
-        self._last_valid[device] = max(t, self._last_valid.get(device, t))
+        self._note_valid(device, t)
         if self._phase == "baseline":
             self._collector.add_reading(reading)
-        for rule in self.table.rules_of("nibp"):
+        for rule in self._of_type["nibp"]:
             if self._phase not in rule.phases:
                 continue
             check = nibp_check(rule, reading, self.baseline)
             if check is not None:
                 self._nibp_rules[rule.id].update(rule, reading, check)
-        for rule in self.table.rules_of("nibp_gate"):
+        for rule in self._of_type["nibp_gate"]:
             if self._phase in rule.phases:
                 self._gate_reading(rule)
         return []
 
     def _confirm_requests(self, now: float) -> list[Output]:
         """One request for the confirmation readings now due (2 min after a first out-of-range one)."""
+        if now < self._confirm_at and not self._evaluate_all:
+            return []
+        self._confirm_at = self._next_confirmation()
         due = [
             rule
-            for rule in self.table.rules_of("nibp")
-            if self._phase in rule.phases and self._nibp_rules[rule.id].confirmation_due(rule, now)
+            for rule in self._of_type["nibp"]
+            if self._nibp_rules[rule.id].pending is not None
+            and self._phase in rule.phases
+            and self._nibp_rules[rule.id].confirmation_due(rule, now)
         ]
         if not due:
             return []
         for rule in due:
             self._nibp_rules[rule.id].requested = True
+        self._confirm_at = self._next_confirmation()
         first = self._nibp_rules[due[0].id].pending
         assert first is not None
         reason = confirm_request_reason(first, [rule.id for rule in due])
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
+
+    def _next_confirmation(self) -> float:
+        """The earliest time a pending, not yet requested confirmation can fall due (its state
+        changes only with a reading, a phase or a request, which all look again)."""
+        at = math.inf
+        for rule in self._of_type["nibp"]:
+            st = self._nibp_rules[rule.id]
+            if st.pending is not None and not st.requested:
+                at = min(at, st.pending.t + rule.confirm_min_s - EPS)
+        return at
 
     def _gate_reading(self, rule: Rule) -> None:
         """Start gate: judged on the last N baseline readings once there are N."""
@@ -706,6 +778,25 @@ class BedEngine:
         findings: dict[OccurrenceKey, Finding] = {}
         out: list[Output] = self._confirm_requests(now)
         self._update_garbled(now)
+        if self._phase == "baseline" or self._baseline_key is None:  # else frozen until the next phase
+            b = self.baseline
+            baseline_key = (b.systolic, b.diastolic, b.spo2, b.pulse_rate)
+            if baseline_key != self._baseline_key:
+                self._baseline_key = baseline_key
+                self._agenda.touch("baseline")
+        todo = self._agenda.take(now, self._phase)
+        if todo:
+            self._run_rules(todo, now, findings, out)
+        out.extend(self._baseline_request(now))
+        if findings or self._book.any_active:  # else reconciling would change nothing
+            out.extend(self._book.reconcile(findings, now, self._ctx(now)))
+        out.extend(self._discharge(now))
+        return out
+
+    def _run_rules(
+        self, todo: list[int], now: float, findings: dict[OccurrenceKey, Finding], out: list[Output]
+    ) -> None:
+        """Run the rules ``todo`` (table order) into ``findings``; put each back on the agenda."""
         view = BedView(
             now=now,
             phase=self._phase,
@@ -725,17 +816,20 @@ class BedEngine:
             pump_stop=self._pump_stop,
             pump_stop_elapsed=self._pump_stop_elapsed,
         )
-        for rule in self.table.rules:
-            if self._phase not in rule.phases:
-                continue
-            for finding in self._rule_findings(rule, view, out):
+        rules = self.table.rules
+        for i in todo:
+            rule = rules[i]
+            asked = len(out)
+            found = self._rule_findings(rule, view, out)
+            for finding in found:
                 known = findings.get(finding.key)
                 if known is None or finding.priority.rank > known.priority.rank:
                     findings[finding.key] = finding
-        out.extend(self._baseline_request(now))
-        out.extend(self._book.reconcile(findings, now, self._ctx(now)))
-        out.extend(self._discharge(now))
-        return out
+            if found or len(out) > asked:
+                self._agenda.settle(i, True, math.inf)
+            else:
+                sustain = self._sustain.get(rule.id)
+                self._agenda.settle(i, False, wake_at(rule, view, sustain, self._due_requested))
 
     def _baseline_request(self, now: float) -> list[Output]:
         """In the baseline phase, ask for the NIBP readings the baseline still needs, spaced apart."""
@@ -810,7 +904,25 @@ class BedEngine:
         }
 
     def _discharge(self, now: float) -> list[Output]:
-        """The discharge_ready INFO status, reported on its edges only."""
+        """The discharge_ready INFO status, reported on its edges only.
+
+        Outside the recovery it is not ready; in it, whether it is ready is judged again only
+        when something it reads changed (its time criterion counts as crossed or not).
+        """
+        if self._phase != "recovery" and not self._discharge_ready and not self._evaluate_all:
+            return []
+        key = (
+            self._phase,
+            now - self._phase_start >= self.table.discharge.after_recovery_min * 60,
+            self._baseline_key,
+            self._readings_seen,
+            self._signals["spo2"].value_at(now),
+            self._signals["pulse_rate"].value_at(now),
+            any(occ.priority.rank >= 2 for occ in self._book.active()),
+        )
+        if key == self._discharge_key and not self._evaluate_all:
+            return []
+        self._discharge_key = key
         ready, detail = discharge_status(self.table.discharge, **self._discharge_inputs(now))
         if ready == self._discharge_ready:
             return []

@@ -1,0 +1,112 @@
+"""Which rules an evaluation must run: the dirty ones, the live ones and the due ones.
+
+Evaluating every rule of the phase at every engine call costs a 100-minute replay over a
+million rule evaluations that almost all find what they found a moment ago: nothing. A rule
+that found nothing keeps finding nothing until one of two things happens, and this module
+keeps both:
+
+- an input it reads changed: the engine *touches* a topic (``"nibp"`` when a reading is
+  complete, ``"port"`` when a port opens or vanishes, ...), which marks every rule reading that
+  topic dirty (:data:`TOPICS`); a sustained rule is touched alone when its own state changes;
+- time reached its deadline (:func:`vitalwatch.engine.wakeup.wake_at`): a delay, an overdue
+  or silence timer, a phase clock.
+
+A rule that found something, or asked for a reading, is *live*: its finding's text moves with
+time ("for 45 s"), and an alert transition carries the latest one, so it runs at every call
+until it finds nothing again. A phase change (and a pause, a resume, an age band, a seeded
+clock) touches everything. ``evaluate_all`` keeps the reference strategy (every rule of the
+phase at every call) for the identity test (bench/engine_identity.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from vitalwatch.engine.table import Rule
+
+__all__ = ["TOPICS", "Agenda"]
+
+# What each rule type reads besides time and the phase (which touches everything). Sustained
+# rules are touched one by one when their timer state changes, and by the baseline.
+TOPICS: dict[str, tuple[str, ...]] = {
+    "sustained": ("baseline",),
+    "nibp": ("nibp",),
+    "nibp_gate": ("nibp",),
+    "nibp_overdue": ("nibp",),
+    "nibp_peak": ("nibp",),
+    "nibp_recovery": ("nibp", "baseline"),
+    "baseline_gate": ("baseline",),
+    "baseline_incomplete": (),
+    "signal_lost": ("spo2_invalid", "armed"),
+    "link_lost": ("port", "armed"),
+    "driver_fault": ("status",),
+    "infusion_overrun": (),
+    "baseline_overrun": ("valid",),
+    "device_garbled": ("garbled",),
+}
+
+
+class Agenda:
+    """The dirty, live and due rules of one bed (indices into the table's rules)."""
+
+    def __init__(self, rules: Sequence[Rule], *, evaluate_all: bool = False) -> None:
+        self._rules = tuple(rules)
+        self._all = frozenset(range(len(self._rules)))
+        self._evaluate_all = evaluate_all
+        self._by_topic: dict[str, list[int]] = {}
+        for i, rule in enumerate(self._rules):
+            # An unknown type (none passes the table's checks) is run at every call.
+            for topic in TOPICS.get(rule.type, ("*",)):
+                self._by_topic.setdefault(topic, []).append(i)
+        self._always = frozenset(self._by_topic.pop("*", ()))
+        self._dirty: set[int] = set(self._all)
+        self._live: set[int] = set()
+        self._due: dict[int, float] = {}
+        self._next_due = math.inf
+
+    def touch(self, topic: str) -> None:
+        """An input read by the rules of ``topic`` changed."""
+        self._dirty.update(self._by_topic.get(topic, ()))
+
+    def touch_rule(self, index: int) -> None:
+        """The state of one rule changed (a sustained timer)."""
+        self._dirty.add(index)
+
+    def touch_all(self) -> None:
+        """Everything may have changed (a phase, a pause, a seeded clock): run every rule next time."""
+        self._dirty = set(self._all)
+        self._live.clear()
+        self._due.clear()
+        self._next_due = math.inf
+
+    def take(self, now: float, phase: str) -> list[int]:
+        """The rules to run at ``now`` in ``phase``, in table order; the dirty marks are spent."""
+        if self._evaluate_all:
+            return [i for i, rule in enumerate(self._rules) if phase in rule.phases]
+        if not (self._dirty or self._live or self._always) and now < self._next_due:
+            return []  # the common call: nothing changed, nothing due
+        todo = self._dirty | self._live | self._always
+        if now >= self._next_due:
+            for i, at in list(self._due.items()):
+                if now >= at:
+                    todo.add(i)
+                    del self._due[i]
+            self._next_due = min(self._due.values(), default=math.inf)
+        self._dirty = set()
+        rules = self._rules
+        return sorted(i for i in todo if phase in rules[i].phases)
+
+    def settle(self, index: int, busy: bool, wake: float) -> None:
+        """After running rule ``index``: ``busy`` (it found something or asked for a reading) keeps
+        it live; else it sleeps until ``wake`` (``inf``: until an input it reads changes)."""
+        if busy:
+            self._live.add(index)
+            self._due.pop(index, None)
+            return
+        self._live.discard(index)
+        if wake == math.inf:
+            self._due.pop(index, None)
+        else:
+            self._due[index] = wake
+            self._next_due = min(self._next_due, wake)
