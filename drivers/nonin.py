@@ -204,6 +204,8 @@ def _spo2_value(spo2: int) -> float | None:
 _UNSET = object()
 # The status codes of a frame, in the order reported, by (no_sensor, sensor_off, artifact,
 # low_perfusion, low_battery): built once, so a frame costs a lookup, not a list.
+# The codes of a plain frame, by low_battery.
+_PLAIN_CODES = {False: (), True: ("low_battery",)}
 # The STATUS bits that make a frame more than "between pulses, all well".
 _EVENTFUL = SNSD | SNSA | OOT | ARTF | RPRF | GPRF
 _CODE_NAMES = ("no_sensor", "sensor_off", "artifact", "low_perfusion", "low_battery")
@@ -413,6 +415,7 @@ class NoninDriver:
         """
         fmt2 = self._fmt == 2
         last = len(buf) - 5
+        start = pos
         index = self._index
         floats = self._floats
         while pos <= last:
@@ -422,14 +425,13 @@ class NoninDriver:
             status = b1 if fmt2 else b0
             if (fmt2 and b0 != 0x01) or not status & ALWAYS or bool(status & SYNC) != (index == 0):
                 break
-            self.pleth_samples += 1
             floats[index] = b3
             if index == 7:
                 self._low_battery = bool(b3 & STAT2_LOW_BAT)
             if (
                 not status & _EVENTFUL
                 and not (self._pulse_artifact or self._low_perfusion)
-                and self._last_codes == _CODE_SETS[False, False, False, False, self._low_battery]
+                and self._last_codes == _PLAIN_CODES[self._low_battery]
             ):
                 # A plain frame between pulses: what _frame_statuses does with it, and no edge.
                 self._frames_since_pulse += 1
@@ -445,6 +447,7 @@ class NoninDriver:
             index = (index + 1) % FRAMES_PER_PACKET
             pos += 5
         self._index = index
+        self.pleth_samples += (pos - start) // 5
         return pos
 
     # -- meaning ---------------------------------------------------------------------------

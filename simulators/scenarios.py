@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -86,29 +86,42 @@ class GridScenario:
     seed: int
     values: FloatArray
     flags: BoolArray
+    # The same grid as Python numbers, one tuple per second: a replay asks for a state tens of
+    # thousands of times, and numpy's per-call overhead was most of each answer.
+    _seconds: list[tuple[float, ...]] = field(init=False, repr=False)
+    _flag_seconds: list[tuple[bool, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._seconds = [tuple(column) for column in self.values.T.tolist()]
+        self._flag_seconds = [tuple(column) for column in self.flags.T.tolist()]
 
     def state_at(self, t: float) -> PatientState:
-        """The state at scenario time ``t``, clamped to ``[0, duration]``."""
+        """The state at scenario time ``t``, clamped to ``[0, duration]``.
+
+        Linear between seconds, with numpy's arithmetic done on Python floats (the same IEEE
+        operations in the same order, so the same numbers: ``a * (1 - frac) + b * frac``).
+        """
         x = min(max(float(t), 0.0), self.duration)
         i = int(x)
-        last = self.values.shape[1] - 1
+        last = len(self._seconds) - 1
         i = min(i, last)
         j = min(i + 1, last)
         frac = x - i
-        v = self.values[:, i] * (1.0 - frac) + self.values[:, j] * frac
-        f = self.flags[:, i]
-        sys_, dia = float(v[3]), float(v[4])
+        keep = 1.0 - frac
+        a, b = self._seconds[i], self._seconds[j]
+        f = self._flag_seconds[i]
+        sys_, dia = a[3] * keep + b[3] * frac, a[4] * keep + b[4] * frac
         return PatientState(
-            spo2=float(v[0]),
-            pulse_rate=float(v[1]),
-            perfusion_index=float(v[2]),
+            spo2=a[0] * keep + b[0] * frac,
+            pulse_rate=a[1] * keep + b[1] * frac,
+            perfusion_index=a[2] * keep + b[2] * frac,
             systolic=sys_,
             diastolic=dia,
             mean=dia + (sys_ - dia) / 3.0,
-            probe_off=bool(f[0]),
-            artifact=bool(f[1]),
-            silent=bool(f[2]),
-            cuff_error=bool(f[3]),
+            probe_off=f[0],
+            artifact=f[1],
+            silent=f[2],
+            cuff_error=f[3],
         )
 
 

@@ -86,6 +86,8 @@ class SuntechSimulator:
         """Replies and the complete packet due by ``now``; nothing while the scenario is silent."""
         self._finish_cycle(now)
         due = [data for at, data in self._pending if at <= now]
+        if not due:
+            return b""  # nothing due (most polls): no need to ask the scenario whether it is silent
         self._pending = [(at, data) for at, data in self._pending if at > now]
         if self._scenario.state_at(now).silent:
             return b""

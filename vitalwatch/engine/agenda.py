@@ -50,40 +50,49 @@ TOPICS: dict[str, tuple[str, ...]] = {
 class Agenda:
     """The dirty, live and due rules of one bed (indices into the table's rules)."""
 
-    def __init__(self, rules: Sequence[Rule], *, evaluate_all: bool = False) -> None:
+    def __init__(self, rules: Sequence[Rule], phase: str, *, evaluate_all: bool = False) -> None:
         self._rules = tuple(rules)
-        self._all = frozenset(range(len(self._rules)))
         self._evaluate_all = evaluate_all
         self._by_topic: dict[str, list[int]] = {}
         for i, rule in enumerate(self._rules):
             # An unknown type (none passes the table's checks) is run at every call.
             for topic in TOPICS.get(rule.type, ("*",)):
                 self._by_topic.setdefault(topic, []).append(i)
-        self._always = frozenset(self._by_topic.pop("*", ()))
-        self._dirty: set[int] = set(self._all)
+        self._dirty: set[int] = set()
         self._live: set[int] = set()
         self._due: dict[int, float] = {}
         self._next_due = math.inf
+        self.touch_all(phase)
 
     def touch(self, topic: str) -> None:
         """An input read by the rules of ``topic`` changed."""
-        self._dirty.update(self._by_topic.get(topic, ()))
+        touched = self._topics.get(topic)
+        if touched:
+            self._dirty.update(touched)
 
     def touch_rule(self, index: int) -> None:
-        """The state of one rule changed (a sustained timer)."""
+        """The state of one rule of the phase changed (a sustained timer)."""
         self._dirty.add(index)
 
-    def touch_all(self) -> None:
-        """Everything may have changed (a phase, a pause, a seeded clock): run every rule next time."""
-        self._dirty = set(self._all)
+    def touch_all(self, phase: str) -> None:
+        """Everything may have changed (a new ``phase``, a pause, a seeded clock, a restored
+        state): run every rule of ``phase`` next time."""
+        in_phase = [i for i, rule in enumerate(self._rules) if phase in rule.phases]
+        self._in_phase = in_phase
+        # Only the phase's rules are ever marked, so what is marked needs no phase filter.
+        self._topics = {
+            topic: [i for i in indices if i in in_phase] for topic, indices in self._by_topic.items()
+        }
+        self._always = frozenset(self._topics.pop("*", ()))
+        self._dirty = set(in_phase)
         self._live.clear()
         self._due.clear()
         self._next_due = math.inf
 
-    def take(self, now: float, phase: str) -> list[int]:
-        """The rules to run at ``now`` in ``phase``, in table order; the dirty marks are spent."""
+    def take(self, now: float) -> list[int]:
+        """The rules of the phase to run at ``now``, in table order; the dirty marks are spent."""
         if self._evaluate_all:
-            return [i for i, rule in enumerate(self._rules) if phase in rule.phases]
+            return list(self._in_phase)
         if not (self._dirty or self._live or self._always) and now < self._next_due:
             return []  # the common call: nothing changed, nothing due
         todo = self._dirty | self._live | self._always
@@ -94,8 +103,7 @@ class Agenda:
                     del self._due[i]
             self._next_due = min(self._due.values(), default=math.inf)
         self._dirty = set()
-        rules = self._rules
-        return sorted(i for i in todo if phase in rules[i].phases)
+        return sorted(todo)
 
     def settle(self, index: int, busy: bool, wake: float) -> None:
         """After running rule ``index``: ``busy`` (it found something or asked for a reading) keeps

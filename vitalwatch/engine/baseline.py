@@ -101,6 +101,9 @@ class BaselineCollector:
         self._valid_s: dict[str, float] = {"spo2": 0.0, "pulse_rate": 0.0}
         self._readings: deque[NibpReading] = deque(maxlen=50)
         self._cache: Baseline | None = None
+        # The medians, kept until a sample of their parameter arrives: the estimate is asked
+        # for at every engine call of the baseline phase, and the valid time alone moves on.
+        self._medians: dict[str, float] = {}
 
     def add_valid_time(self, parameter: str, seconds: float) -> None:
         """Seconds of valid signal of ``parameter`` in the baseline phase."""
@@ -110,6 +113,7 @@ class BaselineCollector:
 
     def add_sample(self, parameter: str, value: float) -> None:
         self._samples[parameter].append(value)
+        self._medians.pop(parameter, None)
         self._cache = None
 
     def add_reading(self, reading: NibpReading) -> None:
@@ -135,11 +139,18 @@ class BaselineCollector:
         self._readings.extend(
             NibpReading.from_state(c) for c in r.children("readings", self._readings.maxlen)
         )
+        self._medians.clear()
         self._cache = None
 
     def readings(self) -> list[NibpReading]:
         """The valid baseline NIBP readings, oldest first."""
         return list(self._readings)
+
+    def _median(self, parameter: str) -> float:
+        median = self._medians.get(parameter)
+        if median is None:
+            median = self._medians[parameter] = float(statistics.median(self._samples[parameter]))
+        return median
 
     def estimate(self) -> Baseline:
         """The baseline from what was collected so far."""
@@ -154,7 +165,7 @@ class BaselineCollector:
         oxi: dict[str, float | None] = {}
         for p in ("spo2", "pulse_rate"):
             enough = self._valid_s[p] >= s.oximetry_s - 1e-6 and self._samples[p]
-            oxi[p] = float(statistics.median(self._samples[p])) if enough else None
+            oxi[p] = self._median(p) if enough else None
         self._cache = Baseline(
             systolic=systolic,
             diastolic=diastolic,

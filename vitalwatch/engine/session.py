@@ -88,7 +88,7 @@ class BedEngine:
         self._roles = dict(devices)
         self._older_adult = older_adult  # start gate uses systolic_above_65
         self._evaluate_all = evaluate_all
-        self._agenda = Agenda(table.rules, evaluate_all=evaluate_all)
+        self._agenda = Agenda(table.rules, "baseline", evaluate_all=evaluate_all)
         self._index = {rule.id: i for i, rule in enumerate(table.rules)}
         self._of_type = {t: table.rules_of(t) for t in RULE_TYPES}
         self._sustained_of: dict[str | None, list[Rule]] = {}  # parameter -> its sustained rules
@@ -243,7 +243,7 @@ class BedEngine:
         self._phase, self._phase_start = phase, now
         self.phase_starts[phase] = now
         self._due_requested.clear()
-        self._agenda.touch_all()
+        self._agenda.touch_all(self._phase)
         self._baseline_key = None
         self._confirm_at = -math.inf
         for rule in self.table.rules:
@@ -294,7 +294,7 @@ class BedEngine:
         self.check_phase("pause")
         out = self._enter(now)
         if self._clock.pause(self._now):
-            self._agenda.touch_all()
+            self._agenda.touch_all(self._phase)
             out.append(self._pause_status(True, self._now))
         return out + self._evaluate(self._now)
 
@@ -306,7 +306,7 @@ class BedEngine:
         self.check_phase("resume")
         out = self._enter(now)
         if self._clock.resume(self._now):
-            self._agenda.touch_all()
+            self._agenda.touch_all(self._phase)
             out.append(self._pause_status(False, self._now))
         return out + self._evaluate(self._now)
 
@@ -331,7 +331,7 @@ class BedEngine:
         for rule in self._of_type["nibp_gate"]:
             if self._phase in rule.phases:
                 self._gate_reading(rule)
-        self._agenda.touch_all()
+        self._agenda.touch_all(self._phase)
         return out + self._evaluate(self._now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> list[Output]:
@@ -380,7 +380,7 @@ class BedEngine:
                 self._start(now)
             self._phase_start = now - phase_elapsed_s
             self.phase_starts[self._phase] = self._phase_start
-            self._agenda.touch_all()
+            self._agenda.touch_all(self._phase)
 
     def adopt(self, alarms: Sequence[AlertTransition], *, now: float, grace_s: float) -> None:
         """Alarms a station still shows from an earlier process: continue them when found again.
@@ -516,6 +516,7 @@ class BedEngine:
         if self._started:
             # Just connected: the daemon reopens every port and its drivers report afresh.
             self._last_bytes = dict.fromkeys(self._roles, now)
+        self._agenda.touch_all(self._phase)
 
     def _load_rules(self, r: StateReader) -> None:
         """Rule states by id; one whose definition changed (digest) or vanished is left fresh."""
@@ -784,7 +785,7 @@ class BedEngine:
             if baseline_key != self._baseline_key:
                 self._baseline_key = baseline_key
                 self._agenda.touch("baseline")
-        todo = self._agenda.take(now, self._phase)
+        todo = self._agenda.take(now)
         if todo:
             self._run_rules(todo, now, findings, out)
         out.extend(self._baseline_request(now))
@@ -918,7 +919,7 @@ class BedEngine:
             self._readings_seen,
             self._signals["spo2"].value_at(now),
             self._signals["pulse_rate"].value_at(now),
-            any(occ.priority.rank >= 2 for occ in self._book.active()),
+            self._book.any_active and any(occ.priority.rank >= 2 for occ in self._book.active()),
         )
         if key == self._discharge_key and not self._evaluate_all:
             return []

@@ -195,6 +195,8 @@ class NibpAssembler:
 
     def flush(self, now: float | None = None) -> list[tuple[str, float, dict[str, float | None], bool]]:
         """Readings whose instant is before ``now`` (all of them when ``now`` is None)."""
+        if not self._pending:
+            return []  # the engine asks at every call; a reading is rarely being assembled
         done = []
         for device, pending in list(self._pending.items()):
             if now is None or pending[0] < now:
