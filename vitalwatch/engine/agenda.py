@@ -13,7 +13,9 @@ keeps both:
 
 A rule that found something, or asked for a reading, is *live*: its finding's text moves with
 time ("for 45 s"), and an alert transition carries the latest one, so it runs at every call
-until it finds nothing again. A phase change (and a pause, a resume, an age band, a seeded
+until it finds nothing again. A rule whose findings read no clock (:data:`STABLE`: a confirmed
+BP, a baseline gate, a driver fault) is *held* instead: its last findings stand, unchanged,
+until one of its inputs changes. A phase change (and a pause, a resume, an age band, a seeded
 clock) touches everything. ``evaluate_all`` keeps the reference strategy (every rule of the
 phase at every call) for the identity test (bench/engine_identity.py).
 """
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 
 from vitalwatch.engine.table import Rule
 
-__all__ = ["TOPICS", "Agenda"]
+__all__ = ["STABLE", "TOPICS", "Agenda"]
 
 # What each rule type reads besides time and the phase (which touches everything). Sustained
 # rules are touched one by one when their timer state changes, and by the baseline.
@@ -47,6 +49,12 @@ TOPICS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The rule types whose findings are a function of their inputs alone (no clock, no request).
+STABLE = frozenset(
+    {"nibp", "nibp_gate", "baseline_gate", "baseline_incomplete", "driver_fault", "device_garbled"}
+)
+
+
 class Agenda:
     """The dirty, live and due rules of one bed (indices into the table's rules)."""
 
@@ -60,6 +68,7 @@ class Agenda:
                 self._by_topic.setdefault(topic, []).append(i)
         self._dirty: set[int] = set()
         self._live: set[int] = set()
+        self._held: set[int] = set()
         self._due: dict[int, float] = {}
         self._next_due = math.inf
         self.touch_all(phase)
@@ -86,33 +95,38 @@ class Agenda:
         self._always = frozenset(self._topics.pop("*", ()))
         self._dirty = set(in_phase)
         self._live.clear()
+        self._held.clear()
         self._due.clear()
         self._next_due = math.inf
 
-    def take(self, now: float) -> list[int]:
-        """The rules of the phase to run at ``now``, in table order; the dirty marks are spent."""
+    def take(self, now: float) -> tuple[list[int], set[int] | None]:
+        """The rules of the phase with something to say at ``now`` in table order, and which of
+        them to run (``None``: all); the others are held. The dirty marks are spent."""
         if self._evaluate_all:
-            return list(self._in_phase)
-        if not (self._dirty or self._live or self._always) and now < self._next_due:
-            return []  # the common call: nothing changed, nothing due
-        todo = self._dirty | self._live | self._always
+            return self._in_phase, None
+        if not (self._dirty or self._live or self._always or self._held) and now < self._next_due:
+            return [], set()  # the common call: nothing changed, nothing due, nothing found
+        run = self._dirty | self._live | self._always
         if now >= self._next_due:
             for i, at in list(self._due.items()):
                 if now >= at:
-                    todo.add(i)
+                    run.add(i)
                     del self._due[i]
             self._next_due = min(self._due.values(), default=math.inf)
         self._dirty = set()
-        return sorted(todo)
+        return sorted(run | self._held if self._held else run), run
 
     def settle(self, index: int, busy: bool, wake: float) -> None:
         """After running rule ``index``: ``busy`` (it found something or asked for a reading) keeps
         it live; else it sleeps until ``wake`` (``inf``: until an input it reads changes)."""
         if busy:
-            self._live.add(index)
+            stable = self._rules[index].type in STABLE
+            (self._held if stable else self._live).add(index)
+            (self._live if stable else self._held).discard(index)
             self._due.pop(index, None)
             return
         self._live.discard(index)
+        self._held.discard(index)
         if wake == math.inf:
             self._due.pop(index, None)
         else:

@@ -96,9 +96,7 @@ def discharge_checklist(
             f"{s.systolic_below:g}/{s.diastolic_below:g}, {s.nibp_spacing_min:g} min apart",
         )
     )
-    pulse_ok = (
-        pulse is not None and bl.pulse_rate is not None and _within(pulse, bl.pulse_rate, s.pulse_percent)
-    )
+    pulse_ok = pulse_within(s, bl, pulse)
     out.append(
         Criterion(
             "pulse",
@@ -107,12 +105,7 @@ def discharge_checklist(
             + ("" if pulse is None else f" ({pulse:.0f} /min)"),
         )
     )
-    spo2_ok = (
-        spo2 is not None
-        and bl.spo2 is not None
-        and spo2 >= s.spo2_at_least
-        and spo2 >= bl.spo2 - s.spo2_below_baseline_max
-    )
+    spo2_ok = spo2_within(s, bl, spo2)
     out.append(
         Criterion(
             "spo2",
@@ -131,6 +124,21 @@ def discharge_checklist(
         )
     )
     return out
+
+
+def pulse_within(s: DischargeSettings, bl: Baseline, pulse: float | None) -> bool:
+    """The pulse criterion: within ``pulse_percent`` of the baseline."""
+    return pulse is not None and bl.pulse_rate is not None and _within(pulse, bl.pulse_rate, s.pulse_percent)
+
+
+def spo2_within(s: DischargeSettings, bl: Baseline, spo2: float | None) -> bool:
+    """The SpO2 criterion: at least ``spo2_at_least``, at most ``spo2_below_baseline_max`` below baseline."""
+    return (
+        spo2 is not None
+        and bl.spo2 is not None
+        and spo2 >= s.spo2_at_least
+        and spo2 >= bl.spo2 - s.spo2_below_baseline_max
+    )
 
 
 def discharge_status(

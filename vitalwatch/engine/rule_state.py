@@ -38,6 +38,16 @@ class SustainState:
         self.first_out = self.latest = None
         self.worst = None
 
+    def is_reset(self) -> bool:
+        """Whether :meth:`reset` would change nothing (an in-range sample then changes nothing)."""
+        return (
+            self.latest is None
+            and self.first_out is None
+            and self.worst is None
+            and not self.acc
+            and not self.bypass_acc
+        )
+
     def note(self, sample: Sample, low_is_bad: bool) -> None:
         """A valid out-of-range sample: remember it as evidence."""
         if self.first_out is None:

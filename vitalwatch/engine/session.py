@@ -34,7 +34,13 @@ from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observ
 from vitalwatch.engine.agenda import Agenda
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.book_state import book_from_state, book_to_state
-from vitalwatch.engine.discharge import Criterion, discharge_checklist, discharge_status
+from vitalwatch.engine.discharge import (
+    Criterion,
+    discharge_checklist,
+    discharge_status,
+    pulse_within,
+    spo2_within,
+)
 from vitalwatch.engine.lifecycle import AlarmBook, Finding, OccurrenceKey
 from vitalwatch.engine.outputs import AlertTransition, NibpRequest, Output, PhaseChanged, StatusChanged
 from vitalwatch.engine.pause_clock import PauseClock
@@ -98,6 +104,9 @@ class BedEngine:
         self._readings_seen = 0  # NIBP readings completed so far (the discharge check's input)
         self._discharge_key: tuple[Any, ...] | None = None
         self._confirm_at = -math.inf  # no confirmation reading can be due before this
+        self._limits_of: Baseline | None = None  # the baseline _limit_cache was worked out for
+        self._limit_cache: dict[str, float | None] = {}
+        self._held_findings: dict[int, list[Finding]] = {}  # a held rule's last findings (agenda)
         self._count = 0
         self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
         self._started = False
@@ -596,7 +605,7 @@ class BedEngine:
                 self._collector.add_valid_time(p, c)
         if not any(c > 0 for c in credits.values()):
             return  # no valid signal in the interval: no sustained timer runs
-        baseline = self.baseline
+        limits = self._limits()
         for rule in self._of_type["sustained"]:
             if self._phase not in rule.phases:
                 continue
@@ -605,13 +614,23 @@ class BedEngine:
             cur = sig.current
             if credit <= 0 or cur is None or cur.value is None:
                 continue
-            st, limit = self._sustain[rule.id], sustained_limit(rule, baseline)
+            st, limit = self._sustain[rule.id], limits[rule.id]
             if limit is None:
                 continue
             if compare(rule.compare, cur.value, limit):
                 st.acc += credit
                 if rule.bypass_limit is not None and compare(rule.compare, cur.value, rule.bypass_limit):
                     st.bypass_acc += credit
+
+    def _limits(self) -> dict[str, float | None]:
+        """Each sustained rule's limit in force (:func:`sustained_limit`), worked out again only
+        when the baseline in force is another object (every call of the baseline phase, else
+        once per phase)."""
+        baseline = self.baseline
+        if baseline is not self._limits_of:
+            self._limits_of = baseline
+            self._limit_cache = {r.id: sustained_limit(r, baseline) for r in self._of_type["sustained"]}
+        return self._limit_cache
 
     def _ctx(self, now: float) -> tuple[str, float]:
         return self._phase, self._clock.running(self._phase_start, now)
@@ -689,15 +708,16 @@ class BedEngine:
             return  # invalid: timers pause, nothing else changes
         if self._phase == "baseline":
             self._collector.add_sample(parameter, sample.value)
-        baseline = self.baseline
+        limits = self._limits()
         for rule in self._sustained_of.get(parameter, ()):
             if self._phase not in rule.phases:
                 continue
             st = self._sustain[rule.id]
-            limit = sustained_limit(rule, baseline)
+            limit = limits[rule.id]
             if limit is None or not compare(rule.compare, sample.value, limit):
-                if st.latest is not None or st.acc or st.bypass_acc or st.first_out is not None:
-                    self._agenda.touch_rule(self._index[rule.id])
+                if st.is_reset():
+                    continue
+                self._agenda.touch_rule(self._index[rule.id])
                 st.reset()
                 continue
             self._agenda.touch_rule(self._index[rule.id])
@@ -785,9 +805,9 @@ class BedEngine:
             if baseline_key != self._baseline_key:
                 self._baseline_key = baseline_key
                 self._agenda.touch("baseline")
-        todo = self._agenda.take(now)
-        if todo:
-            self._run_rules(todo, now, findings, out)
+        order, run = self._agenda.take(now)
+        if order:
+            self._run_rules(order, run, now, findings, out)
         out.extend(self._baseline_request(now))
         if findings or self._book.any_active:  # else reconciling would change nothing
             out.extend(self._book.reconcile(findings, now, self._ctx(now)))
@@ -795,9 +815,19 @@ class BedEngine:
         return out
 
     def _run_rules(
-        self, todo: list[int], now: float, findings: dict[OccurrenceKey, Finding], out: list[Output]
+        self,
+        order: list[int],
+        run: set[int] | None,
+        now: float,
+        findings: dict[OccurrenceKey, Finding],
+        out: list[Output],
     ) -> None:
-        """Run the rules ``todo`` (table order) into ``findings``; put each back on the agenda."""
+        """The findings of the rules ``order`` (table order) into ``findings``: those in ``run``
+        (None: all) are run and put back on the agenda, the others held at their last findings."""
+        if run is not None and not run:
+            for i in order:
+                self._merge(self._held_findings[i], findings)
+            return
         view = BedView(
             now=now,
             phase=self._phase,
@@ -818,19 +848,29 @@ class BedEngine:
             pump_stop_elapsed=self._pump_stop_elapsed,
         )
         rules = self.table.rules
-        for i in todo:
+        for i in order:
             rule = rules[i]
+            held = run is not None and i not in run
             asked = len(out)
-            found = self._rule_findings(rule, view, out)
-            for finding in found:
-                known = findings.get(finding.key)
-                if known is None or finding.priority.rank > known.priority.rank:
-                    findings[finding.key] = finding
+            found = self._held_findings[i] if held else self._rule_findings(rule, view, out)
+            self._merge(found, findings)
+            if held:
+                continue
             if found or len(out) > asked:
+                self._held_findings[i] = found
                 self._agenda.settle(i, True, math.inf)
             else:
                 sustain = self._sustain.get(rule.id)
                 self._agenda.settle(i, False, wake_at(rule, view, sustain, self._due_requested))
+
+    @staticmethod
+    def _merge(found: list[Finding], findings: dict[OccurrenceKey, Finding]) -> None:
+        """One rule's findings into the evaluation's: per occurrence key the highest priority
+        (the first found, at equal priority)."""
+        for finding in found:
+            known = findings.get(finding.key)
+            if known is None or finding.priority.rank > known.priority.rank:
+                findings[finding.key] = finding
 
     def _baseline_request(self, now: float) -> list[Output]:
         """In the baseline phase, ask for the NIBP readings the baseline still needs, spaced apart."""
@@ -908,17 +948,19 @@ class BedEngine:
         """The discharge_ready INFO status, reported on its edges only.
 
         Outside the recovery it is not ready; in it, whether it is ready is judged again only
-        when something it reads changed (its time criterion counts as crossed or not).
+        when one of its criteria may have changed: the time (crossed or not), the baseline, a
+        reading, SpO2 and pulse (within their limits or not), the MEDIUM/HIGH alarms.
         """
         if self._phase != "recovery" and not self._discharge_ready and not self._evaluate_all:
             return []
+        s, baseline = self.table.discharge, self.baseline
         key = (
             self._phase,
-            now - self._phase_start >= self.table.discharge.after_recovery_min * 60,
+            now - self._phase_start >= s.after_recovery_min * 60,
             self._baseline_key,
             self._readings_seen,
-            self._signals["spo2"].value_at(now),
-            self._signals["pulse_rate"].value_at(now),
+            spo2_within(s, baseline, self._signals["spo2"].value_at(now)),
+            pulse_within(s, baseline, self._signals["pulse_rate"].value_at(now)),
             self._book.any_active and any(occ.priority.rank >= 2 for occ in self._book.active()),
         )
         if key == self._discharge_key and not self._evaluate_all:
