@@ -418,9 +418,15 @@ class NoninDriver:
         start = pos
         index = self._index
         floats = self._floats
+        # Whether a plain frame (no status bit that matters) changes nothing but the pulse count:
+        # true while no pulse artifact or low perfusion is latched and the reported set is plain.
+        # Only _frame_statuses and frame 8's battery bit change that, so it is worked out again
+        # after them; the plain frames' count is handed over before _frame_statuses reads it.
+        plain_ok = self._plain_ok()
+        plain = 0
         while pos <= last:
-            b0, b1, b2, b3 = buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]
-            if (b0 + b1 + b2 + b3) & 0xFF != buf[pos + 4] or b3 & 0x80:
+            b0, b1, b2, b3, b4 = buf[pos : pos + 5]
+            if (b0 + b1 + b2 + b3) & 0xFF != b4 or b3 & 0x80:
                 break
             status = b1 if fmt2 else b0
             if (fmt2 and b0 != 0x01) or not status & ALWAYS or bool(status & SYNC) != (index == 0):
@@ -428,27 +434,37 @@ class NoninDriver:
             floats[index] = b3
             if index == 7:
                 self._low_battery = bool(b3 & STAT2_LOW_BAT)
-            if (
-                not status & _EVENTFUL
-                and not (self._pulse_artifact or self._low_perfusion)
-                and self._last_codes == _PLAIN_CODES[self._low_battery]
-            ):
-                # A plain frame between pulses: what _frame_statuses does with it, and no edge.
-                self._frames_since_pulse += 1
-                self._in_pulse = False
+                plain_ok = self._plain_ok()
+            if plain_ok and not status & _EVENTFUL:
+                plain += 1  # what _frame_statuses does with a plain frame, and no edge
             else:
+                if plain:
+                    self._frames_since_pulse += plain
+                    self._in_pulse = False
+                    plain = 0
                 changed = self._frame_statuses(status)
                 if changed:
                     events += changed
+                plain_ok = self._plain_ok()
             if index == 2:
                 hr = decode_hr(floats[0], floats[1])
                 events += self._report("spo2", _spo2_value(floats[2]), now)
                 events += self._report("pulse_rate", _hr_value(hr), now)
             index = (index + 1) % FRAMES_PER_PACKET
             pos += 5
+        if plain:
+            self._frames_since_pulse += plain
+            self._in_pulse = False
         self._index = index
         self.pleth_samples += (pos - start) // 5
         return pos
+
+    def _plain_ok(self) -> bool:
+        """Whether a frame without status bits would leave every status as it is (see _good_frames)."""
+        return (
+            not (self._pulse_artifact or self._low_perfusion)
+            and self._last_codes == _PLAIN_CODES[self._low_battery]
+        )
 
     # -- meaning ---------------------------------------------------------------------------
 

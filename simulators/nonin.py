@@ -207,26 +207,17 @@ class NoninSimulator:
                 self._state = state
                 floats = self._floats = self._float_values(state, t).to_bytes()
                 packet = self._packet_constants(state)
-            probe_off, artifact, silent, step, amplitude, perfusion, noise_scale = packet
-            status = ALWAYS | (SYNC if index == 0 else 0)
+            probe_off, silent, step, amplitude, noise_scale, status, pulse_status = packet
+            if not index:
+                status |= SYNC
             if probe_off:
-                status |= SNSA
                 pulse_left = 0
+                pleth = 0x8000 + randint(-64, 64)
             else:
                 phase += step
                 if phase >= 1.0:
                     phase %= 1.0
                     pulse_left = _PULSE_FRAMES
-            if artifact:
-                status |= OOT
-            if pulse_left > 0:
-                pulse_left -= 1
-                status |= perfusion
-                if artifact:
-                    status |= ARTF
-            if probe_off:
-                pleth = 0x8000 + randint(-64, 64)
-            else:
                 wave = phase / 0.15 if phase < 0.15 else (1.0 - (phase - 0.15) / 0.85) ** 2
                 if spare is None:
                     x2pi = uniform() * _tau
@@ -238,6 +229,9 @@ class NoninSimulator:
                 noise = (0.0 + z * 150.0) * noise_scale
                 pleth = int(0x6000 + amplitude * wave + noise)
                 pleth = 0 if pleth < 0 else 0xFFFF if pleth > 0xFFFF else pleth
+            if pulse_left > 0:
+                pulse_left -= 1
+                status |= pulse_status
             float_byte = floats[index] & 0x7F
             if not silent:
                 if fmt2:
@@ -251,16 +245,18 @@ class NoninSimulator:
         self._count, self._index = count, index
         self._phase, self._pulse_left = phase, pulse_left
 
-    def _packet_constants(self, state: PatientState) -> tuple[bool, bool, bool, float, float, int, float]:
-        """What every frame of a packet takes from its state (one state per packet)."""
+    def _packet_constants(self, state: PatientState) -> tuple[bool, bool, float, float, float, int, int]:
+        """What every frame of a packet takes from its state (one state per packet): probe off,
+        silent, the pulse phase step, the pleth amplitude and noise scale, the STATUS bits of
+        every frame and those of a pulse frame (the same bits :meth:`_frame` sets)."""
         return (
             state.probe_off,
-            state.artifact,
             state.silent,
             max(0.0, state.pulse_rate) / 60.0 / FRAME_RATE,
             min(90.0, 15.0 + 20.0 * state.perfusion_index) * 256,
-            self._perfusion_bits(state),
             8.0 if state.artifact else 1.0,
+            ALWAYS | (SNSA if state.probe_off else 0) | (OOT if state.artifact else 0),
+            self._perfusion_bits(state) | (ARTF if state.artifact else 0),
         )
 
     def _display(self, state: PatientState, t: float) -> tuple[int, int]:
