@@ -9,7 +9,8 @@ keeps both:
   complete, ``"port"`` when a port opens or vanishes, ...), which marks every rule reading that
   topic dirty (:data:`TOPICS`); a sustained rule is touched alone when its own state changes;
 - time reached its deadline (:func:`vitalwatch.engine.wakeup.wake_at`): a delay, an overdue
-  or silence timer, a phase clock.
+  or silence timer, a phase clock. A rule whose delay on the phase clock has not run yet is
+  *deaf* until then (:func:`vitalwatch.engine.wakeup.deaf`): no input can make it find anything.
 
 A rule that found something, or asked for a reading, is *live*: its finding's text moves with
 time ("for 45 s"), and an alert transition carries the latest one, so it runs at every call
@@ -69,6 +70,7 @@ class Agenda:
         self._dirty: set[int] = set()
         self._live: set[int] = set()
         self._held: set[int] = set()
+        self._deaf: set[int] = set()  # rules no input can wake before their deadline
         self._due: dict[int, float] = {}
         self._next_due = math.inf
         self.touch_all(phase)
@@ -76,7 +78,11 @@ class Agenda:
     def touch(self, topic: str) -> None:
         """An input read by the rules of ``topic`` changed."""
         touched = self._topics.get(topic)
-        if touched:
+        if not touched:
+            return
+        if self._deaf:
+            self._dirty.update(i for i in touched if i not in self._deaf)
+        else:
             self._dirty.update(touched)
 
     def touch_rule(self, index: int) -> None:
@@ -96,6 +102,7 @@ class Agenda:
         self._dirty = set(in_phase)
         self._live.clear()
         self._held.clear()
+        self._deaf.clear()
         self._due.clear()
         self._next_due = math.inf
 
@@ -112,13 +119,16 @@ class Agenda:
                 if now >= at:
                     run.add(i)
                     del self._due[i]
+                    self._deaf.discard(i)
             self._next_due = min(self._due.values(), default=math.inf)
         self._dirty = set()
         return sorted(run | self._held if self._held else run), run
 
-    def settle(self, index: int, busy: bool, wake: float) -> None:
+    def settle(self, index: int, busy: bool, wake: float, *, deaf: bool = False) -> None:
         """After running rule ``index``: ``busy`` (it found something or asked for a reading) keeps
-        it live; else it sleeps until ``wake`` (``inf``: until an input it reads changes)."""
+        it live; else it sleeps until ``wake`` (``inf``: until an input it reads changes), and
+        ``deaf``: no input can wake it before then either (only a new phase)."""
+        self._deaf.discard(index)
         if busy:
             stable = self._rules[index].type in STABLE
             (self._held if stable else self._live).add(index)
@@ -132,3 +142,5 @@ class Agenda:
         else:
             self._due[index] = wake
             self._next_due = min(self._next_due, wake)
+            if deaf:
+                self._deaf.add(index)

@@ -33,7 +33,10 @@ class Priority(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        return {"high": 3, "medium": 2, "low": 1, "info": 0}[self.value]
+        return _RANKS[self.value]
+
+
+_RANKS = {"high": 3, "medium": 2, "low": 1, "info": 0}  # built once: the engine asks at every call
 
 
 class Category(enum.StrEnum):

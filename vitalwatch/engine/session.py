@@ -65,7 +65,7 @@ from vitalwatch.engine.snapshot import VERSION, StateReader, rule_digest
 from vitalwatch.engine.table import RULE_TYPES, AlarmTable, Rule, compare
 from vitalwatch.engine.validity import NIBP_KINDS, OXI_KINDS, part_of, unreliable
 from vitalwatch.engine.vocabulary import AGE_BANDS, PHASE_COMMANDS, PHASES
-from vitalwatch.engine.wakeup import wake_at
+from vitalwatch.engine.wakeup import deaf, wake_at
 
 __all__ = ["BedEngine"]
 
@@ -861,7 +861,8 @@ class BedEngine:
                 self._agenda.settle(i, True, math.inf)
             else:
                 sustain = self._sustain.get(rule.id)
-                self._agenda.settle(i, False, wake_at(rule, view, sustain, self._due_requested))
+                wake = wake_at(rule, view, sustain, self._due_requested)
+                self._agenda.settle(i, False, wake, deaf=deaf(rule, view))
 
     @staticmethod
     def _merge(found: list[Finding], findings: dict[OccurrenceKey, Finding]) -> None:

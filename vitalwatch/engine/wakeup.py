@@ -26,7 +26,7 @@ from vitalwatch.engine.rule_state import EPS, SustainState, sustained_limit
 from vitalwatch.engine.rules import BedView, due_window_met
 from vitalwatch.engine.table import Rule
 
-__all__ = ["MARGIN", "wake_at"]
+__all__ = ["MARGIN", "deaf", "wake_at"]
 
 MARGIN = 1e-3  # seconds early: far above float error, far below any delay of the table
 
@@ -61,6 +61,19 @@ def wake_at(rule: Rule, v: BedView, sustain: SustainState | None, requested: Set
         case "driver_fault" | "device_garbled":
             return math.inf  # statuses; decode problems (the engine judges their runs each call)
     return v.now  # a type this module does not know: run it at every call
+
+
+def deaf(rule: Rule, v: BedView) -> bool:
+    """Whether no input can make ``rule`` (which found nothing) find anything before its
+    deadline: a delay on the phase clock that has not run yet, whatever the readings and the
+    monitors say. Only a new phase, a pause or a seeded clock move that clock otherwise, and
+    they wake every rule."""
+    match rule.type:
+        case "baseline_overrun":
+            return v.phase == "baseline" and v.elapsed < rule.after_s
+        case "nibp_recovery":
+            return v.elapsed < rule.after_s
+    return False
 
 
 def _phase_clock(v: BedView, at: float) -> float:
