@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 
@@ -171,3 +172,44 @@ async def test_the_driver_exists_when_the_bed_hears_link_up_so_a_waiting_request
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrives(tmp_path: Path) -> None:
+    """A Nonin writes a frame every 13 ms (75/s); the link reads its port at most every READ_PAUSE_S,
+    so it wakes about 40 times a second, and the frames that waited are all decoded, none dropped."""
+    from vitalwatch.link.device_link import READ_PAUSE_S
+
+    reads: list[float] = []
+    received = bytearray()
+
+    class CountingTap:
+        def raw(self, device: str, data: bytes, now: float) -> None:
+            reads.append(now)
+            received.extend(data)
+
+        def timer(self, device: str, now: float) -> None:
+            pass
+
+    link_path = tmp_path / "nonin"
+    async with serve_pty(make_simulator("nonin", get_scenario("normal")), speed=1.0, link=link_path):
+        recorder = Recorder()
+        config = DeviceConfig(
+            id="ox", driver="nonin", url=str(link_path), role="spo2", serial=SerialSettings()
+        )
+        link = DeviceLink(config, recorder, rng=random.Random(0))
+        link.tap = CountingTap()
+        task = asyncio.create_task(link.run())
+        try:
+            await wait_until(lambda: len(reads) >= 2, 10, "the first reads")
+            first = len(reads)
+            await wait_until(lambda: reads[-1] - reads[first - 1] >= 2.0, 10, "two seconds of frames")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    window = reads[first - 1 :]
+    gaps = [b - a for a, b in itertools.pairwise(window)]
+    assert min(gaps) >= READ_PAUSE_S * 0.9  # never read again inside the pause
+    assert len(window) / (window[-1] - window[0]) <= 1.2 / READ_PAUSE_S  # about 40 reads/s, not 75
+    assert len(received) / (window[-1] - window[0]) >= 0.8 * 75 * 5  # 75 five-byte frames/s still arrive
+    assert sum(isinstance(e, Observation) and e.kind == "spo2" for e in recorder.events) >= 2
