@@ -71,6 +71,9 @@ __all__ = ["BedEngine"]
 
 # Decode problems that say nothing about the line: the driver guard's own (a driver exception).
 _NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
+# A baseline cuff reading asked for and not come is asked for again after this long at the
+# soonest (a cuff cycle takes 30-60 s); the table's spacing applies when it is longer.
+BASELINE_RETRY_S = 60.0
 
 
 class BedEngine:
@@ -884,8 +887,13 @@ class BedEngine:
         last = readings[-1].t if readings else None
         if last is not None and now - last < s.nibp_spacing_s:
             return []
-        if self._baseline_requested is not None and now - self._baseline_requested < s.nibp_spacing_s:
-            return []
+        if self._baseline_requested is not None:
+            # While the reading asked for has not come, ask again only after a cuff cycle could have
+            # ended: with a short spacing the request would otherwise repeat at every evaluation.
+            waiting = last is None or last < self._baseline_requested
+            gap = max(s.nibp_spacing_s, BASELINE_RETRY_S) if waiting else s.nibp_spacing_s
+            if now - self._baseline_requested < gap:
+                return []
         self._baseline_requested = now
         reason = baseline_request_reason(len(readings), s.nibp_readings)
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
