@@ -30,7 +30,7 @@ test: $(STAMP)
 	scripts/ensure-postgresql.sh
 	scripts/ensure-browser.sh
 	$(MAKE) lint typecheck
-	$(BIN)/pytest -q -n $(TEST_WORKERS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check vitalwatch drivers simulators tests bench
