@@ -5,7 +5,8 @@ restarted would have left it: SpO2 and pulse every 2 s, one blood pressure 5 min
 starts on it with a simulated Rad-8, so live data flows too. Once the gateway's retained trend
 carries both, headless chromium opens the page: within a second or two of connecting the tile must
 show minutes of trend line (live data alone could not: the page was not open) and the stored blood
-pressure, greyed with its age. Set VITALWATCH_SCREENSHOTS=docs/img to refresh docs/img/station-trend.png.
+pressure, greyed with its age, and drawn as a bar on the BP plot. Set VITALWATCH_SCREENSHOTS=docs/img
+to refresh docs/img/station-trend.png.
 """
 
 from __future__ import annotations
@@ -129,3 +130,14 @@ async def test_station_opened_mid_session_shows_trend_and_latest_values_at_once(
     assert re.fullmatch("[56] min ago", opened["nibp_age"]), opened
     assert opened["nibp_colour"] != opened["spo2_colour"], opened
     assert "ok" == opened["state"] or opened["state"].startswith("alarm-"), opened
+    # The same reading drawn on the BP plot as one bar from 78 to 121 mmHg (scale 40-220 between 6 px
+    # from the top and 6 px from the bottom, line 3 px wide), about 5 min before the plot's right edge.
+    assert 1 == opened["bp_readings"] and opened["bp_pixels"] > 20, opened
+    top, bottom = 6, opened["bp_height"] - 6
+
+    def y_of(mmhg: float) -> float:
+        return bottom - (mmhg - 40) / 180 * (bottom - top)
+
+    assert abs(opened["bp_top"] - (y_of(121) - 1.5)) <= 1.5, opened
+    assert abs(opened["bp_bottom"] - (y_of(78) + 1.5)) <= 1.5, opened
+    assert opened["bp_width"] <= 12 and opened["bp_x"] < opened["plot_right"] - 40, opened

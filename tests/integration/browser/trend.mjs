@@ -23,7 +23,7 @@ await run(opt, async (page) => {
     }, opt.bed) });
     throw err;
   }
-  const shown = await page.evaluate(({ bed, colour }) => {
+  const shown = await page.evaluate(({ bed, colour, bpColour }) => {
     const b = window.vwStation.beds.get(bed);
     const el = b.el;
     const spo2 = b.trend.spo2;
@@ -37,6 +37,17 @@ await run(opt, async (page) => {
     for (let i = 0; i < data.length; i += 4) {
       if (data[i] === colour[0] && data[i + 1] === colour[1] && data[i + 2] === colour[2] && data[i + 3] === 255) blue++;
     }
+    // The cuff reading's bar on the BP plot: where pixels of its colour are, in CSS pixels.
+    const bp = el.querySelector(".bp-trend");
+    const bpData = bp.getContext("2d").getImageData(x0, 0, x1 - x0, bp.height).data;
+    const bpW = x1 - x0;
+    let bpPixels = 0, yMin = Infinity, yMax = -Infinity, xMin = Infinity, xMax = -Infinity;
+    for (let i = 0; i < bpData.length; i += 4) {
+      if (bpData[i] === bpColour[0] && bpData[i + 1] === bpColour[1] && bpData[i + 2] === bpColour[2] && bpData[i + 3] === 255) {
+        const px = (i / 4) % bpW, py = Math.floor(i / 4 / bpW);
+        bpPixels++; yMin = Math.min(yMin, py); yMax = Math.max(yMax, py); xMin = Math.min(xMin, px); xMax = Math.max(xMax, px);
+      }
+    }
     const v = (kind) => el.querySelector(`.v[data-kind="${kind}"]`);
     return {
       points: spo2.length, span_s: (spo2[spo2.length - 1][0] - spo2[0][0]) / 1000, blue_pixels: blue,
@@ -44,8 +55,11 @@ await run(opt, async (page) => {
       nibp: v("nibp").querySelector(".value").textContent, nibp_age: v("nibp").querySelector(".age").textContent,
       nibp_stale: v("nibp").classList.contains("stale"), nibp_colour: getComputedStyle(v("nibp").querySelector(".value")).color,
       spo2_colour: getComputedStyle(v("spo2").querySelector(".value")).color, state: el.dataset.state,
+      bp_readings: Number(bp.dataset.readings), bp_pixels: bpPixels, bp_height: bp.clientHeight,
+      bp_top: yMin / ratio, bp_bottom: (yMax + 1) / ratio, bp_x: (x0 + xMin) / ratio, bp_width: (xMax - xMin + 1) / ratio,
+      plot_right: canvas.clientWidth - 32,
     };
-  }, { bed: opt.bed, colour: [0x42, 0xa5, 0xf5] });
+  }, { bed: opt.bed, colour: [0x42, 0xa5, 0xf5], bpColour: [0xff, 0xb7, 0x4d] });
   say({ event: "opened", after_ms: Date.now() - connected, ...shown });
   await page.locator(tile).scrollIntoViewIfNeeded();
   await shot(page, opt, "station-trend");

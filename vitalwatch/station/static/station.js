@@ -21,6 +21,13 @@
     spo2: { lo: 70, hi: 100, colour: "#42a5f5", ticks: [70, 80, 90, 100], side: "left" },
     pulse_rate: { lo: 30, hi: 180, colour: "#66bb6a", ticks: [30, 80, 130, 180], side: "right" },
   };
+  // Blood pressure is a reading every few minutes, not a line: each one is drawn as a bar from
+  // diastolic to systolic on its own mmHg scale under the SpO2/pulse plot, on the same time axis.
+  // 180 mmHg (the default table's hypertension limit) is dashed.
+  const BP_SCALE = { lo: 40, hi: 220, colour: "#ffb74d", ticks: [60, 100, 140, 180], limit: 180 };
+  const BP_KINDS = ["nibp_systolic", "nibp_diastolic"];
+  const SERIES_KINDS = [...Object.keys(TREND_KINDS), ...BP_KINDS];
+  const BP_PAIR_MS = 15000; // a systolic and a diastolic this close in time are one cuff reading
   const MAX_TREND_POINTS = 2000; // 1 Hz for 10 min is 600; a bound against a chatty gateway
   const MAX_SEEN = 2000; // (alert_id -> last seq) remembered per bed for de-duplication
   const VITAL_STALE_S = 30; // a value older than this is shown struck through
@@ -222,6 +229,10 @@
 
   // ---- state per bed ---------------------------------------------------------------------------
 
+  function seriesOf() {
+    return Object.fromEntries(SERIES_KINDS.map((kind) => [kind, []]));
+  }
+
   function bedFor(id) {
     let bed = station.beds.get(id);
     if (bed) return bed;
@@ -229,7 +240,7 @@
       id, status: null, statusAt: station.connected ? now() : station.subscribedAt, phase: null,
       phaseSince: null, phaseExact: false, paused: false, vitals: {},
       // trend = the gateway's trend document (seed) before the first live value, then live values
-      trend: { spo2: [], pulse_rate: [] }, live: { spo2: [], pulse_rate: [] }, seed: { spo2: [], pulse_rate: [] },
+      trend: seriesOf(), live: seriesOf(), seed: seriesOf(),
       alarms: new Map(), seen: new Map(), ackState: new Map(), alarmsKey: null,
       prompts: [], promptState: new Map(), promptsKey: null, readiness: null,
       note: null, controlsKey: null, dischargeKey: null, el: makeTile(id),
@@ -307,7 +318,7 @@
   function onTrend(bed, p, retained) {
     const t = now();
     if (!p) {
-      for (const kind of Object.keys(TREND_KINDS)) { bed.seed[kind] = []; bed.live[kind] = []; }
+      for (const kind of SERIES_KINDS) { bed.seed[kind] = []; bed.live[kind] = []; }
       for (const [kind, v] of Object.entries(bed.vitals)) if (v.fromTrend) delete bed.vitals[kind];
       mergeTrend(bed, t);
       return;
@@ -319,7 +330,7 @@
       base = t - Math.max(0, Date.now() - sent);
     }
     const num = (x) => typeof x === "number" && Number.isFinite(x);
-    for (const kind of Object.keys(TREND_KINDS)) {
+    for (const kind of SERIES_KINDS) {
       const points = p.series && Array.isArray(p.series[kind]) ? p.series[kind] : [];
       bed.seed[kind] = points.filter((q) => Array.isArray(q) && q.length >= 4 && q.every(num))
         .map(([age, mean, lo, hi]) => [base - age * 1000, mean, lo, hi]);
@@ -340,7 +351,7 @@
   // What is drawn: the document's points older than the first live value, then the live values.
   function mergeTrend(bed, t) {
     const horizon = t - station.cfg.trend_minutes * 60000;
-    for (const kind of Object.keys(TREND_KINDS)) {
+    for (const kind of SERIES_KINDS) {
       const live = bed.live[kind];
       while (live.length && (live[0][0] < horizon || live.length > MAX_TREND_POINTS)) live.shift();
       const first = live.length ? live[0][0] : Infinity;
@@ -730,7 +741,9 @@
     showVital(tile, "spo2", [bed.vitals.spo2], t);
     showVital(tile, "pulse_rate", [bed.vitals.pulse_rate], t);
     showVital(tile, "nibp", [bed.vitals.nibp_systolic, bed.vitals.nibp_diastolic], t);
-    drawTrend($(".trend", tile), bed, t);
+    const span = trendSpan(bed, t);
+    drawTrend($(".trend", tile), bed, t, span);
+    drawBloodPressure($(".bp-trend", tile), bed, t, span);
     showGateway(tile, bed, silent);
     showAlarms(tile, bed, alarms, live);
     showPrompts(tile, bed, live);
@@ -754,10 +767,18 @@
     $(".age", box).textContent = (invalid ? "invalid · " : "") + when;
   }
 
-  function drawTrend(canvas, bed, t) {
+  // The window grows with the data (at least 2 min) up to trend_minutes, so a fresh page shows a
+  // line; both plots of a tile share it, so a BP bar sits under the SpO2 and pulse of its time.
+  function trendSpan(bed, t) {
+    const oldest = Math.min(...SERIES_KINDS.map((k) => bed.trend[k][0]?.[0] ?? t));
+    return Math.min(station.cfg.trend_minutes * 60000, Math.max(120000, t - oldest));
+  }
+
+  // A canvas sized to its CSS box at this screen's pixel ratio, cleared; returns its 2D context.
+  function clearCanvas(canvas, fallbackH) {
     const ratio = window.devicePixelRatio || 1;
     const cssW = canvas.clientWidth || 320;
-    const cssH = canvas.clientHeight || 112;
+    const cssH = canvas.clientHeight || fallbackH;
     if (canvas.width !== Math.round(cssW * ratio) || canvas.height !== Math.round(cssH * ratio)) {
       canvas.width = Math.round(cssW * ratio);
       canvas.height = Math.round(cssH * ratio);
@@ -765,10 +786,76 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, cssW, cssH);
+    ctx.font = "11px system-ui, sans-serif";
+    return { ctx, cssW, cssH };
+  }
+
+  function scaleY(style, topY, bottom) {
+    return (v) => bottom - ((Math.min(style.hi, Math.max(style.lo, v)) - style.lo) / (style.hi - style.lo)) * (bottom - topY);
+  }
+
+  // The cuff readings in the window as [at, systolic, diastolic]: each systolic with the diastolic
+  // nearest in time (within BP_PAIR_MS); a systolic without one is drawn as its tick alone.
+  function bloodPressureReadings(bed) {
+    const dia = bed.trend.nibp_diastolic;
+    return bed.trend.nibp_systolic.map(([at, sys]) => {
+      let best = null;
+      for (const [dAt, d] of dia) if (Math.abs(dAt - at) <= BP_PAIR_MS && (!best || Math.abs(dAt - at) < Math.abs(best[0] - at))) best = [dAt, d];
+      return [at, sys, best ? best[1] : null];
+    });
+  }
+
+  function drawBloodPressure(canvas, bed, t, span) {
+    const { ctx, cssW, cssH } = clearCanvas(canvas, 64);
+    const left = 30, right = cssW - 32, topY = 6, bottom = cssH - 6;
+    const yOf = scaleY(BP_SCALE, topY, bottom);
+    ctx.textBaseline = "middle";
+    for (const v of BP_SCALE.ticks) {
+      const y = yOf(v);
+      ctx.strokeStyle = v === BP_SCALE.limit ? "#888" : "#333";
+      ctx.setLineDash(v === BP_SCALE.limit ? [4, 4] : []);
+      ctx.lineWidth = 1;
+      ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(right, y); ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = BP_SCALE.colour;
+      ctx.textAlign = "right";
+      ctx.fillText(String(v), left - 4, y);
+    }
+    ctx.fillStyle = "#9e9e9e";
+    ctx.textAlign = "left";
+    ctx.fillText("BP mmHg", left + 4, topY + 4);
+    const readings = bloodPressureReadings(bed);
+    canvas.dataset.readings = String(readings.length);
+    if (!readings.length) {
+      ctx.fillStyle = "#9e9e9e";
+      ctx.textAlign = "center";
+      ctx.fillText("no blood pressure in this window", (left + right) / 2, (topY + bottom) / 2);
+      return;
+    }
+    ctx.save();
+    ctx.beginPath(); ctx.rect(left, 0, right - left, cssH); ctx.clip();
+    ctx.strokeStyle = BP_SCALE.colour;
+    ctx.lineWidth = 3;
+    for (const [at, sys, dia] of readings) {
+      const x = right - ((t - at) / span) * (right - left);
+      const ySys = yOf(sys);
+      ctx.beginPath();
+      ctx.moveTo(x - 4, ySys); ctx.lineTo(x + 4, ySys); // systolic tick
+      if (dia !== null) {
+        const yDia = yOf(dia);
+        ctx.moveTo(x, ySys); ctx.lineTo(x, yDia); // the bar
+        ctx.moveTo(x - 4, yDia); ctx.lineTo(x + 4, yDia); // diastolic tick
+      }
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+
+  function drawTrend(canvas, bed, t, span) {
+    const { ctx, cssW, cssH } = clearCanvas(canvas, 112);
     // Plot area between the two scales, above the time axis.
     const left = 30, right = cssW - 32, topY = 8, bottom = cssH - 16;
-    const yOf = (style, v) => bottom - ((Math.min(style.hi, Math.max(style.lo, v)) - style.lo) / (style.hi - style.lo)) * (bottom - topY);
-    ctx.font = "11px system-ui, sans-serif";
+    const yOf = (style, v) => scaleY(style, topY, bottom)(v);
     ctx.textBaseline = "middle";
     const spo2 = TREND_KINDS.spo2;
     spo2.ticks.forEach((v, i) => {
@@ -784,9 +871,6 @@
         ctx.fillText(String(style.ticks[i]), style.side === "left" ? left - 4 : right + 4, y);
       }
     });
-    // The window grows with the data (at least 2 min) up to trend_minutes, so a fresh page shows a line.
-    const oldest = Math.min(...Object.keys(TREND_KINDS).map((k) => bed.trend[k][0]?.[0] ?? t));
-    const span = Math.min(station.cfg.trend_minutes * 60000, Math.max(120000, t - oldest));
     ctx.fillStyle = "#9e9e9e";
     ctx.textBaseline = "alphabetic";
     ctx.textAlign = "left";
