@@ -183,7 +183,7 @@ class BedSession(Generic[L]):
         self._arrived(now)
         for event in events:
             if isinstance(event, Observation):
-                valid = self.engine.is_valid(device, event)
+                valid = self.engine.is_valid(device, event, now)
                 if valid:
                     self.last_valid[device] = now
                 if self.sink is not None and self._vital_payload is not None:

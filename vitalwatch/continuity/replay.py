@@ -171,7 +171,11 @@ def replay_rows(
     replay = ReplayBed(engine, {d: ("", r, {}) for d, r in devices.items()})
     session = replay.session
     down: set[str] = set()
+    # A CSV lists edges, as a driver reports them: what the bed was told is on, and what the
+    # device's current connection reported on (a fresh driver after a link up knows nothing of
+    # the statuses from before, so it reports one still on again: the engine's confirmation).
     statuses: dict[str, set[str]] = {d: set() for d in devices}
+    reported: dict[str, set[str]] = {d: set() for d in devices}
     clock: float | None = None
 
     def emitted() -> Iterator[Output]:
@@ -204,7 +208,7 @@ def replay_rows(
                 value = float(row.value) if row.value else None
                 session.on_events(device, [Observation(row.name, value, KINDS[row.name].unit)], t)
             case "status":
-                device, have = row.value, statuses[row.value]
+                device, have, fresh = row.value, statuses[row.value], reported[row.value]
                 if row.name == "ok":
                     codes, on = sorted(have), False
                 elif row.name.startswith("-"):
@@ -212,12 +216,15 @@ def replay_rows(
                 else:
                     codes, on = [row.name], True
                 for code in codes:
-                    if (code in have) != on:
-                        (have.add if on else have.discard)(code)
+                    if (code not in fresh) if on else (code in have):
+                        for known in (have, fresh):
+                            (known.add if on else known.discard)(code)
                         session.on_events(device, [DeviceStatus(code, on)], t)
             case "link":
                 up = row.value == "up"
                 (down.discard if up else down.add)(row.name)
+                if up:
+                    reported[row.name].clear()
                 session.on_link(row.name, up, t, "csv")
             case "ack":
                 session.acknowledge(row.name, row.value, t)

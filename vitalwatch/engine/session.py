@@ -34,6 +34,7 @@ from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observ
 from vitalwatch.engine.agenda import Agenda
 from vitalwatch.engine.baseline import Baseline, BaselineCollector
 from vitalwatch.engine.book_state import book_from_state, book_to_state
+from vitalwatch.engine.device_statuses import FAULT_STATUS, DeviceStatuses
 from vitalwatch.engine.discharge import (
     Criterion,
     discharge_checklist,
@@ -118,7 +119,7 @@ class BedEngine:
         self._phase_start = 0.0
         self.phase_starts: dict[str, float] = {}
         self._signals = {p: Signal(p, table.sample_hold_s) for p in OXI_KINDS}
-        self._statuses: dict[str, set[str]] = {d: set() for d in devices}
+        self._statuses = DeviceStatuses(devices)  # on per device; carried over a fresh connection
         self._last_bytes: dict[str, float] = {}
         self._port_down: set[str] = set()
         self._assembler = NibpAssembler()
@@ -159,6 +160,8 @@ class BedEngine:
         now = self._now
         if not isinstance(event, DecodeProblem):  # undecodable bytes (wrong baud rate) are not data
             self._last_bytes[device] = now
+            if not (isinstance(event, DeviceStatus) and event.code == FAULT_STATUS):  # not the link's own
+                self._statuses.data(device, now)
         role = self._roles.get(device, "multi")
         match event:
             case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
@@ -171,14 +174,10 @@ class BedEngine:
                 for done in self._assembler.add(device, kind, value, unreliable, now):
                     out.extend(self._on_reading(*done))
             case DeviceStatus(code=code, active=active):
-                statuses = self._statuses.setdefault(device, set())
+                self._statuses.report(device, code, active)
                 self._agenda.touch("status")
-                if active:
-                    statuses.add(code)
-                    if self._unreliable(device, "oxi"):
-                        self._invalidate(device, now)
-                else:
-                    statuses.discard(code)
+                if active and self._unreliable(device, "oxi"):
+                    self._invalidate(device, now)
             case DecodeProblem(reason=reason) if not reason.startswith(_NOT_LINE_NOISE):
                 self._decode_problem(device, now)
             case DecodeProblem():
@@ -187,13 +186,18 @@ class BedEngine:
                 pass
         return out + self._evaluate(now)
 
-    def is_valid(self, device: str, observation: Observation) -> bool:
-        """Whether ``observation`` from ``device`` is a usable value, under the statuses seen so far.
+    def is_valid(self, device: str, observation: Observation, now: float | None = None) -> bool:
+        """Whether ``observation`` from ``device`` is a usable value, under the statuses in force at
+        ``now`` (default: the latest time the engine was given).
 
-        The bed session asks this before it hands the observation to :meth:`observe`, so the
-        vitals topic and the session record call valid exactly what the rules use.
+        The bed session asks this before it hands the observation to :meth:`observe` at the same
+        ``now``, so the vitals topic and the session record call valid exactly what the rules use
+        (a status carried over a reconnect may end at that very call).
         """
-        return observation.value is not None and not self._unreliable(device, part_of(observation.kind))
+        if observation.value is None:
+            return False
+        at = self._now if now is None else max(now, self._now)
+        return not self._unreliable(device, part_of(observation.kind), at)
 
     def bytes_seen(self, device: str, now: float) -> None:
         """Bytes arrived from ``device`` (even undecodable ones): its link is alive."""
@@ -217,10 +221,12 @@ class BedEngine:
         self._agenda.touch("port")
 
     def link(self, device: str, up: bool, now: float) -> list[Output]:
-        """The port of ``device`` opened (``up``) or vanished."""
+        """The port of ``device`` opened (``up``: a fresh connection, whose driver knows none of
+        the statuses from before; see :mod:`vitalwatch.engine.device_statuses`) or vanished."""
         out = self._enter(now)
         if up:
             self._port_down.discard(device)
+            self._statuses.fresh_start(device)
         else:
             self._port_down.add(device)
         self._agenda.touch("port")
@@ -591,6 +597,8 @@ class BedEngine:
             self._start(now)
         now = max(now, self._now)
         out: list[Output] = []
+        if self._statuses.expire(now):  # statuses carried over a reconnect and not reported again
+            self._agenda.touch("status")
         self._advance(now)
         for done in self._assembler.flush(now):
             out.extend(self._on_reading(*done))
@@ -639,10 +647,12 @@ class BedEngine:
         return self._phase, self._clock.running(self._phase_start, now)
 
     # ------------------------------------------------------------------ inputs
-    def _unreliable(self, device: str, part: str) -> bool:
+    def _unreliable(self, device: str, part: str, now: float | None = None) -> bool:
+        """Whether ``part`` of ``device`` is spoilt (at ``now``; default: as of the last call)."""
         if device in self._garbled:  # its bytes keep failing to decode: what does decode is suspect
             return True
-        return unreliable(self._roles.get(device, "multi"), self._statuses.get(device, set()), part)
+        statuses = self._statuses.on.get(device, set()) if now is None else self._statuses.at(device, now)
+        return unreliable(self._roles.get(device, "multi"), statuses, part)
 
     def _decode_problem(self, device: str, now: float) -> None:
         """One decode problem from ``device``: extend its current run of problems or start one."""
@@ -838,7 +848,7 @@ class BedEngine:
             baseline=self.baseline,
             frozen=self._frozen,
             roles=self._roles,
-            statuses=self._statuses,
+            statuses=self._statuses.on,
             last_data=self._last_bytes,
             port_down=self._port_down,
             spo2=self._signals["spo2"],

@@ -69,6 +69,11 @@ class EngineHarness:
             out += self.engine.observe(device, Observation(kind, value, "mm[Hg]"), t)
         return self._take(out)
 
+    def link(self, up: bool, t: float, device: str = "oximeter") -> list[Output]:
+        """The port of ``device`` opened (``up``) or vanished at ``t``."""
+        self.now = t
+        return self._take(self.engine.link(device, up, t))
+
     def ack(self, alert_id: str, t: float, by: str = "nurse") -> list[Output]:
         self.now = t
         return self._take(self.engine.acknowledge(alert_id, by, t))
