@@ -17,11 +17,11 @@ the device may still be asserting it, until the fresh connection settles it:
 - it reports the status on: the status is simply on, with no moment off in between;
 - it reports it off: it ends at once, as always;
 - neither within :data:`STATUS_CONFIRM_S` of its first decoded data (any observation or status
-  of the fresh connection): it ends then. Every family VitalWatch decodes carries its status
-  bits in every frame or message, so a status still asserted comes back with the fresh
-  connection's first frames (the checksum-less families trust a frame's bits after 5 frames in
-  a row, well under a second); a cuff module reports its cycle (``measuring``, cuff pressure)
-  long before the result.
+  of the fresh connection): it ends then. Every family VitalWatch decodes carries the statuses
+  that make values invalid in every frame or message, so one still asserted comes back with the
+  fresh connection's first frames (the checksum-less families trust a frame's bits after 5
+  frames in a row, well under a second); a cuff module reports a failed cycle with its result,
+  and its next cycle (``measuring``, cuff pressure) long before that result.
 
 A value alone does not end a carried-over status early: devices show numbers under
 ``artifact``, ``interference``, ``demo`` or ``calibrating``, and one family (the Accutorr) sends
