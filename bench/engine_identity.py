@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write the goldens from this revision")
     parser.add_argument("--csvs", type=int, default=100, help="random CSVs compared (beyond the goldens)")
     parser.add_argument("--cohort", type=int, default=60, help="cohort sessions compared")
-    args = parser.parse_args(argv if argv is not None else [])
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     if args.record:
         for stem, make in golden_cases():
