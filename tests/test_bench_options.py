@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import bench.__main__ as bench_main
-import bench.engine_identity as engine_identity
+from bench import engine_identity
 
 
 def test_engine_identity_record_option_reaches_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
