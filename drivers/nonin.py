@@ -208,6 +208,34 @@ _UNSET = object()
 _PLAIN_CODES = {False: (), True: ("low_battery",)}
 # The STATUS bits that make a frame more than "between pulses, all well".
 _EVENTFUL = SNSD | SNSA | OOT | ARTF | RPRF | GPRF
+# Bulk frame checks (NoninDriver._whole_frames): STATUS -> its SYNC bit; SYNC bits of a packet.
+_SYNC_BIT = bytes(b & SYNC for b in range(256))
+_PACKET_SYNC = b"\x01" + bytes(FRAMES_PER_PACKET - 1)
+_LANE_MASKS: dict[int, tuple[int, int]] = {}
+
+
+def _lane_masks(count: int) -> tuple[int, int]:
+    """For ``count`` frames widened to 16-bit lanes: the low byte of each frame's first lane, and
+    bit 7 of each frame's fourth lane (FLOAT)."""
+    masks = _LANE_MASKS.get(count)
+    if masks is None:
+        masks = _LANE_MASKS[count] = (
+            int.from_bytes(b"\xff" + bytes(9), "little") * _repunit(count),
+            (0x80 << 48) * _repunit(count),
+        )
+    return masks
+
+
+def _repunit(count: int) -> int:
+    """1 in the lowest bit of each of ``count`` 80-bit frame lanes."""
+    return int.from_bytes((b"\x01" + bytes(9)) * count, "little")
+
+
+def _sync_pattern(index: int, count: int) -> bytes:
+    """The SYNC bits of ``count`` frames from frame ``index`` (0-based) of a packet."""
+    return (_PACKET_SYNC * ((index + count) // FRAMES_PER_PACKET + 1))[index : index + count]
+
+
 _CODE_NAMES = ("no_sensor", "sensor_off", "artifact", "low_perfusion", "low_battery")
 _CODE_SETS: dict[tuple[bool, ...], tuple[str, ...]] = {
     flags: tuple(name for name, on in zip(_CODE_NAMES, flags, strict=True) if on)
@@ -297,6 +325,10 @@ class NoninDriver:
                 if len(buf) - pos < size:
                     break
                 if size == 5 and now > self._reply_until:
+                    whole = (len(buf) - pos) // 5
+                    if self._whole_frames(buf, pos, whole, now, events):
+                        pos += 5 * whole
+                        continue
                     good = self._good_frames(buf, pos, now, events)
                     if good != pos:
                         pos = good
@@ -404,6 +436,92 @@ class NoninDriver:
         events += self._frame(self._index, status, unit[3], now)
         self._index = (self._index + 1) % FRAMES_PER_PACKET
         return events
+
+    def _whole_frames(self, buf: bytearray, pos: int, count: int, now: float, events: list[Event]) -> bool:
+        """Decode ``count`` #2/#7 frames from ``pos`` at once when every one of them is well formed
+        and simply the next of its packet; False, having changed nothing, when any one is not.
+
+        The common case (a healthy device, whole frames per read) checked without a Python step
+        per frame: the checksums as lanes of one big integer (each byte widened to 16 bits, so the
+        four-byte sums cannot carry into the next lane), the shape bits with ``bytes`` methods.
+        Then only the frames where something can happen go through the status machine: a change
+        of STATUS, frame 8 (the battery bit) and frame 3 (the report); the frames in between
+        repeat the frame before them, which only counts frames since the last pulse
+        (:meth:`_same_status_frames`). Events and state are exactly the frame-by-frame loop's
+        (:meth:`_good_frames`), which judges the whole read whenever this declines.
+        """
+        if count < 1:
+            return False
+        end = pos + 5 * count
+        chunk = bytes(buf[pos:end])
+        wide = bytearray(10 * count)
+        wide[0::2] = chunk
+        lanes = int.from_bytes(wide, "little")
+        lane0, lane3 = _lane_masks(count)
+        sums = lanes + (lanes >> 16) + (lanes >> 32) + (lanes >> 48)
+        if (sums & lane0) != ((lanes >> 64) & lane0) or lanes & lane3:
+            return False  # a checksum, or a FLOAT byte with bit 7 set
+        fmt2 = self._fmt == 2
+        statuses = chunk[1::5] if fmt2 else chunk[0::5]
+        index = self._index
+        if (fmt2 and chunk[0::5].count(1) != count) or min(statuses) < ALWAYS:
+            return False
+        if statuses.translate(_SYNC_BIT) != _sync_pattern(index, count):
+            return False  # a SYNC bit off its frame 1: the careful path says which problem
+        floats_in = chunk[3::5]
+        floats = self._floats
+        previous = -1  # the status of the frame before (unknown at the start of a read)
+        first = 0
+        for status, run in itertools.groupby(statuses):
+            stop = first + len(list(run))
+            frame = first
+            while frame < stop:
+                at = (index + frame) % FRAMES_PER_PACKET
+                # a piece of the run: it starts at frame 8 (battery bit) or ends at frame 3 (report)
+                to_report = (2 - at) % FRAMES_PER_PACKET + 1
+                to_battery = (7 - at) % FRAMES_PER_PACKET or FRAMES_PER_PACKET
+                end_piece = min(stop, frame + to_report, frame + to_battery)
+                same = status == previous
+                if at == 7:
+                    low_battery = bool(floats_in[frame] & STAT2_LOW_BAT)
+                    same = same and low_battery == self._low_battery
+                    self._low_battery = low_battery
+                repeats = end_piece - frame
+                if not same:
+                    events += self._frame_statuses(status)
+                    repeats -= 1
+                if repeats:
+                    events += self._same_status_frames(status, repeats)
+                previous = status
+                frame = end_piece
+                if (index + frame - 1) % FRAMES_PER_PACKET == 2:
+                    spo2 = floats_in[frame - 1]
+                    lsb = floats_in[frame - 2] if frame >= 2 else floats[1]
+                    msb = floats_in[frame - 3] if frame >= 3 else floats[0]
+                    events += self._report("spo2", _spo2_value(spo2), now)
+                    events += self._report("pulse_rate", _hr_value(decode_hr(msb, lsb)), now)
+            first = stop
+        for frame in range(max(0, count - FRAMES_PER_PACKET), count):
+            floats[(index + frame) % FRAMES_PER_PACKET] = floats_in[frame]
+        self._index = (index + count) % FRAMES_PER_PACKET
+        self.pleth_samples += count
+        return True
+
+    def _same_status_frames(self, status: int, count: int) -> list[Event]:
+        """What :meth:`_frame_statuses` makes of ``count`` more frames with the status of the frame
+        just judged (and the same battery bit): a pulse frame again changes nothing; any other
+        counts one more frame since the last pulse, and only the one that passes the stale limit
+        can change a status."""
+        if status & (RPRF | GPRF):
+            return []
+        since = self._frames_since_pulse
+        if since <= _PULSE_STALE_FRAMES < since + count:
+            self._frames_since_pulse = _PULSE_STALE_FRAMES
+            events = self._frame_statuses(status)  # the frame past the limit
+            self._frames_since_pulse += since + count - _PULSE_STALE_FRAMES - 1
+            return events
+        self._frames_since_pulse = since + count
+        return []
 
     def _good_frames(self, buf: bytearray, pos: int, now: float, events: list[Event]) -> int:
         """Decode the well-formed #2/#7 frames from ``pos`` in one loop; return where it stopped.
