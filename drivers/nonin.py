@@ -211,6 +211,7 @@ _EVENTFUL = SNSD | SNSA | OOT | ARTF | RPRF | GPRF
 # Bulk frame checks (NoninDriver._whole_frames): STATUS -> its SYNC bit; SYNC bits of a packet.
 _SYNC_BIT = bytes(b & SYNC for b in range(256))
 _PACKET_SYNC = b"\x01" + bytes(FRAMES_PER_PACKET - 1)
+_LOW_BAT_BIT = bytes(b & STAT2_LOW_BAT for b in range(256))
 _LANE_MASKS: dict[int, tuple[int, int]] = {}
 
 
@@ -295,6 +296,8 @@ class NoninDriver:
         self._low_perfusion = False
         self._frames_since_pulse = 0
         self._low_battery = False
+        # The STATUS of the last frame when _whole_frames judged it, else -1 (any other path).
+        self._previous_status = -1
         self._last: dict[str, object] = {}
         self._due: dict[str, float] = {}
 
@@ -470,7 +473,10 @@ class NoninDriver:
             return False  # a SYNC bit off its frame 1: the careful path says which problem
         floats_in = chunk[3::5]
         floats = self._floats
-        previous = -1  # the status of the frame before (unknown at the start of a read)
+        previous = self._previous_status  # that of the frame before, if this path judged it
+        # Frame 8's battery bit cuts the runs only when it changes in this read (rarely).
+        sevens = floats_in[(7 - index) % FRAMES_PER_PACKET :: FRAMES_PER_PACKET]
+        steady = sevens.translate(_LOW_BAT_BIT) == (b"\x01" if self._low_battery else b"\x00") * len(sevens)
         first = 0
         for status, run in itertools.groupby(statuses):
             stop = first + len(list(run))
@@ -480,9 +486,11 @@ class NoninDriver:
                 # a piece of the run: it starts at frame 8 (battery bit) or ends at frame 3 (report)
                 to_report = (2 - at) % FRAMES_PER_PACKET + 1
                 to_battery = (7 - at) % FRAMES_PER_PACKET or FRAMES_PER_PACKET
+                if steady:
+                    to_battery = FRAMES_PER_PACKET
                 end_piece = min(stop, frame + to_report, frame + to_battery)
                 same = status == previous
-                if at == 7:
+                if at == 7 and not steady:
                     low_battery = bool(floats_in[frame] & STAT2_LOW_BAT)
                     same = same and low_battery == self._low_battery
                     self._low_battery = low_battery
@@ -503,6 +511,7 @@ class NoninDriver:
             first = stop
         for frame in range(max(0, count - FRAMES_PER_PACKET), count):
             floats[(index + frame) % FRAMES_PER_PACKET] = floats_in[frame]
+        self._previous_status = previous
         self._index = (index + count) % FRAMES_PER_PACKET
         self.pleth_samples += count
         return True
@@ -531,6 +540,7 @@ class NoninDriver:
         without :meth:`_decode_unit`'s per-frame copies and calls; any other frame stops the
         loop, and :meth:`_decode_unit` judges it as before.
         """
+        self._previous_status = -1  # the frames below are judged one by one
         fmt2 = self._fmt == 2
         last = len(buf) - 5
         start = pos
@@ -587,6 +597,7 @@ class NoninDriver:
     # -- meaning ---------------------------------------------------------------------------
 
     def _frame(self, index: int, status: int, float_byte: int, now: float) -> list[Event]:
+        self._previous_status = -1
         self.pleth_samples += 1
         self._floats[index] = float_byte
         if index == 7:

@@ -17,13 +17,19 @@ synthetic pulse shape with seeded noise; the firmware revision byte is 0x30.
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
+from bisect import bisect_right
+from dataclasses import dataclass
 from math import cos as _cos
 from math import log as _log
 from math import sin as _sin
 from math import sqrt as _sqrt
 from math import tau as _tau
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import numpy as np
 
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.drivers.nonin import (
@@ -51,6 +57,7 @@ from vitalwatch.drivers.nonin import (
     encode_packet8,
 )
 from vitalwatch.simulators.base import PatientState, Scenario
+from vitalwatch.simulators.mt_words import WordStream, doubles
 
 __all__ = ["NoninSimulator"]
 
@@ -58,6 +65,34 @@ _PULSE_FRAMES = 12  # perfusion bits are set for 12 frames (160 ms) per pulse (N
 _DISPLAY_HOLD = 10.0  # display values keep the last reading this long after finger removal
 _COMMAND = b"\x02\x70\x02\x02"
 _FORMAT_BY_CODE = {0x02: 2, 0x07: 7, 0x08: 8}
+# Formats #2/#7 are made this far ahead of the time polled (NoninSimulator._frames_ahead), and
+# at most this much at once: long enough that numpy's per-call cost vanishes, short enough that
+# undoing the rest after a command (NoninSimulator._settle) stays cheap.
+_AHEAD_S = 30.0
+_AHEAD_MAX_S = 120.0
+# A pleth value numpy worked out closer than this to an integer is worked out again with
+# Python's math (numpy's sin, cos and log may differ from the C library's in the last bit).
+_NEAR_INTEGER = 1e-6
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """Frames made ahead of time: their times, their bytes (a silent frame has none), and the
+    simulator's state before them (to undo the rest when a command changes what comes next)."""
+
+    times: list[float]
+    offsets: list[int]  # where each frame's bytes start in data, then the end
+    data: bytes
+    before: tuple[Any, ...]
+    taken: int = 0
+
+    def hand_out(self, now: float, out: bytearray) -> bool:
+        """The frames due by ``now`` into ``out``; True once every frame is handed out."""
+        done = bisect_right(self.times, now, self.taken)
+        if done > self.taken:
+            out += self.data[self.offsets[self.taken] : self.offsets[done]]
+            self.taken = done
+        return done == len(self.times)
 
 
 def _clamp(value: float, low: int, high: int) -> int:
@@ -98,6 +133,8 @@ class NoninSimulator:
         self._replies: list[tuple[float, bytes]] = []
         self._switch_to: int | None = None
         self._rx = bytearray()
+        self._ahead: _Ahead | None = None
+        self._words = WordStream()
 
     @property
     def data_format(self) -> int:
@@ -110,6 +147,11 @@ class NoninSimulator:
         """Every frame due up to ``now``, with command replies in time order between them."""
         out = bytearray()
         while True:
+            if self._ahead is not None:
+                if not self._ahead.hand_out(now, out):
+                    break
+                self._ahead = None  # every frame made ahead is out: the state is the simulator's again
+                continue
             t = self._unit_time()
             if self._replies and self._replies[0][0] <= min(t, now):
                 out += self._replies.pop(0)[1]
@@ -117,7 +159,7 @@ class NoninSimulator:
             if t > now or t >= self._scenario.duration:
                 break
             if self._fmt != 8 and self._switch_to is None and not self._replies:
-                self._frames_until(now, out)
+                self._ahead = self._frames_ahead(min(max(now, t + _AHEAD_S), t + _AHEAD_MAX_S))
                 continue
             out += self._unit(t)
         return bytes(out)
@@ -138,6 +180,7 @@ class NoninSimulator:
             if now >= self._accept_window:
                 continue  # the 9560 only listens during the first 5 s after connection
             fmt = _FORMAT_BY_CODE.get(code) if end == 0x03 else None
+            self._settle()  # what comes next changes: frames made ahead are made again
             if fmt is None:
                 self._replies.append((now, bytes((NAK,))))
             else:
@@ -146,6 +189,8 @@ class NoninSimulator:
 
     def next_deadline(self) -> float | None:
         """Time of the next frame or reply; None once the scenario is over and replies are out."""
+        if self._ahead is not None:
+            return self._ahead.times[self._ahead.taken]
         times = [r[0] for r in self._replies[:1]]
         t = self._unit_time()
         if t < self._scenario.duration:
@@ -244,6 +289,202 @@ class NoninSimulator:
         rng.gauss_next = spare  # type: ignore[attr-defined]
         self._count, self._index = count, index
         self._phase, self._pulse_left = phase, pulse_left
+
+    def _frames_ahead(self, until: float) -> _Ahead:
+        """Every format #2/#7 frame from the next one up to ``until`` (and before the end), at once.
+
+        The same bytes as :meth:`_frames_until` (the same clock sums, packet states, random draws
+        and arithmetic), with the per-frame work done by numpy: the draws come from the same
+        Mersenne Twister in bulk (:mod:`vitalwatch.simulators.mt_words`), the pleth and the frames
+        are array arithmetic. Only the pulse phase, a running sum, is a loop. The simulator's
+        state afterwards is that after the last of them; :meth:`_settle` undoes the frames not
+        handed out yet. Only while no reply or format switch is pending.
+        """
+        before = self._state_now()
+        period = 1.0 / FRAME_RATE
+        epoch, first, index = self._epoch, self._count, self._index
+        counts = np.arange(first, first + int((until - epoch) / period) - first + 2, dtype=np.float64)
+        all_times = epoch + counts * period
+        n = int(np.count_nonzero((all_times <= until) & (all_times < self._scenario.duration)))
+        times = all_times[:n].tolist()
+        at = (index + np.arange(n)) % FRAMES_PER_PACKET
+        fresh = at == 0
+        if self._state is None:
+            fresh[:1] = True  # as _frames_until: the first frame gets a state even mid-packet
+        packets: list[tuple[tuple[bool, bool, float, float, float, int, int], tuple[int, ...]]] = []
+        if not (n and fresh[0]):
+            assert self._state is not None
+            packets.append((self._packet_constants(self._state), self._floats))
+        for f in np.flatnonzero(fresh).tolist():
+            t = times[f]
+            state = self._state = self._scenario.state_at(t)
+            self._floats = self._float_values(state, t).to_bytes()
+            packets.append((self._packet_constants(state), self._floats))
+        of = np.cumsum(fresh) - (1 if n and fresh[0] else 0)
+        columns = list(zip(*(constants for constants, _ in packets), strict=True)) if packets else [()] * 7
+        probe_off = np.array(columns[0], dtype=bool)[of] if n else np.zeros(0, dtype=bool)
+        silent = np.array(columns[1], dtype=bool)[of] if n else np.zeros(0, dtype=bool)
+        phases, pulse = self._pulse_phases(probe_off.tolist(), np.array(columns[2])[of].tolist() if n else [])
+        pleth = self._plethysmogram(phases, probe_off, of, packets)
+        status = np.array(columns[5], dtype=np.int64)[of] if n else np.zeros(0, dtype=np.int64)
+        status |= fresh & (at == 0)
+        status |= np.where(pulse, np.array(columns[6], dtype=np.int64)[of] if n else 0, 0)
+        float_bytes = (np.array([f for _, f in packets], dtype=np.int64)[of, at] & 0x7F) if n else status
+        hi = (pleth >> 8) & 0xFF
+        if self._fmt == 2:
+            rows = [np.ones(n, dtype=np.int64), status, hi, float_bytes]
+        else:
+            rows = [status, hi, pleth & 0xFF, float_bytes]
+        rows.append((rows[0] + rows[1] + rows[2] + rows[3]) & 0xFF)
+        sent = ~silent
+        data = np.stack(rows, axis=1).astype(np.uint8)[sent].tobytes()
+        offsets = [0, *np.cumsum(sent * 5).tolist()]
+        self._count, self._index = first + n, (index + n) % FRAMES_PER_PACKET
+        return _Ahead(times, offsets, data, before)
+
+    def _pulse_phases(self, probe_off: list[bool], steps: list[float]) -> tuple[list[float], list[bool]]:
+        """The pulse phase after each frame and whether the frame carries the perfusion bits (a
+        running sum with wrap-around: the one part of a frame that depends on the one before)."""
+        phase, pulse_left = self._phase, self._pulse_left
+        phases = [0.0] * len(steps)
+        pulse = [False] * len(steps)
+        for f, step in enumerate(steps):
+            if probe_off[f]:
+                pulse_left = 0
+                continue
+            phase += step
+            if phase >= 1.0:
+                phase %= 1.0
+                pulse_left = _PULSE_FRAMES
+            phases[f] = phase
+            if pulse_left > 0:
+                pulse_left -= 1
+                pulse[f] = True
+        self._phase, self._pulse_left = phase, pulse_left
+        return phases, pulse
+
+    def _plethysmogram(
+        self,
+        phases: list[float],
+        probe_off: np.ndarray[Any, np.dtype[np.bool_]],
+        of: np.ndarray[Any, np.dtype[np.intp]],
+        packets: list[tuple[tuple[bool, bool, float, float, float, int, int], tuple[int, ...]]],
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The 16-bit pleth of each frame, with the random draws in _frames_until's order: a
+        probe-off frame takes ``randint(-64, 64)``, any other one ``gauss`` value (pairs of them
+        from Box-Muller, the second kept for the next frame)."""
+        n = len(phases)
+        words = self._words
+        words.load(self._rng)
+        spare: float | None = self._rng.gauss_next  # type: ignore[attr-defined]
+        z = np.zeros(n)
+        # Per frame drawn in pairs: the two random() values and whether it took the sine (second) one.
+        u1 = np.full(n, np.nan)
+        u2 = np.full(n, np.nan)
+        second = np.zeros(n, dtype=bool)
+        pleth = np.zeros(n, dtype=np.int64)
+        edges = [0, *(np.flatnonzero(np.diff(probe_off)) + 1).tolist(), n] if n else [0]
+        for start, b in itertools.pairwise(edges):
+            a = start
+            if probe_off[a]:
+                for f in range(a, b):
+                    r = words.word() >> 24  # randint(-64, 64): getrandbits(8) below 129
+                    while r >= 129:
+                        r = words.word() >> 24
+                    pleth[f] = 0x8000 - 64 + r
+                continue
+            if spare is not None:
+                z[a], spare, a = spare, None, a + 1
+            count = b - a
+            if count <= 0:
+                continue
+            pairs = (count + 1) // 2
+            u = doubles(words.words(4 * pairs))
+            first, then = u[0::2], u[1::2]
+            x2pi = first * _tau
+            g2rad = np.sqrt(-2.0 * np.log(1.0 - then))
+            drawn = np.empty(2 * pairs)
+            drawn[0::2] = np.cos(x2pi) * g2rad
+            drawn[1::2] = np.sin(x2pi) * g2rad
+            z[a:b] = drawn[:count]
+            u1[a:b] = np.repeat(first, 2)[:count]
+            u2[a:b] = np.repeat(then, 2)[:count]
+            second[a + 1 : b : 2] = True
+            if count % 2:
+                spare = _sin(float(x2pi[-1])) * _sqrt(-2.0 * _log(1.0 - float(then[-1])))
+        words.hand_back(self._rng, spare)
+        if not n:
+            return pleth
+        columns = list(zip(*(constants for constants, _ in packets), strict=True))
+        amplitude = np.array(columns[3])[of]
+        noise_scale = np.array(columns[4])[of]
+        ph = np.array(phases)
+        wave = np.where(ph < 0.15, ph / 0.15, (1.0 - (ph - 0.15) / 0.85) ** 2)
+        x = 0x6000 + amplitude * wave + (0.0 + z * 150.0) * noise_scale
+        pulsing = ~probe_off
+        pleth[pulsing] = np.clip(x[pulsing].astype(np.int64), 0, 0xFFFF)
+        fraction = x - np.floor(x)
+        for f in np.flatnonzero(
+            pulsing & ((fraction < _NEAR_INTEGER) | (fraction > 1.0 - _NEAR_INTEGER))
+        ).tolist():
+            pleth[f] = self._exact_pleth(
+                phases[f],
+                float(z[f]),
+                float(u1[f]),
+                float(u2[f]),
+                second=bool(second[f]),
+                amplitude=float(amplitude[f]),
+                noise_scale=float(noise_scale[f]),
+            )
+        return pleth
+
+    @staticmethod
+    def _exact_pleth(
+        phase: float, z: float, u1: float, u2: float, *, second: bool, amplitude: float, noise_scale: float
+    ) -> int:
+        """One frame's pleth with Python's math, as _frames_until works it out (``u1`` NaN: ``z``
+        is the value kept from an earlier pair, already Python's)."""
+        if not math.isnan(u1):
+            g2rad = _sqrt(-2.0 * _log(1.0 - u2))
+            z = (_sin if second else _cos)(u1 * _tau) * g2rad
+        wave = phase / 0.15 if phase < 0.15 else (1.0 - (phase - 0.15) / 0.85) ** 2
+        pleth = int(0x6000 + amplitude * wave + (0.0 + z * 150.0) * noise_scale)
+        return 0 if pleth < 0 else 0xFFFF if pleth > 0xFFFF else pleth
+
+    def _state_now(self) -> tuple[Any, ...]:
+        """Everything the frames change, to go back to (:meth:`_settle`)."""
+        return (
+            self._count,
+            self._index,
+            self._phase,
+            self._pulse_left,
+            self._state,
+            self._floats,
+            self._last_good,
+            self._off_since,
+            self._rng.getstate(),
+        )
+
+    def _settle(self) -> None:
+        """Drop the frames made ahead and not handed out yet: the state becomes that after the last
+        one handed out (the state before them, then those frames again, one by one)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.taken == len(ahead.times):
+            return
+        (
+            self._count,
+            self._index,
+            self._phase,
+            self._pulse_left,
+            self._state,
+            self._floats,
+            self._last_good,
+            self._off_since,
+            rng_state,
+        ) = ahead.before
+        self._rng.setstate(rng_state)
+        if ahead.taken:
+            self._frames_until(ahead.times[ahead.taken - 1], bytearray())
 
     def _packet_constants(self, state: PatientState) -> tuple[bool, bool, float, float, float, int, int]:
         """What every frame of a packet takes from its state (one state per packet): probe off,

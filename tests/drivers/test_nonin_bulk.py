@@ -39,7 +39,7 @@ def stream(fmt: int, seed: int, packets: int) -> bytes:
     out = bytearray()
     status, left = 0, 0
     script = [(RPRF, 12), (0, 350), (GPRF | ARTF, 12), (ARTF, 330), (RPRF | ARTF, 5), (SNSA, 40)]
-    for p in range(packets):
+    for _ in range(packets):
         floats = FloatValues(
             hr=rng.choice((60, 61, 200, 511)),
             spo2=rng.choice((97, 96, 127)),
@@ -53,7 +53,8 @@ def stream(fmt: int, seed: int, packets: int) -> bytes:
                 left = rng.choice((1, 3, 12, 40, 320, 700))
             left -= 1
             pleth = rng.randrange(0x10000)
-            out += encode_frame(fmt, status | (SYNC if i == 0 else 0), pleth if fmt == 7 else pleth >> 8, floats[i])
+            status_byte = status | (SYNC if i == 0 else 0)
+            out += encode_frame(fmt, status_byte, pleth if fmt == 7 else pleth >> 8, floats[i])
     return bytes(out)
 
 
@@ -92,7 +93,7 @@ def decode(data: bytes, fmt: int, chunks: list[int], *, whole: bool) -> tuple[li
 @pytest.mark.parametrize("seed", range(4))
 def test_whole_reads_decode_as_frame_by_frame(fmt: int, seed: int) -> None:
     data = stream(fmt, seed, 240)
-    chunks = [95, 90, 5, 1, 3, 500, 17, 2000][seed:] + [95]
+    chunks = [*[95, 90, 5, 1, 3, 500, 17, 2000][seed:], 95]
     reference = decode(data, fmt, chunks, whole=False)
     assert decode(data, fmt, chunks, whole=True) == reference
     assert sum(e.__class__.__name__ == "DeviceStatus" for _, e in reference[0]) > 20
@@ -102,7 +103,7 @@ def test_whole_reads_decode_as_frame_by_frame(fmt: int, seed: int) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_damaged_reads_decode_as_frame_by_frame(fmt: int, seed: int) -> None:
     data = damage(stream(fmt, seed + 10, 120), seed, 25)
-    chunks = [95, 7, 380, 1, 60][seed:] + [95]
+    chunks = [*[95, 7, 380, 1, 60][seed:], 95]
     reference = decode(data, fmt, chunks, whole=False)
     assert decode(data, fmt, chunks, whole=True) == reference
     assert any(e.__class__.__name__ == "DecodeProblem" for _, e in reference[0])

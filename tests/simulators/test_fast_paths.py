@@ -83,3 +83,13 @@ def test_masimo_and_suntech_simulators_send_the_same_bytes() -> None:
         for i in range(4 * 1800):
             h.update(sim.poll(i * 0.25))
     assert h.hexdigest()[:16] == "7dd525b3fadffbf1"
+
+
+def test_nonin_pleth_worked_out_again_with_pythons_math_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator's numpy pleth falls back to Python's math near an integer; with every frame
+    sent that way (the margin widened to half a unit) the bytes are still the recorded ones."""
+    from vitalwatch.simulators import nonin
+
+    monkeypatch.setattr(nonin, "_NEAR_INTEGER", 0.5)
+    assert nonin_digests("session", 2, 0.25, 300, None) == ("49022884ed8fb36d", "7941dcc226ef2310")
+    assert nonin_digests("probe_off", 7, 0.25, 900, None) == ("7ccd6e3bf17fdbb7", "c3b560d7d0cca9a3")
