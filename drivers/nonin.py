@@ -369,6 +369,8 @@ class NoninDriver:
 
     def data_to_send(self) -> bytes:
         """The select-format command once ``on_timer`` has queued it, else nothing."""
+        if not self._out:
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -509,8 +511,12 @@ class NoninDriver:
                     events += self._report("spo2", _spo2_value(spo2), now)
                     events += self._report("pulse_rate", _hr_value(decode_hr(msb, lsb)), now)
             first = stop
-        for frame in range(max(0, count - FRAMES_PER_PACKET), count):
-            floats[(index + frame) % FRAMES_PER_PACKET] = floats_in[frame]
+        # The FLOAT byte of each frame position, from the last packet's worth of frames.
+        last = min(count, FRAMES_PER_PACKET)
+        at = (index + count - last) % FRAMES_PER_PACKET
+        upto = min(last, FRAMES_PER_PACKET - at)
+        floats[at : at + upto] = floats_in[count - last : count - last + upto]
+        floats[: last - upto] = floats_in[count - last + upto :]
         self._previous_status = previous
         self._index = (index + count) % FRAMES_PER_PACKET
         self.pleth_samples += count

@@ -75,6 +75,8 @@ _NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
 # A baseline cuff reading asked for and not come is asked for again after this long at the
 # soonest (a cuff cycle takes 30-60 s); the table's spacing applies when it is longer.
 BASELINE_RETRY_S = 60.0
+# What _running_rules worked out for a signal: its sample, the limits, the phase, and the rules.
+_Running = tuple[Sample | None, dict[str, float | None], str, list[tuple[Rule, bool]]]
 
 
 class BedEngine:
@@ -110,6 +112,8 @@ class BedEngine:
         self._confirm_at = -math.inf  # no confirmation reading can be due before this
         self._limits_of: Baseline | None = None  # the baseline _limit_cache was worked out for
         self._limit_cache: dict[str, float | None] = {}
+        # signal -> (sample, limits, phase, its running sustained rules): _running_rules
+        self._running: dict[str, _Running] = {}
         self._held_findings: dict[int, list[Finding]] = {}  # a held rule's last findings (agenda)
         self._count = 0
         self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
@@ -617,21 +621,36 @@ class BedEngine:
         if not any(c > 0 for c in credits.values()):
             return  # no valid signal in the interval: no sustained timer runs
         limits = self._limits()
-        for rule in self._of_type["sustained"]:
-            if self._phase not in rule.phases:
+        for name, credit in credits.items():
+            if credit <= 0:
                 continue
-            sig = self._signals[rule.parameter or "spo2"]
-            credit = credits[sig.name]
-            cur = sig.current
-            if credit <= 0 or cur is None or cur.value is None:
-                continue
-            st, limit = self._sustain[rule.id], limits[rule.id]
-            if limit is None:
-                continue
-            if compare(rule.compare, cur.value, limit):
+            for rule, bypassed in self._running_rules(self._signals[name], limits):
+                st = self._sustain[rule.id]
                 st.acc += credit
-                if rule.bypass_limit is not None and compare(rule.compare, cur.value, rule.bypass_limit):
+                if bypassed:
                     st.bypass_acc += credit
+
+    def _running_rules(self, sig: Signal, limits: dict[str, float | None]) -> list[tuple[Rule, bool]]:
+        """The sustained rules of the phase on ``sig`` whose condition its held value meets (and
+        whether it also meets the bypass limit): those whose timers run while it is held. Worked
+        out again only for another sample, other limits or another phase (an engine advancing
+        many times per sample would otherwise compare every rule at every call)."""
+        cur, phase = sig.current, self._phase
+        known = self._running.get(sig.name)
+        if known is not None and known[0] is cur and known[1] is limits and known[2] == phase:
+            return known[3]
+        running: list[tuple[Rule, bool]] = []
+        if cur is not None and cur.value is not None:
+            for rule in self._of_type["sustained"]:
+                if phase not in rule.phases or (rule.parameter or "spo2") != sig.name:
+                    continue
+                limit = limits[rule.id]
+                if limit is None or not compare(rule.compare, cur.value, limit):
+                    continue
+                bypass = rule.bypass_limit
+                running.append((rule, bypass is not None and compare(rule.compare, cur.value, bypass)))
+        self._running[sig.name] = (cur, limits, phase, running)
+        return running
 
     def _limits(self) -> dict[str, float | None]:
         """Each sustained rule's limit in force (:func:`sustained_limit`), worked out again only
