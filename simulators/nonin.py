@@ -134,6 +134,8 @@ class NoninSimulator:
         self._switch_to: int | None = None
         self._rx = bytearray()
         self._ahead: _Ahead | None = None
+        self._float_key: tuple[int, ...] = ()  # the values _float_memo was encoded from
+        self._float_memo: tuple[int, ...] = ()
         self._words = WordStream()
 
     @property
@@ -214,7 +216,7 @@ class NoninSimulator:
             return b"" if now_state.silent else data
         if self._index == 0:
             self._state = self._scenario.state_at(t)
-            self._floats = self._float_values(self._state, t).to_bytes()
+            self._floats = self._float_bytes(self._state, t)
         state = self._state
         if state is None:  # cannot happen: index 0 always comes first
             state = self._scenario.state_at(t)
@@ -250,7 +252,7 @@ class NoninSimulator:
             if index == 0 or state is None or packet is None:
                 state = self._scenario.state_at(t)
                 self._state = state
-                floats = self._floats = self._float_values(state, t).to_bytes()
+                floats = self._floats = self._float_bytes(state, t)
                 packet = self._packet_constants(state)
             probe_off, silent, step, amplitude, noise_scale, status, pulse_status = packet
             if not index:
@@ -318,7 +320,7 @@ class NoninSimulator:
         for f in np.flatnonzero(fresh).tolist():
             t = times[f]
             state = self._state = self._scenario.state_at(t)
-            self._floats = self._float_values(state, t).to_bytes()
+            self._floats = self._float_bytes(state, t)
             packets.append((self._packet_constants(state), self._floats))
         of = np.cumsum(fresh) - (1 if n and fresh[0] else 0)
         columns = list(zip(*(constants for constants, _ in packets), strict=True)) if packets else [()] * 7
@@ -512,27 +514,33 @@ class NoninSimulator:
             return self._last_good
         return MISSING_SPO2, MISSING_HR
 
-    def _float_values(self, state: PatientState, t: float) -> FloatValues:
+    def _float_bytes(self, state: PatientState, t: float) -> tuple[int, ...]:
+        """The packet's 25 FLOAT bytes; encoded again only when one of the values changed (three
+        packets a second mostly repeat the one before)."""
         spo2_d, hr_d = self._display(state, t)
         if state.probe_off:
             spo2, hr = MISSING_SPO2, MISSING_HR
         else:
             spo2, hr = _clamp(state.spo2, 0, 100), _clamp(state.pulse_rate, 0, MISSING_HR - 1)
         stat2 = (0 if state.probe_off or state.artifact else STAT2_SPA) | (1 if self._low_battery else 0)
-        return FloatValues(
-            hr=hr,
-            spo2=spo2,
-            hr_d=hr_d,
-            spo2_d=spo2_d,
-            e_hr=hr,
-            e_spo2=spo2,
-            e_spo2_d=spo2_d,
-            e_hr_d=hr_d,
-            spo2_fast=spo2,
-            spo2_bb=spo2,
-            timer=int(t) & 0x3FFF,
-            stat2=stat2,
-        )
+        key = (hr, spo2, hr_d, spo2_d, int(t) & 0x3FFF, stat2)
+        if key != self._float_key:
+            self._float_key = key
+            self._float_memo = FloatValues(
+                hr=hr,
+                spo2=spo2,
+                hr_d=hr_d,
+                spo2_d=spo2_d,
+                e_hr=hr,
+                e_spo2=spo2,
+                e_spo2_d=spo2_d,
+                e_hr_d=hr_d,
+                spo2_fast=spo2,
+                spo2_bb=spo2,
+                timer=key[4],
+                stat2=stat2,
+            ).to_bytes()
+        return self._float_memo
 
     def _perfusion_bits(self, state: PatientState) -> int:
         if state.perfusion_index >= 1.0:

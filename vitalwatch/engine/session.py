@@ -741,6 +741,7 @@ class BedEngine:
         if self._phase == "baseline":
             self._collector.add_sample(parameter, sample.value)
         limits = self._limits()
+        running: list[tuple[Rule, bool]] = []  # what _running_rules would work out for this sample
         for rule in self._sustained_of.get(parameter, ()):
             if self._phase not in rule.phases:
                 continue
@@ -754,8 +755,13 @@ class BedEngine:
                 continue
             self._agenda.touch_rule(self._index[rule.id])
             st.note(sample, low_is_bad=rule.compare.startswith("<"))
-            if rule.bypass_limit is not None and not compare(rule.compare, sample.value, rule.bypass_limit):
+            bypass = rule.bypass_limit
+            bypassed = bypass is not None and compare(rule.compare, sample.value, bypass)
+            if bypass is not None and not bypassed:
                 st.bypass_acc = 0.0
+            running.append((rule, bypassed))
+        if None not in self._sustained_of:  # a rule without a parameter runs on SpO2: left to _running_rules
+            self._running[parameter] = (sample, limits, self._phase, running)
 
     def _on_reading(
         self, device: str, t: float, values: dict[str, float | None], unreliable: bool
