@@ -14,7 +14,6 @@ so code drawing one value at a time can continue exactly where the bulk draws st
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,7 +45,7 @@ class WordStream:
 
     def words(self, count: int) -> npt.NDArray[np.uint64]:
         """The next ``count`` words (as ``genrand_uint32`` returns them)."""
-        return self._bits.random_raw(count)  # type: ignore[no-any-return]
+        return self._bits.random_raw(count)
 
     def word(self) -> int:
         """The next word, as a Python int (for draws whose count depends on the values)."""
@@ -54,12 +53,13 @@ class WordStream:
 
     def hand_back(self, rng: random.Random, gauss_next: float | None) -> None:
         """Put the stream's position into ``rng``: its next draw is the word after the last taken."""
-        state: dict[str, Any] = self._bits.state["state"]
-        rng.setstate((3, (*state["key"].tolist(), int(state["pos"])), gauss_next))
+        state = self._bits.state["state"]
+        key: list[int] = state["key"].tolist()
+        rng.setstate((3, (*key, int(state["pos"])), gauss_next))
 
 
 def doubles(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
     """``random.random()`` values from consecutive word pairs (``len(words)`` must be even)."""
     a = (words[0::2] >> 5).astype(np.float64)
     b = (words[1::2] >> 6).astype(np.float64)
-    return (a * 67108864.0 + b) * _TO_DOUBLE  # type: ignore[no-any-return]
+    return (a * 67108864.0 + b) * _TO_DOUBLE

@@ -331,7 +331,10 @@ class NoninSimulator:
         status = np.array(columns[5], dtype=np.int64)[of] if n else np.zeros(0, dtype=np.int64)
         status |= fresh & (at == 0)
         status |= np.where(pulse, np.array(columns[6], dtype=np.int64)[of] if n else 0, 0)
-        float_bytes = (np.array([f for _, f in packets], dtype=np.int64)[of, at] & 0x7F) if n else status
+        every_float = itertools.chain.from_iterable(f for _, f in packets)
+        floats = np.fromiter(every_float, dtype=np.int64, count=FRAMES_PER_PACKET * len(packets))
+        floats = floats.reshape(-1, FRAMES_PER_PACKET)
+        float_bytes = (floats[of, at] & 0x7F) if n else status
         hi = (pleth >> 8) & 0xFF
         if self._fmt == 2:
             rows = [np.ones(n, dtype=np.int64), status, hi, float_bytes]
