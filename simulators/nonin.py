@@ -73,6 +73,8 @@ _AHEAD_MAX_S = 120.0
 # A pleth value numpy worked out closer than this to an integer is worked out again with
 # Python's math (numpy's sin, cos and log may differ from the C library's in the last bit).
 _NEAR_INTEGER = 1e-6
+# The NoninSimulator attributes that making frames changes (besides the random generator).
+_REWOUND = ("_count", "_index", "_phase", "_pulse_left", "_state", "_floats", "_last_good", "_off_since")
 
 
 @dataclass(slots=True)
@@ -83,7 +85,7 @@ class _Ahead:
     times: list[float]
     offsets: list[int]  # where each frame's bytes start in data, then the end
     data: bytes
-    before: tuple[Any, ...]
+    before: tuple[tuple[Any, ...], Any]
     taken: int = 0
 
     def hand_out(self, now: float, out: bytearray) -> bool:
@@ -456,19 +458,10 @@ class NoninSimulator:
         pleth = int(0x6000 + amplitude * wave + (0.0 + z * 150.0) * noise_scale)
         return 0 if pleth < 0 else 0xFFFF if pleth > 0xFFFF else pleth
 
-    def _state_now(self) -> tuple[Any, ...]:
-        """Everything the frames change, to go back to (:meth:`_settle`)."""
-        return (
-            self._count,
-            self._index,
-            self._phase,
-            self._pulse_left,
-            self._state,
-            self._floats,
-            self._last_good,
-            self._off_since,
-            self._rng.getstate(),
-        )
+    def _state_now(self) -> tuple[tuple[Any, ...], Any]:
+        """Everything the frames change, to go back to (:meth:`_settle`): the attributes and the
+        random generator's state."""
+        return tuple(getattr(self, name) for name in _REWOUND), self._rng.getstate()
 
     def _settle(self) -> None:
         """Drop the frames made ahead and not handed out yet: the state becomes that after the last
@@ -476,17 +469,9 @@ class NoninSimulator:
         ahead, self._ahead = self._ahead, None
         if ahead is None or ahead.taken == len(ahead.times):
             return
-        (
-            self._count,
-            self._index,
-            self._phase,
-            self._pulse_left,
-            self._state,
-            self._floats,
-            self._last_good,
-            self._off_since,
-            rng_state,
-        ) = ahead.before
+        values, rng_state = ahead.before
+        for name, value in zip(_REWOUND, values, strict=True):
+            setattr(self, name, value)
         self._rng.setstate(rng_state)
         if ahead.taken:
             self._frames_until(ahead.times[ahead.taken - 1], bytearray())
