@@ -48,6 +48,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from bench.alarm_timing import Point, between, first_crossing, table_fire_time
@@ -75,6 +76,7 @@ EVENT_CONDITIONS = {"desaturation": {"spo2_low"}, "bradycardia": {"pulse_low"}, 
 
 
 Reading = tuple[float, float, float]  # one valid cuff reading: t, systolic, diastolic
+Span = tuple[str, float, float]  # one alarm's condition, when it was raised, when it cleared
 CUFF_CYCLE_S = 60  # the simulated cuff answers a confirmation request this long after it
 
 
@@ -213,12 +215,16 @@ def run_engine(
     readings: list[Reading] | None = None,
     *,
     engine_class: type[BedEngine] = BedEngine,
+    spans: list[Span] | None = None,
 ) -> list[AlertTransition]:
     """The session through the engine; requested confirmations are taken 60 s later.
 
     ``readings``, when given, collects every cuff reading handed to the engine (t, systolic,
     diastolic), so the time-to-alert measure can find the first reading over a limit.
     ``engine_class``: a BedEngine subclass (bench.engine_identity's, which keeps every output).
+    ``spans``, when given, collects each physiological occurrence's (condition, raised, cleared)
+    (cleared ``inf`` when still active at the end), so the count can see an alarm that was
+    already on when an event began.
     """
     eng = engine_class(table, bed="b", devices={"ox": "spo2", "bp": "nibp"})
     raised: list[AlertTransition] = []
@@ -228,9 +234,17 @@ def run_engine(
     phase = ""
 
     rank: dict[str, int] = {}
+    opened: dict[str, tuple[str, float]] = {}
 
     def take(outs: list[Output], t: int) -> None:
         for o in outs:
+            if isinstance(o, AlertTransition) and o.category is Category.PHYSIOLOGICAL:
+                if o.state is AlertState.RAISED:
+                    opened[o.alert_id] = (o.condition, o.t)
+                elif o.state is AlertState.CLEARED and o.alert_id in opened:
+                    cond, t0 = opened.pop(o.alert_id)
+                    if spans is not None:
+                        spans.append((cond, t0, o.t))
             if isinstance(o, AlertTransition) and o.state is AlertState.RAISED:
                 raised.append(o)
                 rank[o.alert_id] = o.priority.rank
@@ -276,19 +290,34 @@ def run_engine(
         take(eng.tick(now), t)
         for alert_id in acks.pop(t, []):
             take(eng.acknowledge(alert_id, "nurse", now), t)
+    if spans is not None:
+        spans.extend((cond, t0, math.inf) for cond, t0 in opened.values())
     return raised
 
 
-def run_naive(s: Session, rng: random.Random) -> list[tuple[float, str]]:
-    """Same limits, no delay, no confirmation, every number believed: (t, condition) per onset."""
+def run_naive(
+    s: Session,
+    rng: random.Random,
+    spans: list[Span] | None = None,
+    readings: list[Reading] | None = None,
+) -> list[tuple[float, str]]:
+    """Same limits, no delay, no confirmation, every number believed: (t, condition) per onset.
+
+    ``spans`` and ``readings``, when given, collect each alarm's (condition, on, off) and the
+    monitor's own cuff readings, as :func:`run_engine` does for the engine.
+    """
     bl_spo2, bl_pulse, bl_sys, bl_dia = s.bl
-    on: dict[str, bool] = {}
+    on: dict[str, float] = {}
     onsets: list[tuple[float, str]] = []
 
     def update(cond: str, active: bool, t: int) -> None:
-        if active and not on.get(cond):
+        if active and cond not in on:
             onsets.append((float(t), cond))
-        on[cond] = active
+            on[cond] = float(t)
+        elif not active and cond in on:
+            t0 = on.pop(cond)
+            if spans is not None:
+                spans.append((cond, t0, float(t)))
 
     for t in range(DURATION):
         phase = _phase(t)
@@ -307,10 +336,14 @@ def run_naive(s: Session, rng: random.Random) -> list[tuple[float, str]]:
             if reading is None:
                 continue
             sys_v, dia_v = reading
+            if readings is not None:
+                readings.append((float(t), sys_v, dia_v))
             high = sys_v >= 180 or dia_v >= 110 or (phase == "infusion" and (sys_v >= 165 or dia_v >= 100))
             update("nibp_high", high, t)
             update("nibp_low", sys_v < 90, t)
             update("nibp_rise_from_baseline", sys_v - bl_sys >= 40 or dia_v - bl_dia >= 25, t)
+    if spans is not None:
+        spans.extend((cond, t0, math.inf) for cond, t0 in on.items())
     return onsets
 
 
@@ -331,6 +364,7 @@ class Tally:
     true_alarms: int = 0
     events: dict[str, int] = field(default_factory=dict)
     detected: dict[str, int] = field(default_factory=dict)
+    carried: dict[str, int] = field(default_factory=dict)  # of detected: an alarm already on at the start
     delays: dict[str, list[float]] = field(default_factory=dict)
 
     def merge(self, other: Tally) -> None:
@@ -343,12 +377,24 @@ class Tally:
             self.events[kind] = self.events.get(kind, 0) + n
         for kind, n in other.detected.items():
             self.detected[kind] = self.detected.get(kind, 0) + n
+        for kind, n in other.carried.items():
+            self.carried[kind] = self.carried.get(kind, 0) + n
         for kind, xs in other.delays.items():
             self.delays.setdefault(kind, []).extend(xs)
 
 
-def _score(tally: Tally, alarms: list[tuple[float, str, str, bool]], events: list[TrueEvent]) -> None:
-    """alarms: (t, condition, priority, is_rise); a rise detects an event but is not a new alarm."""
+def _score(
+    tally: Tally,
+    alarms: list[tuple[float, str, str, bool]],
+    events: list[TrueEvent],
+    carried: AbstractSet[int] = frozenset(),
+) -> None:
+    """alarms: (t, condition, priority, is_rise); a rise detects an event but is not a new alarm.
+
+    An event is alerted by an alarm of its condition that starts inside it (see :func:`_is_true`)
+    or, for the events in ``carried`` (by ``id``, :func:`carried_events`), by one that was
+    already on when it began and was still on inside it; the latter has no time to alert.
+    """
     tally.sessions += 1
     first: dict[int, float] = {}
     for t, cond, priority, is_rise in alarms:
@@ -367,6 +413,36 @@ def _score(tally: Tally, alarms: list[tuple[float, str, str, bool]], events: lis
         if id(ev) in first:
             tally.detected[ev.kind] = tally.detected.get(ev.kind, 0) + 1
             tally.delays.setdefault(ev.kind, []).append(first[id(ev)] - ev.start)
+        elif id(ev) in carried:
+            tally.detected[ev.kind] = tally.detected.get(ev.kind, 0) + 1
+            tally.carried[ev.kind] = tally.carried.get(ev.kind, 0) + 1
+
+
+def _first_beyond_inside(
+    table: AlarmTable, s: Session, ev: TrueEvent, readings: list[Reading]
+) -> float | None:
+    """The first valid value inside ``ev`` beyond its condition's widest limit (a reading for NIBP)."""
+    wide = _widest(_condition_rules(table, ev.kind, ev.start))
+    begin = float(math.ceil(ev.start))
+    if EVENT_PARAM[ev.kind] == "nibp":
+        return next((r[0] for r in readings if begin <= r[0] <= ev.end and _reading_beyond(wide, r)), None)
+    assert wide.limit is not None
+    return first_crossing(_points(s, EVENT_PARAM[ev.kind]), wide.compare, wide.limit, begin, ev.end)
+
+
+def carried_events(table: AlarmTable, s: Session, spans: list[Span], readings: list[Reading]) -> set[int]:
+    """The events (by ``id``) an alarm already on at their start alerted: one of the event's
+    condition, raised before the window in which :func:`_is_true` counts an onset, not cleared
+    at the start, and still not cleared at the event's first valid value beyond the condition's
+    widest limit (so the event's own value is what the alarm is then about, not a latch)."""
+    out: set[int] = set()
+    for ev in s.events:
+        at = _first_beyond_inside(table, s, ev, readings)
+        if at is None:
+            continue
+        if any(cond in EVENT_CONDITIONS[ev.kind] and t0 < ev.start - 5 and t1 > at for cond, t0, t1 in spans):
+            out.add(id(ev))
+    return out
 
 
 def _naive_priority(cond: str) -> str:
@@ -398,6 +474,7 @@ class EventTiming:
     naive_from_cond_cross: float | None
     session: int = -1  # index in the cohort, for a look at one case (--details)
     start: float = 0.0  # the labelled start
+    slid_cross: bool = False  # the first crossing was a sliding probe's value, not the patient's
 
 
 def _points(s: Session, parameter: str) -> list[Point]:
@@ -495,6 +572,9 @@ def _sustained_timing(
         end=alert.t + 600,
         hold_s=table.sample_hold_s,
     )
+    # A sliding probe's last unflagged values (just before the device says sensor_off) are not
+    # the patient's: say so when the first crossing is one of them.
+    slid = cross is not None and any(s.sensor_off[int(cross) + 1 : int(cross) + 4])
     gaps = between(points, rule.compare, limit, cross if cross is not None else alert.t, alert.t)
     wide = _widest(_condition_rules(table, ev.kind, ev.start))
     assert wide.limit is not None
@@ -512,6 +592,7 @@ def _sustained_timing(
         None if cond_cross is None else alert.t - cond_cross,
         None if naive_t is None or naive_cross is None else naive_t - naive_cross,
         start=ev.start,
+        slid_cross=slid,
     )
 
 
@@ -531,14 +612,19 @@ def event_timings(
     raised: list[AlertTransition],
     readings: list[Reading],
     naive: list[tuple[float, str]],
+    *,
+    carried: AbstractSet[int] = frozenset(),
 ) -> list[EventTiming]:
-    """Per detected event, the time to alert from the first crossing (see :class:`EventTiming`)."""
+    """Per detected event, the time to alert from the first crossing (see :class:`EventTiming`).
+
+    An event in ``carried`` had its alarm on before it began: no time to alert is measured
+    (a later occurrence inside it is not its first alert)."""
     phys = [a for a in raised if a.category is Category.PHYSIOLOGICAL]
     eng_first = _first_detections([(a.t, a.condition) for a in phys], s.events)
     naive_first = _first_detections(naive, s.events)
     out: list[EventTiming] = []
     for ev in s.events:
-        if id(ev) not in eng_first:
+        if id(ev) not in eng_first or id(ev) in carried:
             continue
         alert = phys[eng_first[id(ev)]]
         naive_t = naive[naive_first[id(ev)]][0] if id(ev) in naive_first else None
@@ -573,8 +659,13 @@ def run_session(seed: int, i: int) -> SessionResult:
     table = _default_table()
     s = make_session(random.Random(seed * 100003 + i))
     readings: list[Reading] = []
-    raised = run_engine(table, s, random.Random(f"cuff-{seed}-{i}"), readings)
-    naive_onsets = run_naive(s, random.Random(f"cuff-{seed}-{i}"))
+    spans: list[Span] = []
+    raised = run_engine(table, s, random.Random(f"cuff-{seed}-{i}"), readings, spans=spans)
+    naive_readings: list[Reading] = []
+    naive_spans: list[Span] = []
+    naive_onsets = run_naive(s, random.Random(f"cuff-{seed}-{i}"), naive_spans, naive_readings)
+    carried = carried_events(table, s, spans, readings)
+    naive_carried = carried_events(table, s, naive_spans, naive_readings)
     engine_t, naive_t = Tally(), Tally()
     phys = [
         (a.t, a.condition, a.priority.value, a.state is not AlertState.RAISED)
@@ -585,9 +676,9 @@ def run_session(seed: int, i: int) -> SessionResult:
     for a in raised:
         if a.category is not Category.PHYSIOLOGICAL and a.state is AlertState.RAISED:
             technical[a.condition] = technical.get(a.condition, 0) + 1
-    _score(engine_t, phys, s.events)
-    _score(naive_t, [(t, c, _naive_priority(c), False) for t, c in naive_onsets], s.events)
-    timings = event_timings(table, s, raised, readings, naive_onsets)
+    _score(engine_t, phys, s.events, carried)
+    _score(naive_t, [(t, c, _naive_priority(c), False) for t, c in naive_onsets], s.events, naive_carried)
+    timings = event_timings(table, s, raised, readings, naive_onsets, carried=carried)
     return SessionResult(engine_t, naive_t, technical, [dataclasses.replace(x, session=i) for x in timings])
 
 
@@ -657,6 +748,9 @@ def _print_classic(c: CohortResult) -> None:
         if delays:  # an onset may lead the labelled start by a few seconds: show it as 0
             med, worst = max(0.0, statistics.median(delays)), max(0.0, *delays)
             timing = f"median {med:.0f} s, max {worst:.0f} s"
+        already = t.carried.get(kind, 0)
+        if already:
+            timing += f"; {already} by an alarm already on at the start"
         return f"{d}/{total} ({timing})"
 
     e, nv = c.engine, c.naive
@@ -706,7 +800,10 @@ def _print_crossing(c: CohortResult) -> bool:
         if late:
             back = sum(1 for x in late if x.back_in_range_s > 0)
             inval = sum(1 for x in late if x.invalid_s > 0)
+            slid = sum(1 for x in late if x.slid_cross)
             why = f"{len(late)} later than d+1: {back} came back in range, {inval} had invalid signal"
+            if slid:
+                why += f" ({slid} first crossed by a sliding probe's value)"
         print(
             f"| {rule} | {len(rows)} | {d:.0f} s | {_med_max(lag)} | {_med_max(beyond)} | "
             f"{'met' if met else 'NOT met'} | {why} |"

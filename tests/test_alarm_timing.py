@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import random
 
-from bench.alarm_quality import DURATION, Session, TrueEvent, event_timings, run_engine, run_naive
+from bench.alarm_quality import (
+    DURATION,
+    Session,
+    Tally,
+    TrueEvent,
+    _score,
+    carried_events,
+    event_timings,
+    run_engine,
+    run_naive,
+)
 from bench.alarm_timing import Gaps, Point, between, first_crossing, table_fire_time
 from vitalwatch.engine.table import load_alarm_table
 
@@ -75,3 +85,41 @@ def test_hand_built_desaturation_through_the_engine_is_alerted_at_crossing_plus_
     assert timing.from_cond_cross == 15  # 88 crosses the widest limit (<= 92) at the same second
     assert timing.naive_from_cond_cross == 0
     assert (timing.back_in_range_s, timing.invalid_s) == (0, 0)
+
+
+def test_an_alarm_already_on_at_the_event_start_alerts_it() -> None:
+    """SpO2 at 88 % from t=1400; the labelled desaturation starts at 1500. The HIGH raised at
+    1415 is still on (and the value still low) inside the event: the event counts as alerted,
+    by an alarm already on at its start, with no time to alert measured."""
+    start = 1500
+    spo2: list[float | None] = [97.0] * DURATION
+    for t in range(1400, start + 60):
+        spo2[t] = 88.0
+    s = Session(
+        spo2=spo2,
+        pulse=[72.0] * DURATION,
+        artifact=[False] * DURATION,
+        sensor_off=[False] * DURATION,
+        bp_true=[(120.0, 75.0)] * DURATION,
+        bl=(97.0, 72.0, 120.0, 75.0),
+        events=[TrueEvent("desaturation", float(start), float(start + 60))],
+        outlier_rate=0.0,
+        cuff_fail_rate=0.0,
+    )
+    table = load_alarm_table(None)
+    readings: list[tuple[float, float, float]] = []
+    spans: list[tuple[str, float, float]] = []
+    raised = run_engine(table, s, random.Random(0), readings, spans=spans)
+    assert any(cond == "spo2_low" and t0 == 1415.0 and t1 > start for cond, t0, t1 in spans)
+    carried = carried_events(table, s, spans, readings)
+    assert {id(s.events[0])} == carried
+    tally = Tally()
+    phys = [(a.t, a.condition, a.priority.value, False) for a in raised]
+    _score(tally, phys, s.events, carried)
+    assert (tally.detected, tally.carried) == ({"desaturation": 1}, {"desaturation": 1})
+    assert {} == tally.delays
+    assert [] == event_timings(table, s, raised, readings, run_naive(s, random.Random(0)), carried=carried)
+    # without the carried set, the strict count finds no alarm starting inside the event
+    strict = Tally()
+    _score(strict, phys, s.events)
+    assert {} == strict.detected
