@@ -393,7 +393,8 @@ def _score(
 
     An event is alerted by an alarm of its condition that starts inside it (see :func:`_is_true`)
     or, for the events in ``carried`` (by ``id``, :func:`carried_events`), by one that was
-    already on when it began and was still on inside it; the latter has no time to alert.
+    already on when it began and was still on inside it: that was its first alert, so it has no
+    time to alert, whatever starts inside it later (a rise in priority, another occurrence).
     """
     tally.sessions += 1
     first: dict[int, float] = {}
@@ -410,12 +411,12 @@ def _score(
             tally.true_alarms += 1
     for ev in events:
         tally.events[ev.kind] = tally.events.get(ev.kind, 0) + 1
-        if id(ev) in first:
-            tally.detected[ev.kind] = tally.detected.get(ev.kind, 0) + 1
-            tally.delays.setdefault(ev.kind, []).append(first[id(ev)] - ev.start)
-        elif id(ev) in carried:
+        if id(ev) in carried:  # its first alert came before it: whatever follows is not the first
             tally.detected[ev.kind] = tally.detected.get(ev.kind, 0) + 1
             tally.carried[ev.kind] = tally.carried.get(ev.kind, 0) + 1
+        elif id(ev) in first:
+            tally.detected[ev.kind] = tally.detected.get(ev.kind, 0) + 1
+            tally.delays.setdefault(ev.kind, []).append(first[id(ev)] - ev.start)
 
 
 def _first_beyond_inside(
