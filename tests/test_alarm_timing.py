@@ -30,6 +30,25 @@ def _stream(
     return [(float(t), values.get(t, 97.0), t not in invalid) for t in range(n)]
 
 
+def _desaturation(low_from: int, start: int) -> Session:
+    """A quiet session with SpO2 at 88 % from ``low_from`` to ``start + 60`` and a desaturation
+    labelled from ``start`` to ``start + 60``; no cuff outliers or failures."""
+    spo2: list[float | None] = [97.0] * DURATION
+    for t in range(low_from, start + 60):
+        spo2[t] = 88.0
+    return Session(
+        spo2=spo2,
+        pulse=[72.0] * DURATION,
+        artifact=[False] * DURATION,
+        sensor_off=[False] * DURATION,
+        bp_true=[(120.0, 75.0)] * DURATION,
+        bl=(97.0, 72.0, 120.0, 75.0),
+        events=[TrueEvent("desaturation", float(start), float(start + 60))],
+        outlier_rate=0.0,
+        cuff_fail_rate=0.0,
+    )
+
+
 def test_first_crossing_skips_invalid_values_and_the_time_before_the_window() -> None:
     points = _stream({3: 85.0, 8: 89.0, 10: 95.0, 12: 88.0, 13: 88.0}, invalid={8})
     assert first_crossing(points, "<", 90, 5, 59) == 12.0  # 3 is before the window, 8 is flagged
@@ -58,21 +77,7 @@ def test_table_timer_counts_valid_out_of_range_time_pauses_on_invalid_and_restar
 def test_hand_built_desaturation_through_the_engine_is_alerted_at_crossing_plus_the_table_delay() -> None:
     """SpO2 steps from 97 to 88 % for 60 s: below 92 and 90 at once, so the HIGH rule (< 90 for
     15 s) alerts 15 s after the crossing, and the engine adds nothing to the table's timer."""
-    start = 1500
-    spo2: list[float | None] = [97.0] * DURATION
-    for t in range(start, start + 60):
-        spo2[t] = 88.0
-    s = Session(
-        spo2=spo2,
-        pulse=[72.0] * DURATION,
-        artifact=[False] * DURATION,
-        sensor_off=[False] * DURATION,
-        bp_true=[(120.0, 75.0)] * DURATION,
-        bl=(97.0, 72.0, 120.0, 75.0),
-        events=[TrueEvent("desaturation", float(start), float(start + 60))],
-        outlier_rate=0.0,
-        cuff_fail_rate=0.0,
-    )
+    s = _desaturation(low_from=1500, start=1500)
     table = load_alarm_table(None)
     readings: list[tuple[float, float, float]] = []
     raised = run_engine(table, s, random.Random(0), readings)
@@ -92,20 +97,7 @@ def test_an_alarm_already_on_at_the_event_start_alerts_it() -> None:
     1415 is still on (and the value still low) inside the event: the event counts as alerted,
     by an alarm already on at its start, with no time to alert measured."""
     start = 1500
-    spo2: list[float | None] = [97.0] * DURATION
-    for t in range(1400, start + 60):
-        spo2[t] = 88.0
-    s = Session(
-        spo2=spo2,
-        pulse=[72.0] * DURATION,
-        artifact=[False] * DURATION,
-        sensor_off=[False] * DURATION,
-        bp_true=[(120.0, 75.0)] * DURATION,
-        bl=(97.0, 72.0, 120.0, 75.0),
-        events=[TrueEvent("desaturation", float(start), float(start + 60))],
-        outlier_rate=0.0,
-        cuff_fail_rate=0.0,
-    )
+    s = _desaturation(low_from=1400, start=start)
     table = load_alarm_table(None)
     readings: list[tuple[float, float, float]] = []
     spans: list[tuple[str, float, float]] = []
