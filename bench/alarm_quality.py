@@ -32,6 +32,8 @@ The naive monitor uses the same limits as the physiological rules of the default
 validity handling (values under an artifact status count). One alarm = one onset of a
 condition, as the engine's one-occurrence-per-condition. An alarm is true when it starts
 inside a labelled event of its parameter (window extended 3 min, 10 min for BP); else false.
+An event is alerted by an alarm of its condition that starts inside it, or by one already on
+when it began and still on at its first value beyond the limit (counted apart, no time to alert).
 The simulated nurse acknowledges 60 s after every notification (raised, re-notified, escalated).
 """
 
