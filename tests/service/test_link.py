@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import math
 import random
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import MeasurementStarter, SerialSettings
-from vitalwatch.link.device_link import DeviceLink, backoff_delay
+from vitalwatch.link.device_link import READ_PAUSE_S, DeviceLink, backoff_delay, next_read_at
 from vitalwatch.link.serial_port import SerialPort
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -178,8 +180,6 @@ async def test_the_driver_exists_when_the_bed_hears_link_up_so_a_waiting_request
 async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrives(tmp_path: Path) -> None:
     """A Nonin writes a frame every 13 ms (75/s); the link reads its port at most every READ_PAUSE_S,
     so it wakes about 40 times a second, and the frames that waited are all decoded, none dropped."""
-    from vitalwatch.link.device_link import READ_PAUSE_S
-
     reads: list[float] = []
     received = bytearray()
 
@@ -208,8 +208,83 @@ async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrive
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     window = reads[first - 1 :]
-    gaps = [b - a for a, b in itertools.pairwise(window)]
-    assert min(gaps) >= READ_PAUSE_S * 0.9  # never read again inside the pause
+    # Never read twice in one pause: each read is in a later slot of READ_PAUSE_S than the last.
+    slots = [math.floor(t / READ_PAUSE_S + 1e-6) for t in window]
+    assert all(b > a for a, b in itertools.pairwise(slots)), slots
     assert len(window) / (window[-1] - window[0]) <= 1.2 / READ_PAUSE_S  # about 40 reads/s, not 75
     assert len(received) / (window[-1] - window[0]) >= 0.8 * 75 * 5  # 75 five-byte frames/s still arrive
     assert sum(isinstance(e, Observation) and e.kind == "spo2" for e in recorder.events) >= 2
+
+
+def test_the_next_read_is_the_next_multiple_of_the_pause_even_from_a_timer_a_hair_early() -> None:
+    """Every port's next read falls on the same multiples of READ_PAUSE_S; a read at a multiple (or
+    a nanosecond before it, as a loop timer may run) is followed by the next multiple, not itself."""
+    for k in (1, 7, 40_000, 123_456_789):
+        at = k * READ_PAUSE_S
+        for now in (at, at - 1e-9, at + 1e-9):
+            assert next_read_at(now) == pytest.approx((k + 1) * READ_PAUSE_S, abs=1e-6)
+        assert next_read_at(at + 0.4 * READ_PAUSE_S) == pytest.approx((k + 1) * READ_PAUSE_S, abs=1e-6)
+        assert next_read_at(at + 0.99 * READ_PAUSE_S) == pytest.approx((k + 1) * READ_PAUSE_S, abs=1e-6)
+
+
+class ReadLog:
+    """A link tap noting the loop time of every read that brought bytes."""
+
+    def __init__(self) -> None:
+        self.reads: list[float] = []
+
+    def raw(self, device: str, data: bytes, now: float) -> None:
+        self.reads.append(now)
+
+    def timer(self, device: str, now: float) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_streaming_ports_are_read_by_their_timer_in_one_loop_turn_without_rewatching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Nonin (75 frames/s) and a Contec (60 packets/s): while bytes keep coming, the pause's timer
+    reads the port itself (the port is not handed back to epoll after every read), and both ports'
+    timers fall on the same multiples of READ_PAUSE_S, so one wake-up of the loop reads both."""
+    loop = asyncio.get_running_loop()
+    watched = [0]
+    add_reader = loop.add_reader
+
+    def counting_add_reader(fd: int, callback: object, *args: object) -> None:
+        watched[0] += 1
+        add_reader(fd, callback, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "add_reader", counting_add_reader)
+    logs = {"nonin": ReadLog(), "contec": ReadLog()}
+    tasks = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for driver, log in logs.items():
+                sim = make_simulator(driver, get_scenario("normal"))
+                endpoint = await stack.enter_async_context(serve_pty(sim, speed=1.0))
+                config = DeviceConfig(
+                    id=driver, driver=driver, url=endpoint.url, role="spo2", serial=sim.serial
+                )
+                link = DeviceLink(config, Recorder(), rng=random.Random(0))
+                link.tap = log
+                tasks.append(asyncio.create_task(link.run()))
+            await wait_until(lambda: all(len(log.reads) >= 5 for log in logs.values()), 10, "both streams")
+            counted_from, watched_from = {d: len(log.reads) for d, log in logs.items()}, watched[0]
+            await wait_until(
+                lambda: all(len(log.reads) - counted_from[d] >= 60 for d, log in logs.items()), 15, "reads"
+            )
+            reads = sum(len(log.reads) - counted_from[d] for d, log in logs.items())
+            rewatched = watched[0] - watched_from
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    # Before, every read handed the port back to epoll: one add_reader per read.
+    assert rewatched <= 0.25 * reads, (rewatched, reads)
+    # Timer reads run just after a multiple of the pause (the loop wakes within a millisecond or
+    # two); reads scheduled per port would fall anywhere in it (about 1 in 5 within 5 ms).
+    for driver, log in logs.items():
+        late = [(t % READ_PAUSE_S) for t in log.reads[counted_from[driver] :]]
+        on_grid = sum(1 for x in late if x < 0.005 or x > READ_PAUSE_S - 1e-6)
+        assert on_grid >= 0.6 * len(late), (driver, sorted(round(x * 1000, 1) for x in late))

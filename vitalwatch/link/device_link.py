@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -44,13 +45,27 @@ MAX_BACKOFF_S = 30.0
 IDLE_WAKE_S = 0.5
 # Raw chunks kept per device for a debug dump after a decode problem (a few frames' worth).
 RAW_CHUNKS_KEPT = 8
-# After a read, the port is not read again for this long; what arrives meanwhile is read in one go
-# when it ends. A waveform-rate monitor (Nonin 75 frames/s, Contec 60 packets/s) then costs about
-# 40 wake-ups a second instead of one per frame, the daemon's main CPU cost on a Pi. A USB-serial
-# adapter's own latency timer (16 ms on FTDI chips) already batches bytes like this; the price is
-# at most this much on an alarm whose deciding byte arrives inside the pause, against alarm delays
-# of 5 s and more. A monitor sending once a second is read at once, as before.
+# After a read, the port is not read again before the next multiple of this on the loop clock;
+# what arrives meanwhile is read in one go then, by the timer itself. A waveform-rate monitor
+# (Nonin 75 frames/s, Contec 60 packets/s) then costs at most 40 reads a second instead of one
+# per frame, the daemon's main CPU cost on a Pi, and since every port's next read falls on the
+# same multiples, all streaming ports are read in one loop turn (one wake-up for all, not one per
+# port). A USB-serial adapter's own latency timer (16 ms on FTDI chips) already batches bytes like
+# this; the price is at most this much on an alarm whose deciding byte arrives inside the pause,
+# against alarm delays of 5 s and more. A monitor sending once a second is read at once, as before
+# (the timer finds nothing and the port is watched again).
 READ_PAUSE_S = 0.025
+
+
+def next_read_at(now: float, pause: float = READ_PAUSE_S) -> float:
+    """The first multiple of ``pause`` after ``now`` (loop time): when a port read at ``now`` is read
+    again. Shared by every port, so the streaming ones are read in the same loop turn.
+
+    A timer may run a hair before its time (the loop takes what is due within its clock's
+    resolution); a ``now`` that close below a multiple counts as that multiple, so a read at a
+    multiple is followed by the next one and never by the same one again.
+    """
+    return (math.floor(now / pause + 1e-6) + 1) * pause
 
 
 def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
@@ -190,9 +205,14 @@ class DeviceLink(GuardedDevice):
         now_fn = self._clock or loop.time
 
         def on_readable() -> None:
+            """The port is readable (a watched port) or its read pause has ended (the timer)."""
+            timer = rearm[0] is not None
+            rearm[0] = None
             try:
-                data = port.read_nowait()
+                data = port.read_if_ready() if timer else port.read_nowait()
                 if not data:
+                    if timer and not failed:  # nothing came during the pause: watch the port again
+                        loop.add_reader(fd, on_readable)
                     return
                 now = now_fn()
                 self._recent.append(data)
@@ -210,13 +230,11 @@ class DeviceLink(GuardedDevice):
                 return
             if port.has_pending_writes or (deadline is not None and deadline < wake_at[0]):
                 self._wake.set()
-            loop.remove_reader(fd)
-            rearm[0] = loop.call_later(READ_PAUSE_S, read_again)
-
-        def read_again() -> None:
-            rearm[0] = None
-            if not failed:
-                loop.add_reader(fd, on_readable)
+            if not timer:
+                loop.remove_reader(fd)
+            # The timer reads the port itself: a steady stream is never watched again, so it
+            # costs no epoll registration and no extra loop turn per read.
+            rearm[0] = loop.call_at(next_read_at(loop.time()), on_readable)
 
         rearm: list[asyncio.TimerHandle | None] = [None]
         loop.add_reader(fd, on_readable)

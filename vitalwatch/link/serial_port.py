@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 
 import serial
 
@@ -36,6 +37,7 @@ class SerialPort:
         # A local tty (not socket:// or rfc2217://) is read with one os.read(): pyserial's read()
         # adds a select() and a timeout object per call, a third of the read path's cost.
         self._fd: int | None = port.fileno() if isinstance(port, serial.Serial) else None
+        self._poll: select.poll | None = None  # read_if_ready's, made at its first call
 
     @classmethod
     async def open(cls, url: str, settings: SerialSettings, *, device_id: str) -> SerialPort:
@@ -118,6 +120,21 @@ class SerialPort:
         if not data:
             raise self._error("read failed", EOFError("end of stream"))
         return data
+
+    def read_if_ready(self) -> bytes:
+        """What is there now (b"" when nothing), for a caller that does not know whether the port
+        is readable: the link's read-pause timer, which reads a streaming port without handing it
+        back to the loop. A port with no bytes reads b"" on a tty, the same as a hung-up one, so
+        it is asked first (one ``poll`` with no wait); a hang-up raises as in :meth:`read_nowait`.
+        """
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.fileno(), select.POLLIN)
+        try:
+            ready = self._poll.poll(0)
+        except OSError as exc:
+            raise self._error("poll failed", exc) from exc
+        return self.read_nowait() if ready else b""
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the device; what the port cannot take now is kept for later."""
