@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 import random
+import tty
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import MeasurementStarter, SerialSettings
-from vitalwatch.link.device_link import READ_PAUSE_S, DeviceLink, backoff_delay, next_read_at
+from vitalwatch.link.device_link import IDLE_WAKE_S, READ_PAUSE_S, DeviceLink, backoff_delay, next_read_at
 from vitalwatch.link.serial_port import SerialPort
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -288,3 +290,38 @@ async def test_streaming_ports_are_read_by_their_timer_in_one_loop_turn_without_
         late = [(t % READ_PAUSE_S) for t in log.reads[counted_from[driver] :]]
         on_grid = sum(1 for x in late if x < 0.005 or x > READ_PAUSE_S - 1e-6)
         assert on_grid >= 0.6 * len(late), (driver, sorted(round(x * 1000, 1) for x in late))
+
+
+@pytest.mark.asyncio
+async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period(tmp_path: Path) -> None:
+    """A port with nothing to say: the link still wakes at least every IDLE_WAKE_S, and on the
+    multiples of it on the loop clock, so eight silent or slow links wake the loop once, not eight
+    times (a wake after "now + IDLE_WAKE_S" would fall anywhere in the period)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.close(slave)  # the master stays open: the port is there, and silent
+    try:
+        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
+        link = DeviceLink(config, Recorder(), rng=random.Random(0))
+        loop = asyncio.get_running_loop()
+        passes: list[float] = []
+        next_deadline = link.guard.next_deadline
+
+        def noted() -> float | None:
+            passes.append(loop.time())
+            return next_deadline()
+
+        link.guard.next_deadline = noted  # type: ignore[method-assign]
+        task = asyncio.create_task(link.run())
+        try:
+            await wait_until(lambda: len(passes) >= 5, 10, "idle wake-ups")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        os.close(master)
+    later = passes[1:]
+    assert all(b - a <= IDLE_WAKE_S + 0.1 for a, b in itertools.pairwise(passes))
+    phases = [t % IDLE_WAKE_S for t in later]
+    assert sum(1 for x in phases if x < 0.01) >= len(later) - 1, [round(x, 4) for x in phases]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from vitalwatch.drivers import Event, driver_class, make_driver
 from vitalwatch.errors import DeviceError
 from vitalwatch.link.guarded import GuardedDevice
 from vitalwatch.link.serial_port import SerialPort
+from vitalwatch.wake_grid import next_multiple
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
 
@@ -41,7 +41,8 @@ log = structlog.get_logger("vitalwatch.link.device_link")
 # back within half a minute.
 MAX_BACKOFF_S = 30.0
 # Wake up at least this often even when the driver has no timer, so a stop request or a
-# queued command is never stuck behind a silent port.
+# queued command is never stuck behind a silent port. At multiples of it on the loop clock
+# (vitalwatch.wake_grid), so every link's idle wake-up falls in one loop turn with the others'.
 IDLE_WAKE_S = 0.5
 # Raw chunks kept per device for a debug dump after a decode problem (a few frames' worth).
 RAW_CHUNKS_KEPT = 8
@@ -57,15 +58,10 @@ RAW_CHUNKS_KEPT = 8
 READ_PAUSE_S = 0.025
 
 
-def next_read_at(now: float, pause: float = READ_PAUSE_S) -> float:
-    """The first multiple of ``pause`` after ``now`` (loop time): when a port read at ``now`` is read
-    again. Shared by every port, so the streaming ones are read in the same loop turn.
-
-    A timer may run a hair before its time (the loop takes what is due within its clock's
-    resolution); a ``now`` that close below a multiple counts as that multiple, so a read at a
-    multiple is followed by the next one and never by the same one again.
-    """
-    return (math.floor(now / pause + 1e-6) + 1) * pause
+def next_read_at(now: float) -> float:
+    """When a port read at ``now`` (loop time) is read again: the next multiple of READ_PAUSE_S,
+    shared by every port, so the streaming ones are read in the same loop turn."""
+    return next_multiple(now, READ_PAUSE_S)
 
 
 def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
@@ -250,13 +246,15 @@ class DeviceLink(GuardedDevice):
                 out = driver.data_to_send()
                 if out or port.has_pending_writes:
                     port.write(out)
-                wait = IDLE_WAKE_S if deadline is None else max(0.0, min(IDLE_WAKE_S, deadline - now))
+                loop_now = loop.time()
+                idle = next_multiple(loop_now, IDLE_WAKE_S) - loop_now
+                wait = idle if deadline is None else max(0.0, min(idle, deadline - now))
                 if port.has_pending_writes:
                     wait = min(wait, 0.05)
                 wake_at[0] = now + wait
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout_at(loop_now + wait):  # on the multiple itself
                         await self._wake.wait()
         finally:
             if rearm[0] is not None:

@@ -55,13 +55,16 @@ from vitalwatch.ops.statelock import StateLock
 from vitalwatch.ops.supervise import supervise
 from vitalwatch.record.sessionlog import SESSIONS_DB_NAME, SessionDb, SessionLog
 from vitalwatch.registry.receipting import ReceiptLink
+from vitalwatch.wake_grid import next_multiple, sleep_until
 
 __all__ = ["Daemon", "LocalAlarms", "make_engine", "run_daemon"]
 
 log = structlog.get_logger("vitalwatch.ops.daemon")
 
 # How often the engine's timers run (sustain, renotify, overdue, silent link). Alarm
-# delays are whole seconds; a quarter second keeps the added latency well below that.
+# delays are whole seconds; a quarter second keeps the added latency well below that. The
+# ticks fall on multiples of it on the loop clock (vitalwatch.wake_grid), the instants the
+# device links read their streaming ports, so a tick costs the loop no wake-up of its own.
 TICK_S = 0.25
 # `vitalwatch status` asks the running daemon here (inside the state directory).
 STATUS_SOCKET = "status.sock"
@@ -161,7 +164,7 @@ class Daemon:
         self.snapshots[bed] = runtime.snapshots
 
     async def _ticker(self) -> None:
-        """Every bed's engine and session-record timers, TICK_S apart, from one task.
+        """Every bed's engine and session-record timers at every multiple of TICK_S, from one task.
 
         One task for all beds, not one per bed: each wake-up is event-loop overhead, and four
         per-bed tickers at 4 Hz were about 6 % of the daemon's CPU at real device rates
@@ -173,7 +176,7 @@ class Daemon:
             for bed_id, runtime in self.runtimes.items():
                 with bound_contextvars(bed=bed_id):
                     runtime.tick(now)
-            await asyncio.sleep(TICK_S)
+            await sleep_until(next_multiple(loop.time(), TICK_S))
 
     async def run(self, housekeeping: Housekeeping | None = None) -> None:
         """Run every task until cancelled; the database is closed on the way out."""

@@ -1,0 +1,42 @@
+"""Timers on shared multiples of the loop clock, so the daemon's periodic wake-ups coincide.
+
+Each wake-up of the event loop has a fixed cost (an ``epoll_wait`` return, a loop turn, cold
+caches), and on a Raspberry Pi core it is most of the daemon's CPU. Timers set "this long after
+now" by different tasks fall anywhere, so a ticker, eight device links and their read pauses each
+wake the loop on their own. A timer set for the next multiple of its period instead lands on
+the same instants as every other timer whose period divides it (the device links' 25 ms read
+pause, their 0.5 s idle wake, the ticker's 0.25 s), and the loop runs them all in one turn.
+The price is none: the wait is at most the period, as before, and never longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+__all__ = ["next_multiple", "sleep_until"]
+
+# A timer may run a hair before its time (the loop takes what is due within its clock's
+# resolution), so a ``now`` this close below a multiple (in periods) counts as that multiple.
+_EARLY = 1e-6
+
+
+def next_multiple(now: float, period: float) -> float:
+    """The first multiple of ``period`` after ``now`` (loop time, seconds).
+
+    A call at a multiple (or a nanosecond before it, as a loop timer may run) gets the next
+    multiple, never the same one again.
+    """
+    return (math.floor(now / period + _EARLY) + 1) * period
+
+
+async def sleep_until(when: float) -> None:
+    """Sleep until loop time ``when`` exactly (``asyncio.sleep`` adds its delay to a later
+    reading of the clock, which would put the timer a few microseconds past the multiple)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    handle = loop.call_at(when, done.set_result, None)
+    try:
+        await done
+    finally:
+        handle.cancel()
