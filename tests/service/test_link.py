@@ -17,7 +17,14 @@ from tests.helpers import wait_until
 from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import MeasurementStarter, SerialSettings
-from vitalwatch.link.device_link import IDLE_WAKE_S, READ_PAUSE_S, DeviceLink, backoff_delay, next_read_at
+from vitalwatch.link.device_link import (
+    IDLE_WAKE_S,
+    READ_PAUSE_S,
+    STREAM_READ_PAUSE_S,
+    DeviceLink,
+    backoff_delay,
+    next_read_at,
+)
 from vitalwatch.link.serial_port import SerialPort
 from vitalwatch.simulators import make_simulator
 from vitalwatch.simulators.endpoint import serve_pty
@@ -181,7 +188,8 @@ async def test_the_driver_exists_when_the_bed_hears_link_up_so_a_waiting_request
 @pytest.mark.asyncio
 async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrives(tmp_path: Path) -> None:
     """A Nonin writes a frame every 13 ms (75/s); the link reads its port at most every READ_PAUSE_S,
-    so it wakes about 40 times a second, and the frames that waited are all decoded, none dropped."""
+    and once bytes are found waiting at every read, every STREAM_READ_PAUSE_S (about 20 reads a
+    second), and the frames that waited are all decoded, none dropped."""
     reads: list[float] = []
     received = bytearray()
 
@@ -213,7 +221,7 @@ async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrive
     # Never read twice in one pause: each read is in a later slot of READ_PAUSE_S than the last.
     slots = [math.floor(t / READ_PAUSE_S + 1e-6) for t in window]
     assert all(b > a for a, b in itertools.pairwise(slots)), slots
-    assert len(window) / (window[-1] - window[0]) <= 1.2 / READ_PAUSE_S  # about 40 reads/s, not 75
+    assert len(window) / (window[-1] - window[0]) <= 1.2 / STREAM_READ_PAUSE_S  # about 20 reads/s, not 75
     assert len(received) / (window[-1] - window[0]) >= 0.8 * 75 * 5  # 75 five-byte frames/s still arrive
     assert sum(isinstance(e, Observation) and e.kind == "spo2" for e in recorder.events) >= 2
 
@@ -325,3 +333,36 @@ async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period
     assert all(b - a <= IDLE_WAKE_S + 0.1 for a, b in itertools.pairwise(passes))
     phases = [t % IDLE_WAKE_S for t in later]
     assert sum(1 for x in phases if x < 0.01) >= len(later) - 1, [round(x, 4) for x in phases]
+
+
+@pytest.mark.asyncio
+async def test_a_line_after_a_quiet_spell_is_read_at_once_not_at_the_next_pause() -> None:
+    """A monitor that sends a line now and then (a Masimo once a second) is not a stream: its port
+    is watched, and a line is read as soon as it arrives, not at the next multiple of a pause
+    (which would add up to STREAM_READ_PAUSE_S to every one of its alarms)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.close(slave)
+    log = ReadLog()
+    loop = asyncio.get_running_loop()
+    written: list[float] = []
+    try:
+        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
+        link = DeviceLink(config, Recorder(), rng=random.Random(0))
+        link.tap = log
+        task = asyncio.create_task(link.run())
+        try:
+            await wait_until(lambda: link.connected, 10, "the port open")
+            for i in range(12):
+                await asyncio.sleep(0.12)  # a quiet spell, longer than any pause (the subject's rate)
+                written.append(loop.time())
+                os.write(master, f"line {i}\r\n".encode())
+                await wait_until(lambda n=i: len(log.reads) > n, 5, "the line read")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        os.close(master)
+    delays = sorted(r - w for r, w in zip(log.reads, written, strict=True))
+    assert delays[len(delays) // 2] < 0.01, delays  # read at once; a timer read would be ~25 ms

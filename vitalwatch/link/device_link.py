@@ -56,12 +56,18 @@ RAW_CHUNKS_KEPT = 8
 # against alarm delays of 5 s and more. A monitor sending once a second is read at once, as before
 # (the timer finds nothing and the port is watched again).
 READ_PAUSE_S = 0.025
+# The pause after a read by the timer that found bytes already waiting: the port streams (a
+# waveform-rate monitor), and is read at most 20 times a second. Halves the daemon's reads of the
+# Nonin and the Contec again; the price, on those two only, is at most 50 ms on an alarm whose
+# deciding byte arrives inside the pause, against their own averaging over several beats and
+# alarm delays of 5 s and more. A multiple of READ_PAUSE_S, so these reads share its instants.
+STREAM_READ_PAUSE_S = 0.05
 
 
-def next_read_at(now: float) -> float:
-    """When a port read at ``now`` (loop time) is read again: the next multiple of READ_PAUSE_S,
+def next_read_at(now: float, *, streaming: bool = False) -> float:
+    """When a port read at ``now`` (loop time) is read again: the next multiple of the pause,
     shared by every port, so the streaming ones are read in the same loop turn."""
-    return next_multiple(now, READ_PAUSE_S)
+    return next_multiple(now, STREAM_READ_PAUSE_S if streaming else READ_PAUSE_S)
 
 
 def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
@@ -229,8 +235,9 @@ class DeviceLink(GuardedDevice):
             if not timer:
                 loop.remove_reader(fd)
             # The timer reads the port itself: a steady stream is never watched again, so it
-            # costs no epoll registration and no extra loop turn per read.
-            rearm[0] = loop.call_at(next_read_at(loop.time()), on_readable)
+            # costs no epoll registration and no extra loop turn per read. Bytes already waiting
+            # when the pause ended: the port streams, and pauses longer.
+            rearm[0] = loop.call_at(next_read_at(loop.time(), streaming=timer), on_readable)
 
         rearm: list[asyncio.TimerHandle | None] = [None]
         loop.add_reader(fd, on_readable)
