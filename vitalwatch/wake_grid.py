@@ -1,12 +1,13 @@
 """Timers on shared multiples of the loop clock, so the daemon's periodic wake-ups coincide.
 
 Each wake-up of the event loop has a fixed cost (an ``epoll_wait`` return, a loop turn, cold
-caches), and on a Raspberry Pi core it is most of the daemon's CPU. Timers set "this long after
+caches), and at real device rates those costs were most of the daemon's CPU, the budget that
+matters on a Raspberry Pi (docs/performance.md, footprint). Timers set "this long after
 now" by different tasks fall anywhere, so a ticker, eight device links and their read pauses each
 wake the loop on their own. A timer set for the next multiple of its period instead lands on
 the same instants as every other timer whose period divides it (the device links' 25 ms read
 pause, their 0.5 s idle wake, the ticker's 0.25 s), and the loop runs them all in one turn.
-The price is none: the wait is at most the period, as before, and never longer.
+No wait gets longer: it is at most the period, as before.
 """
 
 from __future__ import annotations
