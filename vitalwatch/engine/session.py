@@ -70,6 +70,16 @@ from vitalwatch.engine.wakeup import deaf, wake_at
 
 __all__ = ["BedEngine"]
 
+
+def _shortest_timer(table: AlarmTable) -> float:
+    """The shortest positive re-notify, escalation, acknowledgement silence or baseline request
+    spacing of ``table``; ``0.0`` when the spacing is 0 (an instant may then ask twice)."""
+    if table.baseline.nibp_spacing_s <= 0:
+        return 0.0
+    timers = [*table.renotify_s.values(), *table.escalate_s.values(), table.ack_silence_s]
+    return min([t for t in timers if t > 0] + [table.baseline.nibp_spacing_s])
+
+
 # Decode problems that say nothing about the line: the driver guard's own (a driver exception).
 _NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
 # A baseline cuff reading asked for and not come is asked for again after this long at the
@@ -141,6 +151,12 @@ class BedEngine:
         self._garbled: set[str] = set()
         self._pump_stop: float | None = None  # when the infusion ended
         self._pump_stop_elapsed: float | None = None  # its clock then (paused time excluded)
+        # The engine time of the last evaluation when nothing changed since (None otherwise): an
+        # evaluation again at that instant would find what it found and emit nothing (see
+        # _settled), so a tick there, or an observation no rule reads, skips it.
+        self._settled_at: float | None = None
+        self._shortest_timer = _shortest_timer(table)
+        self._reads: dict[str, frozenset[str]] = {}  # device -> the observation kinds the engine uses
 
     # ------------------------------------------------------------------ public API
     @property
@@ -160,6 +176,16 @@ class BedEngine:
 
     def observe(self, device: str, event: Event, now: float) -> list[Output]:
         """A driver event from ``device`` (a decoded one also proves the link carries data)."""
+        if (
+            isinstance(event, Observation)
+            and self._settled(now)
+            and self._last_bytes.get(device) == self._now
+            and event.kind not in self._kinds_read(device)
+        ):
+            # A value no rule reads (perfusion index, cuff pressure) at the instant just
+            # evaluated, from a device already heard at it: only its data mark is news.
+            self._statuses.data(device, self._now)
+            return []
         out = self._enter(now)
         now = self._now
         if not isinstance(event, DecodeProblem):  # undecodable bytes (wrong baud rate) are not data
@@ -207,6 +233,7 @@ class BedEngine:
         """Bytes arrived from ``device`` (even undecodable ones): its link is alive."""
         if not self._started:
             self._start(now)
+        self._settled_at = None
         self._last_bytes[device] = max(now, self._last_bytes.get(device, now))
 
     def gateway_paused(self, gap_s: float, now: float) -> None:
@@ -222,6 +249,7 @@ class BedEngine:
             raise ValueError(f"gap_s must be a finite number >= 0, got {gap_s!r}")
         for device, seen in self._last_bytes.items():
             self._last_bytes[device] = min(max(now, seen), seen + gap_s)
+        self._settled_at = None
         self._agenda.touch("port")
 
     def link(self, device: str, up: bool, now: float) -> list[Output]:
@@ -363,14 +391,19 @@ class BedEngine:
         out.extend(self._evaluate(self._now))
         if self._book.orphans:
             out.extend(self._book.orphans.acknowledge(alert_id, by, now, self._phase))
+            self._settled_at = None  # an orphan's ack is read when its alarm is found again
         return out
 
     def tick(self, now: float) -> list[Output]:
         """Run the timers: sustained delays, re-notify, escalation, overdue, link silence."""
-        out = self._enter(now)
-        out.extend(self._evaluate(self._now))
+        if self._settled(now):
+            out: list[Output] = []  # the instant was just evaluated and nothing came since
+        else:
+            out = self._enter(now)
+            out.extend(self._evaluate(self._now))
         if self._book.orphans:
             out.extend(self._book.orphans.expire(now, self._phase))
+            self._settled_at = None  # an expired orphan is no longer there to be found again
         return out
 
     def discharge_checklist(self, now: float) -> list[Criterion]:
@@ -395,6 +428,7 @@ class BedEngine:
         the phase, overdue and overrun clocks count from the real start, not from the restart.
         """
         self._book.seed_seq(seq)
+        self._settled_at = None
         if phase_elapsed_s is not None:
             if now is None:
                 raise ValueError("seed: phase_elapsed_s needs now")
@@ -411,6 +445,7 @@ class BedEngine:
         cleared after ``grace_s`` unless latched).
         """
         self._book.adopt(alarms, now=now, grace_s=grace_s)
+        self._settled_at = None
 
     @property
     def orphans(self) -> list[AlertTransition]:
@@ -607,6 +642,32 @@ class BedEngine:
         for done in self._assembler.flush(now):
             out.extend(self._on_reading(*done))
         return out
+
+    def _settled(self, now: float) -> bool:
+        """Whether an evaluation at ``now`` would change nothing and emit nothing.
+
+        True when the last call evaluated the engine's instant, nothing came since and ``now``
+        is not later. An evaluation again at the same instant with the same inputs is a no-op:
+        the rules are functions of the state and the time (the same findings again), every
+        request is asked once (the confirmation, due and peak requests are marked; a baseline
+        request waits its spacing), the discharge status reports edges, and the alarm book's
+        timers were re-armed a positive time ahead at that instant. The last holds only while
+        ``now`` plus the shortest positive timer is later than ``now`` in floating point, and
+        the baseline request's only while its spacing is positive: ``_shortest_timer`` is
+        ``0.0`` for a table without that spacing, and then nothing is skipped.
+        """
+        at = self._now
+        return self._settled_at == at and now <= at and at + self._shortest_timer > at
+
+    def _kinds_read(self, device: str) -> frozenset[str]:
+        """The observation kinds of ``device`` that :meth:`observe` hands to a rule (its role's)."""
+        kinds = self._reads.get(device)
+        if kinds is None:
+            role = self._roles.get(device, "multi")
+            oxi = OXI_KINDS if measures_oximetry(role) else ()
+            kinds = frozenset((*oxi, *(NIBP_KINDS if measures_nibp(role) else ())))
+            self._reads[device] = kinds
+        return kinds
 
     def _advance(self, now: float) -> None:
         """Credit the time since the last call to the sustained timers and the baseline."""
@@ -850,6 +911,8 @@ class BedEngine:
         if findings or self._book.any_active:  # else reconciling would change nothing
             out.extend(self._book.reconcile(findings, now, self._ctx(now)))
         out.extend(self._discharge(now))
+        if not self._evaluate_all:
+            self._settled_at = now
         return out
 
     def _run_rules(
