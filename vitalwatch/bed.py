@@ -278,7 +278,10 @@ class BedSession(Generic[L]):
         return False
 
     def _fed(self, outputs: list[Output], now: float, *, tick: bool = False) -> None:
-        self.dispatch(outputs)
+        if outputs:
+            self.dispatch(outputs)
+        elif len(self.outputs) > 1000:  # what dispatch does with nothing to dispatch
+            del self.outputs[:-500]
         for watcher in self._watchers:
             watcher.engine_fed(outputs, now, tick=tick)
 

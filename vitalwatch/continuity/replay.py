@@ -262,6 +262,7 @@ def run_scenario(
     session, links = replay.session, replay.links
     phases = list(scenario.phases)
     steps = math.ceil(scenario.duration / step_s)
+    devices = [(sims[name].poll, links[name]) for name in drivers]  # in the order given
     for link in links.values():  # every port opens at 0 ...
         link.open(0.0, report=False)
     for i in range(steps + 1):
@@ -272,11 +273,12 @@ def run_scenario(
         if i == 0:  # ... and the session hears of them after the scenario's first phase command
             for link in links.values():
                 link.report_up(t)
-        for name in drivers:
-            data = sims[name].poll(t)
+        for poll, link in devices:
+            data = poll(t)
             if data:
-                links[name].feed(data, t)
-            if links[name].due(t):
-                links[name].timer(t)
+                link.feed(data, t)
+            if link.due(t):
+                link.timer(t)
         session.tick(t)
-        yield from replay.drain()
+        if replay.outputs:
+            yield from replay.drain()

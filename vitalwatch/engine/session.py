@@ -896,8 +896,12 @@ class BedEngine:
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, now: float) -> list[Output]:
         findings: dict[OccurrenceKey, Finding] = {}
-        out: list[Output] = self._confirm_requests(now)
-        self._update_garbled(now)
+        # The early returns of four steps below are checked here first: most evaluations (a
+        # sample, a tick) need none of them, and a call that returns at once still costs one.
+        everything = self._evaluate_all
+        out: list[Output] = self._confirm_requests(now) if now >= self._confirm_at or everything else []
+        if self._problems:
+            self._update_garbled(now)
         if self._phase == "baseline" or self._baseline_key is None:  # else frozen until the next phase
             b = self.baseline
             baseline_key = (b.systolic, b.diastolic, b.spo2, b.pulse_rate)
@@ -907,11 +911,13 @@ class BedEngine:
         order, run = self._agenda.take(now)
         if order:
             self._run_rules(order, run, now, findings, out)
-        out.extend(self._baseline_request(now))
+        if self._phase == "baseline":
+            out.extend(self._baseline_request(now))
         if findings or self._book.any_active:  # else reconciling would change nothing
             out.extend(self._book.reconcile(findings, now, self._ctx(now)))
-        out.extend(self._discharge(now))
-        if not self._evaluate_all:
+        if self._phase == "recovery" or self._discharge_ready or everything:
+            out.extend(self._discharge(now))
+        if not everything:
             self._settled_at = now
         return out
 

@@ -109,6 +109,13 @@ class DriverGuard:
 
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
         self._now = max(self._now, now)
+        driver = self.driver
+        if driver is not None and not self._pending:  # the common read: no report first, no restart
+            try:
+                got = driver.feed(data, now)
+            except Exception as exc:
+                return self._fault(exc, "feed")
+            return [*self._seen(got)] if self._fault_active else [*got]
         events = self._take_pending() + self._restart_if_due()
         if self.driver is None:
             self._skipped += len(data)
@@ -153,6 +160,13 @@ class DriverGuard:
 
     def on_timer(self, now: float) -> list[Event]:
         self._now = max(self._now, now)
+        driver = self.driver
+        if driver is not None and not self._pending:  # as in feed
+            try:
+                got = driver.on_timer(now)
+            except Exception as exc:
+                return self._fault(exc, "on_timer")
+            return [*self._seen(got)] if self._fault_active else [*got]
         events = self._take_pending() + self._restart_if_due()
         if self.driver is None:
             return events
