@@ -4,6 +4,8 @@ The engine skips the clock advance and the evaluation of a tick at the instant i
 evaluated, and of an observation no rule reads from a device already heard at that instant
 (``BedEngine._settled``). These tests run the same inputs through an engine that skips and one
 made to evaluate every call, and compare every output field for field and the final snapshot.
+The last test covers the other shortcut of a repeated value: a sample equal to the last one is
+not compared with the sustained rules again while their limits and the phase stay the same.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from bench.engine_identity import first_difference, record
 from vitalwatch.drivers.events import DeviceStatus, Observation
+from vitalwatch.engine.outputs import AlertTransition
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.engine.table import AlarmTable, load_alarm_table
 
@@ -81,3 +84,25 @@ def test_a_table_without_baseline_request_spacing_skips_nothing() -> None:
     assert first_difference(fast, reference) is None
     assert fast_state == reference_state
     assert saved == 0
+
+
+def test_a_steady_value_is_judged_again_when_the_baseline_gives_its_rule_a_limit() -> None:
+    """A sample equal to the last one is not compared again only while the limits and the phase
+    are the same: here SpO2 stays at 95 while the baseline is collected, and a rule made to run in
+    the baseline phase gets its limit (99 - 4) when 180 s of signal make the baseline (median 99)."""
+    table = load_alarm_table(None)
+    rules = tuple(
+        replace(r, phases=frozenset({"baseline", *r.phases}), sustain_s=15.0)
+        if r.id == "spo2_below_baseline"
+        else r
+        for r in table.rules
+    )
+    engine = BedEngine(replace(table, rules=rules), "b", {"ox": "spo2"})
+    raised = []
+    for t in range(230):
+        spo2 = 99.0 if t < 120 else 95.0
+        for out in engine.observe("ox", Observation("spo2", spo2, "%"), float(t)):
+            if isinstance(out, AlertTransition) and out.state.value == "raised":
+                raised.append((engine.explain(out.alert_id)["rule"], t))
+    assert [rule for rule, _ in raised] == ["spo2_below_baseline"], raised
+    assert 190 <= raised[0][1] <= 200, raised

@@ -124,6 +124,9 @@ class BedEngine:
         self._limit_cache: dict[str, float | None] = {}
         # signal -> (sample, limits, phase, its running sustained rules): _running_rules
         self._running: dict[str, _Running] = {}
+        # parameter -> (value, limits, phase) of its last valid sample when that left every
+        # sustained rule of the parameter in range and reset (_on_sample)
+        self._quiet: dict[str, tuple[float, dict[str, float | None], str]] = {}
         self._held_findings: dict[int, list[Finding]] = {}  # a held rule's last findings (agenda)
         self._count = 0
         self._book = AlarmBook(table, bed, id_factory or self._next_id, self._describe_now)
@@ -802,6 +805,15 @@ class BedEngine:
         if self._phase == "baseline":
             self._collector.add_sample(parameter, sample.value)
         limits = self._limits()
+        phase = self._phase
+        quiet = self._quiet.get(parameter)
+        if quiet is not None and quiet[0] == sample.value and quiet[1] is limits and quiet[2] == phase:
+            # The last sample left every rule of the parameter in range and reset, under these
+            # limits in this phase, and nothing since could set one going (no rule ran, see
+            # _running_rules): the same value finds them in range and reset again.
+            if None not in self._sustained_of:
+                self._running[parameter] = (sample, limits, phase, [])
+            return
         running: list[tuple[Rule, bool]] = []  # what _running_rules would work out for this sample
         for rule in self._sustained_of.get(parameter, ()):
             if self._phase not in rule.phases:
@@ -821,8 +833,12 @@ class BedEngine:
             if bypass is not None and not bypassed:
                 st.bypass_acc = 0.0
             running.append((rule, bypassed))
+        if running:
+            self._quiet.pop(parameter, None)
+        else:
+            self._quiet[parameter] = (sample.value, limits, phase)
         if None not in self._sustained_of:  # a rule without a parameter runs on SpO2: left to _running_rules
-            self._running[parameter] = (sample, limits, self._phase, running)
+            self._running[parameter] = (sample, limits, phase, running)
 
     def _on_reading(
         self, device: str, t: float, values: dict[str, float | None], unreliable: bool
