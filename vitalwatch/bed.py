@@ -280,8 +280,6 @@ class BedSession(Generic[L]):
     def _fed(self, outputs: list[Output], now: float, *, tick: bool = False) -> None:
         if outputs:
             self.dispatch(outputs)
-        elif len(self.outputs) > 1000:  # what dispatch does with nothing to dispatch
-            del self.outputs[:-500]
         for watcher in self._watchers:
             watcher.engine_fed(outputs, now, tick=tick)
 
@@ -321,8 +319,6 @@ class BedSession(Generic[L]):
                     self._log.info("session.status", code=out.code, active=out.active)
                 case NursePrompt():
                     self._log.info("nurse.prompt", text=out.text)
-        if len(self.outputs) > 1000:
-            del self.outputs[:-500]
 
     def _prompt_nurse(self, reason: str, now: float) -> None:
         text = f"Please take a blood pressure: {reason}"
@@ -346,6 +342,8 @@ class BedSession(Generic[L]):
 
     def _emit(self, out: Output) -> None:
         self.outputs.append(out)
+        if len(self.outputs) > 1000:  # bounded, wherever an output comes from
+            del self.outputs[:-500]
         for observer in self.observers:
             observer(out)
 
