@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import zlib
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -179,10 +180,12 @@ class FakePut:
 
     def __init__(self) -> None:
         self.blobs: list[bytes] = []
+        self.epochs: list[float] = []
         self.futures: list[asyncio.Future[bool | None]] = []
 
     def __call__(self, blob: bytes, epoch: float) -> asyncio.Future[bool | None]:
         self.blobs.append(blob)
+        self.epochs.append(epoch)
         fut: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self.futures.append(fut)
         return fut
@@ -191,6 +194,32 @@ class FakePut:
         for f in self.futures:
             if not f.done():
                 f.set_result(True)
+
+
+@pytest.mark.asyncio
+async def test_writer_labels_a_snapshot_with_the_epoch_of_the_instant_it_was_taken() -> None:
+    """The snapshot's times are ages as of ``now``: a slow take/encode (the clock moves on meanwhile)
+    must not make the written epoch later, or every restored onset moves by that delay."""
+    clock = [100.0]
+    put = FakePut()
+
+    def slow_take(now: float) -> dict[str, Any]:
+        clock[0] += 0.5  # the encoding took half a second under load
+        return {"now": now}
+
+    w = SnapshotWriter("bed-1", slow_take, put, clock=lambda: clock[0], epoch=lambda t: 1_000_000.0 + t)
+    w.fed([PhaseChanged(t=100.0, bed="bed-1", phase="infusion", previous="baseline")])
+    await asyncio.sleep(0)  # one loop turn: the write after the batch is the subject
+    assert [1_000_100.0] == put.epochs
+    put.finish()
+    # Without a mapping, the wall clock now minus the time the take and encoding took.
+    clock[0] = 200.0
+    w2 = SnapshotWriter("bed-1", slow_take, put, clock=lambda: clock[0])
+    before = time.time()
+    w2.fed([PhaseChanged(t=200.0, bed="bed-1", phase="infusion", previous="baseline")])
+    await asyncio.sleep(0)
+    assert before - 0.5 - 0.1 <= put.epochs[-1] <= before - 0.4
+    put.finish()
 
 
 @pytest.mark.asyncio

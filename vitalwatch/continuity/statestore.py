@@ -281,10 +281,16 @@ class SnapshotWriter:
         put: Callable[[bytes, float], asyncio.Future[bool | None]],
         *,
         clock: Callable[[], float],
+        epoch: Callable[[float], float] | None = None,
         interval_s: float = SNAPSHOT_INTERVAL_S,
         after_s: float = 0.0,
     ) -> None:
         self.bed = bed
+        # The UTC epoch of a ``clock`` time, through the mapping the restore uses (the daemon's
+        # WallClock). The snapshot's times are ages as of the ``now`` it was taken at, so the
+        # written epoch must be that instant's, not time.time() after the encoding: under load
+        # the gap (over 100 ms seen) moved every restored onset by as much.
+        self._epoch = epoch
         # Delay of the write after an alarm/phase batch: 0 = the next loop turn. The daemon
         # passes SNAPSHOT_AFTER_S so the publisher sends the alert before the loop pays for it.
         self.after_s = after_s
@@ -364,7 +370,8 @@ class SnapshotWriter:
             return None
         self.writes += 1
         self.bytes_written += len(blob)
-        fut = self._inflight = self._put(blob, time.time())
+        written = self._epoch(now) if self._epoch is not None else time.time() - (self._clock() - now)
+        fut = self._inflight = self._put(blob, written)
         fut.add_done_callback(self._done)
         return fut
 

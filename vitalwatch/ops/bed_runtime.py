@@ -149,6 +149,7 @@ class BedRuntime:
             engine.snapshot,
             lambda blob, epoch: store.put_snapshot(bed, blob, written=epoch),
             clock=loop.time,
+            epoch=lambda t: wall.utc(t).timestamp(),
             after_s=SNAPSHOT_AFTER_S,
         )
         self.record = SessionLog(sessions, bed, wall=wall.utc, baseline=lambda: engine.baseline)
