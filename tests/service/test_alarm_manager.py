@@ -24,6 +24,7 @@ from tests.fakes.alerts import transition
 from tests.helpers import wait_until
 from vitalwatch.config import AlertReporterConfig
 from vitalwatch.delivery.alarm_manager import AlertReporter
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.delivery.payloads import WallClock, alert_payload
 from vitalwatch.delivery.store import DB_NAME, Store
 from vitalwatch.delivery.writer import Work
@@ -46,7 +47,7 @@ class QuickRetry(random.Random):
         return min(b, 0.02)
 
 
-def record(store: Store, tr: AlertTransition) -> asyncio.Future[bool | None]:
+def record(store: Store, tr: AlertTransition) -> Commit:
     """What the MQTT publisher does with a transition: journal it (the reporter taps this)."""
     return store.record(
         tr.bed,
@@ -244,7 +245,7 @@ async def test_a_failing_tap_never_costs_the_mqtt_outbox_row(store: Store) -> No
         def journal(self, bed: str, payload: dict[str, Any]) -> Work | None:
             raise RuntimeError("encoder bug")
 
-        def journalled(self, persisted: asyncio.Future[bool | None]) -> None:
+        def journalled(self, persisted: Commit) -> None:
             raise RuntimeError("queue bug")
 
     store.add_tap(Broken())

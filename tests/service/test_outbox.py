@@ -13,6 +13,7 @@ import pytest
 from tests.fakes.alerts import transition
 from tests.helpers import wait_until
 from vitalwatch.continuity.statestore import transition_from_json, transition_to_json
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import WallClock
 from vitalwatch.delivery.store import DB_NAME, Store
@@ -138,10 +139,8 @@ async def record(store: Store, seq: int, alert_id: str = "a", *, clears: bool = 
     return await submit(store, seq, alert_id, clears=clears)
 
 
-def submit(
-    store: Store, seq: int, alert_id: str = "a", *, clears: bool = False
-) -> asyncio.Future[bool | None]:
-    """Hand one transition to the store now; the future resolves once it is committed."""
+def submit(store: Store, seq: int, alert_id: str = "a", *, clears: bool = False) -> Commit:
+    """Hand one transition to the store now; awaiting the result waits until it is committed."""
     tr = transition(alert_id, seq, AlertState.CLEARED if clears else AlertState.RAISED)
     return store.record(
         "chair-1",
@@ -348,9 +347,11 @@ async def test_bytes_written_per_transition_stay_small(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_an_alert_record_is_committed_before_a_queue_of_other_writes(tmp_path: Path) -> None:
+async def test_an_alert_record_is_committed_before_a_queue_of_other_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A flood of command ids queued before an alert does not hold the alert's fsync back: the
-    writer commits waiting records before its next job, and the alert's future says so then."""
+    writer commits waiting records before its next job, and the alert's commit says so then."""
     store = Store(tmp_path / DB_NAME)
     gate = threading.Event()
     store._pool.submit(gate.wait)  # the writer is busy with one write
@@ -358,15 +359,23 @@ async def test_an_alert_record_is_committed_before_a_queue_of_other_writes(tmp_p
     alert = submit(store, 1, "high")
     # The order the writer settles them in (its call_soon_threadsafe calls run in that order), not
     # how many are still open when this task wakes: the writer goes on meanwhile, and under load
-    # it settled 100 more before the loop got here.
+    # it settled 100 more before the loop got here. A flood write's done callback runs one loop
+    # turn after it settled, so the alert is noted when it settles, not when its waiter wakes.
     settled: list[str] = []
+    settle = Commit.settle
+
+    def noting_settle(commit: Commit, result: bool | None) -> None:
+        if commit is alert and not commit.done():
+            settled.append("alert")
+        settle(commit, result)
+
+    monkeypatch.setattr(Commit, "settle", noting_settle)
 
     def note(name: str) -> Callable[[asyncio.Future[bool | None]], None]:
         return lambda _f: settled.append(name)
 
     for n, job in enumerate(flood):
         job.add_done_callback(note(f"flood-{n}"))
-    alert.add_done_callback(note("alert"))
     gate.set()
     assert await alert is True
     await asyncio.gather(*flood)

@@ -42,6 +42,7 @@ from structlog.contextvars import bound_contextvars
 
 from vitalwatch.config import AlertReporterConfig, Config
 from vitalwatch.delivery.broker import client_tls_context
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import priority_rank
 from vitalwatch.delivery.pcd04 import control_id, oru_r40
@@ -168,7 +169,7 @@ class AlertReporter:
         self._fresh.append(self._entry(row, asyncio.get_running_loop().time()))
         return Store.report_row(self.cfg.id, row)
 
-    def journalled(self, persisted: asyncio.Future[bool | None]) -> None:
+    def journalled(self, persisted: Commit) -> None:
         """Queue what :meth:`journal` just built; it is sent once ``persisted`` is done."""
         for entry in self._fresh:
             entry.persisted = persisted
@@ -293,7 +294,7 @@ class AlertReporter:
         if entry.persisted is not None:
             try:
                 async with asyncio.timeout(PERSIST_WAIT_S):
-                    await asyncio.shield(entry.persisted)
+                    await entry.persisted  # a wait of its own: giving up cancels nothing shared
             except TimeoutError:
                 log.warning("persistence.slow", alert_id=entry.alert_id, seq=entry.seq)
             entry.persisted = None

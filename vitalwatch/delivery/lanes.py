@@ -13,12 +13,13 @@ In memory only: the durable copy of every entry is the outbox row in
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from vitalwatch.delivery.commit import Commit
 
 __all__ = ["Entry", "Lanes"]
 
@@ -33,7 +34,7 @@ class Entry:
     clears: bool  # the alarm ended: its retained topic is emptied
     payload: dict[str, Any]
     queued_at: float  # loop time it entered the outbox (for age and the unreachable alarm)
-    persisted: asyncio.Future[bool | None] | None = None
+    persisted: Commit | None = None
 
 
 @dataclass(slots=True)

@@ -20,10 +20,10 @@ per bed so receivers order and de-duplicate on ``(alert_id, seq)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from vitalwatch import __version__, strict_json
 from vitalwatch.drivers.vocabulary import KINDS
@@ -188,6 +188,10 @@ class WallClock:
         return self._utc + timedelta(seconds=t - self._mono)
 
 
+@overload
+def iso_utc(dt: datetime) -> str: ...
+@overload
+def iso_utc(dt: None) -> None: ...
 def iso_utc(dt: datetime | None) -> str | None:
     """UTC, milliseconds, ``Z``: the one time format of every payload (None stays None)."""
     if dt is None:
@@ -408,6 +412,36 @@ def _what(payload: dict[str, Any]) -> str:
     if schema == COMMAND_RESULT_SCHEMA:
         return "command_result"
     return _KNOWN_SCHEMAS.get(schema, "mqtt") if isinstance(schema, str) else "mqtt"
+
+
+SENT_KEY = "sent_utc"
+
+
+def stamped_encoder(payload: dict[str, Any]) -> Callable[[str], bytes]:
+    """What :func:`encode` makes of ``payload`` with ``sent_utc`` set, built in two halves now
+    and joined around the stamp later.
+
+    The publisher builds it while the writer thread fsyncs the alert and stamps it once the
+    commit is done (``sent_utc`` is when the alert went out, after the journal), so the JSON
+    encoding is off the path between the commit and the send (alarm latency,
+    docs/performance.md). The bytes are :func:`encode`'s: keys sorted, so ``sent_utc`` sits
+    between the keys that sort before it and those after; a ``sent_utc`` already in
+    ``payload`` is replaced, as ``body["sent_utc"] = ...`` did.
+    """
+    what = _what(payload)
+
+    def dump(obj: object) -> str:
+        return strict_json.dumps(obj, what=what, separators=(",", ":"), sort_keys=True)
+
+    head = dump({k: v for k, v in payload.items() if k < SENT_KEY})[:-1]  # '{' and the items
+    tail = dump({k: v for k, v in payload.items() if k > SENT_KEY})[1:]  # the items and '}'
+    head += "," if len(head) > 1 else ""
+    tail = ("," if len(tail) > 1 else "") + tail
+
+    def stamp(sent_utc: str) -> bytes:
+        return f'{head}"{SENT_KEY}":{dump(sent_utc)}{tail}'.encode()
+
+    return stamp
 
 
 def encode(payload: dict[str, Any]) -> bytes:

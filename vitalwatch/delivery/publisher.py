@@ -65,6 +65,7 @@ from vitalwatch.delivery.payloads import (
     command_result_payload,
     encode,
     iso_utc,
+    stamped_encoder,
 )
 from vitalwatch.delivery.retained import RetainedAlarms
 from vitalwatch.delivery.status import StatusReporter
@@ -324,22 +325,22 @@ class BedPublisher:
 
     # ------------------------------------------------------------------ sending
     async def _send(self, client: MqttClient, entry: Entry) -> None:
+        stamp = stamped_encoder(entry.payload)  # encoded while the writer thread fsyncs
         if entry.persisted is not None:
             try:
                 async with asyncio.timeout(PERSIST_WAIT_S):
-                    await asyncio.shield(entry.persisted)
+                    await entry.persisted  # a wait of its own: giving up cancels nothing shared
             except TimeoutError:
                 log.warning("persistence.slow", alert_id=entry.alert_id, seq=entry.seq)
             entry.persisted = None
-        body = dict(entry.payload)
-        body["sent_utc"] = iso_utc(datetime.now(UTC))
+        body = stamp(iso_utc(datetime.now(UTC)))
         offered = time.monotonic()
-        await client.publish(self.topics.alerts, encode(body), qos=1, timeout=self._timeout)
-        if body.get("state") == "escalated":
+        await client.publish(self.topics.alerts, body, qos=1, timeout=self._timeout)
+        if entry.payload.get("state") == "escalated":
             # The second recipient's topic: the same payload, sent before the entry counts as
             # delivered, so an escalation survives a lost connection like any alert (receivers
             # already drop a repeated (alert_id, seq)).
-            await client.publish(self.topics.escalations, encode(body), qos=1, timeout=self._timeout)
+            await client.publish(self.topics.escalations, body, qos=1, timeout=self._timeout)
         PUBLISH_ACK_LATENCY.labels(self.bed).observe(time.monotonic() - offered)
         if self._on_alert_sent is not None:
             self._on_alert_sent()

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import structlog
 
 from vitalwatch import strict_json
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.delivery.writer import DEFER_S, MAX_HELD, RETRY_S, JournalWriter, Work
 
 __all__ = [
@@ -115,8 +116,9 @@ class JournalTap(Protocol):
     def journal(self, bed: str, payload: dict[str, Any]) -> Work | None:
         """(Loop thread) this destination's rows for ``payload``, committed with the outbox row."""
 
-    def journalled(self, persisted: asyncio.Future[bool | None]) -> None:
-        """(Loop thread) the transaction of the last :meth:`journal` call was submitted."""
+    def journalled(self, persisted: Commit) -> None:
+        """(Loop thread) the transaction of the last :meth:`journal` call was submitted;
+        ``persisted`` is this destination's own view of its commit."""
 
 
 # Called (loop thread) after the broker PUBACKed (bed, alert_id, seq), with the wall time.
@@ -231,8 +233,11 @@ class Store(JournalWriter):
         clears: bool,
         payload: dict[str, Any],
         transition: dict[str, Any],
-    ) -> asyncio.Future[bool | None]:
-        """Commit one alert transition (outbox row + active-alarm table) with a full fsync."""
+    ) -> Commit:
+        """Commit one alert transition (outbox row + active-alarm table) with a full fsync.
+
+        Awaiting the result gives True once committed, None when the disk refused it (held for
+        the retry); each journal tap gets a :class:`Commit` of its own for the same commit."""
         body = strict_json.dumps(payload, what="outbox", separators=(",", ":"), sort_keys=True)
         tr = strict_json.dumps(transition, what="outbox", separators=(",", ":"), sort_keys=True)
         created = time.time()
@@ -256,10 +261,10 @@ class Store(JournalWriter):
             for tap_work in taps:
                 tap_work(conn)
 
-        persisted = self._record(work)
-        for tap in self._taps:
+        persisted, *for_taps = self._record(work, 1 + len(self._taps))
+        for tap, tap_persisted in zip(self._taps, for_taps, strict=True):
             try:
-                tap.journalled(persisted)
+                tap.journalled(tap_persisted)
             except Exception:  # another destination's bug must not cost the MQTT alert
                 log.exception("journal_tap.failed", alert_id=alert_id, seq=seq)
         return persisted

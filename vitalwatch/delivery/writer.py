@@ -51,6 +51,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from vitalwatch.delivery.commit import Commit
+
 __all__ = ["DEFER_S", "MAX_HELD", "RETRY_S", "JournalWriter", "Work"]
 
 log = structlog.get_logger("vitalwatch.delivery.writer")
@@ -73,22 +75,21 @@ def _noop(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _settle(fut: asyncio.Future[bool | None], result: bool | None) -> None:
-    """(Loop thread) resolve a record's future once; later news of the same record is ignored."""
-    if not fut.done():
-        fut.set_result(result)
+def _settle(commits: tuple[Commit, ...], result: bool | None) -> None:
+    """(Loop thread) a record's transaction ended: tell each of its readers, once."""
+    for commit in commits:
+        commit.settle(result)
 
 
-def _settle_from(fut: asyncio.Future[bool | None], job: asyncio.Future[bool | None]) -> None:
-    """A record's own job finished: its result (or failure) settles the future if nothing did."""
-    if fut.done():
-        return
-    if job.cancelled():
-        fut.cancel()
-    elif job.exception() is not None:
-        fut.set_exception(job.exception())  # type: ignore[arg-type]
-    else:
-        fut.set_result(job.result())
+def _settle_from(commits: tuple[Commit, ...], job: asyncio.Future[bool | None]) -> None:
+    """A record's own job finished: its result (or failure) settles what nothing settled yet."""
+    for commit in commits:
+        if job.cancelled():
+            commit.cancel()
+        elif (exc := job.exception()) is not None:
+            commit.fail(exc)
+        else:
+            commit.settle(job.result())
 
 
 class JournalWriter:
@@ -134,7 +135,7 @@ class JournalWriter:
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
         # Records not yet committed: appended on the loop thread, drained by the writer.
-        self._records: deque[tuple[int, Work, asyncio.Future[bool | None] | None]] = deque()
+        self._records: deque[tuple[int, Work, tuple[Commit, ...]]] = deque()
         self._record_results: dict[int, bool | None] = {}
         self._tokens = itertools.count()
         self._timer: asyncio.TimerHandle | None = None  # loop thread only
@@ -281,7 +282,7 @@ class JournalWriter:
 
     def _commit_waiting(self) -> None:
         """Commit every record waiting (one transaction) and tell each record's future."""
-        batch: list[tuple[int, Work, asyncio.Future[bool | None] | None]] = []
+        batch: list[tuple[int, Work, tuple[Commit, ...]]] = []
         while self._records:
             batch.append(self._records.popleft())
         if not batch:
@@ -294,11 +295,11 @@ class JournalWriter:
             return True
 
         result = self._txn("FULL", body)
-        for t, _, fut in batch:
+        for t, _, commits in batch:
             self._record_results[t] = result
-            if fut is not None and self._loop is not None and not self._loop.is_closed():
+            if commits and self._loop is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    self._loop.call_soon_threadsafe(_settle, fut, result)
+                    self._loop.call_soon_threadsafe(_settle, commits, result)
 
     def _commit_records(self, token: int) -> bool | None:
         """Commit every record waiting (if ``token``'s is still among them); ``token``'s result."""
@@ -370,18 +371,20 @@ class JournalWriter:
         self._arm(self._defer_s)
         return fut
 
-    def _record(self, work: Work) -> asyncio.Future[bool | None]:
+    def _record(self, work: Work, readers: int = 1) -> tuple[Commit, ...]:
         """Commit ``work`` with a full fsync, together with any other record waiting for the writer.
 
-        The future resolves when the record is committed, which may be before its own job
-        reaches the front of the writer's queue (:meth:`_records_first`).
+        One :class:`~vitalwatch.delivery.commit.Commit` per reader (each destination that sends
+        the record once it is on disk), all settled in the one loop callback of the commit,
+        which may come before the record's own job reaches the front of the writer's queue
+        (:meth:`_records_first`).
         """
         token = next(self._tokens)
-        committed: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        self._records.append((token, work, committed))
+        commits = tuple(Commit() for _ in range(readers))
+        self._records.append((token, work, commits))
         job = self._submit(lambda: self._commit_records(token))
-        job.add_done_callback(lambda done: _settle_from(committed, done))
-        return committed
+        job.add_done_callback(lambda done: _settle_from(commits, done))
+        return commits
 
     async def flush(self) -> None:
         """Write every held and deferred write now (benchmarks, tests, shutdown)."""

@@ -1,0 +1,83 @@
+"""A record's commit as the senders wait for it: resolved directly by the writer's loop callback.
+
+Why not hand out the asyncio future of the commit: a sender stops waiting now and then (its
+wait for a stalled disk timed out, or its task was cancelled when the broker connection
+dropped), and awaiting a future inside a cancelled task cancels that future. A shared future
+cancelled that way would tell every other reader, and the same sender after a reconnect, that
+the record was never committed. ``asyncio.shield`` prevents that, at the price of one more
+loop turn between the commit and the send: the shield's own done-callback is scheduled, runs,
+and only then schedules the waiting task. Here each wait gets a future of its own that
+:meth:`Commit.settle` resolves in the same callback, so the waiting task runs in the very next
+loop turn after the commit, and a wait given up costs nobody anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from typing import Any
+
+__all__ = ["Commit"]
+
+
+class Commit:
+    """Awaitable outcome of one journal record: True committed, None failed (held for retry).
+
+    Settled once, on the loop thread; later news of the same record is ignored. Awaiting it
+    after it settled returns at once; awaiting it before suspends on a future of the waiter's
+    own. Cancelling a waiter cancels only that waiter's future.
+    """
+
+    __slots__ = ("_exception", "_result", "_settled", "_waiters")
+
+    def __init__(self) -> None:
+        self._settled = False
+        self._result: bool | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[asyncio.Future[bool | None]] = []
+
+    def done(self) -> bool:
+        """Whether the writer has settled the record (committed, failed or given up)."""
+        return self._settled
+
+    def settle(self, result: bool | None) -> None:
+        """(Loop thread) the record's transaction ended with ``result``; wakes every waiter now."""
+        if self._settled:
+            return
+        self._settled, self._result = True, result
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+        self._waiters.clear()
+
+    def fail(self, exception: BaseException) -> None:
+        """(Loop thread) the record's job itself failed or was cancelled (the writer is closing)."""
+        if self._settled:
+            return
+        self._settled, self._exception = True, exception
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(exception)
+        self._waiters.clear()
+
+    def cancel(self) -> None:
+        """(Loop thread) the record's job was cancelled (the writer closed before it ran)."""
+        if self._settled:
+            return
+        self._settled, self._exception = True, asyncio.CancelledError()
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters.clear()
+
+    def __await__(self) -> Generator[Any, None, bool | None]:
+        if not self._settled:
+            waiter: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                return (yield from waiter)
+            finally:
+                if waiter in self._waiters:  # gave up before the record settled
+                    self._waiters.remove(waiter)
+        if self._exception is not None:
+            raise self._exception
+        return self._result
