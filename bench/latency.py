@@ -394,7 +394,9 @@ def main() -> None:
                 ratio <= 2 if name == "daemon" else None,
             ),
         ]
-    if "daemon_cpu" not in lat:
+    if "daemon_cpu" not in lat and res["cpu_limit"]["set"]:
+        print("CPU-limited path not run (BENCH_LATENCY_PATHS left it out)")
+    elif "daemon_cpu" not in lat:
         print(f"CPU limit NOT set ({res['cpu_limit']['how']}): measured unconstrained only")
     else:
         limit = res["cpu_limit"]

@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 import structlog
 
 from vitalwatch.delivery.commit import Commit
+from vitalwatch.delivery.commit_priority import COMMIT_PRIORITY
 
 __all__ = ["DEFER_S", "MAX_HELD", "RETRY_S", "JournalWriter", "Work"]
 
@@ -75,10 +76,12 @@ def _noop(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _settle(commits: tuple[Commit, ...], result: bool | None) -> None:
-    """(Loop thread) a record's transaction ended: tell each of its readers, once."""
+def _settle(commits: tuple[Commit, ...], result: bool | None, end: Callable[[], None]) -> None:
+    """(Loop thread) a record's transaction ended: tell each of its readers, once; ``end`` its
+    time in flight (:mod:`vitalwatch.delivery.commit_priority`) after that."""
     for commit in commits:
         commit.settle(result)
+    end()
 
 
 def _settle_from(commits: tuple[Commit, ...], job: asyncio.Future[bool | None]) -> None:
@@ -135,7 +138,7 @@ class JournalWriter:
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
         # Records not yet committed: appended on the loop thread, drained by the writer.
-        self._records: deque[tuple[int, Work, tuple[Commit, ...]]] = deque()
+        self._records: deque[tuple[int, Work, tuple[Commit, ...], Callable[[], None]]] = deque()
         self._record_results: dict[int, bool | None] = {}
         self._tokens = itertools.count()
         self._timer: asyncio.TimerHandle | None = None  # loop thread only
@@ -282,12 +285,12 @@ class JournalWriter:
 
     def _commit_waiting(self) -> None:
         """Commit every record waiting (one transaction) and tell each record's future."""
-        batch: list[tuple[int, Work, tuple[Commit, ...]]] = []
+        batch: list[tuple[int, Work, tuple[Commit, ...], Callable[[], None]]] = []
         while self._records:
             batch.append(self._records.popleft())
         if not batch:
             return
-        works = [work for _, work, _ in batch]
+        works = [work for _, work, _, _ in batch]
 
         def body(conn: sqlite3.Connection) -> bool:
             for work in works:
@@ -295,11 +298,11 @@ class JournalWriter:
             return True
 
         result = self._txn("FULL", body)
-        for t, _, commits in batch:
+        for t, _, commits, end in batch:
             self._record_results[t] = result
-            if commits and self._loop is not None and not self._loop.is_closed():
+            if self._loop is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    self._loop.call_soon_threadsafe(_settle, commits, result)
+                    self._loop.call_soon_threadsafe(_settle, commits, result, end)
 
     def _commit_records(self, token: int) -> bool | None:
         """Commit every record waiting (if ``token``'s is still among them); ``token``'s result."""
@@ -381,9 +384,23 @@ class JournalWriter:
         """
         token = next(self._tokens)
         commits = tuple(Commit() for _ in range(readers))
-        self._records.append((token, work, commits))
+        COMMIT_PRIORITY.started()
+        ended = False
+
+        def end() -> None:  # once: at the commit's loop callback, or when the job ends without one
+            nonlocal ended
+            if not ended:
+                ended = True
+                COMMIT_PRIORITY.ended()
+
+        self._records.append((token, work, commits, end))
         job = self._submit(lambda: self._commit_records(token))
-        job.add_done_callback(lambda done: _settle_from(commits, done))
+
+        def job_done(done: asyncio.Future[bool | None]) -> None:
+            _settle_from(commits, done)
+            end()
+
+        job.add_done_callback(job_done)
         return commits
 
     async def flush(self) -> None:
