@@ -58,6 +58,7 @@ from vitalwatch.drivers.nonin import (
 )
 from vitalwatch.simulators.base import PatientState, Scenario
 from vitalwatch.simulators.mt_words import WordStream, doubles
+from vitalwatch.simulators.scenarios import columns_at
 
 __all__ = ["NoninSimulator"]
 
@@ -67,14 +68,22 @@ _COMMAND = b"\x02\x70\x02\x02"
 _FORMAT_BY_CODE = {0x02: 2, 0x07: 7, 0x08: 8}
 # Formats #2/#7 are made this far ahead of the time polled (NoninSimulator._frames_ahead), and
 # at most this much at once: long enough that numpy's per-call cost vanishes, short enough that
-# undoing the rest after a command (NoninSimulator._settle) stays cheap.
-_AHEAD_S = 30.0
-_AHEAD_MAX_S = 120.0
+# the first poll of a live simulator stays quick. Undoing the rest after a command
+# (NoninSimulator._settle) costs the frames handed out, not the frames made.
+_AHEAD_S = 120.0
+_AHEAD_MAX_S = 480.0
+# The pulse phase is summed this many frames at a time (NoninSimulator._pulse_phases): a pulse
+# takes about 62 frames at 72/min and 225 at the scenarios' slowest rate, 20/min.
+_PHASE_WINDOW = 256
 # A pleth value numpy worked out closer than this to an integer is worked out again with
 # Python's math (numpy's sin, cos and log may differ from the C library's in the last bit).
 _NEAR_INTEGER = 1e-6
 # The NoninSimulator attributes that making frames changes (besides the random generator).
 _REWOUND = ("_count", "_index", "_phase", "_pulse_left", "_state", "_floats", "_last_good", "_off_since")
+
+_Bools = np.ndarray[Any, np.dtype[np.bool_]]
+_Floats = np.ndarray[Any, np.dtype[np.float64]]
+_Ints = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(slots=True)
@@ -96,9 +105,65 @@ class _Ahead:
             self.taken = done
         return done == len(self.times)
 
+    def take(self, now: float) -> bytes:
+        """The frames due by ``now`` (a poll before the last frame: the usual case, made short)."""
+        start, done = self.taken, bisect_right(self.times, now, self.taken)
+        self.taken = done
+        return self.data[self.offsets[start] : self.offsets[done]]
+
 
 def _clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, round(value)))
+
+
+def _clamps(values: _Floats, low: int, high: int) -> _Ints:
+    """:func:`_clamp` of each (finite) value: numpy's rint rounds half to even, as round does."""
+    return np.clip(np.rint(values), low, high).astype(np.int64)
+
+
+@dataclass(slots=True)
+class _Packets:
+    """What the frames of consecutive packets take from each packet's state, one entry per packet:
+    the columns of :meth:`NoninSimulator._packet_constants` and the 25 FLOAT bytes."""
+
+    probe_off: _Bools
+    silent: _Bools
+    step: _Floats
+    amplitude: _Floats
+    noise_scale: _Floats
+    status: _Ints
+    pulse_status: _Ints
+    floats: _Ints  # (packets, 25)
+
+    @classmethod
+    def one(
+        cls, constants: tuple[bool, bool, float, float, float, int, int], floats: tuple[int, ...]
+    ) -> _Packets:
+        """A single packet, from its constants and FLOAT bytes."""
+        probe_off, silent, step, amplitude, noise_scale, status, pulse_status = constants
+        return cls(
+            np.array([probe_off], dtype=np.bool_),
+            np.array([silent], dtype=np.bool_),
+            np.array([step], dtype=np.float64),
+            np.array([amplitude], dtype=np.float64),
+            np.array([noise_scale], dtype=np.float64),
+            np.array([status], dtype=np.int64),
+            np.array([pulse_status], dtype=np.int64),
+            np.array([floats], dtype=np.int64),
+        )
+
+    def then(self, more: _Packets) -> _Packets:
+        """These packets followed by ``more``."""
+        return _Packets(
+            np.concatenate((self.probe_off, more.probe_off)),
+            np.concatenate((self.silent, more.silent)),
+            np.concatenate((self.step, more.step)),
+            np.concatenate((self.amplitude, more.amplitude)),
+            np.concatenate((self.noise_scale, more.noise_scale)),
+            np.concatenate((self.status, more.status)),
+            np.concatenate((self.pulse_status, more.pulse_status)),
+            np.concatenate((self.floats, more.floats)),
+        )
 
 
 class NoninSimulator:
@@ -149,6 +214,9 @@ class NoninSimulator:
 
     def poll(self, now: float) -> bytes:
         """Every frame due up to ``now``, with command replies in time order between them."""
+        ahead = self._ahead
+        if ahead is not None and now < ahead.times[-1]:
+            return ahead.take(now)  # frames made ahead are left after these: nothing else is due
         out = bytearray()
         while True:
             if self._ahead is not None:
@@ -298,9 +366,10 @@ class NoninSimulator:
         """Every format #2/#7 frame from the next one up to ``until`` (and before the end), at once.
 
         The same bytes as :meth:`_frames_until` (the same clock sums, packet states, random draws
-        and arithmetic), with the per-frame work done by numpy: the draws come from the same
-        Mersenne Twister in bulk (:mod:`vitalwatch.simulators.mt_words`), the pleth and the frames
-        are array arithmetic. Only the pulse phase, a running sum, is a loop. The simulator's
+        and arithmetic), with the work done by numpy: the packet states, display values and FLOAT
+        bytes for every packet at once (:meth:`_packets`), the draws from the same Mersenne
+        Twister in bulk (:mod:`vitalwatch.simulators.mt_words`), the pulse phase as running sums
+        (:meth:`_pulse_phases`), the pleth and the frames as array arithmetic. The simulator's
         state afterwards is that after the last of them; :meth:`_settle` undoes the frames not
         handed out yet. Only while no reply or format switch is pending.
         """
@@ -310,73 +379,155 @@ class NoninSimulator:
         counts = np.arange(first, first + int((until - epoch) / period) - first + 2, dtype=np.float64)
         all_times = epoch + counts * period
         n = int(np.count_nonzero((all_times <= until) & (all_times < self._scenario.duration)))
-        times = all_times[:n].tolist()
+        frame_times = all_times[:n]
         at = (index + np.arange(n)) % FRAMES_PER_PACKET
         fresh = at == 0
         if self._state is None:
             fresh[:1] = True  # as _frames_until: the first frame gets a state even mid-packet
-        packets: list[tuple[tuple[bool, bool, float, float, float, int, int], tuple[int, ...]]] = []
-        if not (n and fresh[0]):
+        starts = np.flatnonzero(fresh)
+        packets = self._packets(frame_times[starts])
+        of = np.cumsum(fresh) - 1
+        if not (n and fresh[0]):  # the frames before the first new packet finish the current one
             assert self._state is not None
-            packets.append((self._packet_constants(self._state), self._floats))
-        for f in np.flatnonzero(fresh).tolist():
-            t = times[f]
-            state = self._state = self._scenario.state_at(t)
-            self._floats = self._float_bytes(state, t)
-            packets.append((self._packet_constants(state), self._floats))
-        of = np.cumsum(fresh) - (1 if n and fresh[0] else 0)
-        columns = list(zip(*(constants for constants, _ in packets), strict=True)) if packets else [()] * 7
-        probe_off = np.array(columns[0], dtype=bool)[of] if n else np.zeros(0, dtype=bool)
-        silent = np.array(columns[1], dtype=bool)[of] if n else np.zeros(0, dtype=bool)
-        phases, pulse = self._pulse_phases(probe_off.tolist(), np.array(columns[2])[of].tolist() if n else [])
-        pleth = self._plethysmogram(phases, probe_off, of, packets)
-        status = np.array(columns[5], dtype=np.int64)[of] if n else np.zeros(0, dtype=np.int64)
-        status |= fresh & (at == 0)
-        status |= np.where(pulse, np.array(columns[6], dtype=np.int64)[of] if n else 0, 0)
-        every_float = itertools.chain.from_iterable(f for _, f in packets)
-        floats = np.fromiter(every_float, dtype=np.int64, count=FRAMES_PER_PACKET * len(packets))
-        floats = floats.reshape(-1, FRAMES_PER_PACKET)
-        float_bytes = (floats[of, at] & 0x7F) if n else status
+            packets = _Packets.one(self._packet_constants(self._state), self._floats).then(packets)
+            of += 1
+        if starts.size:
+            t = float(frame_times[starts[-1]])
+            self._state = self._scenario.state_at(t)
+            self._floats = tuple(packets.floats[-1].tolist())
+        probe_off = packets.probe_off[of]
+        phases, pulse = self._pulse_phases(probe_off, packets.step[of])
+        pleth = self._plethysmogram(phases, probe_off, packets.amplitude[of], packets.noise_scale[of])
+        status = packets.status[of] | np.where(at == 0, SYNC, 0)
+        status |= np.where(pulse, packets.pulse_status[of], 0)
+        float_bytes = packets.floats[of, at] & 0x7F
         hi = (pleth >> 8) & 0xFF
         if self._fmt == 2:
             rows = [np.ones(n, dtype=np.int64), status, hi, float_bytes]
         else:
             rows = [status, hi, pleth & 0xFF, float_bytes]
         rows.append((rows[0] + rows[1] + rows[2] + rows[3]) & 0xFF)
-        sent = ~silent
+        sent = ~packets.silent[of]
         data = np.stack(rows, axis=1).astype(np.uint8)[sent].tobytes()
         offsets = [0, *np.cumsum(sent * 5).tolist()]
         self._count, self._index = first + n, (index + n) % FRAMES_PER_PACKET
-        return _Ahead(times, offsets, data, before)
+        return _Ahead(frame_times.tolist(), offsets, data, before)
 
-    def _pulse_phases(self, probe_off: list[bool], steps: list[float]) -> tuple[list[float], list[bool]]:
-        """The pulse phase after each frame and whether the frame carries the perfusion bits (a
-        running sum with wrap-around: the one part of a frame that depends on the one before)."""
-        phase, pulse_left = self._phase, self._pulse_left
-        phases = [0.0] * len(steps)
-        pulse = [False] * len(steps)
-        for f, step in enumerate(steps):
-            if probe_off[f]:
-                pulse_left = 0
+    def _packets(self, times: _Floats) -> _Packets:
+        """The packets starting at ``times``, in order: :meth:`_packet_constants` and
+        :meth:`_float_bytes` (with its display hold) for all of them at once, the same numbers.
+        Leaves the display hold and the FLOAT memo as after the last of them."""
+        values, flags = columns_at(self._scenario, times)
+        spo2, rate, perfusion = values[0], values[1], values[2]
+        probe_off, artifact, silent = flags[0], flags[1], flags[2]
+        on = ~probe_off
+        for k in np.flatnonzero(on & ~(np.isfinite(spo2) & np.isfinite(rate))).tolist():
+            _clamp(float(spo2[k]), 0, 100)  # NaN or infinite: raises as _display does
+            _clamp(float(rate[k]), 0, MISSING_HR - 1)
+        spo2_on = _clamps(np.where(on, spo2, 0.0), 0, 100)
+        hr_on = _clamps(np.where(on, rate, 0.0), 0, MISSING_HR - 1)
+        spo2_d, hr_d = self._displays(times, probe_off, spo2_on, hr_on)
+        stat2 = np.where(probe_off | artifact, 0, STAT2_SPA) | (1 if self._low_battery else 0)
+        keys = np.stack(
+            (
+                np.where(on, hr_on, MISSING_HR),
+                np.where(on, spo2_on, MISSING_SPO2),
+                hr_d,
+                spo2_d,
+                times.astype(np.int64) & 0x3FFF,
+                stat2,
+            ),
+            axis=1,
+        )
+        changed = np.ones(len(times), dtype=np.bool_)
+        changed[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+        encoded = [self._encoded_floats(tuple(key)) for key in keys[changed].tolist()]
+        floats = np.array(encoded, dtype=np.int64).reshape(-1, FRAMES_PER_PACKET)[np.cumsum(changed) - 1]
+        amplitude = 15.0 + 20.0 * perfusion
+        perfusion_bits: _Ints = np.where(
+            perfusion >= 1.0, GPRF, np.where(perfusion >= 0.4, GPRF | RPRF, RPRF)
+        )  # _perfusion_bits
+        return _Packets(
+            probe_off=probe_off,
+            silent=silent,
+            step=np.where(rate > 0.0, rate, 0.0) / 60.0 / FRAME_RATE,  # max(0.0, rate), NaN included
+            amplitude=np.where(amplitude < 90.0, amplitude, 90.0) * 256,  # min(90.0, amplitude)
+            noise_scale=np.where(artifact, 8.0, 1.0),
+            status=ALWAYS | np.where(probe_off, SNSA, 0) | np.where(artifact, OOT, 0),
+            pulse_status=perfusion_bits | np.where(artifact, ARTF, 0),
+            floats=floats,
+        )
+
+    def _displays(self, times: _Floats, probe_off: _Bools, spo2: _Ints, hr: _Ints) -> tuple[_Ints, _Ints]:
+        """:meth:`_display` for consecutive packets (``spo2``/``hr`` clamped, read where the probe
+        is on): a Python step only for the probe-off packets, which hold or lose the last reading."""
+        spo2_d, hr_d = spo2.copy(), hr.copy()
+        last_good, off_since = self._last_good, self._off_since
+        for k in np.flatnonzero(probe_off).tolist():
+            if k and not probe_off[k - 1]:
+                last_good, off_since = (int(spo2[k - 1]), int(hr[k - 1])), None
+            t = float(times[k])
+            if off_since is None:
+                off_since = t
+            held = last_good is not None and t - off_since < _DISPLAY_HOLD
+            spo2_d[k], hr_d[k] = last_good if held and last_good is not None else (MISSING_SPO2, MISSING_HR)
+        if len(times) and not probe_off[-1]:
+            last_good, off_since = (int(spo2[-1]), int(hr[-1])), None
+        self._last_good, self._off_since = last_good, off_since
+        return spo2_d, hr_d
+
+    def _pulse_phases(self, probe_off: _Bools, steps: _Floats) -> tuple[_Floats, _Bools]:
+        """The pulse phase after each frame and whether the frame carries the perfusion bits.
+
+        The phase is a running sum that wraps at 1.0: the one part of a frame that depends on
+        the one before. Between two wraps it is numpy's running sum (``add.accumulate`` adds one
+        term at a time, in order, as ``phase += step`` does; the phase so far is added to the
+        first term, the same sum; a probe-off frame adds 0.0, which leaves it as it is); each wrap
+        is Python's ``%`` and the sum starts again from there. A
+        pulse sets the perfusion bits for 12 frames from the wrap, cut short by a probe-off frame.
+        """
+        n = len(steps)
+        added = np.where(probe_off, 0.0, steps)  # the terms, the running phase added to the first
+        phases = np.empty(n)
+        phase = self._phase
+        wraps: list[int] = []
+        k = 0
+        while k < n:
+            added[k] += phase
+            sums = phases[k : k + _PHASE_WINDOW]
+            np.add.accumulate(added[k : k + _PHASE_WINDOW], out=sums)
+            r = int(sums.searchsorted(1.0))  # the first sum >= 1.0 (the sums never fall)
+            if r == len(sums):
+                phase, k = float(sums[-1]), k + r
                 continue
-            phase += step
-            if phase >= 1.0:
-                phase %= 1.0
-                pulse_left = _PULSE_FRAMES
-            phases[f] = phase
-            if pulse_left > 0:
-                pulse_left -= 1
-                pulse[f] = True
-        self._phase, self._pulse_left = phase, pulse_left
+            phase = sums[r] = float(sums[r]) % 1.0
+            wraps.append(k + r)
+            k += r + 1
+        self._phase = phase
+        # The perfusion runs: from the pulse left over, then from each wrap, to a probe-off frame.
+        offs = np.flatnonzero(probe_off)
+        starts = np.array(([0] if self._pulse_left else []) + wraps, dtype=np.int64)
+        ends = starts + _PULSE_FRAMES
+        if self._pulse_left:
+            ends[0] = self._pulse_left
+        if len(offs):
+            after = np.searchsorted(offs, starts)
+            ends = np.where(after < len(offs), np.minimum(ends, offs[np.minimum(after, len(offs) - 1)]), ends)
+        ends = np.minimum(ends, n)
+        edges = np.bincount(starts, minlength=n + 1) - np.bincount(ends, minlength=n + 1)
+        pulse: _Bools = np.cumsum(edges[:n]) > 0
+        last_off = int(offs[-1]) if len(offs) else -1
+        if last_off > (wraps[-1] if wraps else -1):
+            self._pulse_left = 0
+        elif wraps:
+            self._pulse_left = max(0, _PULSE_FRAMES - (n - wraps[-1]))
+        else:
+            self._pulse_left = max(0, self._pulse_left - n)
         return phases, pulse
 
     def _plethysmogram(
-        self,
-        phases: list[float],
-        probe_off: np.ndarray[Any, np.dtype[np.bool_]],
-        of: np.ndarray[Any, np.dtype[np.intp]],
-        packets: list[tuple[tuple[bool, bool, float, float, float, int, int], tuple[int, ...]]],
-    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        self, phases: _Floats, probe_off: _Bools, amplitude: _Floats, noise_scale: _Floats
+    ) -> _Ints:
         """The 16-bit pleth of each frame, with the random draws in _frames_until's order: a
         probe-off frame takes ``randint(-64, 64)``, any other one ``gauss`` value (pairs of them
         from Box-Muller, the second kept for the next frame)."""
@@ -385,20 +536,14 @@ class NoninSimulator:
         words.load(self._rng)
         spare: float | None = self._rng.gauss_next  # type: ignore[attr-defined]
         z = np.zeros(n)
-        # Per frame drawn in pairs: the two random() values and whether it took the sine (second) one.
-        u1 = np.full(n, np.nan)
-        u2 = np.full(n, np.nan)
-        second = np.zeros(n, dtype=bool)
+        # The runs of frames drawn in pairs: (first frame, end, the pairs' first and second random()).
+        drawn_runs: list[tuple[int, int, _Floats, _Floats]] = []
         pleth = np.zeros(n, dtype=np.int64)
         edges = [0, *(np.flatnonzero(np.diff(probe_off)) + 1).tolist(), n] if n else [0]
         for start, b in itertools.pairwise(edges):
             a = start
             if probe_off[a]:
-                for f in range(a, b):
-                    r = words.word() >> 24  # randint(-64, 64): getrandbits(8) below 129
-                    while r >= 129:
-                        r = words.word() >> 24
-                    pleth[f] = 0x8000 - 64 + r
+                pleth[a:b] = 0x8000 - 64 + self._below_129(words, b - a)
                 continue
             if spare is not None:
                 z[a], spare, a = spare, None, a + 1
@@ -414,36 +559,51 @@ class NoninSimulator:
             drawn[0::2] = np.cos(x2pi) * g2rad
             drawn[1::2] = np.sin(x2pi) * g2rad
             z[a:b] = drawn[:count]
-            u1[a:b] = np.repeat(first, 2)[:count]
-            u2[a:b] = np.repeat(then, 2)[:count]
-            second[a + 1 : b : 2] = True
+            drawn_runs.append((a, b, first, then))
             if count % 2:
                 spare = _sin(float(x2pi[-1])) * _sqrt(-2.0 * _log(1.0 - float(then[-1])))
         words.hand_back(self._rng, spare)
         if not n:
             return pleth
-        columns = list(zip(*(constants for constants, _ in packets), strict=True))
-        amplitude = np.array(columns[3])[of]
-        noise_scale = np.array(columns[4])[of]
-        ph = np.array(phases)
-        wave = np.where(ph < 0.15, ph / 0.15, (1.0 - (ph - 0.15) / 0.85) ** 2)
+        wave = np.where(phases < 0.15, phases / 0.15, (1.0 - (phases - 0.15) / 0.85) ** 2)
         x = 0x6000 + amplitude * wave + (0.0 + z * 150.0) * noise_scale
         pulsing = ~probe_off
         pleth[pulsing] = np.clip(x[pulsing].astype(np.int64), 0, 0xFFFF)
         fraction = x - np.floor(x)
+        run_starts = [run[0] for run in drawn_runs]
         for f in np.flatnonzero(
             pulsing & ((fraction < _NEAR_INTEGER) | (fraction > 1.0 - _NEAR_INTEGER))
         ).tolist():
+            u1 = u2 = math.nan  # a value kept from an earlier pair: z is Python's already
+            second = False
+            i = bisect_right(run_starts, f) - 1
+            if i >= 0 and f < drawn_runs[i][1]:
+                a, _, first, then = drawn_runs[i]
+                u1, u2, second = float(first[(f - a) // 2]), float(then[(f - a) // 2]), (f - a) % 2 == 1
             pleth[f] = self._exact_pleth(
-                phases[f],
+                float(phases[f]),
                 float(z[f]),
-                float(u1[f]),
-                float(u2[f]),
-                second=bool(second[f]),
+                u1,
+                u2,
+                second=second,
                 amplitude=float(amplitude[f]),
                 noise_scale=float(noise_scale[f]),
             )
         return pleth
+
+    @staticmethod
+    def _below_129(words: WordStream, count: int) -> _Ints:
+        """``count`` draws of ``randint(-64, 64) + 64``: ``getrandbits(8)`` (a word's top byte)
+        until it is below 129. Drawing only as many words as draws are still missing takes
+        exactly the words the one-at-a-time loop takes, rejected ones included."""
+        kept: list[_Ints] = []
+        missing = count
+        while missing:
+            top = (words.words(missing) >> 24).astype(np.int64)
+            good = top[top < 129]
+            kept.append(good)
+            missing -= len(good)
+        return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
 
     @staticmethod
     def _exact_pleth(
@@ -511,9 +671,14 @@ class NoninSimulator:
         else:
             spo2, hr = _clamp(state.spo2, 0, 100), _clamp(state.pulse_rate, 0, MISSING_HR - 1)
         stat2 = (0 if state.probe_off or state.artifact else STAT2_SPA) | (1 if self._low_battery else 0)
-        key = (hr, spo2, hr_d, spo2_d, int(t) & 0x3FFF, stat2)
+        return self._encoded_floats((hr, spo2, hr_d, spo2_d, int(t) & 0x3FFF, stat2))
+
+    def _encoded_floats(self, key: tuple[int, ...]) -> tuple[int, ...]:
+        """The 25 FLOAT bytes of ``key`` (hr, spo2, hr_d, spo2_d, timer, stat2), by the driver's
+        encoder; encoded again only when the key is not the one before."""
         if key != self._float_key:
             self._float_key = key
+            hr, spo2, hr_d, spo2_d, timer, stat2 = key
             self._float_memo = FloatValues(
                 hr=hr,
                 spo2=spo2,
@@ -525,7 +690,7 @@ class NoninSimulator:
                 e_hr_d=hr_d,
                 spo2_fast=spo2,
                 spo2_bb=spo2,
-                timer=key[4],
+                timer=timer,
                 stat2=stat2,
             ).to_bytes()
         return self._float_memo
