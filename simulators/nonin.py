@@ -92,28 +92,75 @@ class _Ahead:
     simulator's state before them (to undo the rest when a command changes what comes next)."""
 
     times: list[float]
-    offsets: list[int]  # where each frame's bytes start in data, then the end
+    offsets: list[int] | None  # where each frame's bytes start in data, then the end (None: 5 * frame)
     data: bytes
     before: tuple[tuple[Any, ...], Any]
     taken: int = 0
 
     def hand_out(self, now: float, out: bytearray) -> bool:
         """The frames due by ``now`` into ``out``; True once every frame is handed out."""
-        done = bisect_right(self.times, now, self.taken)
-        if done > self.taken:
-            out += self.data[self.offsets[self.taken] : self.offsets[done]]
-            self.taken = done
-        return done == len(self.times)
+        out += self.take(now)
+        return self.taken == len(self.times)
 
     def take(self, now: float) -> bytes:
-        """The frames due by ``now`` (a poll before the last frame: the usual case, made short)."""
+        """The frames due by ``now``."""
         start, done = self.taken, bisect_right(self.times, now, self.taken)
         self.taken = done
+        if self.offsets is None:
+            return self.data[5 * start : 5 * done]
         return self.data[self.offsets[start] : self.offsets[done]]
 
 
 def _clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, round(value)))
+
+
+def _float_values(key: tuple[int, ...], timer: int) -> FloatValues:
+    """What a packet's FLOAT bytes say, from (hr, spo2, hr_d, spo2_d, stat2): the extended and
+    fast values repeat the plain ones."""
+    hr, spo2, hr_d, spo2_d, stat2 = key
+    return FloatValues(
+        hr=hr,
+        spo2=spo2,
+        hr_d=hr_d,
+        spo2_d=spo2_d,
+        e_hr=hr,
+        e_spo2=spo2,
+        e_spo2_d=spo2_d,
+        e_hr_d=hr_d,
+        spo2_fast=spo2,
+        spo2_bb=spo2,
+        timer=timer,
+        stat2=stat2,
+    )
+
+
+def _timer_flips() -> _Ints:
+    """The FLOAT bytes each of the timer's 14 bits flips, from the driver's encoder."""
+    zero = FloatValues(timer=0).to_bytes()
+    flips = [
+        [a ^ b for a, b in zip(FloatValues(timer=1 << bit).to_bytes(), zero, strict=True)]
+        for bit in range(_TIMER_BITS)
+    ]
+    return np.array(flips, dtype=np.int64)
+
+
+# The encoder lays the timer out bit for bit in bytes of its own (FloatValues.to_bytes), so a
+# packet's FLOAT bytes are those with the timer at 0, each set timer bit's flips XORed in: the
+# values are encoded once per set of values, not once a second. tests/simulators/test_fast_paths.py
+# checks every timer value against the encoder.
+_TIMER_BITS = 14
+_TIMER_FLIPS = _timer_flips()
+_TIMER_BYTES = np.flatnonzero(_TIMER_FLIPS.any(axis=0))  # the bytes that carry the timer
+
+
+def _timer_floats(timers: _Ints) -> _Ints:
+    """For each timer (0..0x3FFF), the XOR of its set bits' flips: (timers, 25)."""
+    bits = (timers[:, None] >> np.arange(_TIMER_BITS)) & 1
+    flips = np.zeros((len(timers), FRAMES_PER_PACKET), dtype=np.int64)
+    per_bit = bits[:, :, None] * _TIMER_FLIPS[None, :, _TIMER_BYTES]
+    flips[:, _TIMER_BYTES] = np.bitwise_xor.reduce(per_bit, axis=1)
+    return flips
 
 
 def _clamps(values: _Floats, low: int, high: int) -> _Ints:
@@ -203,6 +250,8 @@ class NoninSimulator:
         self._ahead: _Ahead | None = None
         self._float_key: tuple[int, ...] = ()  # the values _float_memo was encoded from
         self._float_memo: tuple[int, ...] = ()
+        self._untimed: dict[tuple[int, ...], int] = {}  # see _untimed_row
+        self._untimed_table: _Ints = np.zeros((0, FRAMES_PER_PACKET), dtype=np.int64)
         self._words = WordStream()
 
     @property
@@ -380,20 +429,17 @@ class NoninSimulator:
         all_times = epoch + counts * period
         n = int(np.count_nonzero((all_times <= until) & (all_times < self._scenario.duration)))
         frame_times = all_times[:n]
-        at = (index + np.arange(n)) % FRAMES_PER_PACKET
-        fresh = at == 0
-        if self._state is None:
-            fresh[:1] = True  # as _frames_until: the first frame gets a state even mid-packet
-        starts = np.flatnonzero(fresh)
+        touched = (index + n + FRAMES_PER_PACKET - 1) // FRAMES_PER_PACKET  # packets these frames are in
+        of = np.repeat(np.arange(touched), FRAMES_PER_PACKET)[index : index + n]  # packet of each frame
+        at = np.tile(np.arange(FRAMES_PER_PACKET), touched)[index : index + n]  # its place in the packet
+        starts = np.arange(1 if index else 0, touched) * FRAMES_PER_PACKET - index  # frames of a new packet
+        if index and n and self._state is None:
+            starts = np.concatenate(([0], starts))  # as _frames_until: the first frame gets a state
         packets = self._packets(frame_times[starts])
-        of = np.cumsum(fresh) - 1
-        if not (n and fresh[0]):  # the frames before the first new packet finish the current one
-            assert self._state is not None
+        if index and n and self._state is not None:  # the frames before the next packet finish this one
             packets = _Packets.one(self._packet_constants(self._state), self._floats).then(packets)
-            of += 1
         if starts.size:
-            t = float(frame_times[starts[-1]])
-            self._state = self._scenario.state_at(t)
+            self._state = self._scenario.state_at(float(frame_times[starts[-1]]))
             self._floats = tuple(packets.floats[-1].tolist())
         probe_off = packets.probe_off[of]
         phases, pulse = self._pulse_phases(probe_off, packets.step[of])
@@ -402,16 +448,22 @@ class NoninSimulator:
         status |= np.where(pulse, packets.pulse_status[of], 0)
         float_bytes = packets.floats[of, at] & 0x7F
         hi = (pleth >> 8) & 0xFF
+        frames = np.empty((n, 5), dtype=np.uint8)
         if self._fmt == 2:
-            rows = [np.ones(n, dtype=np.int64), status, hi, float_bytes]
+            frames[:, 0], frames[:, 1], frames[:, 2] = 0x01, status, hi
+            frames[:, 4] = (0x01 + status + hi + float_bytes) & 0xFF
         else:
-            rows = [status, hi, pleth & 0xFF, float_bytes]
-        rows.append((rows[0] + rows[1] + rows[2] + rows[3]) & 0xFF)
-        sent = ~packets.silent[of]
-        data = np.stack(rows, axis=1).astype(np.uint8)[sent].tobytes()
-        offsets = [0, *np.cumsum(sent * 5).tolist()]
+            lo = pleth & 0xFF
+            frames[:, 0], frames[:, 1], frames[:, 2] = status, hi, lo
+            frames[:, 4] = (status + hi + lo + float_bytes) & 0xFF
+        frames[:, 3] = float_bytes
+        silent = packets.silent[of]
+        offsets = None
+        if silent.any():
+            frames = frames[~silent]
+            offsets = [0, *np.cumsum(~silent * 5).tolist()]
         self._count, self._index = first + n, (index + n) % FRAMES_PER_PACKET
-        return _Ahead(frame_times.tolist(), offsets, data, before)
+        return _Ahead(frame_times.tolist(), offsets, frames.tobytes(), before)
 
     def _packets(self, times: _Floats) -> _Packets:
         """The packets starting at ``times``, in order: :meth:`_packet_constants` and
@@ -428,21 +480,13 @@ class NoninSimulator:
         hr_on = _clamps(np.where(on, rate, 0.0), 0, MISSING_HR - 1)
         spo2_d, hr_d = self._displays(times, probe_off, spo2_on, hr_on)
         stat2 = np.where(probe_off | artifact, 0, STAT2_SPA) | (1 if self._low_battery else 0)
-        keys = np.stack(
-            (
-                np.where(on, hr_on, MISSING_HR),
-                np.where(on, spo2_on, MISSING_SPO2),
-                hr_d,
-                spo2_d,
-                times.astype(np.int64) & 0x3FFF,
-                stat2,
-            ),
-            axis=1,
-        )
+        hr, spo2 = np.where(on, hr_on, MISSING_HR), np.where(on, spo2_on, MISSING_SPO2)
+        keys = np.stack((hr, spo2, hr_d, spo2_d, stat2), axis=1)
         changed = np.ones(len(times), dtype=np.bool_)
         changed[1:] = (keys[1:] != keys[:-1]).any(axis=1)
-        encoded = [self._encoded_floats(tuple(key)) for key in keys[changed].tolist()]
-        floats = np.array(encoded, dtype=np.int64).reshape(-1, FRAMES_PER_PACKET)[np.cumsum(changed) - 1]
+        rows = [self._untimed_row(tuple(key)) for key in keys[changed].tolist()]
+        floats = self._untimed_table[np.array(rows, dtype=np.intp)[np.cumsum(changed) - 1]]
+        floats ^= _timer_floats(times.astype(np.int64) & 0x3FFF)
         amplitude = 15.0 + 20.0 * perfusion
         perfusion_bits: _Ints = np.where(
             perfusion >= 1.0, GPRF, np.where(perfusion >= 0.4, GPRF | RPRF, RPRF)
@@ -673,26 +717,22 @@ class NoninSimulator:
         stat2 = (0 if state.probe_off or state.artifact else STAT2_SPA) | (1 if self._low_battery else 0)
         return self._encoded_floats((hr, spo2, hr_d, spo2_d, int(t) & 0x3FFF, stat2))
 
+    def _untimed_row(self, key: tuple[int, ...]) -> int:
+        """The row of ``_untimed_table`` holding the 25 FLOAT bytes of ``key`` (hr, spo2, hr_d,
+        spo2_d, stat2) with the timer at 0: encoded by the driver's encoder once per key (a
+        session has a few dozen)."""
+        row = self._untimed.get(key)
+        if row is None:
+            row = self._untimed[key] = len(self._untimed)
+            self._untimed_table = np.vstack((self._untimed_table, _float_values(key, 0).to_bytes()))
+        return row
+
     def _encoded_floats(self, key: tuple[int, ...]) -> tuple[int, ...]:
         """The 25 FLOAT bytes of ``key`` (hr, spo2, hr_d, spo2_d, timer, stat2), by the driver's
         encoder; encoded again only when the key is not the one before."""
         if key != self._float_key:
             self._float_key = key
-            hr, spo2, hr_d, spo2_d, timer, stat2 = key
-            self._float_memo = FloatValues(
-                hr=hr,
-                spo2=spo2,
-                hr_d=hr_d,
-                spo2_d=spo2_d,
-                e_hr=hr,
-                e_spo2=spo2,
-                e_spo2_d=spo2_d,
-                e_hr_d=hr_d,
-                spo2_fast=spo2,
-                spo2_bb=spo2,
-                timer=timer,
-                stat2=stat2,
-            ).to_bytes()
+            self._float_memo = _float_values(key[:4] + key[5:], key[4]).to_bytes()
         return self._float_memo
 
     def _perfusion_bits(self, state: PatientState) -> int:
