@@ -31,9 +31,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
+import numpy as np
+
 from vitalwatch.drivers.base import SerialSettings
 from vitalwatch.drivers.masimo import encode_line
-from vitalwatch.simulators.base import PatientState, Scenario
+from vitalwatch.simulators.base import Scenario
+from vitalwatch.simulators.scenarios import GridScenario
 
 __all__ = ["DEFAULT_CLOCK_START", "MasimoSimulator"]
 
@@ -49,6 +52,11 @@ ALARM_PR_LOW = 0x08
 ALARM_ACTIVE = 0x10
 
 _EPS = 1e-6  # float slack so a poll at t=2.9999999 still emits the line due at 3
+_BLOCK_S = 300  # a grid scenario's seconds are read this many at a time (MasimoSimulator._second)
+
+# What a line takes from the scenario at its second: spo2, pulse rate, perfusion index, probe off,
+# artifact, silent.
+_Second = tuple[float, float, float, bool, bool, bool]
 
 
 class MasimoSimulator:
@@ -90,17 +98,36 @@ class MasimoSimulator:
         self._off_since: float | None = None  # when the probe came off
         self._on_since: float | None = None  # when it went back on (re-acquiring)
         self._held: tuple[int, int, float] | None = None  # last good (spo2, pr, pi)
+        self._block_start = 0  # the first second of _block
+        self._block: list[_Second] = []
 
     def poll(self, now: float) -> bytes:
         """Every line due up to ``now`` (all of them at once if the caller was late)."""
+        if self._next > now + _EPS:
+            return b""  # most polls come between two seconds
         out = bytearray()
         while self._next <= now + _EPS and self._next <= self.scenario.duration + _EPS:
             t = float(self._next)
             self._next += 1
-            line = self._line(t, self.scenario.state_at(t))
+            line = self._line(t, self._second(t))
             if line is not None:
                 out += line
         return bytes(out)
+
+    def _second(self, t: float) -> _Second:
+        """The scenario at second ``t``: a grid scenario's (a pure function of time) read for
+        ``_BLOCK_S`` seconds at once, the same numbers as ``state_at``; any other scenario's
+        asked when the line is due."""
+        if not isinstance(self.scenario, GridScenario):
+            st = self.scenario.state_at(t)
+            return st.spo2, st.pulse_rate, st.perfusion_index, st.probe_off, st.artifact, st.silent
+        k = int(t) - self._block_start
+        if not 0 <= k < len(self._block):
+            self._block_start, k = int(t), 0
+            times = np.arange(self._block_start, self._block_start + _BLOCK_S, dtype=np.float64)
+            values, flags = self.scenario.columns_at(times)
+            self._block = list(zip(*values[:3].tolist(), *flags[:3].tolist(), strict=True))
+        return self._block[k]
 
     def receive(self, data: bytes, now: float) -> None:
         """ASCII 1 is output-only; the real device ignores whatever the host sends."""
@@ -111,9 +138,10 @@ class MasimoSimulator:
             return None
         return float(self._next)
 
-    def _line(self, t: float, st: PatientState) -> bytes | None:
+    def _line(self, t: float, second: _Second) -> bytes | None:
         """The line for second ``t``; advances the probe state even when silent."""
-        if st.probe_off:
+        spo2_now, pr_now, pi_now, probe_off, artifact, silent = second
+        if probe_off:
             if self._off_since is None:
                 self._off_since = t
             self._on_since = None
@@ -134,17 +162,17 @@ class MasimoSimulator:
         elif self._on_since is not None:
             exc = EXC_SET | EXC_SEARCH
             spo2 = pr = pi = None
-        elif st.artifact and self._held is not None:
+        elif artifact and self._held is not None:
             exc = EXC_SET | EXC_INTERFERENCE
             spo2, pr, pi = self._held
         else:
-            exc = EXC_SET | (EXC_INTERFERENCE if st.artifact else 0)
-            spo2 = max(0, min(100, round(st.spo2)))
-            pr = max(0, min(999, round(st.pulse_rate)))
-            pi = max(0.0, min(99.99, round(st.perfusion_index, 2)))
+            exc = EXC_SET | (EXC_INTERFERENCE if artifact else 0)
+            spo2 = max(0, min(100, round(spo2_now)))
+            pr = max(0, min(999, round(pr_now)))
+            pi = max(0.0, min(99.99, round(pi_now, 2)))
             self._held = (spo2, pr, pi)
 
-        if st.silent:
+        if silent:
             return None
         return encode_line(
             when=self.clock_start + timedelta(seconds=t),
