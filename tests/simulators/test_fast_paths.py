@@ -1,20 +1,25 @@
 """The replay's fast paths change no byte and no event: digests recorded from the code before them.
 
-The Nonin simulator encodes a packet's frames in one loop, the Nonin driver decodes the
-well-formed frames in one loop, and a scenario answers ``state_at`` from Python numbers instead
-of numpy columns (docs/performance.md, "Replay"). The digests below were taken from the
-frame-by-frame code they replace; a changed byte, event or state value changes a digest.
-Select-format commands mid-stream and chunked feeding exercise the slow paths in between.
+The Nonin simulator makes its frames ahead of time with numpy, the Nonin driver decodes the
+well-formed frames in one loop, a scenario answers ``state_at`` from Python numbers instead of
+numpy columns and many times at once with ``columns_at``, and the Masimo simulator reads a grid
+scenario's seconds in blocks (docs/performance.md, "Replay"). The digests below were taken from
+the frame-by-frame code they replace; a changed byte, event or state value changes a digest.
+Select-format commands mid-stream and chunked feeding exercise the slow paths in between. The
+Nonin look-ahead is also compared with the simulator's own frame-at-a-time loop, wherever a
+look-ahead starts and ends.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 
 from vitalwatch.drivers import make_driver
 from vitalwatch.simulators import make_simulator
+from vitalwatch.simulators.base import PatientState
 from vitalwatch.simulators.nonin import NoninSimulator
 from vitalwatch.simulators.scenarios import get_scenario
 
@@ -93,3 +98,88 @@ def test_nonin_pleth_worked_out_again_with_pythons_math_is_the_same(monkeypatch:
     monkeypatch.setattr(nonin, "_NEAR_INTEGER", 0.5)
     assert nonin_digests("session", 2, 0.25, 300, None) == ("49022884ed8fb36d", "7941dcc226ef2310")
     assert nonin_digests("probe_off", 7, 0.25, 900, None) == ("7ccd6e3bf17fdbb7", "c3b560d7d0cca9a3")
+
+
+class _NotAGrid:
+    """A grid scenario behind the plain Scenario protocol (the simulators' generic path)."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self._grid = get_scenario(name, seed=seed)
+        self.name, self.duration, self.phases = self._grid.name, self._grid.duration, self._grid.phases
+
+    def state_at(self, t: float) -> PatientState:
+        return self._grid.state_at(t)
+
+
+def frame_by_frame(sim: NoninSimulator, times: list[float]) -> bytes:
+    """What the frame-at-a-time loop (the reference the look-ahead reproduces) sends by each time."""
+    out = bytearray()
+    for t in times:
+        sim._frames_until(t, out)
+    return bytes(out)
+
+
+def uneven_times(seed: int) -> list[float]:
+    """Poll times at uneven steps, so look-aheads start and end anywhere (mid-packet, in a
+    silence, in a probe-off display hold)."""
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    while t < 1300.0:
+        times.append(t)
+        t = round(t + rng.choice((0.001, 0.013, 0.25, 1.0, 3.7, 47.3, 131.0)), 6)
+    return times
+
+
+# probe_off's probe comes off at 400, 1500 and 2000 s: polls that end a look-ahead just before.
+AT_PROBE_OFF = [0.0, 150.0, 399.99, 401.0, 1250.0, 1499.99, 1501.0, 1750.0, 1999.99, 2001.0, 2300.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "seed", "times"),
+    [
+        ("probe_off", 2, 1, uneven_times(1)),
+        ("silence", 7, 2, uneven_times(2)),
+        ("session", 7, 3, uneven_times(3)),
+        ("probe_off", 7, 4, AT_PROBE_OFF),
+    ],
+)
+def test_nonin_look_ahead_sends_the_frame_by_frame_bytes(
+    name: str, fmt: int, seed: int, times: list[float]
+) -> None:
+    """The bulk frames are those of the loop one frame at a time, wherever a look-ahead starts
+    (also with the probe coming off at its first packet); a scenario that is not a grid gives
+    the same."""
+    scenario = get_scenario(name, seed=seed)
+    expected = frame_by_frame(NoninSimulator(scenario, seed=seed, data_format=fmt, low_battery=True), times)
+    for source in (scenario, _NotAGrid(name, seed)):
+        sim = NoninSimulator(source, seed=seed, data_format=fmt, low_battery=True)
+        assert b"".join(sim.poll(t) for t in times) == expected
+
+
+def test_nonin_float_bytes_with_any_timer_are_the_encoders() -> None:
+    """The look-ahead XORs each timer bit's bytes into the bytes encoded with the timer at 0; for
+    every timer value and a few sets of values that is exactly FloatValues.to_bytes."""
+    import numpy as np
+
+    from vitalwatch.drivers.nonin import FloatValues
+    from vitalwatch.simulators.nonin import _float_values, _timer_floats
+
+    timers = np.arange(0x4000, dtype=np.int64)
+    flips = _timer_floats(timers)
+    for key in ((72, 97, 72, 97, 0x20), (511, 127, 80, 96, 0x01), (0, 0, 510, 100, 0x21)):
+        untimed = np.array(_float_values(key, 0).to_bytes(), dtype=np.int64)
+        composed = (untimed ^ flips).tolist()
+        for timer in range(0x4000):
+            assert tuple(composed[timer]) == _float_values(key, timer).to_bytes()
+    assert _float_values((72, 97, 72, 97, 0x20), 5) == FloatValues(
+        hr=72, spo2=97, hr_d=72, spo2_d=97, e_hr=72, e_spo2=97, e_spo2_d=97, e_hr_d=72,
+        spo2_fast=97, spo2_bb=97, timer=5, stat2=0x20,
+    )  # fmt: skip
+
+
+def test_masimo_reads_a_grid_scenario_as_any_other() -> None:
+    """Seconds read in blocks from a grid are the seconds state_at gives one at a time."""
+    for name in ("probe_off", "session"):
+        grid = make_simulator("masimo", get_scenario(name, seed=2), seed=2)
+        plain = make_simulator("masimo", _NotAGrid(name, 2), seed=2)
+        assert grid.poll(6001.0) == plain.poll(6001.0)

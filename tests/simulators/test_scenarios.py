@@ -167,3 +167,34 @@ def test_session_is_100_minutes_with_brief_artifacts() -> None:
     flags = [s.state_at(t).artifact for t in range(6001)]
     assert 0 < longest_run(flags) <= 10
     assert 0 < sum(flags) < 30
+
+
+@pytest.mark.parametrize("name", ["session", "probe_off", "silence"])
+def test_columns_at_gives_state_at_numbers_for_many_times(name: str) -> None:
+    """The vectorised states the simulators read are state_at's, field for field, bit for bit
+    (on and between grid seconds, at both ends and past them); any scenario gets the same."""
+    import numpy as np
+
+    from vitalwatch.simulators.scenarios import columns_at
+
+    scenario = get_scenario(name, seed=2)
+    rng = random.Random(3)
+    times = [-2.0, 0.0, 0.5, scenario.duration - 0.25, scenario.duration, scenario.duration + 3.0]
+    times += [float(k) for k in range(0, int(scenario.duration), 97)]
+    times += [rng.uniform(0, scenario.duration) for _ in range(500)]
+    values, flags = scenario.columns_at(np.array(times))
+    for column, t in enumerate(times):
+        st = scenario.state_at(t)
+        expected = (st.spo2, st.pulse_rate, st.perfusion_index, st.systolic, st.diastolic)
+        assert tuple(values[:, column].tolist()) == expected
+        assert tuple(flags[:, column].tolist()) == (st.probe_off, st.artifact, st.silent, st.cuff_error)
+
+    class Wrapped:  # not a grid scenario: columns_at asks it state by state
+        name, duration, phases = scenario.name, scenario.duration, scenario.phases
+
+        def state_at(self, t: float) -> PatientState:
+            return scenario.state_at(t)
+
+    generic_values, generic_flags = columns_at(Wrapped(), np.array(times))
+    assert generic_values.tolist() == values.tolist()
+    assert generic_flags.tolist() == flags.tolist()
