@@ -611,13 +611,14 @@ class NoninSimulator:
             return pleth
         wave = np.where(phases < 0.15, phases / 0.15, (1.0 - (phases - 0.15) / 0.85) ** 2)
         x = 0x6000 + amplitude * wave + (0.0 + z * 150.0) * noise_scale
-        pulsing = ~probe_off
-        pleth[pulsing] = np.clip(x[pulsing].astype(np.int64), 0, 0xFFFF)
-        fraction = x - np.floor(x)
+        near = np.abs(x - np.rint(x)) < _NEAR_INTEGER  # where numpy's last bit could change int()
+        pulsed = np.clip(x.astype(np.int64), 0, 0xFFFF)
+        if probe_off.any():
+            pulsed = np.where(probe_off, pleth, pulsed)
+            near &= ~probe_off
+        pleth = pulsed
         run_starts = [run[0] for run in drawn_runs]
-        for f in np.flatnonzero(
-            pulsing & ((fraction < _NEAR_INTEGER) | (fraction > 1.0 - _NEAR_INTEGER))
-        ).tolist():
+        for f in np.flatnonzero(near).tolist():
             u1 = u2 = math.nan  # a value kept from an earlier pair: z is Python's already
             second = False
             i = bisect_right(run_starts, f) - 1

@@ -3,7 +3,8 @@
 Every scenario is precomputed on a 1 s grid (numpy, seeded ``Generator``) when it is
 built; :meth:`GridScenario.state_at` only interpolates, so it is a pure function of ``t``
 that costs a few microseconds and can be called in any order (replay, 100 Hz simulators,
-benchmarks).
+benchmarks). :func:`columns_at` gives the same numbers for many times at once, for the
+simulators that work a stretch of time ahead (Nonin packets, Masimo seconds).
 
 Physiology (defaults, all [EJ] around the cohorts cited in clinical-defaults.md): SpO2
 97.5 % ± ~0.5, pulse 72/min ± ~2, PI 3.5 % ± 0.3, NIBP 125/78 mmHg drifting a few mmHg,
