@@ -70,7 +70,7 @@ _FORMAT_BY_CODE = {0x02: 2, 0x07: 7, 0x08: 8}
 # at most this much at once: long enough that numpy's per-call cost vanishes, short enough that
 # the first poll of a live simulator stays quick. Undoing the rest after a command
 # (NoninSimulator._settle) costs the frames handed out, not the frames made.
-_AHEAD_S = 120.0
+_AHEAD_S = 240.0
 _AHEAD_MAX_S = 480.0
 # The pulse phase is summed this many frames at a time (NoninSimulator._pulse_phases): a pulse
 # takes about 62 frames at 72/min and 225 at the scenarios' slowest rate, 20/min.

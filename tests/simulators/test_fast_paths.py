@@ -130,30 +130,44 @@ def uneven_times(seed: int) -> list[float]:
     return times
 
 
-# probe_off's probe comes off at 400, 1500 and 2000 s: polls that end a look-ahead just before.
-AT_PROBE_OFF = [0.0, 150.0, 399.99, 401.0, 1250.0, 1499.99, 1501.0, 1750.0, 1999.99, 2001.0, 2300.0]
-
-
 @pytest.mark.parametrize(
     ("name", "fmt", "seed", "times"),
     [
         ("probe_off", 2, 1, uneven_times(1)),
         ("silence", 7, 2, uneven_times(2)),
         ("session", 7, 3, uneven_times(3)),
-        ("probe_off", 7, 4, AT_PROBE_OFF),
     ],
 )
 def test_nonin_look_ahead_sends_the_frame_by_frame_bytes(
     name: str, fmt: int, seed: int, times: list[float]
 ) -> None:
-    """The bulk frames are those of the loop one frame at a time, wherever a look-ahead starts
-    (also with the probe coming off at its first packet); a scenario that is not a grid gives
-    the same."""
+    """The bulk frames are those of the loop one frame at a time, wherever a look-ahead starts;
+    a scenario that is not a grid gives the same."""
     scenario = get_scenario(name, seed=seed)
     expected = frame_by_frame(NoninSimulator(scenario, seed=seed, data_format=fmt, low_battery=True), times)
     for source in (scenario, _NotAGrid(name, seed)):
         sim = NoninSimulator(source, seed=seed, data_format=fmt, low_battery=True)
         assert b"".join(sim.poll(t) for t in times) == expected
+
+
+def test_nonin_look_ahead_starting_as_the_probe_comes_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look-ahead whose first packet is the first with the probe off holds the display values
+    of the one before (probe_off's probe comes off at 400, 1500 and 2000 s). With look-aheads of
+    120 s (at most 480), these polls end one just before each of those times."""
+    from vitalwatch.simulators import nonin
+
+    monkeypatch.setattr(nonin, "_AHEAD_S", 120.0)
+    monkeypatch.setattr(nonin, "_AHEAD_MAX_S", 480.0)
+    times = [0.0, 150.0, 399.99, 401.0, 1250.0, 1499.99, 1501.0, 1750.0, 1999.99, 2001.0, 2300.0]
+    scenario = get_scenario("probe_off", seed=4)
+    expected = frame_by_frame(NoninSimulator(scenario, seed=4, data_format=7), times)
+    sim = NoninSimulator(scenario, seed=4, data_format=7)
+    sent = b""
+    for t in times:
+        sent += sim.poll(t)
+        if t % 100 > 99:
+            assert sim._ahead is None  # the look-ahead ended here: the next one starts with the probe off
+    assert sent == expected
 
 
 def test_nonin_float_bytes_with_any_timer_are_the_encoders() -> None:
