@@ -103,7 +103,7 @@ class _Ahead:
         return self.taken == len(self.times)
 
     def take(self, now: float) -> bytes:
-        """The frames due by ``now``."""
+        """The frames due by ``now`` and not handed out yet."""
         start, done = self.taken, bisect_right(self.times, now, self.taken)
         self.taken = done
         if self.offsets is None:
@@ -527,8 +527,9 @@ class NoninSimulator:
         the one before. Between two wraps it is numpy's running sum (``add.accumulate`` adds one
         term at a time, in order, as ``phase += step`` does; the phase so far is added to the
         first term, the same sum; a probe-off frame adds 0.0, which leaves it as it is); each wrap
-        is Python's ``%`` and the sum starts again from there. A
-        pulse sets the perfusion bits for 12 frames from the wrap, cut short by a probe-off frame.
+        is Python's ``%`` and the sum starts again from there, so numpy calls go by pulses, not
+        frames. A pulse sets the perfusion bits for 12 frames from the wrap, cut short by a
+        probe-off frame.
         """
         n = len(steps)
         added = np.where(probe_off, 0.0, steps)  # the terms, the running phase added to the first
