@@ -98,6 +98,7 @@ class MasimoSimulator:
         self._off_since: float | None = None  # when the probe came off
         self._on_since: float | None = None  # when it went back on (re-acquiring)
         self._held: tuple[int, int, float] | None = None  # last good (spo2, pr, pi)
+        self._block_of: Scenario | None = None  # the scenario _block was read from
         self._block_start = 0  # the first second of _block
         self._block: list[_Second] = []
 
@@ -122,8 +123,8 @@ class MasimoSimulator:
             st = self.scenario.state_at(t)
             return st.spo2, st.pulse_rate, st.perfusion_index, st.probe_off, st.artifact, st.silent
         k = int(t) - self._block_start
-        if not 0 <= k < len(self._block):
-            self._block_start, k = int(t), 0
+        if not 0 <= k < len(self._block) or self._block_of is not self.scenario:
+            self._block_of, self._block_start, k = self.scenario, int(t), 0
             times = np.arange(self._block_start, self._block_start + _BLOCK_S, dtype=np.float64)
             values, flags = self.scenario.columns_at(times)
             self._block = list(zip(*values[:3].tolist(), *flags[:3].tolist(), strict=True))
