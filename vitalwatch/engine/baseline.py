@@ -9,7 +9,9 @@ it are skipped (``baseline_incomplete`` tells the nurse).
 
 from __future__ import annotations
 
+import math
 import statistics
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
     from vitalwatch.engine.snapshot import StateReader
 
 __all__ = ["Baseline", "BaselineCollector"]
+
+
+def _nan(value: float) -> bool:
+    """NaN, the one value unequal to itself (math.isnan overflows on a huge int)."""
+    return value != value  # noqa: PLR0124
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,19 @@ class BaselineCollector:
         # The medians, kept until a sample of their parameter arrives: the estimate is asked
         # for at every engine call of the baseline phase, and the valid time alone moves on.
         self._medians: dict[str, float] = {}
+        # Each parameter's samples kept in sorted order as they come (insort, and the oldest
+        # removed as the window drops it), so a median is two list lookups, not a sort of up to
+        # an hour of samples at every sample. The order of equal values is their arrival order,
+        # as a stable sort of the window gives, so the middle elements are the very same
+        # objects statistics.median would pick. A NaN has no place in an order: a parameter with
+        # one in its window is sorted again, as before (_unordered counts them).
+        self._sorted: dict[str, list[float]] = {p: [] for p in self._samples}
+        self._unordered: dict[str, int] = dict.fromkeys(self._samples, 0)
+        # The NIBP part of the estimate (systolic, diastolic), kept until a reading arrives;
+        # None: not worked out. Only while every reading's values are finite: an infinite or
+        # NaN one makes a fresh object each time, as the estimate always did (_nibp_exact).
+        self._nibp_part: tuple[float | None, float | None] | None = None
+        self._nibp_exact = True
 
     def add_valid_time(self, parameter: str, seconds: float) -> None:
         """Seconds of valid signal of ``parameter`` in the baseline phase."""
@@ -112,7 +132,22 @@ class BaselineCollector:
             self._cache = None
 
     def add_sample(self, parameter: str, value: float) -> None:
-        self._samples[parameter].append(value)
+        window, ordered = self._samples[parameter], self._sorted[parameter]
+        if len(window) == window.maxlen:  # the oldest drops out of the window
+            oldest = window[0]
+            if _nan(oldest):
+                self._unordered[parameter] -= 1
+            elif not self._unordered[parameter]:
+                # The oldest of the values equal to it is the first of them in the order.
+                del ordered[bisect_left(ordered, oldest)]
+        window.append(value)
+        if _nan(value):
+            self._unordered[parameter] += 1
+            ordered.clear()  # rebuilt from the window once it holds no NaN again
+        elif not self._unordered[parameter]:
+            if not ordered and len(window) > 1:
+                ordered.extend(sorted(list(window)[:-1]))  # the window after its last NaN left
+            insort(ordered, value)  # after the values equal to it: arrival order
         self._medians.pop(parameter, None)
         self._cache = None
 
@@ -120,6 +155,10 @@ class BaselineCollector:
         if reading.valid:
             self._readings.append(reading)
             self._cache = None
+            self._nibp_part = None
+            for v in (reading.systolic, reading.diastolic):
+                if v is not None and not math.isfinite(v):
+                    self._nibp_exact = False
 
     def snapshot(self) -> dict[str, Any]:
         """What was collected (the estimate is recomputed from it)."""
@@ -139,6 +178,13 @@ class BaselineCollector:
         self._readings.extend(
             NibpReading.from_state(c) for c in r.children("readings", self._readings.maxlen)
         )
+        for p, q in self._samples.items():
+            self._unordered[p] = sum(1 for v in q if _nan(v))
+            self._sorted[p] = [] if self._unordered[p] else sorted(q)
+        self._nibp_exact = all(
+            v is None or math.isfinite(v) for x in self._readings for v in (x.systolic, x.diastolic)
+        )
+        self._nibp_part = None
         self._medians.clear()
         self._cache = None
 
@@ -149,23 +195,60 @@ class BaselineCollector:
     def _median(self, parameter: str) -> float:
         median = self._medians.get(parameter)
         if median is None:
-            median = self._medians[parameter] = float(statistics.median(self._samples[parameter]))
+            ordered = self._sorted[parameter]
+            if self._unordered[parameter]:
+                value = statistics.median(self._samples[parameter])
+            elif len(ordered) % 2:
+                value = ordered[len(ordered) // 2]  # statistics.median's own arithmetic
+            else:
+                i = len(ordered) // 2
+                value = (ordered[i - 1] + ordered[i]) / 2
+            median = self._medians[parameter] = float(value)
         return median
+
+    def _nibp(self) -> tuple[float | None, float | None]:
+        """The baseline systolic and diastolic (None until enough readings, spaced enough)."""
+        if self._nibp_part is not None:
+            return self._nibp_part
+        s = self._settings
+        readings = self._readings
+        systolic = diastolic = None
+        if len(readings) >= s.nibp_readings and readings[-1].t - readings[0].t >= s.nibp_spacing_s:
+            systolic = float(statistics.median(r.systolic for r in readings if r.systolic is not None))
+            diastolic = float(statistics.median(r.diastolic for r in readings if r.diastolic is not None))
+        if self._nibp_exact:
+            self._nibp_part = (systolic, diastolic)
+        return systolic, diastolic
+
+    def oximetry(self, parameter: str) -> float | None:
+        """The baseline ``spo2`` or ``pulse_rate`` as :meth:`estimate` has it, without building
+        the estimate (the engine asks at every call of the baseline phase)."""
+        enough = self._valid_s[parameter] >= self._settings.oximetry_s - 1e-6 and self._samples[parameter]
+        return self._median(parameter) if enough else None
+
+    def systolic(self) -> float | None:
+        """The baseline systolic as :meth:`estimate` has it, without building the estimate."""
+        return self._nibp()[0]
+
+    def key(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """(systolic, diastolic, SpO2, pulse) as :meth:`estimate` has them, without building it."""
+        return (*self._nibp(), self.oximetry("spo2"), self.oximetry("pulse_rate"))
+
+    def reading_count(self) -> int:
+        """How many valid baseline NIBP readings there are."""
+        return len(self._readings)
+
+    def last_reading(self) -> NibpReading | None:
+        """The latest valid baseline NIBP reading."""
+        return self._readings[-1] if self._readings else None
 
     def estimate(self) -> Baseline:
         """The baseline from what was collected so far."""
         if self._cache is not None:
             return self._cache
-        s = self._settings
-        readings = list(self._readings)
-        systolic = diastolic = None
-        if len(readings) >= s.nibp_readings and readings[-1].t - readings[0].t >= s.nibp_spacing_s:
-            systolic = float(statistics.median(r.systolic for r in readings if r.systolic is not None))
-            diastolic = float(statistics.median(r.diastolic for r in readings if r.diastolic is not None))
-        oxi: dict[str, float | None] = {}
-        for p in ("spo2", "pulse_rate"):
-            enough = self._valid_s[p] >= s.oximetry_s - 1e-6 and self._samples[p]
-            oxi[p] = self._median(p) if enough else None
+        readings = self._readings
+        systolic, diastolic = self._nibp()
+        oxi = {p: self.oximetry(p) for p in ("spo2", "pulse_rate")}
         self._cache = Baseline(
             systolic=systolic,
             diastolic=diastolic,

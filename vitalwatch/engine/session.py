@@ -82,11 +82,20 @@ def _shortest_timer(table: AlarmTable) -> float:
 
 # Decode problems that say nothing about the line: the driver guard's own (a driver exception).
 _NOT_LINE_NOISE = ("driver_fault:", "skipped_while_restarting")
+_NO_STATUS: frozenset[str] = frozenset()
 # A baseline cuff reading asked for and not come is asked for again after this long at the
 # soonest (a cuff cycle takes 30-60 s); the table's spacing applies when it is longer.
 BASELINE_RETRY_S = 60.0
 # What _running_rules worked out for a signal: its sample, the limits, the phase, and the rules.
 _Running = tuple[Sample | None, dict[str, float | None], str, list[tuple[Rule, bool]]]
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    """Whether two baseline values are the same number: equal with the same sign (a limit worked
+    out from -0.0 is not one from 0.0), or the very same object (a NaN)."""
+    if a is b:
+        return True
+    return a is not None and b is not None and a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 class BedEngine:
@@ -120,7 +129,10 @@ class BedEngine:
         self._readings_seen = 0  # NIBP readings completed so far (the discharge check's input)
         self._discharge_key: tuple[Any, ...] | None = None
         self._confirm_at = -math.inf  # no confirmation reading can be due before this
-        self._limits_of: Baseline | None = None  # the baseline _limit_cache was worked out for
+        # The baseline SpO2 and pulse that _limit_cache was worked out for (None: not yet); the
+        # limits are a function of those two values alone (sustained_limit)
+        self._limits_for: tuple[float | None, float | None] | None = None
+        self._limits_frozen: Baseline | None = None  # the frozen baseline they are known to hold for
         self._limit_cache: dict[str, float | None] = {}
         # signal -> (sample, limits, phase, its running sustained rules): _running_rules
         self._running: dict[str, _Running] = {}
@@ -136,6 +148,7 @@ class BedEngine:
         self._phase_start = 0.0
         self.phase_starts: dict[str, float] = {}
         self._signals = {p: Signal(p, table.sample_hold_s) for p in OXI_KINDS}
+        self._spo2, self._pulse = self._signals["spo2"], self._signals["pulse_rate"]
         self._statuses = DeviceStatuses(devices)  # on per device; carried over a fresh connection
         self._last_bytes: dict[str, float] = {}
         self._port_down: set[str] = set()
@@ -160,6 +173,7 @@ class BedEngine:
         self._settled_at: float | None = None
         self._shortest_timer = _shortest_timer(table)
         self._reads: dict[str, frozenset[str]] = {}  # device -> the observation kinds the engine uses
+        self._has_cuff = any(measures_nibp(role) for role in self._roles.values())
 
     # ------------------------------------------------------------------ public API
     @property
@@ -179,33 +193,48 @@ class BedEngine:
 
     def observe(self, device: str, event: Event, now: float) -> list[Output]:
         """A driver event from ``device`` (a decoded one also proves the link carries data)."""
-        if (
-            isinstance(event, Observation)
-            and self._settled(now)
-            and self._last_bytes.get(device) == self._now
-            and event.kind not in self._kinds_read(device)
-        ):
+        if not isinstance(event, Observation):
+            return self._observe_other(device, event, now)
+        # Most calls: one value of a device read. Its kind is one the engine reads from this
+        # device's role (an SpO2, a pulse, a part of a BP reading) or one no rule reads.
+        kind = event.kind
+        reads = self._reads.get(device)
+        if reads is None:
+            reads = self._kinds_read(device)
+        if kind not in reads and self._settled(now) and self._last_bytes.get(device) == self._now:
             # A value no rule reads (perfusion index, cuff pressure) at the instant just
             # evaluated, from a device already heard at it: only its data mark is news.
             self._statuses.data(device, self._now)
             return []
         out = self._enter(now)
         now = self._now
-        if not isinstance(event, DecodeProblem):  # undecodable bytes (wrong baud rate) are not data
-            self._last_bytes[device] = now
-            if not (isinstance(event, DeviceStatus) and event.code == FAULT_STATUS):  # not the link's own
-                self._statuses.data(device, now)
-        role = self._roles.get(device, "multi")
-        match event:
-            case Observation(kind=kind, value=value) if kind in OXI_KINDS and measures_oximetry(role):
+        self._last_bytes[device] = now
+        self._statuses.data(device, now)
+        if kind in reads:
+            if kind in OXI_KINDS:  # read from this device: its role measures oximetry
+                value = event.value
                 valid = value is not None and not self._unreliable(device, "oxi")
                 if valid:
                     self._note_valid(device, now)
                 self._on_sample(kind, Sample(now, value, valid, device))
-            case Observation(kind=kind, value=value) if kind in NIBP_KINDS and measures_nibp(role):
+            else:  # an NIBP kind, read from this device: its role measures NIBP
                 unreliable = self._unreliable(device, "nibp")
-                for done in self._assembler.add(device, kind, value, unreliable, now):
+                for done in self._assembler.add(device, kind, event.value, unreliable, now):
                     out.extend(self._on_reading(*done))
+        if out:
+            out.extend(self._evaluate(now))
+            return out
+        return self._evaluate(now)
+
+    def _observe_other(self, device: str, event: Event, now: float) -> list[Output]:
+        """:meth:`observe` for a device status or a decode problem."""
+        out = self._enter(now)
+        now = self._now
+        if not isinstance(event, DecodeProblem):  # undecodable bytes (wrong baud rate) are not data
+            self._last_bytes[device] = now
+            if not (isinstance(event, DeviceStatus) and event.code == FAULT_STATUS):  # not the link's own
+                self._statuses.data(device, now)
+        match event:
             case DeviceStatus(code=code, active=active):
                 self._statuses.report(device, code, active)
                 self._agenda.touch("status")
@@ -215,8 +244,6 @@ class BedEngine:
                 self._decode_problem(device, now)
             case DecodeProblem():
                 pass  # the decoder's own fault (driver_fault), not garbled bytes
-            case Observation():
-                pass
         return out + self._evaluate(now)
 
     def is_valid(self, device: str, observation: Observation, now: float | None = None) -> bool:
@@ -678,17 +705,18 @@ class BedEngine:
         self._now = now
         if now <= t0:
             return
-        credits = {p: sig.credit(t0, now) for p, sig in self._signals.items()}
+        spo2, pulse = self._spo2, self._pulse
+        spo2_credit, pulse_credit = spo2.credit(t0, now), pulse.credit(t0, now)
         if self._phase == "baseline":
-            for p, c in credits.items():
-                self._collector.add_valid_time(p, c)
-        if not any(c > 0 for c in credits.values()):
+            self._collector.add_valid_time("spo2", spo2_credit)
+            self._collector.add_valid_time("pulse_rate", pulse_credit)
+        if not (spo2_credit > 0 or pulse_credit > 0):
             return  # no valid signal in the interval: no sustained timer runs
         limits = self._limits()
-        for name, credit in credits.items():
+        for sig, credit in ((spo2, spo2_credit), (pulse, pulse_credit)):
             if credit <= 0:
                 continue
-            for rule, bypassed in self._running_rules(self._signals[name], limits):
+            for rule, bypassed in self._running_rules(sig, limits):
                 st = self._sustain[rule.id]
                 st.acc += credit
                 if bypassed:
@@ -718,12 +746,23 @@ class BedEngine:
 
     def _limits(self) -> dict[str, float | None]:
         """Each sustained rule's limit in force (:func:`sustained_limit`), worked out again only
-        when the baseline in force is another object (every call of the baseline phase, else
-        once per phase)."""
-        baseline = self.baseline
-        if baseline is not self._limits_of:
-            self._limits_of = baseline
+        when the baseline SpO2 or pulse in force changes: a limit reads nothing else of the
+        baseline. The same dict while they stay lets _running_rules and _on_sample keep what they
+        worked out under it (they compare it by identity), in the baseline phase too, where
+        the baseline in force is a new object at every call (its valid time moves on)."""
+        frozen = self._frozen
+        if frozen is not None:
+            if frozen is self._limits_frozen:
+                return self._limit_cache
+            spo2, pulse = frozen.spo2, frozen.pulse_rate
+        else:
+            spo2, pulse = self._collector.oximetry("spo2"), self._collector.oximetry("pulse_rate")
+        known = self._limits_for
+        if known is None or not (_same(spo2, known[0]) and _same(pulse, known[1])):
+            self._limits_for = (spo2, pulse)
+            baseline = self.baseline
             self._limit_cache = {r.id: sustained_limit(r, baseline) for r in self._of_type["sustained"]}
+        self._limits_frozen = frozen
         return self._limit_cache
 
     def _ctx(self, now: float) -> tuple[str, float]:
@@ -734,7 +773,10 @@ class BedEngine:
         """Whether ``part`` of ``device`` is spoilt (at ``now``; default: as of the last call)."""
         if device in self._garbled:  # its bytes keep failing to decode: what does decode is suspect
             return True
-        statuses = self._statuses.on.get(device, set()) if now is None else self._statuses.at(device, now)
+        on = self._statuses
+        statuses = on.on.get(device, _NO_STATUS) if now is None else on.at(device, now)
+        if not statuses:
+            return False  # nothing can spoil it (most calls)
         return unreliable(self._roles.get(device, "multi"), statuses, part)
 
     def _decode_problem(self, device: str, now: float) -> None:
@@ -919,8 +961,11 @@ class BedEngine:
         if self._problems:
             self._update_garbled(now)
         if self._phase == "baseline" or self._baseline_key is None:  # else frozen until the next phase
-            b = self.baseline
-            baseline_key = (b.systolic, b.diastolic, b.spo2, b.pulse_rate)
+            b = self._frozen
+            if b is None:  # the live baseline's parts, without building it at every call
+                baseline_key = self._collector.key()
+            else:
+                baseline_key = (b.systolic, b.diastolic, b.spo2, b.pulse_rate)
             if baseline_key != self._baseline_key:
                 self._baseline_key = baseline_key
                 self._agenda.touch("baseline")
@@ -999,12 +1044,12 @@ class BedEngine:
     def _baseline_request(self, now: float) -> list[Output]:
         """In the baseline phase, ask for the NIBP readings the baseline still needs, spaced apart."""
         s = self.table.baseline
-        if self._phase != "baseline" or not any(measures_nibp(r) for r in self._roles.values()):
+        if self._phase != "baseline" or not self._has_cuff:
             return []
-        readings = self._collector.readings()
-        if self._collector.estimate().systolic is not None:
+        if self._collector.systolic() is not None:
             return []
-        last = readings[-1].t if readings else None
+        latest = self._collector.last_reading()
+        last = latest.t if latest is not None else None
         if last is not None and now - last < s.nibp_spacing_s:
             return []
         if self._baseline_requested is not None:
@@ -1015,7 +1060,7 @@ class BedEngine:
             if now - self._baseline_requested < gap:
                 return []
         self._baseline_requested = now
-        reason = baseline_request_reason(len(readings), s.nibp_readings)
+        reason = baseline_request_reason(self._collector.reading_count(), s.nibp_readings)
         return [NibpRequest(t=now, bed=self.bed, reason=reason)]
 
     def _rule_findings(self, rule: Rule, v: BedView, out: list[Output]) -> list[Finding]:
