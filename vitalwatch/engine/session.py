@@ -128,6 +128,9 @@ class BedEngine:
         self._baseline_key: tuple[float | None, ...] | None = None
         self._readings_seen = 0  # NIBP readings completed so far (the discharge check's input)
         self._discharge_key: tuple[Any, ...] | None = None
+        # What the last discharge key was worked out from: (the key, the SpO2 and the pulse
+        # judged, the frozen baseline); see _discharge.
+        self._discharge_seen: tuple[Any, float | None, float | None, Baseline | None] | None = None
         self._confirm_at = -math.inf  # no confirmation reading can be due before this
         # The baseline SpO2 and pulse that _limit_cache was worked out for (None: not yet); the
         # limits are a function of those two values alone (sustained_limit)
@@ -256,6 +259,8 @@ class BedEngine:
         """
         if observation.value is None:
             return False
+        if device not in self._garbled and not self._statuses.on.get(device):
+            return True  # no status on for the device: nothing to spoil it (most calls)
         at = self._now if now is None else max(now, self._now)
         return not self._unreliable(device, part_of(observation.kind), at)
 
@@ -706,17 +711,29 @@ class BedEngine:
         if now <= t0:
             return
         spo2, pulse = self._spo2, self._pulse
-        spo2_credit, pulse_credit = spo2.credit(t0, now), pulse.credit(t0, now)
         if self._phase == "baseline":
+            spo2_credit, pulse_credit = spo2.credit(t0, now), pulse.credit(t0, now)
             self._collector.add_valid_time("spo2", spo2_credit)
             self._collector.add_valid_time("pulse_rate", pulse_credit)
-        if not (spo2_credit > 0 or pulse_credit > 0):
-            return  # no valid signal in the interval: no sustained timer runs
-        limits = self._limits()
-        for sig, credit in ((spo2, spo2_credit), (pulse, pulse_credit)):
+            if not (spo2_credit > 0 or pulse_credit > 0):
+                return  # no valid signal in the interval: no sustained timer runs
+        frozen = self._frozen
+        limits = self._limit_cache if frozen is not None and frozen is self._limits_frozen else self._limits()
+        phase = self._phase
+        for sig in (spo2, pulse):
+            # Which timers run first (mostly none), the credit only for them: the same
+            # additions as crediting every signal and skipping those without time.
+            known = self._running.get(sig.name)  # _running_rules's own check, without the call
+            if known is not None and known[0] is sig.current and known[1] is limits and known[2] == phase:
+                running = known[3]
+            else:
+                running = self._running_rules(sig, limits)
+            if not running:
+                continue
+            credit = sig.credit(t0, now)
             if credit <= 0:
                 continue
-            for rule, bypassed in self._running_rules(sig, limits):
+            for rule, bypassed in running:
                 st = self._sustain[rule.id]
                 st.acc += credit
                 if bypassed:
@@ -846,7 +863,8 @@ class BedEngine:
             return  # invalid: timers pause, nothing else changes
         if self._phase == "baseline":
             self._collector.add_sample(parameter, sample.value)
-        limits = self._limits()
+        frozen = self._frozen
+        limits = self._limit_cache if frozen is not None and frozen is self._limits_frozen else self._limits()
         phase = self._phase
         quiet = self._quiet.get(parameter)
         if quiet is not None and quiet[0] == sample.value and quiet[1] is limits and quiet[2] == phase:
@@ -1125,19 +1143,50 @@ class BedEngine:
         when one of its criteria may have changed: the time (crossed or not), the baseline, a
         reading, SpO2 and pulse (within their limits or not), the MEDIUM/HIGH alarms.
         """
-        if self._phase != "recovery" and not self._discharge_ready and not self._evaluate_all:
+        everything = self._evaluate_all
+        if self._phase != "recovery" and not self._discharge_ready and not everything:
             return []
-        s, baseline = self.table.discharge, self.baseline
+        s = self.table.discharge
+        crossed = now - self._phase_start >= s.after_recovery_min * 60
+        strong = self._book.any_active and any(occ.priority.rank >= 2 for occ in self._book.active())
+        spo2, pulse, frozen = self._spo2.value_at(now), self._pulse.value_at(now), self._frozen
+        seen = self._discharge_seen
+        if (
+            seen is not None
+            and not everything
+            and seen[0] is self._discharge_key
+            and (seen[1] is spo2 or seen[1] == spo2)
+            and (seen[2] is pulse or seen[2] == pulse)
+            and frozen is not None
+            and seen[3] is frozen
+        ):
+            # The SpO2 and pulse criteria judge the same numbers against the same baseline as
+            # when the key was worked out (a number equal to another compares as it does):
+            # only the other parts of the key can differ.
+            known = seen[0]
+            if (
+                known[0] == self._phase
+                and known[1] == crossed
+                and known[2] == self._baseline_key
+                and known[3] == self._readings_seen
+                and known[6] == strong
+            ):
+                return []
+        baseline = self.baseline
         key = (
             self._phase,
-            now - self._phase_start >= s.after_recovery_min * 60,
+            crossed,
             self._baseline_key,
             self._readings_seen,
-            spo2_within(s, baseline, self._signals["spo2"].value_at(now)),
-            pulse_within(s, baseline, self._signals["pulse_rate"].value_at(now)),
-            self._book.any_active and any(occ.priority.rank >= 2 for occ in self._book.active()),
+            spo2_within(s, baseline, spo2),
+            pulse_within(s, baseline, pulse),
+            strong,
         )
-        if key == self._discharge_key and not self._evaluate_all:
+        unchanged = key == self._discharge_key
+        if unchanged:
+            key = self._discharge_key  # the same parts: the object the next call compares with
+        self._discharge_seen = (key, spo2, pulse, frozen)
+        if unchanged and not everything:
             return []
         self._discharge_key = key
         ready, detail = discharge_status(self.table.discharge, **self._discharge_inputs(now))
