@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from vitalwatch.engine.table import Rule
 
@@ -54,6 +55,11 @@ TOPICS: dict[str, tuple[str, ...]] = {
 STABLE = frozenset(
     {"nibp", "nibp_gate", "baseline_gate", "baseline_incomplete", "driver_fault", "device_garbled"}
 )
+
+
+# What take returns when there is nothing to run: one shared pair that cannot be changed (a
+# new empty list and set at every call cost more than the test that finds nothing).
+_NOTHING: tuple[Sequence[int], AbstractSet[int]] = ((), frozenset())
 
 
 class Agenda:
@@ -106,13 +112,13 @@ class Agenda:
         self._due.clear()
         self._next_due = math.inf
 
-    def take(self, now: float) -> tuple[list[int], set[int] | None]:
+    def take(self, now: float) -> tuple[Sequence[int], AbstractSet[int] | None]:
         """The rules of the phase with something to say at ``now`` in table order, and which of
         them to run (``None``: all); the others are held. The dirty marks are spent."""
         if self._evaluate_all:
             return self._in_phase, None
         if not (self._dirty or self._live or self._always or self._held) and now < self._next_due:
-            return [], set()  # the common call: nothing changed, nothing due, nothing found
+            return _NOTHING  # the common call: nothing changed, nothing due, nothing found
         run = self._dirty | self._live | self._always
         if now >= self._next_due:
             for i, at in list(self._due.items()):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from vitalwatch.drivers.events import DecodeProblem, DeviceStatus, Event, Observation
@@ -88,6 +89,8 @@ _NO_STATUS: frozenset[str] = frozenset()
 BASELINE_RETRY_S = 60.0
 # What _running_rules worked out for a signal: its sample, the limits, the phase, and the rules.
 _Running = tuple[Sample | None, dict[str, float | None], str, list[tuple[Rule, bool]]]
+# What _discharge worked its last key out from: the key, the SpO2 and pulse, the frozen baseline.
+_DischargeSeen = tuple[tuple[Any, ...], float | None, float | None, Baseline | None]
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -128,9 +131,7 @@ class BedEngine:
         self._baseline_key: tuple[float | None, ...] | None = None
         self._readings_seen = 0  # NIBP readings completed so far (the discharge check's input)
         self._discharge_key: tuple[Any, ...] | None = None
-        # What the last discharge key was worked out from: (the key, the SpO2 and the pulse
-        # judged, the frozen baseline); see _discharge.
-        self._discharge_seen: tuple[Any, float | None, float | None, Baseline | None] | None = None
+        self._discharge_seen: _DischargeSeen | None = None
         self._confirm_at = -math.inf  # no confirmation reading can be due before this
         # The baseline SpO2 and pulse that _limit_cache was worked out for (None: not yet); the
         # limits are a function of those two values alone (sustained_limit)
@@ -1002,8 +1003,8 @@ class BedEngine:
 
     def _run_rules(
         self,
-        order: list[int],
-        run: set[int] | None,
+        order: Sequence[int],
+        run: AbstractSet[int] | None,
         now: float,
         findings: dict[OccurrenceKey, Finding],
         out: list[Output],
@@ -1173,7 +1174,7 @@ class BedEngine:
             ):
                 return []
         baseline = self.baseline
-        key = (
+        key: tuple[Any, ...] = (
             self._phase,
             crossed,
             self._baseline_key,
@@ -1182,8 +1183,8 @@ class BedEngine:
             pulse_within(s, baseline, pulse),
             strong,
         )
-        unchanged = key == self._discharge_key
-        if unchanged:
+        unchanged = self._discharge_key is not None and key == self._discharge_key
+        if unchanged and self._discharge_key is not None:
             key = self._discharge_key  # the same parts: the object the next call compares with
         self._discharge_seen = (key, spo2, pulse, frozen)
         if unchanged and not everything:

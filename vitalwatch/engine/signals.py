@@ -67,9 +67,10 @@ class Signal:
         return cur is not None and cur.valid and t <= cur.t + self.hold_s
 
     def value_at(self, t: float) -> float | None:
-        """The valid, fresh value at ``t``, else None."""
+        """The valid, fresh value at ``t``, else None (:meth:`valid_at`'s test, without the call:
+        the engine asks at every evaluation of the recovery)."""
         cur = self.current
-        return cur.value if cur is not None and self.valid_at(t) else None
+        return cur.value if cur is not None and cur.valid and t <= cur.t + self.hold_s else None
 
     def credit(self, t0: float, t1: float) -> float:
         """Seconds of ``[t0, t1]`` during which the held value was valid and fresh."""
