@@ -102,9 +102,10 @@ class Baseline:
 class BaselineCollector:
     """Collects baseline-phase samples and readings; bounded (one hour of 1 Hz samples)."""
 
-    def __init__(self, settings: BaselineSettings) -> None:
+    def __init__(self, settings: BaselineSettings, *, window: int = 3600) -> None:
+        """``window``: the samples kept per parameter, the latest (an hour of 1 Hz samples)."""
         self._settings = settings
-        self._samples: dict[str, deque[float]] = {p: deque(maxlen=3600) for p in ("spo2", "pulse_rate")}
+        self._samples: dict[str, deque[float]] = {p: deque(maxlen=window) for p in ("spo2", "pulse_rate")}
         self._valid_s: dict[str, float] = {"spo2": 0.0, "pulse_rate": 0.0}
         self._readings: deque[NibpReading] = deque(maxlen=50)
         self._cache: Baseline | None = None
