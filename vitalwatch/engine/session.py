@@ -1142,7 +1142,9 @@ class BedEngine:
 
         Outside the recovery it is not ready; in it, whether it is ready is judged again only
         when one of its criteria may have changed: the time (crossed or not), the baseline, a
-        reading, SpO2 and pulse (within their limits or not), the MEDIUM/HIGH alarms.
+        reading, SpO2 and pulse (within their limits or not), the MEDIUM/HIGH alarms. The SpO2
+        and pulse criteria themselves are not judged again while the numbers and the baseline
+        are those they were last judged on (_discharge_seen): the key would be the same.
         """
         everything = self._evaluate_all
         if self._phase != "recovery" and not self._discharge_ready and not everything:
