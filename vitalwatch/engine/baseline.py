@@ -232,7 +232,12 @@ class BaselineCollector:
         return self._nibp()[0]
 
     def key(self) -> tuple[float | None, float | None, float | None, float | None]:
-        """(systolic, diastolic, SpO2, pulse) as :meth:`estimate` has them, without building it."""
+        """(systolic, diastolic, SpO2, pulse) as :meth:`estimate` has them, without building it
+        (from the estimate itself after a non-finite reading: the very objects it holds, as a
+        NaN equals only itself)."""
+        if not self._nibp_exact:
+            b = self.estimate()
+            return (b.systolic, b.diastolic, b.spo2, b.pulse_rate)
         return (*self._nibp(), self.oximetry("spo2"), self.oximetry("pulse_rate"))
 
     def reading_count(self) -> int:
