@@ -180,10 +180,14 @@ class BedSession(Generic[L]):
 
     # -- LinkListener ------------------------------------------------------------------
     def on_events(self, device: str, events: list[Event], now: float) -> None:
-        self._arrived(now)
+        # Every device read comes here (several a second per device): _arrived and _fed are
+        # written out, a call each saved per event (keep them in step with those two).
+        if self._before_input is not None:
+            self._before_input(now)
+        engine, watchers = self.engine, self._watchers
         for event in events:
             if isinstance(event, Observation):
-                valid = self.engine.is_valid(device, event, now)
+                valid = engine.is_valid(device, event, now)
                 if valid:
                     self.last_valid[device] = now
                 if self.sink is not None and self._vital_payload is not None:
@@ -194,7 +198,11 @@ class BedSession(Generic[L]):
                     )
                 if self.recorder is not None:
                     self.recorder(device, event, now, valid)
-            self._fed(self.engine.observe(device, event, now), now)
+            outputs = engine.observe(device, event, now)
+            if outputs:
+                self.dispatch(outputs)
+            for watcher in watchers:
+                watcher.engine_fed(outputs, now, tick=False)
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
         task = asyncio.current_task() if _loop_running() else None
@@ -213,10 +221,16 @@ class BedSession(Generic[L]):
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
-        self._arrived(now)
+        # Several a second: _arrived and _fed written out, as in on_events.
+        if self._before_input is not None:
+            self._before_input(now)
         for tap in self._taps:
             tap.tick(now)
-        self._fed(self.engine.tick(now), now, tick=True)
+        outputs = self.engine.tick(now)
+        if outputs:
+            self.dispatch(outputs)
+        for watcher in self._watchers:
+            watcher.engine_fed(outputs, now, tick=True)
         if self._deferred_nibp is not None and now - self._deferred_nibp[1] >= NIBP_DEFER_S:
             reason, _ = self._deferred_nibp
             self._deferred_nibp = None

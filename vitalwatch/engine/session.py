@@ -175,6 +175,7 @@ class BedEngine:
         # evaluation again at that instant would find what it found and emit nothing (see
         # _settled), so a tick there, or an observation no rule reads, skips it.
         self._settled_at: float | None = None
+        self._entered_at: float | None = None  # the instant _enter last brought the session to
         self._shortest_timer = _shortest_timer(table)
         self._reads: dict[str, frozenset[str]] = {}  # device -> the observation kinds the engine uses
         self._has_cuff = any(measures_nibp(role) for role in self._roles.values())
@@ -671,12 +672,18 @@ class BedEngine:
         if not self._started:
             self._start(now)
         now = max(now, self._now)
+        if now == self._entered_at and now - now == 0.0:
+            # The instant the last call entered (a device read's next value), a finite one:
+            # nothing can expire or finish at it since, as everything since is stamped with it.
+            self._now = now
+            return []
         out: list[Output] = []
         if self._statuses.expire(now):  # statuses carried over a reconnect and not reported again
             self._agenda.touch("status")
         self._advance(now)
         for done in self._assembler.flush(now):
             out.extend(self._on_reading(*done))
+        self._entered_at = now
         return out
 
     def _settled(self, now: float) -> bool:
@@ -813,9 +820,12 @@ class BedEngine:
 
     def _note_valid(self, device: str, t: float) -> None:
         """``device`` delivered a valid value at ``t`` (its first arms the technical rules)."""
-        if device not in self._last_valid:
+        last = self._last_valid.get(device)
+        if last is None:
             self._agenda.touch("armed")
-        self._last_valid[device] = max(t, self._last_valid.get(device, t))
+            self._last_valid[device] = t
+        elif not last > t:  # max(t, last), without the call
+            self._last_valid[device] = t
         self._agenda.touch("valid")
 
     def _invalidate(self, device: str, now: float) -> None:
