@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from vitalwatch.drivers.base import LineSplitter, SerialSettings, StatusTracker
 from vitalwatch.drivers.events import DecodeProblem, Event, Observation
@@ -143,6 +143,22 @@ _FIELDS: dict[str, str] = {
     "SPMET": "spmet",
 }
 _ORDER = ("spo2", "pulse_rate", "perfusion_index", "pvi", "sphb", "spco", "spmet")
+# (kind, unit, MDC code) in emission order.
+_EMIT = tuple((kind, KINDS[kind].unit, KINDS[kind].mdc) for kind in _ORDER)
+
+# Memos of pure functions of one token's text: a device repeats the same tokens line after line
+# (SN=..., SPCO=--.-%, ALARM=0000, EXC=000800, most SPO2= and BPM= values), and looking a token
+# up costs far less than validating and parsing it again. Only results are kept, never a
+# rejection (a bad token is judged again, as before). Each memo is emptied when it reaches
+# _MEMO_LIMIT entries, so a stream of ever-new tokens costs the parsing it always did and
+# bounded memory, and results never depend on what is in a memo.
+_MEMO_LIMIT = 4096
+_TOKENS: dict[str, tuple[str, str]] = {}  # token -> (upper-cased key, value text)
+_VALUES: dict[str, float | None] = {}  # value text -> _value()
+_DATES: dict[str, tuple[int, int, int]] = {}  # MM/DD/YY -> (year, month, day) as numbers
+_Detail = dict[str, dict[str, str | int | float | bool]]
+# (EXC text, ALARM text) -> _statuses()
+_STATUSES: dict[tuple[str | None, str | None], tuple[tuple[str, ...], _Detail]] = {}
 
 _TIMESTAMP = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
 _DATE = re.compile(r"\d\d/\d\d/\d\d\Z")
@@ -176,6 +192,9 @@ class MasimoDriver:
             raise ValueError("max_line_bytes must be at least 64 (a Masimo line is up to ~200 bytes)")
         self._lines = LineSplitter(max_line_bytes)
         self._status = StatusTracker()
+        # The codes of the last line handed to the tracker (it only reports edges, so the same
+        # codes again report nothing and skip it); () whenever the tracker is empty.
+        self._codes: tuple[str, ...] = ()
         self._trend_zero_is_missing = trend_zero_is_missing
 
     def feed(self, data: bytes, now: float = 0.0) -> list[Event]:
@@ -190,6 +209,7 @@ class MasimoDriver:
         """An unterminated last line is a problem; every status switches off with the link."""
         events: list[Event] = list(self._lines.feed_eof())
         events += self._status.reset()
+        self._codes = ()
         return events
 
     def data_to_send(self) -> bytes:
@@ -230,39 +250,63 @@ class MasimoDriver:
             raw = fields.get(key)
             if raw is None:
                 continue
-            value = _value(raw)
+            value = _VALUES[raw] if raw in _VALUES else _remember(_VALUES, raw, _value(raw))
             if trend and value == 0 and self._trend_zero_is_missing:
                 value = None
             values[kind] = value
         if "spo2" not in values or "pulse_rate" not in values:
             raise _BadLine("missing_spo2_or_bpm")
-        exc = _hex(fields["EXC"].partition(":")[0]) if "EXC" in fields else 0
-        alarm = _hex(fields["ALARM"]) if "ALARM" in fields else 0
-
-        codes: list[str] = []
-        detail: dict[str, dict[str, str | int | float | bool]] = {}
-        faults: list[str] = []
-        for bit, code, masimo_name in _EXC_BITS:
-            if exc & bit:
-                codes.append(code)
-                if code == "sensor_fault":
-                    faults.append(masimo_name)
-        if faults:
-            detail["sensor_fault"] = {"faults": ",".join(faults)}
-        if alarm & _ALARM_ACTIVE:
-            codes.append("device_alarm")
-            detail["device_alarm"] = {"alarms": ",".join(n for bit, n in _ALARM_LIMITS if alarm & bit)}
-        if alarm & _ALARM_SILENCED:
-            codes.append("alarm_silenced")
-        if alarm & _ALARM_LOW_BATTERY:
-            codes.append("low_battery")
-
-        events: list[Event] = list(self._status.update(codes, detail))
-        for kind in _ORDER:
+        exc_alarm = (fields.get("EXC"), fields.get("ALARM"))
+        known = _STATUSES.get(exc_alarm)
+        if known is None:
+            known = _remember(_STATUSES, exc_alarm, _statuses(*exc_alarm))
+        codes, detail = known
+        events: list[Event] = []
+        if codes != self._codes:
+            events += self._status.update(codes, detail)
+            self._codes = codes
+        for kind, unit, mdc in _EMIT:
             if kind in values:
-                spec = KINDS[kind]
-                events.append(Observation(kind, values[kind], spec.unit, spec.mdc, device_time))
+                events.append(Observation(kind, values[kind], unit, mdc, device_time))
         return events
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Keep ``value`` in ``memo`` (emptied first when full; see _MEMO_LIMIT) and return it."""
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _statuses(exc_text: str | None, alarm_text: str | None) -> tuple[tuple[str, ...], _Detail]:
+    """The status codes (each once, in report order) and their detail for a line's EXC and ALARM
+    fields (None: the field is absent); raises _BadLine("bad_hex") for EXC first, then ALARM."""
+    exc = _hex(exc_text.partition(":")[0]) if exc_text is not None else 0
+    alarm = _hex(alarm_text) if alarm_text is not None else 0
+
+    codes: list[str] = []
+    detail: _Detail = {}
+    faults: list[str] = []
+    for bit, code, masimo_name in _EXC_BITS:
+        if exc & bit:
+            codes.append(code)
+            if code == "sensor_fault":
+                faults.append(masimo_name)
+    if faults:
+        detail["sensor_fault"] = {"faults": ",".join(faults)}
+    if alarm & _ALARM_ACTIVE:
+        codes.append("device_alarm")
+        detail["device_alarm"] = {"alarms": ",".join(n for bit, n in _ALARM_LIMITS if alarm & bit)}
+    if alarm & _ALARM_SILENCED:
+        codes.append("alarm_silenced")
+    if alarm & _ALARM_LOW_BATTERY:
+        codes.append("low_battery")
+    return tuple(dict.fromkeys(codes)), detail
 
 
 def _split(line: bytes) -> tuple[datetime | None, dict[str, str]]:
@@ -276,10 +320,13 @@ def _split(line: bytes) -> tuple[datetime | None, dict[str, str]]:
         tokens = tokens[2:]
     fields: dict[str, str] = {}
     for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or _KEY.match(key) is None:
-            raise _BadLine("bad_token")
-        key = key.upper()
+        parsed = _TOKENS.get(token)
+        if parsed is None:
+            key, sep, value = token.partition("=")
+            if not sep or _KEY.match(key) is None:
+                raise _BadLine("bad_token")
+            parsed = _remember(_TOKENS, token, (key.upper(), value))
+        key, value = parsed
         if key in fields:
             raise _BadLine("duplicate_key")
         fields[key] = value
@@ -287,12 +334,16 @@ def _split(line: bytes) -> tuple[datetime | None, dict[str, str]]:
 
 
 def _device_time(date: str, time: str) -> datetime | None:
-    """``MM/DD/YY`` ``HH:MM:SS`` -> naive datetime (20YY), None if not a real date/time."""
+    """``MM/DD/YY`` ``HH:MM:SS`` -> naive datetime (20YY), None if not a real date/time.
+
+    The date's numbers are memoised (a day's lines share one date); whether the date exists is
+    still for ``datetime`` to say, with the time, on every line.
+    """
+    ymd = _DATES.get(date)
+    if ymd is None:
+        ymd = _remember(_DATES, date, (2000 + int(date[6:8]), int(date[0:2]), int(date[3:5])))
     try:
-        return datetime(
-            2000 + int(date[6:8]), int(date[0:2]), int(date[3:5]),
-            int(time[0:2]), int(time[3:5]), int(time[6:8]),
-        )  # fmt: skip
+        return datetime(*ymd, int(time[0:2]), int(time[3:5]), int(time[6:8]))
     except ValueError:
         return None
 

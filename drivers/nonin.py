@@ -208,23 +208,29 @@ _UNSET = object()
 _PLAIN_CODES = {False: (), True: ("low_battery",)}
 # The STATUS bits that make a frame more than "between pulses, all well".
 _EVENTFUL = SNSD | SNSA | OOT | ARTF | RPRF | GPRF
-# Bulk frame checks (NoninDriver._whole_frames): STATUS -> its SYNC bit; SYNC bits of a packet.
-_SYNC_BIT = bytes(b & SYNC for b in range(256))
-_PACKET_SYNC = b"\x01" + bytes(FRAMES_PER_PACKET - 1)
+# Bulk frame checks (NoninDriver._whole_frames): STATUS -> its bit 7 and SYNC bit; those bits of
+# a packet's frames (bit 7 always, SYNC on frame 1 only).
+_SHAPE_BITS = bytes(b & (ALWAYS | SYNC) for b in range(256))
+_PACKET_SHAPE = bytes((ALWAYS | SYNC,)) + bytes((ALWAYS,)) * (FRAMES_PER_PACKET - 1)
+# The STATUS values of a quiet read (NoninDriver._quiet_frames): no bit but SYNC and a green or
+# yellow pulse (GPRF, with or without RPRF); and which of them are pulse frames.
+_QUIET_STATUSES = bytes(
+    s for s in range(ALWAYS, 256) if not s & ~(ALWAYS | SYNC | GPRF | RPRF) and (s & (GPRF | RPRF)) != RPRF
+)
+_PULSE_FRAME = bytes(1 if b & (GPRF | RPRF) else 0 for b in range(256))
 _LOW_BAT_BIT = bytes(b & STAT2_LOW_BAT for b in range(256))
-_LANE_MASKS: dict[int, tuple[int, int]] = {}
+_LANE_MASKS: dict[int, int] = {}
+# Times the widened frames: each frame's fourth lane becomes the sum of its first four lanes (the
+# bytes the checksum covers). A lane sum is at most 4 x 255, so no lane carries into the next.
+_SUM_OF_FOUR_LANES = 1 + (1 << 16) + (1 << 32) + (1 << 48)
 
 
-def _lane_masks(count: int) -> tuple[int, int]:
-    """For ``count`` frames widened to 16-bit lanes: the low byte of each frame's first lane, and
-    bit 7 of each frame's fourth lane (FLOAT)."""
-    masks = _LANE_MASKS.get(count)
-    if masks is None:
-        masks = _LANE_MASKS[count] = (
-            int.from_bytes(b"\xff" + bytes(9), "little") * _repunit(count),
-            (0x80 << 48) * _repunit(count),
-        )
-    return masks
+def _lane_masks(count: int) -> int:
+    """For ``count`` frames widened to 16-bit lanes: the low byte of each frame's first lane."""
+    mask = _LANE_MASKS.get(count)
+    if mask is None:
+        mask = _LANE_MASKS[count] = int.from_bytes(b"\xff" + bytes(9), "little") * _repunit(count)
+    return mask
 
 
 def _repunit(count: int) -> int:
@@ -232,9 +238,29 @@ def _repunit(count: int) -> int:
     return int.from_bytes((b"\x01" + bytes(9)) * count, "little")
 
 
-def _sync_pattern(index: int, count: int) -> bytes:
-    """The SYNC bits of ``count`` frames from frame ``index`` (0-based) of a packet."""
-    return (_PACKET_SYNC * ((index + count) // FRAMES_PER_PACKET + 1))[index : index + count]
+# Bit 7 and the SYNC bit of 40 packets' frames: a read of up to 39 packets takes its pattern as a slice.
+_SHAPES = _PACKET_SHAPE * 40
+
+
+def _shape_pattern(index: int, count: int) -> bytes:
+    """Bit 7 and the SYNC bit of the STATUS of ``count`` frames from frame ``index`` (0-based) of a packet."""
+    if index + count <= len(_SHAPES):
+        return _SHAPES[index : index + count]
+    return (_PACKET_SHAPE * ((index + count) // FRAMES_PER_PACKET + 1))[index : index + count]
+
+
+# One Observation per (kind, value), handed out again by every report of that value: a value comes
+# from one or two bytes (SpO2 0-100, HR 0-510, or None), so there are a few hundred at most, and an
+# Observation is frozen, so a shared one is the same event as a freshly built equal one.
+_OBSERVATIONS: dict[tuple[str, float | None], Observation] = {}
+
+
+def _observation(kind: str, value: float | None) -> Observation:
+    observation = _OBSERVATIONS.get((kind, value))
+    if observation is None:
+        spec = KINDS[kind]
+        observation = _OBSERVATIONS[kind, value] = Observation(kind, value, spec.unit, spec.mdc)
+    return observation
 
 
 _CODE_NAMES = ("no_sensor", "sensor_off", "artifact", "low_perfusion", "low_battery")
@@ -457,28 +483,78 @@ class NoninDriver:
         """
         if count < 1:
             return False
-        end = pos + 5 * count
-        chunk = bytes(buf[pos:end])
+        chunk = bytes(buf[pos : pos + 5 * count])
+        floats_in = chunk[3::5]
+        if not floats_in.isascii():
+            return False  # a FLOAT byte with bit 7 set
         wide = bytearray(10 * count)
         wide[0::2] = chunk
         lanes = int.from_bytes(wide, "little")
-        lane0, lane3 = _lane_masks(count)
-        sums = lanes + (lanes >> 16) + (lanes >> 32) + (lanes >> 48)
-        if (sums & lane0) != ((lanes >> 64) & lane0) or lanes & lane3:
-            return False  # a checksum, or a FLOAT byte with bit 7 set
+        if ((lanes * _SUM_OF_FOUR_LANES >> 48) ^ (lanes >> 64)) & _lane_masks(count):
+            return False  # a checksum: the low byte of a frame's sum is not its fifth byte
         fmt2 = self._fmt == 2
         statuses = chunk[1::5] if fmt2 else chunk[0::5]
         index = self._index
-        if (fmt2 and chunk[0::5].count(1) != count) or min(statuses) < ALWAYS:
+        if fmt2 and chunk[0::5] != b"\x01" * count:
             return False
-        if statuses.translate(_SYNC_BIT) != _sync_pattern(index, count):
-            return False  # a SYNC bit off its frame 1: the careful path says which problem
-        floats_in = chunk[3::5]
-        floats = self._floats
-        previous = self._previous_status  # that of the frame before, if this path judged it
+        if statuses.translate(_SHAPE_BITS) != _shape_pattern(index, count):
+            return False  # bit 7 off, or a SYNC bit off its frame 1: the careful path says which problem
         # Frame 8's battery bit cuts the runs only when it changes in this read (rarely).
         sevens = floats_in[(7 - index) % FRAMES_PER_PACKET :: FRAMES_PER_PACKET]
         steady = sevens.translate(_LOW_BAT_BIT) == (b"\x01" if self._low_battery else b"\x00") * len(sevens)
+        if (
+            steady
+            and not statuses.translate(None, _QUIET_STATUSES)
+            and not (self._pulse_artifact or self._low_perfusion)
+            and self._last_codes == _PLAIN_CODES[self._low_battery]
+        ):  # as _plain_ok()
+            self._quiet_frames(statuses, floats_in, now, events)
+        else:
+            self._status_runs(statuses, floats_in, steady, now, events)
+        # The FLOAT byte of each frame position, from the last packet's worth of frames.
+        floats = self._floats
+        last = min(count, FRAMES_PER_PACKET)
+        at = (index + count - last) % FRAMES_PER_PACKET
+        upto = min(last, FRAMES_PER_PACKET - at)
+        floats[at : at + upto] = floats_in[count - last : count - last + upto]
+        floats[: last - upto] = floats_in[count - last + upto :]
+        self._previous_status = statuses[-1]
+        self._index = (index + count) % FRAMES_PER_PACKET
+        self.pleth_samples += count
+        return True
+
+    def _quiet_frames(self, statuses: bytes, floats_in: bytes, now: float, events: list[Event]) -> None:
+        """A quiet read's meaning, with no step per frame: no status can change, only the pulse count.
+
+        Quiet: every STATUS is plain or a green/yellow pulse (:data:`_QUIET_STATUSES`), the battery
+        bit stays as it is, and no latch is on with the reported set plain (:meth:`_plain_ok`).
+        :meth:`_frame_statuses` then reports nothing for any frame (a pulse frame clears latches that
+        are already off; a plain one only counts, and passing the stale limit clears them again), so
+        what is left is where the last pulse frame was, and the reports of frame 3.
+        """
+        count = len(statuses)
+        last_pulse = statuses.translate(_PULSE_FRAME).rfind(1)
+        if last_pulse < 0:
+            self._frames_since_pulse += count
+            self._in_pulse = False
+        else:
+            self._frames_since_pulse = count - 1 - last_pulse
+            self._in_pulse = last_pulse == count - 1
+        floats = self._floats
+        for frame in range((2 - self._index) % FRAMES_PER_PACKET, count, FRAMES_PER_PACKET):
+            lsb = floats_in[frame - 1] if frame >= 1 else floats[1]
+            msb = floats_in[frame - 2] if frame >= 2 else floats[0]
+            events += self._report("spo2", _spo2_value(floats_in[frame]), now)
+            events += self._report("pulse_rate", _hr_value(decode_hr(msb, lsb)), now)
+
+    def _status_runs(
+        self, statuses: bytes, floats_in: bytes, steady: bool, now: float, events: list[Event]
+    ) -> None:
+        """A read's meaning by runs of one STATUS: only the frames where something can happen go
+        through the status machine (see :meth:`_whole_frames`); ``steady``: no battery bit changes."""
+        index = self._index
+        floats = self._floats
+        previous = self._previous_status  # that of the frame before, if this path judged it
         first = 0
         for status, run in itertools.groupby(statuses):
             stop = first + len(list(run))
@@ -511,16 +587,6 @@ class NoninDriver:
                     events += self._report("spo2", _spo2_value(spo2), now)
                     events += self._report("pulse_rate", _hr_value(decode_hr(msb, lsb)), now)
             first = stop
-        # The FLOAT byte of each frame position, from the last packet's worth of frames.
-        last = min(count, FRAMES_PER_PACKET)
-        at = (index + count - last) % FRAMES_PER_PACKET
-        upto = min(last, FRAMES_PER_PACKET - at)
-        floats[at : at + upto] = floats_in[count - last : count - last + upto]
-        floats[: last - upto] = floats_in[count - last + upto :]
-        self._previous_status = previous
-        self._index = (index + count) % FRAMES_PER_PACKET
-        self.pleth_samples += count
-        return True
 
     def _same_status_frames(self, status: int, count: int) -> list[Event]:
         """What :meth:`_frame_statuses` makes of ``count`` more frames with the status of the frame
@@ -678,5 +744,4 @@ class NoninDriver:
         else:
             self._due[kind] = due + self._interval
         self._last[kind] = value
-        k = KINDS[kind]
-        return [Observation(kind, value, k.unit, k.mdc)]
+        return [_observation(kind, value)]

@@ -91,6 +91,11 @@ PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
 }
 
 _NIBP = ("nibp_systolic", "nibp_diastolic", "nibp_mean")
+# PLAUSIBLE_RANGES as (low, high) pairs for :func:`screen`'s one pass. Every bound is finite, so
+# ``low <= value <= high`` is also false for a NaN or an infinity, as PlausibleRange.contains is.
+_BOUNDS: dict[str, tuple[float, float]] = {kind: (r.low, r.high) for kind, r in PLAUSIBLE_RANGES.items()}
+if not all(math.isfinite(bound) for pair in _BOUNDS.values() for bound in pair):
+    raise ValueError("PLAUSIBLE_RANGES bounds must be finite (screen relies on it)")
 
 
 def implausible(kind: str, value: float | None) -> bool:
@@ -110,10 +115,30 @@ def implausible(kind: str, value: float | None) -> bool:
 def screen(events: list[Event]) -> list[Event]:
     """Driver output with every impossible value replaced by a problem plus an invalid sample.
 
-    Returns ``events`` itself when nothing needed changing (the common case, and cheap: one pass).
+    Returns ``events`` itself when nothing needed changing (the common case, and cheap: one pass
+    that checks every value and finds the reading's systolic and diastolic; only output that
+    needs changing goes through :func:`_screen_values`).
     """
     if not events:  # most reads of a fast device complete no value
         return events
+    systolic = diastolic = None
+    for event in events:
+        if isinstance(event, Observation) and event.value is not None:
+            kind, value = event.kind, event.value
+            bounds = _BOUNDS.get(kind)
+            if not (math.isfinite(value) if bounds is None else bounds[0] <= value <= bounds[1]):
+                return _screen_values(events)  # implausible(kind, value)
+            if kind == "nibp_systolic":
+                systolic = value
+            elif kind == "nibp_diastolic":
+                diastolic = value
+    if systolic is None or diastolic is None or systolic > diastolic:
+        return events
+    return _check_nibp_reading(events)
+
+
+def _screen_values(events: list[Event]) -> list[Event]:
+    """:func:`screen` for output where some value is implausible (the careful path, as it always was)."""
     if not any(isinstance(e, Observation) and implausible(e.kind, e.value) for e in events):
         screened_events = events
     else:
