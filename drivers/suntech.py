@@ -221,6 +221,8 @@ class SuntechDriver:
 
     def data_to_send(self) -> bytes:
         """Commands queued by start_measurement and by the driver's own timers."""
+        if not self._out:  # asked after every read and timer, and almost always empty
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -228,8 +230,12 @@ class SuntechDriver:
     # -- timers ---------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """Now for a pending start, the next poll/retry/timeout while measuring, else the auto cycle."""
+        # Asked at every step of a replay: the usual phase, IDLE with the next cycle known, comes first.
+        phase = self._phase
+        if phase is _Phase.IDLE and self._next_auto is not None and self._interval is not None:
+            return self._next_auto
         due_now = self._now if self._now is not None else 0.0
-        match self._phase:
+        match phase:
             case _Phase.STARTING:
                 return due_now
             case _Phase.MEASURING:

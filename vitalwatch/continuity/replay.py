@@ -84,10 +84,18 @@ class ReplayLink:
         self._listener.on_link(self.config.id, False, now, "replay")
 
     def feed(self, data: bytes, now: float) -> None:
-        """Bytes from the device, as the daemon's reader callback hands them to the driver."""
-        if self._guard is not None:
-            self._deliver(self._guard.feed(data, now), now)
-            self._send(now)
+        """Bytes from the device, as the daemon's reader callback hands them to the driver.
+
+        :meth:`_deliver` and :meth:`_send` written out: this runs for every read of a replay.
+        """
+        guard = self._guard
+        if guard is not None:
+            events = guard.feed(data, now)
+            if events:
+                self._listener.on_events(self.config.id, events, now)
+            sent = guard.data_to_send()
+            if sent and self._peer is not None:
+                self._peer(sent, now)
 
     def timer(self, now: float) -> None:
         """The driver's timer fired."""
@@ -96,7 +104,11 @@ class ReplayLink:
             self._send(now)
 
     def due(self, now: float) -> bool:
-        deadline = self._guard.next_deadline() if self._guard is not None else None
+        """Whether the driver's deadline has come (asked of every device at every replay step)."""
+        guard = self._guard
+        if guard is None:
+            return False
+        deadline = guard.next_deadline()
         return deadline is not None and deadline <= now
 
     def poke(self) -> None:

@@ -150,10 +150,11 @@ class DriverGuard:
         """The driver's deadline; while down (or with a fault to report), the restart time."""
         if self._pending:
             return self._now
-        if self.driver is None:
+        driver = self.driver
+        if driver is None:
             return self._restart_at
         try:
-            return self.driver.next_deadline()
+            return driver.next_deadline()
         except Exception as exc:
             self._pending += self._fault(exc, "next_deadline")
             return self._now
