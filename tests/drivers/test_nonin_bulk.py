@@ -74,19 +74,35 @@ def damage(data: bytes, seed: int, count: int) -> bytes:
     return bytes(out)
 
 
-def decode(data: bytes, fmt: int, chunks: list[int], *, whole: bool) -> tuple[list[tuple[int, Event]], int]:
-    """Every event with the number of the read that gave it (an event one read late is a difference)."""
+def decode(
+    data: bytes, fmt: int, chunks: list[int], *, whole: bool
+) -> tuple[list[tuple[int, Event]], int, list[tuple[object, ...]]]:
+    """Every event with the number of the read that gave it (an event one read late is a difference),
+    the pleth count, and the decoder's state after every read: a difference there would show only
+    later (a count since the last pulse that is one off moves the end of a latch by one frame)."""
     driver = NoninDriver(data_format=fmt)
     if not whole:
         driver._whole_frames = lambda *args: False  # type: ignore[method-assign]
     events: list[tuple[int, Event]] = []
+    states: list[tuple[object, ...]] = []
     pos, t, k = 0, 0.0, 0
     while pos < len(data):
         size = chunks[k % len(chunks)]
         events += [(k, e) for e in driver.feed(data[pos : pos + size], t)]
+        states.append(state(driver))
         pos, t, k = pos + size, t + 0.25, k + 1
     events += [(k, e) for e in driver.feed_eof()]
-    return events, driver.pleth_samples
+    return events, driver.pleth_samples, states
+
+
+def state(driver: NoninDriver) -> tuple[object, ...]:
+    """What the decoder knows between reads (not ``_previous_status``, which only the bulk path keeps)."""
+    return (
+        bytes(driver._buf), driver._synced, driver._unsynced, driver._index, list(driver._floats),
+        driver._in_pulse, driver._pulse_artifact, driver._low_perfusion, driver._frames_since_pulse,
+        driver._low_battery, driver._last_codes, driver._tracker.active,
+        dict(driver._last), dict(driver._due),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("fmt", [2, 7])
@@ -125,3 +141,101 @@ def test_the_whole_read_path_is_taken() -> None:
         driver.feed(data[at : at + 95], at / 380)
     assert len(taken) == len(range(0, len(data), 95))
     assert all(taken[1:])  # the first read hunts for sync first
+
+
+# -- the quiet-read path (NoninDriver._quiet_frames) ------------------------------------------
+# STATUS values of a healthy device: plain frames, and pulses in green or yellow perfusion; now
+# and then one that is not quiet (red perfusion, artifact, out of track, sensor off), which
+# latches a status so the reads after it must leave the quiet path until the latch is gone.
+_QUIET = (0, 0, 0, GPRF, GPRF | RPRF)
+_LOUD = (RPRF, GPRF | ARTF, ARTF, OOT, SNSA, SNSD)
+
+
+def healthy_stream(fmt: int, seed: int, packets: int) -> bytes:
+    """A pulse every 40-90 frames (12 frames of GPRF or yellow), plain frames between them, gaps past
+    the 4 s stale limit, a battery bit that sometimes flips, and a rare frame that is not quiet."""
+    rng = random.Random(seed)
+    out = bytearray()
+    statuses: list[int] = []
+    while len(statuses) < packets * 25:
+        pulse = rng.choice((GPRF, GPRF, GPRF | RPRF))
+        statuses += [pulse] * rng.choice((1, 6, 12, 12))
+        statuses += [0] * rng.choice((28, 40, 63, 90, 90, 350))
+        if rng.random() < 0.08:
+            # a loud frame, then a gap that may take the count since the last pulse (which the quiet
+            # reads kept) past the stale limit before the next pulse: the latch ends on that frame
+            statuses += [rng.choice(_LOUD)] * rng.choice((1, 3, 12))
+            statuses += [0] * rng.choice((100, 180, 220, 250, 290, 400))
+    low_battery = 0
+    for p in range(packets):
+        if rng.random() < 0.03:
+            low_battery ^= 1
+        hr, spo2 = rng.choice((60, 61, 62, 180, 300, 511)), rng.choice((97, 98, 96, 100, 127))
+        floats = FloatValues(hr=hr, spo2=spo2, stat2=low_battery).to_bytes()
+        for i in range(25):
+            status = statuses[p * 25 + i] | (SYNC if i == 0 else 0)
+            pleth = rng.randrange(0x10000)
+            out += encode_frame(fmt, status, pleth if fmt == 7 else pleth >> 8, floats[i])
+    return bytes(out)
+
+
+def quiet_reads(data: bytes, fmt: int, chunks: list[int]) -> int:
+    """How many reads the quiet path judged (else the differential tests compare nothing)."""
+    driver = NoninDriver(data_format=fmt)
+    taken = 0
+    original = driver._quiet_frames
+
+    def spy(*args: object) -> None:
+        nonlocal taken
+        taken += 1
+        original(*args)  # type: ignore[arg-type]
+
+    driver._quiet_frames = spy  # type: ignore[method-assign]
+    for at, size in _pieces(len(data), chunks):
+        driver.feed(data[at : at + size], at / 375)
+    return taken
+
+
+def _pieces(length: int, chunks: list[int]) -> list[tuple[int, int]]:
+    out, pos, k = [], 0, 0
+    while pos < length:
+        out.append((pos, chunks[k % len(chunks)]))
+        pos, k = pos + chunks[k % len(chunks)], k + 1
+    return out
+
+
+@pytest.mark.parametrize("fmt", [2, 7])
+@pytest.mark.parametrize("seed", range(6))
+def test_quiet_reads_decode_as_frame_by_frame(fmt: int, seed: int) -> None:
+    """Reads of 1 to 200 frames (reports at every place in a read, several packets in one read)."""
+    data = healthy_stream(fmt, seed, 400)
+    chunks = [[95, 90], [5, 10, 125], [1000, 5, 95], [95, 3, 2, 90], [375], [250, 130, 95]][seed]
+    reference = decode(data, fmt, chunks, whole=False)
+    assert decode(data, fmt, chunks, whole=True) == reference
+    assert quiet_reads(data, fmt, chunks) > len(data) / sum(chunks) * len(chunks) / 2
+    kinds = {e.__class__.__name__ for _, e in reference[0]}
+    assert {"Observation", "DeviceStatus"} <= kinds  # the loud frames and the battery bit did happen
+
+
+@pytest.mark.parametrize("fmt", [2, 7])
+@pytest.mark.parametrize("seed", range(3))
+def test_damaged_quiet_reads_decode_as_frame_by_frame(fmt: int, seed: int) -> None:
+    data = damage(healthy_stream(fmt, seed + 20, 200), seed, 30)
+    chunks = [95, 90, 7, 95, 400]
+    reference = decode(data, fmt, chunks, whole=False)
+    assert decode(data, fmt, chunks, whole=True) == reference
+    assert any(e.__class__.__name__ == "DecodeProblem" for _, e in reference[0])
+
+
+@pytest.mark.parametrize("scenario", ["session", "probe_off", "desaturation", "silence"])
+def test_simulator_streams_decode_as_frame_by_frame(scenario: str) -> None:
+    """The simulator's own bytes (as the replay reads them: about 19 frames a read) both ways."""
+    from vitalwatch.simulators import make_simulator
+    from vitalwatch.simulators.scenarios import get_scenario
+
+    sim = make_simulator("nonin", get_scenario(scenario, seed=2), seed=2)
+    data = b"".join(sim.poll(i * 0.25) for i in range(4 * 1200))
+    chunks = [95, 90, 95, 95]
+    reference = decode(data, 2, chunks, whole=False)
+    assert decode(data, 2, chunks, whole=True) == reference
+    assert quiet_reads(data, 2, chunks) > 1000
