@@ -145,3 +145,43 @@ def test_documented_table_matches_the_code() -> None:
         for kind in re.findall(r"`(\w+)`", row[0]):
             documented[kind] = (float(row[1]), float(row[2]))
     assert documented == {k: (r.low, r.high) for k, r in PLAUSIBLE_RANGES.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_pass_screen_is_the_careful_screen(seed: int) -> None:
+    """``screen`` answers in one pass; ``_screen_values`` (the algorithm it had before) is the reference.
+
+    Random driver outputs: values at, inside and just past every bound, NaN, infinities, None, a
+    kind without a range, NIBP readings in every order and with repeated kinds.
+    """
+    import random
+
+    from vitalwatch.drivers.events import DeviceStatus
+    from vitalwatch.drivers.plausibility import _screen_values
+
+    rng = random.Random(seed)
+    kinds = [*PLAUSIBLE_RANGES, "nibp_systolic", "nibp_diastolic", "nibp_mean", "not_a_kind"]
+    changed = 0
+    for _ in range(3000):
+        events: list[Event] = []
+        for _ in range(rng.choice((0, 1, 2, 3, 5, 8))):
+            kind = rng.choice(kinds)
+            bounds = PLAUSIBLE_RANGES.get(kind)
+            low, high = (bounds.low, bounds.high) if bounds else (0.0, 100.0)
+            value = rng.choice(
+                (None, low, high, low - 0.5, high + 0.01, (low + high) / 2, rng.uniform(-10, 400),
+                 math.nan, math.inf, -math.inf, 120.0, 80.0, 80, -0.0)
+            )  # fmt: skip
+            match rng.randrange(6):
+                case 0:
+                    events.append(DecodeProblem("x", 1))
+                case 1:
+                    events.append(DeviceStatus("sensor_off", rng.random() < 0.5))
+                case _:
+                    events.append(Observation(kind, value, "u"))
+        reference = _screen_values(list(events))
+        got = screen(events)
+        assert repr(got) == repr(reference)
+        assert (got is events) == (reference == events)
+        changed += got is not events
+    assert changed > 300  # the careful path was needed often enough to compare something
