@@ -480,13 +480,13 @@ class NoninDriver:
         and simply the next of its packet; False, having changed nothing, when any one is not.
 
         The common case (a healthy device, whole frames per read) checked without a Python step
-        per frame: the checksums as lanes of one big integer (each byte widened to 16 bits, so the
-        four-byte sums cannot carry into the next lane), the shape bits with ``bytes`` methods.
-        Then only the frames where something can happen go through the status machine: a change
-        of STATUS, frame 8 (the battery bit) and frame 3 (the report); the frames in between
-        repeat the frame before them, which only counts frames since the last pulse
-        (:meth:`_same_status_frames`). Events and state are exactly the frame-by-frame loop's
-        (:meth:`_good_frames`), which judges the whole read whenever this declines.
+        per frame: the checksums as lanes of one big integer (each byte widened to 16 bits and the
+        four lanes a checksum covers summed by one multiplication, which cannot carry into the next
+        lane), the shape bits with ``bytes`` methods. A quiet read (:meth:`_quiet_frames`) then
+        changes no status at all; in any other, only the frames where something can happen go
+        through the status machine (:meth:`_status_runs`). Events and state are exactly the
+        frame-by-frame loop's (:meth:`_good_frames`), which judges the whole read whenever this
+        declines.
         """
         if count < 1:
             return False
@@ -558,7 +558,9 @@ class NoninDriver:
         self, statuses: bytes, floats_in: bytes, steady: bool, now: float, events: list[Event]
     ) -> None:
         """A read's meaning by runs of one STATUS: only the frames where something can happen go
-        through the status machine (see :meth:`_whole_frames`); ``steady``: no battery bit changes."""
+        through the status machine: a change of STATUS, frame 8 (the battery bit, unless ``steady``:
+        it changes nowhere in the read) and frame 3 (the report); the frames in between repeat the
+        frame before them, which only counts frames since the last pulse (:meth:`_same_status_frames`)."""
         index = self._index
         floats = self._floats
         previous = self._previous_status  # that of the frame before, if this path judged it
