@@ -274,7 +274,8 @@ def run_scenario(
     session, links = replay.session, replay.links
     phases = list(scenario.phases)
     steps = math.ceil(scenario.duration / step_s)
-    devices = [(sims[name].poll, links[name]) for name in drivers]  # in the order given
+    # in the order given; bound methods, as the loop below calls them for every device at every step
+    devices = [(sims[name].poll, links[name].feed, links[name].due, links[name].timer) for name in drivers]
     for link in links.values():  # every port opens at 0 ...
         link.open(0.0, report=False)
     for i in range(steps + 1):
@@ -285,12 +286,12 @@ def run_scenario(
         if i == 0:  # ... and the session hears of them after the scenario's first phase command
             for link in links.values():
                 link.report_up(t)
-        for poll, link in devices:
+        for poll, feed, due, timer in devices:
             data = poll(t)
             if data:
-                link.feed(data, t)
-            if link.due(t):
-                link.timer(t)
+                feed(data, t)
+            if due(t):
+                timer(t)
         session.tick(t)
         if replay.outputs:
             yield from replay.drain()
