@@ -239,3 +239,24 @@ def test_simulator_streams_decode_as_frame_by_frame(scenario: str) -> None:
     reference = decode(data, 2, chunks, whole=False)
     assert decode(data, 2, chunks, whole=True) == reference
     assert quiet_reads(data, 2, chunks) > 1000
+
+
+def test_sample_frames_between_healthy_packets_decode_as_frame_by_frame() -> None:
+    """The published OEM III test frames (one with a bad checksum) spliced between healthy packets."""
+    from pathlib import Path
+
+    hex_file = (
+        Path(__file__).resolve().parent.parent
+        / "vectors"
+        / "nonin"
+        / "oem3_format2_frames_pufferfish_tests.hex"
+    )
+    lines = [line for line in hex_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    published = bytes.fromhex("".join(lines))
+    healthy = healthy_stream(2, 7, 300)
+    data = b"".join(healthy[at : at + 1250] + published for at in range(0, len(healthy), 1250))
+    for chunks in ([95, 90], [5], [1250 + len(published)], [31, 400]):
+        reference = decode(data, 2, chunks, whole=False)
+        assert decode(data, 2, chunks, whole=True) == reference
+        assert any(e.__class__.__name__ == "DecodeProblem" for _, e in reference[0])
+    assert quiet_reads(data, 2, [95, 90]) > 200
