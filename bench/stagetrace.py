@@ -107,6 +107,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     import aiomqtt
     import paho.mqtt.client as paho
 
+    from vitalwatch.delivery import writer as writer_module
     from vitalwatch.delivery.publisher import BedPublisher
     from vitalwatch.delivery.store import Store
     from vitalwatch.delivery.writer import JournalWriter
@@ -170,26 +171,37 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
         state["chunk_key"] = key
 
     record = Store.record
+    seen_keys: dict[Any, tuple[str, int]] = {}  # the publisher's Commit of a traced alert -> key
 
     def traced_record(self: Store, bed: str, **kw: Any) -> Any:
-        fut = record(self, bed, **kw)
+        commit = record(self, bed, **kw)
         key = (kw["alert_id"], kw["seq"])
         if key in rec:
-            fut.add_done_callback(lambda _f: rec[key].__setitem__("commit_seen", now()))
-        return fut
+            seen_keys[commit] = key
+        return commit
+
+    settle = writer_module._settle
+
+    def traced_settle(commits: Any, result: Any, end: Any) -> None:
+        # The writer's loop callback for a committed record: the loop sees the commit now.
+        for commit in commits:
+            key = seen_keys.pop(commit, None)
+            if key is not None:
+                rec[key]["commit_seen"] = now()
+        settle(commits, result, end)
 
     wrap_record = JournalWriter._record
 
-    def traced_writer_record(self: JournalWriter, work: Any) -> Any:
+    def traced_writer_record(self: JournalWriter, work: Any, readers: int = 1) -> Any:
         key = state["key"]
         if key is None:
-            return wrap_record(self, work)
+            return wrap_record(self, work, readers)
 
         def marked(conn: Any) -> None:
             work(conn)
             in_txn.append(key)
 
-        return wrap_record(self, marked)
+        return wrap_record(self, marked, readers)
 
     txn = JournalWriter._txn
 
@@ -244,6 +256,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     BedPublisher.alert = traced_alert  # type: ignore[method-assign]
     Store.record = traced_record  # type: ignore[method-assign]
     JournalWriter._record = traced_writer_record  # type: ignore[method-assign]
+    writer_module._settle = traced_settle
     JournalWriter._txn = traced_txn  # type: ignore[method-assign]
     BedPublisher._send = traced_send  # type: ignore[method-assign]
     aiomqtt.Client.publish = traced_publish  # type: ignore[method-assign]
