@@ -19,7 +19,6 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.replay_speed",
     "bench.engine_identity",
     "bench.latency",
-    "bench.commit_overlap",
     "bench.throughput",
     "bench.footprint",
     "bench.sd_budget",

@@ -182,13 +182,13 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
 
     settle = writer_module._settle
 
-    def traced_settle(commits: Any, result: Any, end: Any) -> None:
+    def traced_settle(commits: Any, result: Any) -> None:
         # The writer's loop callback for a committed record: the loop sees the commit now.
         for commit in commits:
             key = seen_keys.pop(commit, None)
             if key is not None:
                 rec[key]["commit_seen"] = now()
-        settle(commits, result, end)
+        settle(commits, result)
 
     wrap_record = JournalWriter._record
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from vitalwatch.delivery.commit import Commit
-from vitalwatch.delivery.commit_priority import COMMIT_PRIORITY, COMMIT_SWITCH_S
 from vitalwatch.delivery.store import DB_NAME, Store
 
 
@@ -101,47 +99,3 @@ async def test_a_record_waited_for_again_after_a_cancelled_wait_is_still_committ
     assert await commit is True
     store.close()
 
-
-@pytest.mark.asyncio
-async def test_the_writer_gets_the_interpreter_quickly_only_while_a_record_is_in_flight(
-    tmp_path: Path,
-) -> None:
-    """The short switch interval is on from the submit to the commit's callback, for every
-    writer of the process together (two stores, records overlapping), then the old one is back."""
-    default = sys.getswitchinterval()
-    first, second = Store(tmp_path / "a" / DB_NAME), Store(tmp_path / "b" / DB_NAME)
-    gates = threading.Event(), threading.Event()
-    first._pool.submit(gates[0].wait)
-    second._pool.submit(gates[1].wait)
-    a = first.record("chair-1", alert_id="a", seq=1, rank=3, clears=False, payload={}, transition={})
-    assert sys.getswitchinterval() == pytest.approx(COMMIT_SWITCH_S)
-    b = second.record("chair-2", alert_id="b", seq=1, rank=3, clears=False, payload={}, transition={})
-    gates[0].set()
-    assert await a is True
-    assert sys.getswitchinterval() == pytest.approx(COMMIT_SWITCH_S)  # b is still in flight
-    gates[1].set()
-    assert await b is True
-    await asyncio.sleep(0.01)  # the jobs' own done callbacks (each ends its record once only)
-    assert sys.getswitchinterval() == default
-    assert COMMIT_PRIORITY.in_flight == 0
-    first.close()
-    second.close()
-
-
-@pytest.mark.asyncio
-async def test_a_record_whose_commit_failed_still_ends_its_time_in_flight(tmp_path: Path) -> None:
-    default = sys.getswitchinterval()
-    store = Store(tmp_path / DB_NAME, retry_s=60.0)
-
-    def read_only() -> None:
-        assert store._conn is not None
-        store._conn.execute("PRAGMA query_only=1")
-
-    store._pool.submit(read_only).result()
-    assert (
-        await store.record("chair-1", alert_id="a", seq=1, rank=3, clears=False, payload={}, transition={})
-        is None
-    )
-    await asyncio.sleep(0.01)
-    assert sys.getswitchinterval() == default and COMMIT_PRIORITY.in_flight == 0
-    store.close()

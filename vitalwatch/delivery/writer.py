@@ -52,7 +52,6 @@ from typing import Any, TypeVar
 import structlog
 
 from vitalwatch.delivery.commit import Commit
-from vitalwatch.delivery.commit_priority import COMMIT_PRIORITY
 
 __all__ = ["DEFER_S", "MAX_HELD", "RETRY_S", "JournalWriter", "Work"]
 
@@ -76,12 +75,10 @@ def _noop(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _settle(commits: tuple[Commit, ...], result: bool | None, end: Callable[[], None]) -> None:
-    """(Loop thread) a record's transaction ended: tell each of its readers, once; ``end`` its
-    time in flight (:mod:`vitalwatch.delivery.commit_priority`) after that."""
+def _settle(commits: tuple[Commit, ...], result: bool | None) -> None:
+    """(Loop thread) a record's transaction ended: tell each of its readers, once."""
     for commit in commits:
         commit.settle(result)
-    end()
 
 
 def _settle_from(commits: tuple[Commit, ...], job: asyncio.Future[bool | None]) -> None:
@@ -138,7 +135,7 @@ class JournalWriter:
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
         # Records not yet committed: appended on the loop thread, drained by the writer.
-        self._records: deque[tuple[int, Work, tuple[Commit, ...], Callable[[], None]]] = deque()
+        self._records: deque[tuple[int, Work, tuple[Commit, ...]]] = deque()
         self._record_results: dict[int, bool | None] = {}
         self._tokens = itertools.count()
         self._timer: asyncio.TimerHandle | None = None  # loop thread only
@@ -285,12 +282,12 @@ class JournalWriter:
 
     def _commit_waiting(self) -> None:
         """Commit every record waiting (one transaction) and tell each record's future."""
-        batch: list[tuple[int, Work, tuple[Commit, ...], Callable[[], None]]] = []
+        batch: list[tuple[int, Work, tuple[Commit, ...]]] = []
         while self._records:
             batch.append(self._records.popleft())
         if not batch:
             return
-        works = [work for _, work, _, _ in batch]
+        works = [work for _, work, _ in batch]
 
         def body(conn: sqlite3.Connection) -> bool:
             for work in works:
@@ -298,11 +295,11 @@ class JournalWriter:
             return True
 
         result = self._txn("FULL", body)
-        for t, _, commits, end in batch:
+        for t, _, commits in batch:
             self._record_results[t] = result
             if self._loop is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    self._loop.call_soon_threadsafe(_settle, commits, result, end)
+                    self._loop.call_soon_threadsafe(_settle, commits, result)
 
     def _commit_records(self, token: int) -> bool | None:
         """Commit every record waiting (if ``token``'s is still among them); ``token``'s result."""
@@ -384,23 +381,9 @@ class JournalWriter:
         """
         token = next(self._tokens)
         commits = tuple(Commit() for _ in range(readers))
-        COMMIT_PRIORITY.started()
-        ended = False
-
-        def end() -> None:  # once: at the commit's loop callback, or when the job ends without one
-            nonlocal ended
-            if not ended:
-                ended = True
-                COMMIT_PRIORITY.ended()
-
-        self._records.append((token, work, commits, end))
+        self._records.append((token, work, commits))
         job = self._submit(lambda: self._commit_records(token))
-
-        def job_done(done: asyncio.Future[bool | None]) -> None:
-            _settle_from(commits, done)
-            end()
-
-        job.add_done_callback(job_done)
+        job.add_done_callback(lambda done: _settle_from(commits, done))
         return commits
 
     async def flush(self) -> None:
