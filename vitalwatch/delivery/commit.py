@@ -42,31 +42,29 @@ class Commit:
 
     def settle(self, result: bool | None) -> None:
         """(Loop thread) the record's transaction ended with ``result``; wakes every waiter now."""
-        if self._settled:
-            return
-        self._settled, self._result = True, result
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(result)
-        self._waiters.clear()
+        self._finish(result, None)
 
     def fail(self, exception: BaseException) -> None:
-        """(Loop thread) the record's job itself failed or was cancelled (the writer is closing)."""
-        if self._settled:
-            return
-        self._settled, self._exception = True, exception
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(exception)
-        self._waiters.clear()
+        """(Loop thread) the record's job itself failed."""
+        self._finish(None, exception)
 
     def cancel(self) -> None:
         """(Loop thread) the record's job was cancelled (the writer closed before it ran)."""
+        self._finish(None, asyncio.CancelledError())
+
+    def _finish(self, result: bool | None, exception: BaseException | None) -> None:
         if self._settled:
             return
-        self._settled, self._exception = True, asyncio.CancelledError()
+        self._settled, self._result, self._exception = True, result, exception
         for waiter in self._waiters:
-            waiter.cancel()
+            if waiter.done():
+                continue
+            if exception is None:
+                waiter.set_result(result)
+            elif isinstance(exception, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(exception)
         self._waiters.clear()
 
     def __await__(self) -> Generator[Any, None, bool | None]:
