@@ -180,11 +180,8 @@ class BedSession(Generic[L]):
 
     # -- LinkListener ------------------------------------------------------------------
     def on_events(self, device: str, events: list[Event], now: float) -> None:
-        # Every device read comes here (several a second per device): _arrived and _fed are
-        # written out, a call each saved per event (keep them in step with those two).
-        if self._before_input is not None:
-            self._before_input(now)
-        engine, watchers = self.engine, self._watchers
+        self._arrived(now)
+        engine = self.engine
         for event in events:
             if isinstance(event, Observation):
                 valid = engine.is_valid(device, event, now)
@@ -198,11 +195,7 @@ class BedSession(Generic[L]):
                     )
                 if self.recorder is not None:
                     self.recorder(device, event, now, valid)
-            outputs = engine.observe(device, event, now)
-            if outputs:
-                self.dispatch(outputs)
-            for watcher in watchers:
-                watcher.engine_fed(outputs, now, tick=False)
+            self._fed(engine.observe(device, event, now), now)
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
         task = asyncio.current_task() if _loop_running() else None
@@ -221,16 +214,10 @@ class BedSession(Generic[L]):
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
-        # Several a second: _arrived and _fed written out, as in on_events.
-        if self._before_input is not None:
-            self._before_input(now)
+        self._arrived(now)
         for tap in self._taps:
             tap.tick(now)
-        outputs = self.engine.tick(now)
-        if outputs:
-            self.dispatch(outputs)
-        for watcher in self._watchers:
-            watcher.engine_fed(outputs, now, tick=True)
+        self._fed(self.engine.tick(now), now, tick=True)
         if self._deferred_nibp is not None and now - self._deferred_nibp[1] >= NIBP_DEFER_S:
             reason, _ = self._deferred_nibp
             self._deferred_nibp = None

@@ -1,4 +1,8 @@
-"""A journal record's commit as its senders wait for it (vitalwatch.delivery.commit)."""
+"""A journal record's commit as its senders wait for it (vitalwatch.delivery.commit).
+
+The `asyncio.sleep(0)` calls here are single event-loop turns, not waits for time: these tests count
+turns (how soon a waiting sender runs after the commit) or let a just-created task start waiting.
+"""
 
 from __future__ import annotations
 
