@@ -91,6 +91,10 @@ SEGMENTS: tuple[tuple[str, str, str], ...] = (
 ASIDE: tuple[tuple[str, str, str], ...] = (
     ("(aside) rest of the chunk after the submit", "alert_out", "chunk_done"),
     ("(aside) loop free -> commit done", "chunk_done", "committed"),
+    ("(aside) loop free -> the loop waits in epoll", "chunk_done", "loop_idle"),
+    ("(aside) the loop waits in epoll -> commit done", "loop_idle", "committed"),
+    ("(aside) submit -> the writer starts the transaction", "alert_out", "txn_start"),
+    ("(aside) the transaction (PRAGMA to COMMIT)", "txn_start", "committed"),
 )
 
 
@@ -153,22 +157,24 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
         key = state.get("chunk_key")
         if key is not None and key in rec:
             rec[key]["chunk_done"] = now()
+            state["idle_key"] = key
         state["chunk_key"] = None
 
     alert = BedPublisher.alert
 
-    def traced_alert(self: BedPublisher, transition: Any) -> None:
+    def traced_alert(self: BedPublisher, transition: Any) -> Any:
         t = now()
         key = (transition.alert_id, transition.seq)
         rec[key] = {"alert_in": t, **last}
         last.pop("engine_out", None)
         state["key"] = key
         try:
-            alert(self, transition)
+            commit = alert(self, transition)  # the bed session waits on it: hand it back
         finally:
             state["key"] = None
         rec[key]["alert_out"] = now()
         state["chunk_key"] = key
+        return commit
 
     record = Store.record
     seen_keys: dict[Any, tuple[str, int]] = {}  # the publisher's Commit of a traced alert -> key
@@ -207,10 +213,12 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
 
     def traced_txn(self: JournalWriter, sync: str, body: Any, *, hold: bool = True) -> Any:
         del in_txn[:]
+        start = now()
         result = txn(self, sync, body, hold=hold)
         t = now()
         for key in in_txn:
             if key in rec and result is not None:
+                rec[key]["txn_start"] = start
                 rec[key]["committed"] = t
         del in_txn[:]
         return result
@@ -249,6 +257,19 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
             rec[key]["sock_write"] = now()
         return result
 
+    import selectors
+
+    select = selectors.EpollSelector.select
+
+    def traced_select(self: selectors.EpollSelector, timeout: float | None = None) -> Any:
+        key = state.get("idle_key")
+        if key is not None and timeout != 0:  # the loop has nothing ready: it will wait
+            state["idle_key"] = None
+            if key in rec:
+                rec[key]["loop_idle"] = now()
+        return select(self, timeout)
+
+    selectors.EpollSelector.select = traced_select  # type: ignore[method-assign]
     SerialPort.read_nowait = traced_read  # type: ignore[method-assign]
     DriverGuard.feed = traced_feed  # type: ignore[method-assign]
     GuardedDevice._deliver = traced_deliver  # type: ignore[method-assign]

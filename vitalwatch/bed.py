@@ -12,18 +12,37 @@ journal, session record), the input taps (the recording journal) and the engine 
 snapshot writer). The daemon passes serial-port links; replay passes links that only hold a
 driver (:mod:`vitalwatch.continuity.replay`), so live and replay run this same code. It does
 no I/O itself.
+
+An alert goes to disk before the rest of its input is handled. The alert's FULL journal commit
+runs on the writer thread, which needs the interpreter between its SQLite calls; while the loop
+goes on with the rest of the device's bytes (the other observations of the line, the session
+record, the log line), the commit waits for the loop. So a device input or a tick that raised
+an alert stops right after the alert's submit and continues once the commit is on disk (after
+the publisher has sent it) or after :data:`ALERT_COMMIT_WAIT_S` at the latest; what arrives
+for this bed meanwhile waits behind it, in order. Before it hands the loop back, the bed blocks
+for at most :data:`ALERT_COMMIT_BLOCK_S` until the writer thread is done, so the commit's SQLite
+steps do not take turns with the loop's Python; :data:`SLOW_COMMITS_IN_A_ROW` waits that run
+out (a slow disk) turn the blocking off for :data:`SLOW_COMMIT_PAUSE_S`.
+
+The engine sees exactly the same inputs, in the same order and with the same times, so the
+outputs are the same; only when they are handled moves, by about a millisecond. Every other
+input (a link change, a command, a phase) first finishes what is waiting and then runs at once,
+so a command sees the state it expects. Replay has no journal, so nothing ever waits there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
 from vitalwatch.config import BedConfig, DeviceConfig
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.drivers import Driver, Event, MeasurementStarter, Observation, driver_class
 from vitalwatch.engine.outputs import (
     AlertTransition,
@@ -36,6 +55,7 @@ from vitalwatch.engine.outputs import (
 from vitalwatch.engine.roles import measures_nibp
 from vitalwatch.engine.session import BedEngine
 from vitalwatch.link.device_link import LinkListener
+from vitalwatch.link.driver_guard import fault_site
 
 __all__ = [
     "BedSession",
@@ -58,6 +78,26 @@ log = structlog.get_logger("vitalwatch.bed")
 # before the nurse is asked to take it by hand: a cuff reconnects within seconds (the link's
 # backoff is capped at 30 s), and a prompt for a reading the cuff then takes is noise.
 NIBP_DEFER_S = 30.0
+
+# The longest a bed's further input waits for an alert's journal commit (module docstring).
+# The commit takes about a millisecond on an SSD and a few on an SD card; a stalled disk must
+# not stall the bed's monitoring for longer than this, whatever the publisher then does.
+ALERT_COMMIT_WAIT_S = 0.05
+# Before it goes back to the event loop, the held input blocks for at most this long until the
+# writer thread is done with the commit. Blocking releases the interpreter: the writer's SQLite
+# steps then run back to back instead of taking turns with the loop's Python (each turn a thread
+# switch), which halves the commit's time on the alarm path (docs/performance.md). The loop is
+# stopped for at most this long, once per alert.
+ALERT_COMMIT_BLOCK_S = 0.002
+# After this many blocking waits in a row ran out (a disk slower than the wait: an SD card, a
+# stalled disk), the bed stops blocking for SLOW_COMMIT_PAUSE_S: such a disk costs the loop a few
+# ALERT_COMMIT_BLOCK_S per bed per period, no more. One slow commit among fast ones does not.
+SLOW_COMMITS_IN_A_ROW = 3
+SLOW_COMMIT_PAUSE_S = 60.0
+
+# An input being handled: each item is the journal commit of an alert it just raised, at which
+# the rest of the input may wait (BedSession._drive).
+Steps = Generator[Commit, None, None]
 
 
 class SessionLink(Protocol):
@@ -84,7 +124,8 @@ LinkFactory = Callable[[DeviceConfig, LinkListener], L]
 class OutputSink(Protocol):
     """Where alert transitions and telemetry go (the publisher)."""
 
-    def alert(self, transition: AlertTransition) -> None: ...
+    def alert(self, transition: AlertTransition) -> Commit | None:
+        """Journal and queue ``transition``; its journal commit (None: nothing is journalled)."""
 
     def vital(self, kind: str, payload: VitalPayload) -> None:
         """The latest value of ``kind``; ``payload`` may be a function called only if it is sent."""
@@ -165,6 +206,15 @@ class BedSession(Generic[L]):
         self.last_valid: dict[str, float] = {}
         self.transition_counts: dict[str, int] = {}
         self.links: dict[str, L] = {dev.id: links(dev, self) for dev in config.devices}
+        # An input that stopped at an alert's commit (with its logging context), the inputs that
+        # came meanwhile, and what ends the wait (the commit's callback or the bound's timer).
+        self._held: tuple[Steps, contextvars.Context] | None = None
+        self._held_on: Commit | None = None
+        self._waiting: deque[tuple[Steps, contextvars.Context]] = deque()
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._driving = False
+        self._block_from = float("-inf")  # loop time from which _hold may block again
+        self._slow_commits = 0  # blocking waits in a row that ran out
 
     @property
     def bed(self) -> str:
@@ -173,6 +223,7 @@ class BedSession(Generic[L]):
     @property
     def phase(self) -> str:
         """The session phase (the engine's), for the command handler's state machine."""
+        self.catch_up()
         return self.engine.phase
 
     def link_states(self) -> dict[str, bool]:
@@ -180,6 +231,9 @@ class BedSession(Generic[L]):
 
     # -- LinkListener ------------------------------------------------------------------
     def on_events(self, device: str, events: list[Event], now: float) -> None:
+        self._in_order(self._events(device, events, now))
+
+    def _events(self, device: str, events: list[Event], now: float) -> Steps:
         self._arrived(now)
         engine = self.engine
         for event in events:
@@ -195,7 +249,11 @@ class BedSession(Generic[L]):
                     )
                 if self.recorder is not None:
                     self.recorder(device, event, now, valid)
-            self._fed(engine.observe(device, event, now), now)
+            outputs = engine.observe(device, event, now)
+            if outputs:
+                yield from self._dispatched(outputs)
+            for watcher in self._watchers:
+                watcher.engine_fed(outputs, now, tick=False)
 
     def on_link(self, device: str, up: bool, now: float, reason: str) -> None:
         task = asyncio.current_task() if _loop_running() else None
@@ -204,6 +262,7 @@ class BedSession(Generic[L]):
             # link_lost now would journal a HIGH alarm that the next start shows as active.
             self._log.info("device.link_closed_on_stop", device=device)
             return
+        self.catch_up()
         self._arrived(now)
         self._log.info("device.link", device=device, up=up, reason=reason)
         for tap in self._taps:
@@ -214,10 +273,17 @@ class BedSession(Generic[L]):
 
     # -- commands and timers -----------------------------------------------------------
     def tick(self, now: float) -> None:
+        self._in_order(self._tick(now))
+
+    def _tick(self, now: float) -> Steps:
         self._arrived(now)
         for tap in self._taps:
             tap.tick(now)
-        self._fed(self.engine.tick(now), now, tick=True)
+        outputs = self.engine.tick(now)
+        if outputs:
+            yield from self._dispatched(outputs)
+        for watcher in self._watchers:
+            watcher.engine_fed(outputs, now, tick=True)
         if self._deferred_nibp is not None and now - self._deferred_nibp[1] >= NIBP_DEFER_S:
             reason, _ = self._deferred_nibp
             self._deferred_nibp = None
@@ -225,6 +291,7 @@ class BedSession(Generic[L]):
 
     def set_phase(self, phase: str, now: float) -> None:
         """A phase command (``pause``/``resume`` too); ValueError, with nothing recorded, when refused."""
+        self.catch_up()
         self.engine.check_phase(phase)
         self._arrived(now)
         for tap in self._taps:
@@ -233,12 +300,14 @@ class BedSession(Generic[L]):
 
     def set_age_band(self, band: str, now: float) -> None:
         """The session's age band (``adult`` or ``older_adult``; never a date of birth)."""
+        self.catch_up()
         self._arrived(now)
         for tap in self._taps:
             tap.age_band(band, now)
         self._fed(self.engine.set_age_band(band, now), now)
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> None:
+        self.catch_up()
         self._arrived(now)
         for tap in self._taps:
             tap.ack(alert_id, by, now)
@@ -246,7 +315,11 @@ class BedSession(Generic[L]):
 
     def gateway_paused(self, gap_s: float, now: float) -> None:
         """The gateway did not run for ``gap_s`` up to ``now``: the engine must not count it as
-        device silence. Recorded (a replay applies it at the same place) and handed to the engine."""
+        device silence. Recorded (a replay applies it at the same place) and handed to the engine.
+
+        Called from inside an input too (the stall check runs as each input arrives): then it
+        applies right there, where the replay applies it."""
+        self.catch_up()
         for tap in self._taps:
             tap.paused(gap_s, now)
         self.engine.gateway_paused(gap_s, now)
@@ -257,10 +330,12 @@ class BedSession(Generic[L]):
 
     def is_active(self, alert_id: str) -> bool:
         """Whether ``alert_id`` is an active alarm of this bed (a nurse may only ack those)."""
+        self.catch_up()
         return any(tr.alert_id == alert_id for tr in self.engine.active_alarms())
 
     def active_ids(self) -> list[str]:
         """The bed's active alarms, for the result of an ``ack "*"``."""
+        self.catch_up()
         return [tr.alert_id for tr in self.engine.active_alarms()]
 
     def request_nibp(self, reason: str, now: float) -> bool:
@@ -278,19 +353,27 @@ class BedSession(Generic[L]):
                 return True
         return False
 
-    def _fed(self, outputs: list[Output], now: float, *, tick: bool = False) -> None:
+    def _fed(self, outputs: list[Output], now: float) -> None:
+        """Outputs of an input that does not wait (module docstring): dispatched at once."""
         if outputs:
             self.dispatch(outputs)
         for watcher in self._watchers:
-            watcher.engine_fed(outputs, now, tick=tick)
+            watcher.engine_fed(outputs, now, tick=False)
 
     def dispatch(self, outputs: list[Output]) -> None:
+        """Hand ``outputs`` on now, after what is waiting (tests and tools inject outputs here)."""
+        self.catch_up()
+        for _ in self._dispatched(outputs):
+            pass
+
+    def _dispatched(self, outputs: list[Output]) -> Steps:
         for out in outputs:
             if self.sink is not None and isinstance(out, AlertTransition):
-                # The sink first: it submits the alert's FULL commit to the writer thread, so
-                # the fsync runs while the observers, the log line and the rest of the device's
-                # bytes are handled, not after them (alarm latency, docs/performance.md).
-                self.sink.alert(out)
+                # The sink first: it submits the alert's FULL commit to the writer thread; the
+                # input may stop here until it is on disk (module docstring).
+                commit = self.sink.alert(out)
+                if commit is not None:
+                    yield commit
             self._emit(out)
             match out:
                 case AlertTransition():
@@ -321,6 +404,91 @@ class BedSession(Generic[L]):
                 case NursePrompt():
                     self._log.info("nurse.prompt", text=out.text)
 
+    # -- inputs in order, waiting for an alert's commit ----------------------------------
+    def then(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` after every input taken so far: now, or once the waiting ones are handled
+        (the daemon's ticker does the session record's timers this way, in order)."""
+        self._in_order(_call(fn))
+
+    def catch_up(self) -> None:
+        """Finish every input that is waiting now, without waiting for the disk."""
+        if self._driving or self._held is None:
+            return
+        self._end_wait()
+        self._resume(wait=False)
+
+    def _in_order(self, steps: Steps) -> None:
+        if self._held is not None or self._waiting:
+            self._waiting.append((steps, contextvars.copy_context()))
+            return
+        self._drive(steps)
+
+    def _drive(self, steps: Steps, *, wait: bool = True) -> bool:
+        """Run ``steps``; True when it stopped at an alert's commit (it is then held).
+
+        An input handled inside another one (the stall check's pause, as it arrives) never
+        stops: only the outermost input may wait.
+        """
+        nested, self._driving = self._driving, True
+        try:
+            for commit in steps:
+                if wait and not nested and not commit.done() and _loop_running():
+                    self._hold(steps, commit)
+                    return True
+        finally:
+            self._driving = nested
+        return False
+
+    def _hold(self, steps: Steps, commit: Commit) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._block_from:
+            if commit.wait_written(ALERT_COMMIT_BLOCK_S):
+                self._slow_commits = 0
+            else:
+                self._slow_commits += 1
+                if self._slow_commits >= SLOW_COMMITS_IN_A_ROW:
+                    self._slow_commits = 0
+                    self._block_from = loop.time() + SLOW_COMMIT_PAUSE_S
+                    self._log.info(
+                        "bed.commit_slow", in_a_row=SLOW_COMMITS_IN_A_ROW, pause_s=SLOW_COMMIT_PAUSE_S
+                    )
+        self._held, self._held_on = (steps, contextvars.copy_context()), commit
+        self._wait_timer = loop.call_later(ALERT_COMMIT_WAIT_S, self._wait_over)
+        commit.add_done_callback(functools.partial(self._committed, commit))
+
+    def _committed(self, commit: Commit) -> None:
+        # Scheduled, not run here: the publisher's send, woken by the same commit, goes first.
+        if commit is self._held_on:
+            asyncio.get_running_loop().call_soon(self._wait_over)
+
+    def _wait_over(self) -> None:
+        if self._held is None:
+            return
+        self._end_wait()
+        self._resume(wait=True)
+
+    def _end_wait(self) -> None:
+        self._held_on = None
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
+
+    def _resume(self, *, wait: bool) -> None:
+        """Continue the held input, then the ones that came meanwhile, until one waits again.
+
+        Outside its caller's stack: an exception costs that one input (logged by type and
+        place, never its text) and the inputs behind it still run.
+        """
+        held, self._held = self._held, None
+        while held is not None:
+            steps, context = held
+            try:
+                if context.run(self._drive, steps, wait=wait):
+                    return  # waits again, on a commit of its own
+            except Exception as exc:  # contained to this input
+                self._log.error("bed.input_failed", error_type=type(exc).__name__, where=fault_site(exc))
+            held = self._waiting.popleft() if self._waiting else None
+
     def _prompt_nurse(self, reason: str, now: float) -> None:
         text = f"Please take a blood pressure: {reason}"
         self._emit(NursePrompt(t=now, bed=self.bed, text=text))
@@ -347,6 +515,12 @@ class BedSession(Generic[L]):
             del self.outputs[:-500]
         for observer in self.observers:
             observer(out)
+
+
+def _call(fn: Callable[[], object]) -> Steps:
+    """``fn`` as an input that never waits (:meth:`BedSession.then`)."""
+    fn()
+    yield from ()
 
 
 def _loop_running() -> bool:

@@ -103,3 +103,26 @@ async def test_a_record_waited_for_again_after_a_cancelled_wait_is_still_committ
     assert await commit is True
     store.close()
 
+
+@pytest.mark.asyncio
+async def test_done_callbacks_run_after_the_waiters_were_woken_and_at_once_when_settled() -> None:
+    """The bed session resumes from a callback: the sender woken by the same commit must go first."""
+    commit = Commit()
+    order: list[str] = []
+
+    async def sender() -> None:
+        await commit
+        order.append("sender")
+
+    task = asyncio.ensure_future(sender())
+    await asyncio.sleep(0)  # the sender now waits
+    loop = asyncio.get_running_loop()
+    commit.add_done_callback(lambda: loop.call_soon(order.append, "callback's work"))
+    assert order == []
+    commit.settle(True)
+    await task
+    await asyncio.sleep(0)
+    assert order == ["sender", "callback's work"]
+    late: list[str] = []
+    commit.add_done_callback(lambda: late.append("at once"))
+    assert late == ["at once"]

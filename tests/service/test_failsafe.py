@@ -59,7 +59,7 @@ def test_broken_toml_is_scanned() -> None:
 
 def test_no_command() -> None:
     assert (None, "none") == find_alarm_command("")
-    assert (None, "none") == find_alarm_command('[mqtt]\nlocal_alarm_command = []\n')
+    assert (None, "none") == find_alarm_command("[mqtt]\nlocal_alarm_command = []\n")
     assert (None, "none") == find_alarm_command("garbage = = [\n")
 
 

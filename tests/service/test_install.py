@@ -182,9 +182,7 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     assert "--find-links" not in text and "--index-url" not in text  # no machine-local sources
 
 
-RULE_KEY = re.compile(
-    r'^\s*(?:[A-Z_]+(?:\{[A-Za-z0-9_]+\})?)\s*(?:==|!=|\+=|=|:=)\s*"[^"]*"\s*$'
-)
+RULE_KEY = re.compile(r'^\s*(?:[A-Z_]+(?:\{[A-Za-z0-9_]+\})?)\s*(?:==|!=|\+=|=|:=)\s*"[^"]*"\s*$')
 
 
 def test_udev_examples_are_well_formed() -> None:

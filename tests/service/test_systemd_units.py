@@ -166,8 +166,12 @@ PR_MDWE_REFUSE_EXEC_GAIN = 1
 
 def _mdwe_supported() -> bool:
     probe = subprocess.run(
-        [sys.executable, "-c", f"import ctypes,sys; sys.exit(ctypes.CDLL(None).prctl({PR_SET_MDWE}, "
-         f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)"],
+        [
+            sys.executable,
+            "-c",
+            f"import ctypes,sys; sys.exit(ctypes.CDLL(None).prctl({PR_SET_MDWE}, "
+            f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)",
+        ],
         check=False,
     )
     return probe.returncode == 0

@@ -14,7 +14,8 @@ loop turn after the commit, and a wait given up costs nobody anything.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+import threading
+from collections.abc import Callable, Generator
 from typing import Any
 
 __all__ = ["Commit"]
@@ -28,17 +29,42 @@ class Commit:
     own. Cancelling a waiter cancels only that waiter's future.
     """
 
-    __slots__ = ("_exception", "_result", "_settled", "_waiters")
+    __slots__ = ("_callbacks", "_exception", "_result", "_settled", "_waiters", "_written")
 
     def __init__(self) -> None:
         self._settled = False
         self._result: bool | None = None
         self._exception: BaseException | None = None
         self._waiters: list[asyncio.Future[bool | None]] = []
+        self._callbacks: list[Callable[[], object]] = []
+        # Set on the writer thread the moment the transaction ended, before the loop hears of it.
+        self._written = threading.Event()
 
     def done(self) -> bool:
         """Whether the writer has settled the record (committed, failed or given up)."""
         return self._settled
+
+    def written(self) -> None:
+        """(Writer thread) the record's transaction ended (committed or not); the loop's
+        :meth:`settle` follows through the loop's queue."""
+        self._written.set()
+
+    def wait_written(self, timeout: float) -> bool:
+        """Block this thread up to ``timeout`` s until the writer thread is done with the record.
+
+        The event loop may call it for an alert it just submitted: waiting here releases the
+        interpreter, so the writer thread's SQLite steps run without waiting for the loop's
+        Python between them (vitalwatch.bed). True when the writer is done (or the record settled).
+        """
+        return self._settled or self._written.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` when the record settles, after its waiters were woken (so they run first);
+        at once if it has settled. A callback cannot cancel anything, so readers may share it."""
+        if self._settled:
+            fn()
+        else:
+            self._callbacks.append(fn)
 
     def settle(self, result: bool | None) -> None:
         """(Loop thread) the record's transaction ended with ``result``; wakes every waiter now."""
@@ -66,6 +92,9 @@ class Commit:
             else:
                 waiter.set_exception(exception)
         self._waiters.clear()
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
 
     def __await__(self) -> Generator[Any, None, bool | None]:
         if not self._settled:

@@ -56,6 +56,7 @@ from vitalwatch.delivery.broker import (
     no_delay,
     write_at_once,
 )
+from vitalwatch.delivery.commit import Commit
 from vitalwatch.delivery.documents import RetainedDocuments
 from vitalwatch.delivery.lanes import Entry, Lanes
 from vitalwatch.delivery.payloads import (
@@ -168,8 +169,11 @@ class BedPublisher:
     def pending_entries(self) -> list[Entry]:
         return list(self._lanes)
 
-    def alert(self, transition: AlertTransition) -> None:
-        """Journal one transition (fsync on the writer thread) and queue it for the broker."""
+    def alert(self, transition: AlertTransition) -> Commit | None:
+        """Journal one transition (fsync on the writer thread) and queue it for the broker.
+
+        Returns the journal commit (None without a journal), which the bed session may wait for
+        before it handles the rest of the input that raised the alert."""
         payload = alert_payload(transition, site=self._site, wall=self._wall)
         clears = transition.state is AlertState.CLEARED
         persisted = None
@@ -191,6 +195,7 @@ class BedPublisher:
         else:
             self._retained.set(entry.alert_id, encode(entry.payload))
         self._enqueue(entry)
+        return persisted
 
     def restore(self, rows: list[PendingRow], active: list[AlertTransition]) -> None:
         """After a restart: the undelivered rows and the alarms to show as active again."""

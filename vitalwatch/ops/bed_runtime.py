@@ -21,6 +21,7 @@ command handler on the session. Nothing is patched in afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -313,8 +314,14 @@ class BedRuntime:
         return resumed
 
     def tick(self, now: float) -> None:
-        """The engine's and the session record's timers (the daemon's one ticker calls this)."""
+        """The engine's and the session record's timers (the daemon's one ticker calls this).
+
+        The session record's after the engine's tick, in input order: the tick may wait for an
+        alert's commit (vitalwatch.bed), and a minute must not close before its last values."""
         self.session.tick(now)
+        self.session.then(functools.partial(self._timers, now))
+
+    def _timers(self, now: float) -> None:
         self.record.tick(now)
         if now - self._readiness_at >= READINESS_EVERY_S:  # off the alarm path: once a second is plenty
             self._readiness_at = now

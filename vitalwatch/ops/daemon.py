@@ -209,6 +209,8 @@ class Daemon:
                 log.info("daemon.ready", beds=len(self.beds), site=self.config.site)
         finally:
             hk.notifier.stopping()
+            for session in self.beds.values():  # inputs waiting for an alert's commit: handle them now
+                session.catch_up()
             if collector is not None:
                 REGISTRY.unregister(collector)
             for journal in self.journals.values():
