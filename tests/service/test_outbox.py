@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,6 +245,44 @@ async def test_delivery_marks_ride_along_with_the_next_commit(tmp_path: Path) ->
     await store.delivered("chair-1", "b", 2)
     store.close()  # close writes what is still deferred
     assert [("a", 1, True), ("b", 2, True)] == rows(tmp_path / DB_NAME)
+
+
+@pytest.mark.asyncio
+async def test_deferring_hands_the_writer_no_job_of_its_own(tmp_path: Path) -> None:
+    """An alert's id counter is deferred just before the alert is journalled: deferring must not
+    wake the writer thread (it would then take turns with the loop before the alert's commit)."""
+    store = Store(tmp_path / DB_NAME, defer_s=60.0)
+    assert await record(store, 1) is True
+    jobs: list[object] = []
+    submit = store._pool.submit
+
+    def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        jobs.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    store._pool.submit = counted  # type: ignore[method-assign]
+    await store.delivered("chair-1", "a", 1)
+    await store.put_meta("chair-1", {"id_counter": 7}, sync="NORMAL")
+    assert jobs == []
+    assert await record(store, 2, "b") is True  # one job: the marks ride with the record
+    assert len(jobs) == 1
+    assert [("a", 1, True), ("b", 2, False)] == rows(tmp_path / DB_NAME)
+    assert 7 == store.meta("chair-1")["id_counter"]
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_deferred_value_never_overwrites_a_later_one(tmp_path: Path) -> None:
+    """A deferred (NORMAL) value goes in before any write submitted after it, never after."""
+    store = Store(tmp_path / DB_NAME, defer_s=60.0)
+    store.put_meta("chair-1", {"phase": "baseline"}, sync="NORMAL")
+    assert await store.put_meta("chair-1", {"phase": "infusion"}) is True  # FULL, submitted later
+    assert "infusion" == store.meta("chair-1")["phase"]
+    store.put_meta("chair-1", {"phase": "recovery"}, sync="NORMAL")
+    store.close()  # close writes what is still deferred
+    reopened = Store(tmp_path / DB_NAME)
+    assert "recovery" == reopened.meta("chair-1")["phase"]
+    reopened.close()
 
 
 @pytest.mark.asyncio

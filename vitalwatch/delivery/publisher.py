@@ -175,6 +175,7 @@ class BedPublisher:
         Returns the journal commit (None without a journal), which the bed session may wait for
         before it handles the rest of the input that raised the alert."""
         payload = alert_payload(transition, site=self._site, wall=self._wall)
+        body = encode(payload)  # once: the outbox row's text and the retained copy
         clears = transition.state is AlertState.CLEARED
         persisted = None
         if self._store is not None:
@@ -186,6 +187,7 @@ class BedPublisher:
                 clears=clears,
                 payload=payload,
                 transition=transition_to_json(transition, utc=self._wall.utc),
+                encoded=body.decode(),
             )
         now = asyncio.get_running_loop().time()
         entry = Entry(transition.alert_id, transition.seq, transition.priority.rank, clears, payload, now)
@@ -193,7 +195,7 @@ class BedPublisher:
         if clears:
             self._retained.clear(entry.alert_id)
         else:
-            self._retained.set(entry.alert_id, encode(entry.payload))
+            self._retained.set(entry.alert_id, body)
         self._enqueue(entry)
         return persisted
 

@@ -233,12 +233,17 @@ class Store(JournalWriter):
         clears: bool,
         payload: dict[str, Any],
         transition: dict[str, Any],
+        encoded: str | None = None,
     ) -> Commit:
         """Commit one alert transition (outbox row + active-alarm table) with a full fsync.
 
+        ``encoded``: ``payload`` already encoded as compact, key-sorted JSON (the publisher has it
+        for the retained copy; encoding it once is one encoding less before the commit starts).
         Awaiting the result gives True once committed, None when the disk refused it (held for
         the retry); each journal tap gets a :class:`Commit` of its own for the same commit."""
-        body = strict_json.dumps(payload, what="outbox", separators=(",", ":"), sort_keys=True)
+        body = encoded
+        if body is None:
+            body = strict_json.dumps(payload, what="outbox", separators=(",", ":"), sort_keys=True)
         tr = strict_json.dumps(transition, what="outbox", separators=(",", ":"), sort_keys=True)
         created = time.time()
 

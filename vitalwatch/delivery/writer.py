@@ -134,6 +134,11 @@ class JournalWriter:
         # Writer thread only: writes that failed, in order, and deferred NORMAL writes.
         self._held: deque[tuple[str, Work]] = deque()
         self._deferred: list[Work] = []
+        # Loop thread only: deferred writes not handed to the writer yet. They go with the next
+        # job submitted (in order: before that job's own work), so deferring costs no job and
+        # no writer wake-up of its own; an alert's id counter is deferred just before the alert
+        # is journalled, on the alarm path (docs/performance.md).
+        self._deferring: list[Work] = []
         # Records not yet committed: appended on the loop thread, drained by the writer.
         self._records: deque[tuple[int, Work, tuple[Commit, ...]]] = deque()
         self._record_results: dict[int, bool | None] = {}
@@ -309,7 +314,13 @@ class JournalWriter:
             self._commit_waiting()
         return self._record_results.pop(token, None)
 
-    def _records_first(self, fn: Callable[[], T]) -> Callable[[], T]:
+    def _queue_deferred(self, works: list[Work]) -> None:
+        """(Writer thread) deferred writes handed over with a job: written in the next transaction."""
+        self._deferred.extend(works)
+        if len(self._deferred) > self._max_held:  # a lost delivery mark only means one resend
+            del self._deferred[: len(self._deferred) - self._max_held]
+
+    def _records_first(self, fn: Callable[[], T], deferred: list[Work] | None = None) -> Callable[[], T]:
         """(Writer thread) ``fn`` after committing any record waiting: alerts jump the queue.
 
         A burst of other writes (thousands of command ids, a snapshot) queued before an alert
@@ -318,6 +329,8 @@ class JournalWriter:
         """
 
         def run() -> T:
+            if deferred:
+                self._queue_deferred(deferred)
             if self._records:
                 self._commit_waiting()
             return fn()
@@ -327,7 +340,11 @@ class JournalWriter:
     # ------------------------------------------------------------------ loop side
     def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._pool, self._records_first(fn))
+        return loop.run_in_executor(self._pool, self._records_first(fn, self._take_deferring()))
+
+    def _take_deferring(self) -> list[Work]:
+        pending, self._deferring = self._deferring, []
+        return pending
 
     def _arm(self, delay: float) -> None:
         """(Loop thread) make sure a flush runs within ``delay``."""
@@ -345,9 +362,11 @@ class JournalWriter:
             return
         if self._loop is None:
             return
+        pending = self._take_deferring()
         try:
-            fut = self._loop.run_in_executor(self._pool, self._flush)
+            fut = self._loop.run_in_executor(self._pool, self._records_first(self._flush, pending))
         except RuntimeError:  # close() (on another thread) shut the writer down meanwhile
+            self._deferring[:0] = pending
             return
         fut.add_done_callback(self._rearm)
 
@@ -362,15 +381,12 @@ class JournalWriter:
 
     def _defer(self, work: Work) -> asyncio.Future[bool | None]:
         """Queue a NORMAL write for the next transaction (module docstring); True once queued."""
-
-        def queue() -> bool | None:
-            if len(self._deferred) >= self._max_held:
-                self._deferred.pop(0)  # a lost delivery mark only means one resend
-            self._deferred.append(work)
-            return True
-
-        fut = self._submit(queue)
+        if len(self._deferring) >= self._max_held:
+            self._deferring.pop(0)  # a lost delivery mark only means one resend
+        self._deferring.append(work)
         self._arm(self._defer_s)
+        fut: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        fut.set_result(True)
         return fut
 
     def _record(self, work: Work, readers: int = 1) -> tuple[Commit, ...]:
@@ -409,8 +425,10 @@ class JournalWriter:
     def close(self) -> None:
         """Write what is held or deferred (if the disk allows), then close; any thread."""
         self._closed = True
+        pending = self._take_deferring()
 
         def work() -> None:
+            self._queue_deferred(pending)
             self._flush()
             if self._held:
                 log.error("persistence.lost_at_close", held=len(self._held))
