@@ -91,8 +91,6 @@ SEGMENTS: tuple[tuple[str, str, str], ...] = (
 ASIDE: tuple[tuple[str, str, str], ...] = (
     ("(aside) rest of the chunk after the submit", "alert_out", "chunk_done"),
     ("(aside) loop free -> commit done", "chunk_done", "committed"),
-    ("(aside) loop free -> the loop waits in epoll", "chunk_done", "loop_idle"),
-    ("(aside) the loop waits in epoll -> commit done", "loop_idle", "committed"),
     ("(aside) submit -> the writer starts the transaction", "alert_out", "txn_start"),
     ("(aside) the transaction (PRAGMA to COMMIT)", "txn_start", "committed"),
 )
@@ -157,7 +155,6 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
         key = state.get("chunk_key")
         if key is not None and key in rec:
             rec[key]["chunk_done"] = now()
-            state["idle_key"] = key
         state["chunk_key"] = None
 
     alert = BedPublisher.alert
@@ -257,19 +254,6 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
             rec[key]["sock_write"] = now()
         return result
 
-    import selectors
-
-    select = selectors.EpollSelector.select
-
-    def traced_select(self: selectors.EpollSelector, timeout: float | None = None) -> Any:
-        key = state.get("idle_key")
-        if key is not None and timeout != 0:  # the loop has nothing ready: it will wait
-            state["idle_key"] = None
-            if key in rec:
-                rec[key]["loop_idle"] = now()
-        return select(self, timeout)
-
-    selectors.EpollSelector.select = traced_select  # type: ignore[method-assign]
     SerialPort.read_nowait = traced_read  # type: ignore[method-assign]
     DriverGuard.feed = traced_feed  # type: ignore[method-assign]
     GuardedDevice._deliver = traced_deliver  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ from bench.stagetrace import ASIDE, OWNERS, SEGMENTS, STAGES, classify, install,
 def test_segments_cover_the_path_in_order() -> None:
     stamps = {name: float(i) for i, name in enumerate(("written", *STAGES, "received"))}
     stamps["chunk_done"] = stamps["alert_out"] + 0.5
+    stamps["txn_start"] = stamps["alert_out"] + 0.2
     got = segments(stamps)
     assert list(got) == [name for name, _, _ in (*SEGMENTS, *ASIDE)]
     assert all(v >= 0 for v in got.values())
