@@ -110,6 +110,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     import paho.mqtt.client as paho
 
     from vitalwatch.delivery import writer as writer_module
+    from vitalwatch.delivery.commit import Commit
     from vitalwatch.delivery.publisher import BedPublisher
     from vitalwatch.delivery.store import Store
     from vitalwatch.delivery.writer import JournalWriter
@@ -193,6 +194,15 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
                 rec[key]["commit_seen"] = now()
         settle(commits, result)
 
+    settle_written = Commit.settle_written
+
+    def traced_settle_written(self: Commit) -> None:
+        # The loop that blocked for the writer settles the record itself, before that callback.
+        key = seen_keys.pop(self, None)
+        if key is not None:
+            rec[key]["commit_seen"] = now()
+        settle_written(self)
+
     wrap_record = JournalWriter._record
 
     def traced_writer_record(self: JournalWriter, work: Any, readers: int = 1) -> Any:
@@ -262,6 +272,7 @@ def install(out: Path) -> dict[tuple[str, int], dict[str, float]]:
     Store.record = traced_record  # type: ignore[method-assign]
     JournalWriter._record = traced_writer_record  # type: ignore[method-assign]
     writer_module._settle = traced_settle
+    Commit.settle_written = traced_settle_written  # type: ignore[method-assign]
     JournalWriter._txn = traced_txn  # type: ignore[method-assign]
     BedPublisher._send = traced_send  # type: ignore[method-assign]
     aiomqtt.Client.publish = traced_publish  # type: ignore[method-assign]

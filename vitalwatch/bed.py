@@ -444,6 +444,7 @@ class BedSession(Generic[L]):
         if loop.time() >= self._block_from:
             if commit.wait_written(ALERT_COMMIT_BLOCK_S):
                 self._slow_commits = 0
+                commit.settle_written()  # the publisher's send, already woken, finds it settled
             else:
                 self._slow_commits += 1
                 if self._slow_commits >= SLOW_COMMITS_IN_A_ROW:

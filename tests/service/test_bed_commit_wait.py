@@ -10,7 +10,11 @@ when nothing waits.
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -282,3 +286,98 @@ async def test_waiting_changes_nothing_but_when(seed: int) -> None:
     assert held > 20  # the waits really happened
     assert log == plain_log
     assert [_key(a) for a in sink.alerts] == [_key(a) for a in plain_sink.alerts]
+
+
+class WrittenSink(CommitSink):
+    """Commits that a thread standing in for the journal writer reports written ``delay_s`` after
+    the submit (the thread runs all along, like the writer's, so no thread start is timed)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.alerted = asyncio.Event()  # what wakes the publisher's sender in the daemon
+        self._jobs: queue.SimpleQueue[Commit | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        while (commit := self._jobs.get()) is not None:
+            time.sleep(self.delay_s)
+            commit.written(True)
+
+    def alert(self, transition: AlertTransition) -> Commit | None:
+        commit = super().alert(transition)
+        assert commit is not None
+        self._jobs.put(commit)
+        self.alerted.set()
+        return commit
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
+@pytest.fixture
+def written_sinks() -> Iterator[Callable[[float], WrittenSink]]:
+    made: list[WrittenSink] = []
+
+    def make(delay_s: float) -> WrittenSink:
+        made.append(WrittenSink(delay_s))
+        return made[-1]
+
+    yield make
+    for sink in made:
+        sink.close()
+
+
+@pytest.mark.asyncio
+async def test_the_bed_blocks_briefly_for_the_writer_and_settles_the_commit_itself(
+    written_sinks: Callable[[float], WrittenSink],
+) -> None:
+    """The loop gives the writer thread the interpreter until the commit is written (bounded),
+    settles it at once, and the publisher's send (woken by the alert) goes before the rest."""
+    sink = written_sinks(0.0)
+    session, log = make_bed(sink)
+    order: list[str] = []
+
+    async def sender() -> None:  # the publisher: woken when an alert is queued, then waits for its commit
+        await sink.alerted.wait()
+        await sink.commits[0]
+        order.append(f"sent, log length {len(log)}")
+
+    task = asyncio.create_task(sender())
+    await turns()
+    session.on_events("ox", line(85.0), 1.0)
+    assert sink.commits[0].done() and session._held is not None  # settled; the rest still waits
+    length = len(log)
+    await task
+    await turns()
+    assert order == [f"sent, log length {length}"]
+    assert ("obs", "pulse_rate", 70.0, 1.0, True) in log
+
+
+@pytest.mark.asyncio
+async def test_a_disk_slower_than_the_block_turns_blocking_off_after_three_in_a_row(
+    monkeypatch: pytest.MonkeyPatch, written_sinks: Callable[[float], WrittenSink]
+) -> None:
+    blocked: list[float] = []
+    wait_written = Commit.wait_written
+
+    def counted(self: Commit, timeout: float) -> bool:
+        blocked.append(timeout)
+        return wait_written(self, timeout)
+
+    monkeypatch.setattr(Commit, "wait_written", counted)
+    sink = written_sinks(0.2)  # far slower than ALERT_COMMIT_BLOCK_S
+    session, _ = make_bed(sink)
+    for i in range(5):
+        session.on_events("ox", line(85.0 if i % 2 == 0 else 97.0), float(i))
+        session.catch_up()
+    assert len(sink.alerts) == 5
+    assert blocked == [bed_module.ALERT_COMMIT_BLOCK_S] * bed_module.SLOW_COMMITS_IN_A_ROW
+    fast = written_sinks(0.0)
+    quick, _ = make_bed(fast)
+    for i in range(5):  # a fast disk: every alert blocks, none runs out
+        quick.on_events("ox", line(85.0 if i % 2 == 0 else 97.0), float(i))
+        quick.catch_up()
+    assert len(blocked) == bed_module.SLOW_COMMITS_IN_A_ROW + 5

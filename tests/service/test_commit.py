@@ -126,3 +126,19 @@ async def test_done_callbacks_run_after_the_waiters_were_woken_and_at_once_when_
     late: list[str] = []
     commit.add_done_callback(lambda: late.append("at once"))
     assert late == ["at once"]
+
+
+@pytest.mark.asyncio
+async def test_the_writers_report_can_be_waited_for_on_the_thread_and_settled_at_once() -> None:
+    commit = Commit()
+    assert commit.wait_written(0.001) is False  # nothing written: the wait runs out
+    commit.settle_written()
+    assert not commit.done()  # nothing to settle with yet
+    writer = threading.Thread(target=commit.written, args=(None,))  # the disk refused it: held
+    writer.start()
+    assert commit.wait_written(5.0) is True
+    commit.settle_written()
+    assert commit.done() and await commit is None
+    commit.settle(True)  # the writer's own loop callback comes later and changes nothing
+    assert await commit is None
+    writer.join()

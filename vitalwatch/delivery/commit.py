@@ -29,7 +29,7 @@ class Commit:
     own. Cancelling a waiter cancels only that waiter's future.
     """
 
-    __slots__ = ("_callbacks", "_exception", "_result", "_settled", "_waiters", "_written")
+    __slots__ = ("_callbacks", "_exception", "_result", "_settled", "_waiters", "_written", "_written_result")
 
     def __init__(self) -> None:
         self._settled = False
@@ -39,14 +39,16 @@ class Commit:
         self._callbacks: list[Callable[[], object]] = []
         # Set on the writer thread the moment the transaction ended, before the loop hears of it.
         self._written = threading.Event()
+        self._written_result: bool | None = None
 
     def done(self) -> bool:
         """Whether the writer has settled the record (committed, failed or given up)."""
         return self._settled
 
-    def written(self) -> None:
-        """(Writer thread) the record's transaction ended (committed or not); the loop's
+    def written(self, result: bool | None) -> None:
+        """(Writer thread) the record's transaction ended with ``result``; the loop's
         :meth:`settle` follows through the loop's queue."""
+        self._written_result = result
         self._written.set()
 
     def wait_written(self, timeout: float) -> bool:
@@ -57,6 +59,13 @@ class Commit:
         Python between them (vitalwatch.bed). True when the writer is done (or the record settled).
         """
         return self._settled or self._written.wait(timeout)
+
+    def settle_written(self) -> None:
+        """(Loop thread) settle now with what the writer thread reported, when it has: the loop
+        that waited in :meth:`wait_written` need not wait for the writer's callback too (which
+        then finds the record settled and changes nothing)."""
+        if not self._settled and self._written.is_set():
+            self.settle(self._written_result)
 
     def add_done_callback(self, fn: Callable[[], object]) -> None:
         """Call ``fn`` when the record settles, after its waiters were woken (so they run first);

@@ -303,7 +303,7 @@ class JournalWriter:
         for t, _, commits in batch:
             self._record_results[t] = result
             for commit in commits:
-                commit.written()
+                commit.written(result)
             if self._loop is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     self._loop.call_soon_threadsafe(_settle, commits, result)
