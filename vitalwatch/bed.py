@@ -21,8 +21,8 @@ an alert stops right after the alert's submit and continues once the commit is o
 the publisher has sent it) or after :data:`ALERT_COMMIT_WAIT_S` at the latest; what arrives
 for this bed meanwhile waits behind it, in order. Before it hands the loop back, the bed blocks
 for at most :data:`ALERT_COMMIT_BLOCK_S` until the writer thread is done, so the commit's SQLite
-steps do not take turns with the loop's Python; :data:`SLOW_COMMITS_IN_A_ROW` waits that run
-out (a slow disk) turn the blocking off for :data:`SLOW_COMMIT_PAUSE_S`.
+steps do not take turns with the loop's Python; it may spend at most
+:data:`COMMIT_BLOCK_BUDGET_S` that way in any :data:`COMMIT_BLOCK_WINDOW_S`.
 
 The engine sees exactly the same inputs, in the same order and with the same times, so the
 outputs are the same; only when they are handled moves, by about a millisecond. Every other
@@ -89,11 +89,13 @@ ALERT_COMMIT_WAIT_S = 0.05
 # switch), which halves the commit's time on the alarm path (docs/performance.md). The loop is
 # stopped for at most this long, once per alert.
 ALERT_COMMIT_BLOCK_S = 0.002
-# After this many blocking waits in a row ran out (a disk slower than the wait: an SD card, a
-# stalled disk), the bed stops blocking for SLOW_COMMIT_PAUSE_S: such a disk costs the loop a few
-# ALERT_COMMIT_BLOCK_S per bed per period, no more. One slow commit among fast ones does not.
-SLOW_COMMITS_IN_A_ROW = 3
-SLOW_COMMIT_PAUSE_S = 60.0
+# The most a bed may spend blocked that way in any COMMIT_BLOCK_WINDOW_S (a budget that refills
+# evenly): 0.2 % of the loop. A fast disk spends about 0.5 ms per alert; a disk slower than the
+# wait (an SD card, a stalled disk) spends the whole 2 ms and after ten such alerts in the
+# window the bed stops blocking until the budget refills, so a slow disk never costs the loop
+# more than this, and a few slow commits among fast ones change nothing.
+COMMIT_BLOCK_BUDGET_S = 0.02
+COMMIT_BLOCK_WINDOW_S = 10.0
 
 # An input being handled: each item is the journal commit of an alert it just raised, at which
 # the rest of the input may wait (BedSession._drive).
@@ -213,8 +215,8 @@ class BedSession(Generic[L]):
         self._waiting: deque[tuple[Steps, contextvars.Context]] = deque()
         self._wait_timer: asyncio.TimerHandle | None = None
         self._driving = False
-        self._block_from = float("-inf")  # loop time from which _hold may block again
-        self._slow_commits = 0  # blocking waits in a row that ran out
+        self._block_budget = COMMIT_BLOCK_BUDGET_S  # seconds the loop may still block, as of _budget_at
+        self._budget_at = float("-inf")
 
     @property
     def bed(self) -> str:
@@ -441,18 +443,18 @@ class BedSession(Generic[L]):
 
     def _hold(self, steps: Steps, commit: Commit) -> None:
         loop = asyncio.get_running_loop()
-        if loop.time() >= self._block_from:
-            if commit.wait_written(ALERT_COMMIT_BLOCK_S):
-                self._slow_commits = 0
+        now = loop.time()
+        refill = (now - self._budget_at) * COMMIT_BLOCK_BUDGET_S / COMMIT_BLOCK_WINDOW_S
+        self._block_budget = min(COMMIT_BLOCK_BUDGET_S, self._block_budget + refill)
+        self._budget_at = now
+        if self._block_budget > 0:
+            written = commit.wait_written(ALERT_COMMIT_BLOCK_S)
+            self._budget_at = loop.time()
+            self._block_budget -= self._budget_at - now
+            if written:
                 commit.settle_written()  # the publisher's send, already woken, finds it settled
-            else:
-                self._slow_commits += 1
-                if self._slow_commits >= SLOW_COMMITS_IN_A_ROW:
-                    self._slow_commits = 0
-                    self._block_from = loop.time() + SLOW_COMMIT_PAUSE_S
-                    self._log.info(
-                        "bed.commit_slow", in_a_row=SLOW_COMMITS_IN_A_ROW, pause_s=SLOW_COMMIT_PAUSE_S
-                    )
+            elif self._block_budget <= 0:
+                self._log.info("bed.commit_block_spent", budget_ms=COMMIT_BLOCK_BUDGET_S * 1000)
         self._held, self._held_on = (steps, contextvars.copy_context()), commit
         self._wait_timer = loop.call_later(ALERT_COMMIT_WAIT_S, self._wait_over)
         commit.add_done_callback(functools.partial(self._committed, commit))
