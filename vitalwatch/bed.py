@@ -21,8 +21,8 @@ an alert stops right after the alert's submit and continues once the commit is o
 the publisher has sent it) or after :data:`ALERT_COMMIT_WAIT_S` at the latest; what arrives
 for this bed meanwhile waits behind it, in order. Before it hands the loop back, the bed blocks
 for at most :data:`ALERT_COMMIT_BLOCK_S` until the writer thread is done, so the commit's SQLite
-steps do not take turns with the loop's Python; it may spend at most
-:data:`COMMIT_BLOCK_BUDGET_S` that way in any :data:`COMMIT_BLOCK_WINDOW_S`.
+steps do not take turns with the loop's Python; waits that run out (a slow disk) may cost at
+most :data:`COMMIT_BLOCK_BUDGET_S` in any :data:`COMMIT_BLOCK_WINDOW_S`.
 
 The engine sees exactly the same inputs, in the same order and with the same times, so the
 outputs are the same; only when they are handled moves, by about a millisecond. Every other
@@ -89,11 +89,12 @@ ALERT_COMMIT_WAIT_S = 0.05
 # switch), which halves the commit's time on the alarm path (docs/performance.md). The loop is
 # stopped for at most this long, once per alert.
 ALERT_COMMIT_BLOCK_S = 0.002
-# The most a bed may spend blocked that way in any COMMIT_BLOCK_WINDOW_S (a budget that refills
-# evenly): 0.2 % of the loop. A fast disk spends about 0.5 ms per alert; a disk slower than the
-# wait (an SD card, a stalled disk) spends the whole 2 ms and after ten such alerts in the
-# window the bed stops blocking until the budget refills, so a slow disk never costs the loop
-# more than this, and a few slow commits among fast ones change nothing.
+# Waits that run out (a disk slower than the wait: an SD card, a stalled disk) are charged to a
+# budget per bed of this much in any COMMIT_BLOCK_WINDOW_S, refilled evenly (0.2 % of the loop):
+# after ten of them the bed stops blocking until it refills, so a slow disk never costs the loop
+# more, and a few slow commits among fast ones change nothing. A wait that ends with the commit
+# is not charged: the loop would otherwise have spent that time holding the interpreter the
+# writer needed, and the alert would have waited for both.
 COMMIT_BLOCK_BUDGET_S = 0.02
 COMMIT_BLOCK_WINDOW_S = 10.0
 
@@ -447,14 +448,13 @@ class BedSession(Generic[L]):
         refill = (now - self._budget_at) * COMMIT_BLOCK_BUDGET_S / COMMIT_BLOCK_WINDOW_S
         self._block_budget = min(COMMIT_BLOCK_BUDGET_S, self._block_budget + refill)
         self._budget_at = now
-        if self._block_budget > 0:
-            written = commit.wait_written(ALERT_COMMIT_BLOCK_S)
-            self._budget_at = loop.time()
-            self._block_budget -= self._budget_at - now
-            if written:
+        if self._block_budget >= ALERT_COMMIT_BLOCK_S:  # room for one more wait that runs out
+            if commit.wait_written(ALERT_COMMIT_BLOCK_S):
                 commit.settle_written()  # the publisher's send, already woken, finds it settled
-            elif self._block_budget <= 0:
-                self._log.info("bed.commit_block_spent", budget_ms=COMMIT_BLOCK_BUDGET_S * 1000)
+            else:
+                self._block_budget -= ALERT_COMMIT_BLOCK_S
+                if self._block_budget < ALERT_COMMIT_BLOCK_S:
+                    self._log.info("bed.commit_block_spent", budget_ms=COMMIT_BLOCK_BUDGET_S * 1000)
         self._held, self._held_on = (steps, contextvars.copy_context()), commit
         self._wait_timer = loop.call_later(ALERT_COMMIT_WAIT_S, self._wait_over)
         commit.add_done_callback(functools.partial(self._committed, commit))
