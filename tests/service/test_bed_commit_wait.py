@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import zero_delay_alarms
 from tests.helpers import wait_until
 from vitalwatch import bed as bed_module
 from vitalwatch.bed import BedSession, VitalPayload
@@ -34,11 +35,8 @@ from vitalwatch.link.device_link import LinkListener
 
 
 def zero_delay_table() -> Any:
-    """Only spo2_low_high, no condition delay, not latching: every crossing line raises an alert."""
-    ids = [r.id for r in load_alarm_table(None).rules]
-    rules: dict[str, Any] = {i: {"enabled": False} for i in ids if i != "spo2_low_high"}
-    rules["spo2_low_high"] = {"sustain_s": 0, "phases": ["baseline", "infusion", "recovery"]}
-    return load_alarm_table({"table": "default", "latching": {"high": False}, "rules": rules})
+    """The latency benchmark's table: every crossing line raises an alert, every recovery clears it."""
+    return load_alarm_table(zero_delay_alarms())
 
 
 class CommitSink:
