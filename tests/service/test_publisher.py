@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,9 @@ from vitalwatch.config import MqttConfig
 from vitalwatch.delivery.payloads import WallClock, status_payload
 from vitalwatch.delivery.publisher import BedPublisher
 from vitalwatch.delivery.store import DB_NAME, Store
+from vitalwatch.delivery.vitals import VITALS_EVERY_S
 from vitalwatch.engine.outputs import AlertState, Priority
+from vitalwatch.wake_grid import next_multiple, sleep_until
 
 SITE, BED = "clinic-a", "chair-1"
 CFG = MqttConfig(heartbeat_s=0.5, publish_timeout_s=0.2, unreachable_alarm_s=0.6)
@@ -299,6 +302,39 @@ async def test_vitals_send_only_the_latest_value_and_build_it_only_when_sent() -
         await broker.wait_for(lambda: bool(broker.on(f"{BASE}/vitals/spo2")), what="vital sent")
     assert [97.0] == [m.json()["value"] for m in broker.on(f"{BASE}/vitals/spo2")]
     assert [97.0] == built
+
+
+@pytest.mark.asyncio
+async def test_vitals_leave_at_the_next_whole_second_one_message_per_kind_however_many_came() -> None:
+    """A waveform-rate oximeter hands the bed several values a second; the publisher wakes for
+    them once, at the next whole second of the loop clock (every bed's in the same loop turn),
+    and sends the latest value per kind, not one message per value."""
+    broker = FakeBroker()
+    loop = asyncio.get_running_loop()
+    # A heartbeat far away: a status send would take the waiting vitals along early.
+    pub = BedPublisher(
+        dataclasses.replace(CFG, heartbeat_s=60.0),
+        site=SITE,
+        bed=BED,
+        wall=WallClock(0.0),
+        port=Port(),
+        rng=QuickRetry(),
+        client_factory=broker.factory,
+    )
+    async with running(pub):
+        await broker.wait_for(lambda: bool(broker.on(f"{BASE}/status")), what="online")
+        await sleep_until(next_multiple(loop.time(), VITALS_EVERY_S) + 0.02)  # early in a period
+        first_put = loop.time()
+        for value in range(90, 100):
+            pub.vital("spo2", {"kind": "spo2", "value": value})
+            pub.vital("pulse_rate", {"kind": "pulse_rate", "value": value - 20})
+            await asyncio.sleep(0.02)
+        await broker.wait_for(lambda: bool(broker.on(f"{BASE}/vitals/spo2")), what="vitals sent")
+        sent_by = loop.time()
+        await sleep_until(next_multiple(loop.time(), VITALS_EVERY_S) + 0.1)  # nothing else follows
+    assert sent_by >= next_multiple(first_put, VITALS_EVERY_S) - 1e-3  # not before the whole second
+    assert [99] == [m.json()["value"] for m in broker.on(f"{BASE}/vitals/spo2")]
+    assert [79] == [m.json()["value"] for m in broker.on(f"{BASE}/vitals/pulse_rate")]
 
 
 @pytest.mark.asyncio

@@ -142,7 +142,7 @@ class BedPublisher:
         self._new_client = client_factory or aiomqtt_factory(cfg, bed=self.topics.bed)
         self._lanes = Lanes()
         self._retained = RetainedAlarms(self.topics, timeout=self._timeout)
-        self._vitals = LatestVitals(self.topics)
+        self._vitals = LatestVitals(self.topics, on_due=self._wake_up)
         self._documents = RetainedDocuments(timeout=self._timeout)
         self._status = StatusReporter(self.topics, port.status, timeout=self._timeout)
         self._watchdog = UnreachableWatchdog(
@@ -150,6 +150,9 @@ class BedPublisher:
         )
         self._wake = asyncio.Event()
         self.delivered = 0
+
+    def _wake_up(self) -> None:
+        self._wake.set()
 
     # ------------------------------------------------------------------ input side (sync)
     @property
@@ -216,9 +219,9 @@ class BedPublisher:
         """Latest value per kind; a newer value replaces one not yet sent (QoS 0 telemetry).
 
         ``payload`` may be a function: it is called (and the result encoded) only when sent.
+        Sent at the next whole second of the loop clock (:mod:`vitalwatch.delivery.vitals`).
         """
         self._vitals.put(kind, payload)
-        self._wake.set()
 
     def status_due(self) -> None:
         """Publish the status now, not at the next heartbeat (a phase or discharge-readiness edge)."""
@@ -264,6 +267,7 @@ class BedPublisher:
                 attempt += 1
         finally:
             watchdog.cancel()
+            self._vitals.close()
             await self._say_offline()
 
     async def _pump(self, client: MqttClient) -> None:
@@ -380,7 +384,7 @@ class BedPublisher:
                 next_beat = loop.time() + self._cfg.heartbeat_s
             elif self._status.due:  # a local technical alarm changed: say so now, not at the next beat
                 await self._publish_status(client, "online")
-            if self._lanes.peek() is not None or self._vitals or self._documents or self._status.due:
+            if self._lanes.peek() is not None or self._vitals.due or self._documents or self._status.due:
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
             # that arrives as the wait completes, and a shutdown would then hang.

@@ -57,11 +57,14 @@ RAW_CHUNKS_KEPT = 8
 # (the timer finds nothing and the port is watched again).
 READ_PAUSE_S = 0.025
 # The pause after a read by the timer that found bytes already waiting: the port streams (a
-# waveform-rate monitor), and is read at most 20 times a second. Halves the daemon's reads of the
-# Nonin and the Contec again; the price, on those two only, is at most 50 ms on an alarm whose
-# deciding byte arrives inside the pause, against their own averaging over several beats and
-# alarm delays of 5 s and more. A multiple of READ_PAUSE_S, so these reads share its instants.
-STREAM_READ_PAUSE_S = 0.05
+# waveform-rate monitor), and is read at most 10 times a second. Each read is a loop wake-up with
+# a fixed cost, the daemon's main CPU cost on a Pi; at 20 reads a second these two ports were about
+# a fifth of the daemon's CPU at real device rates (docs/performance.md, footprint). The price, on
+# streaming ports only, is at most 100 ms on an alarm whose deciding byte arrives inside the pause,
+# against the monitors' own value updates (a Nonin packet of SpO2 and pulse every 1/3 s, averaged
+# over several beats) and alarm delays of 5 s and more. A multiple of READ_PAUSE_S, so these reads
+# share its instants.
+STREAM_READ_PAUSE_S = 0.1
 
 
 def next_read_at(now: float, *, streaming: bool = False) -> float:
