@@ -18,6 +18,7 @@ from vitalwatch.config import DeviceConfig
 from vitalwatch.drivers import Event, Observation
 from vitalwatch.drivers.base import MeasurementStarter, SerialSettings
 from vitalwatch.link.device_link import (
+    DRIVER_TIMER_GRID_S,
     IDLE_WAKE_S,
     READ_PAUSE_S,
     STREAM_READ_PAUSE_S,
@@ -333,6 +334,48 @@ async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period
     assert all(b - a <= IDLE_WAKE_S + 0.1 for a, b in itertools.pairwise(passes))
     phases = [t % IDLE_WAKE_S for t in later]
     assert sum(1 for x in phases if x < 0.01) >= len(later) - 1, [round(x, 4) for x in phases]
+
+
+@pytest.mark.asyncio
+async def test_a_drivers_deadlines_run_at_the_first_multiple_of_the_timer_grid_at_or_after_them() -> None:
+    """A driver's own timer (a NIBP poll, a keep-alive) set at odd instants runs at the first
+    multiple of DRIVER_TIMER_GRID_S at or after its deadline: never early, at most one grid step
+    late, and on the instants every other link's timers and the streaming reads use."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.close(slave)  # the master stays open: the port is there, and silent
+    try:
+        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
+        link = DeviceLink(config, Recorder(), rng=random.Random(0))
+        loop = asyncio.get_running_loop()
+        deadline = [loop.time() + 0.037]
+        fired: list[tuple[float, float]] = []  # (deadline, when it ran)
+
+        def on_timer(now: float) -> list[Event]:
+            fired.append((deadline[0], now))
+            deadline[0] = now + 0.037 + 0.011 * (len(fired) % 3)  # never on the grid itself
+            return []
+
+        link.guard.next_deadline = lambda: deadline[0]  # type: ignore[method-assign]
+        link.guard.on_timer = on_timer  # type: ignore[method-assign]
+        task = asyncio.create_task(link.run())
+        try:
+            await wait_until(lambda: len(fired) >= 6, 10, "six driver timers")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        os.close(master)
+    for due, ran in fired:
+        assert ran >= due - 1e-6  # never early
+        assert ran - due <= DRIVER_TIMER_GRID_S + 0.05, (
+            due,
+            ran,
+        )  # at most a grid step late (and the loop's lag)
+    phases = [ran % DRIVER_TIMER_GRID_S for _, ran in fired]
+    on_grid = sum(1 for x in phases if x < 0.005 or x > DRIVER_TIMER_GRID_S - 1e-6)
+    assert on_grid >= len(fired) - 1, [round(x, 4) for x in phases]
 
 
 @pytest.mark.asyncio

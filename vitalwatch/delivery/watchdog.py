@@ -17,6 +17,7 @@ from prometheus_client import Gauge
 
 from vitalwatch.delivery.lanes import Lanes
 from vitalwatch.ops.metrics import OUTBOX_OLDEST_AGE
+from vitalwatch.wake_grid import next_multiple, sleep_until
 
 __all__ = ["UnreachableWatchdog"]
 
@@ -98,4 +99,6 @@ class UnreachableWatchdog:
                 else:
                     log.info(f"{self._destination}.reachable", pending=len(self._lanes))
                 self._on_change(stuck)
-            await asyncio.sleep(min(0.5, self._limit / 4))
+            # On the multiples of the period (vitalwatch.wake_grid): every bed's check, and the
+            # device links' and the ticker's wake-ups, in one loop turn.
+            await sleep_until(next_multiple(loop.time(), min(0.5, self._limit / 4)))

@@ -31,7 +31,7 @@ from vitalwatch.drivers import Event, driver_class, make_driver
 from vitalwatch.errors import DeviceError
 from vitalwatch.link.guarded import GuardedDevice
 from vitalwatch.link.serial_port import SerialPort
-from vitalwatch.wake_grid import next_multiple
+from vitalwatch.wake_grid import first_multiple_from, next_multiple
 
 __all__ = ["DeviceLink", "LinkListener", "LinkTap", "backoff_delay"]
 
@@ -57,14 +57,19 @@ RAW_CHUNKS_KEPT = 8
 # (the timer finds nothing and the port is watched again).
 READ_PAUSE_S = 0.025
 # The pause after a read by the timer that found bytes already waiting: the port streams (a
-# waveform-rate monitor), and is read at most 10 times a second. Each read is a loop wake-up with
+# waveform-rate monitor), and is read at most 8 times a second. Each read is a loop wake-up with
 # a fixed cost, the daemon's main CPU cost on a Pi; at 20 reads a second these two ports were about
 # a fifth of the daemon's CPU at real device rates (docs/performance.md, footprint). The price, on
-# streaming ports only, is at most 100 ms on an alarm whose deciding byte arrives inside the pause,
+# streaming ports only, is at most 125 ms on an alarm whose deciding byte arrives inside the pause,
 # against the monitors' own value updates (a Nonin packet of SpO2 and pulse every 1/3 s, averaged
 # over several beats) and alarm delays of 5 s and more. A multiple of READ_PAUSE_S, so these reads
-# share its instants.
-STREAM_READ_PAUSE_S = 0.1
+# share its instants, and a divisor of the ticker's 0.25 s, so the ticks share theirs.
+STREAM_READ_PAUSE_S = 0.125
+# A driver's own deadline (a NIBP poll, a keep-alive, a response timeout) is taken at the first
+# multiple of this on the loop clock at or after it, so eight links' timers and the streaming
+# reads wake the loop together instead of each at its own instant. At most this much late, on
+# protocol timers of half a second and more (the timers that decide an alarm are the engine's).
+DRIVER_TIMER_GRID_S = STREAM_READ_PAUSE_S
 
 
 def next_read_at(now: float, *, streaming: bool = False) -> float:
@@ -205,7 +210,8 @@ class DeviceLink(GuardedDevice):
         # What went wrong in the reader callback (a lost port, or a bug downstream), re-raised
         # here so it ends the session exactly as an exception in this coroutine would.
         failed: list[Exception] = []
-        wake_at = [0.0]  # when the coroutine below wakes up anyway (self.now() time)
+        # When the coroutine below wakes up anyway: in self.now() time, and in loop time.
+        wake_at = [0.0, 0.0]
 
         now_fn = self._clock or loop.time
 
@@ -233,7 +239,16 @@ class DeviceLink(GuardedDevice):
                 failed.append(exc)
                 self._wake.set()
                 return
-            if port.has_pending_writes or (deadline is not None and deadline < wake_at[0]):
+            if port.has_pending_writes or (
+                deadline is not None
+                and deadline < wake_at[0]
+                # due now (a fault to report), or earlier than the planned wake covers
+                and (
+                    deadline <= now
+                    or first_multiple_from(loop.time() + (deadline - now), DRIVER_TIMER_GRID_S)
+                    < wake_at[1] - 1e-6
+                )
+            ):
                 self._wake.set()
             if not timer:
                 loop.remove_reader(fd)
@@ -257,11 +272,13 @@ class DeviceLink(GuardedDevice):
                 if out or port.has_pending_writes:
                     port.write(out)
                 loop_now = loop.time()
-                idle = next_multiple(loop_now, IDLE_WAKE_S) - loop_now
-                wait = idle if deadline is None else max(0.0, min(idle, deadline - now))
+                wake = next_multiple(loop_now, IDLE_WAKE_S)
+                if deadline is not None:
+                    wake = min(wake, first_multiple_from(loop_now + (deadline - now), DRIVER_TIMER_GRID_S))
+                wait = max(0.0, wake - loop_now)
                 if port.has_pending_writes:
                     wait = min(wait, 0.05)
-                wake_at[0] = now + wait
+                wake_at[0], wake_at[1] = now + wait, loop_now + wait
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(loop_now + wait):  # on the multiple itself

@@ -67,13 +67,17 @@ from vitalwatch.ops.prompts import Prompt, PromptBook
 from vitalwatch.ops.readiness import ReadinessItem, readiness_items
 from vitalwatch.record.recent import recent_trend
 from vitalwatch.record.sessionlog import SessionDb, SessionLog
+from vitalwatch.wake_grid import next_multiple
 
 __all__ = ["BedRuntime", "make_engine"]
 
 log = structlog.get_logger("vitalwatch.ops.daemon")
 
-# How often the readiness check is recomputed (and republished when it changed).
-READINESS_EVERY_S = 1.0
+# How often the session record's, the readiness check's and the trend's timers run: at the
+# whole seconds of the loop clock, every fourth of the daemon's ticks. None of them is on the
+# alarm path (the engine's tick still runs at every tick), and running them at every tick was
+# most of the ticker's CPU, the budget that matters on a Raspberry Pi (docs/performance.md).
+TIMERS_EVERY_S = 1.0
 
 
 def make_engine(config: Config, bed: BedConfig, *, id_factory: Callable[[], str] | None = None) -> BedEngine:
@@ -158,7 +162,8 @@ class BedRuntime:
             config.mqtt, site=config.site, bed=bed, wall=wall, port=self, store=store
         )
         self.prompts = self._restore_prompts(meta.get("prompts"), now=now, epoch_now=epoch_now)
-        self._readiness_at = float("-inf")
+        self._timers_due = float("-inf")  # the first tick runs them
+        self._readiness_sent: tuple[str, list[dict[str, Any]]] | None = None
         self.trend = TrendBook()
         self._trend_at = float("-inf")
         taps: list[InputTap] = [journal] if journal is not None else []
@@ -314,19 +319,21 @@ class BedRuntime:
         return resumed
 
     def tick(self, now: float) -> None:
-        """The engine's and the session record's timers (the daemon's one ticker calls this).
+        """The engine's timers at every tick, the session record's and the documents' once a
+        second (the daemon's one ticker calls this).
 
         The session record's after the engine's tick, in input order: the tick may wait for an
         alert's commit (vitalwatch.bed), and a minute must not close before its last values."""
         self.session.tick(now)
-        self.session.then(functools.partial(self._timers, now))
+        if now >= self._timers_due - 1e-3:  # a loop timer may run a hair before its time
+            self._timers_due = next_multiple(now, TIMERS_EVERY_S)
+            self.session.then(functools.partial(self._timers, now))
 
     def _timers(self, now: float) -> None:
         self.record.tick(now)
-        if now - self._readiness_at >= READINESS_EVERY_S:  # off the alarm path: once a second is plenty
-            self._readiness_at = now
-            self._publish_readiness(now)
-        if now - self._trend_at >= PUBLISH_EVERY_S:
+        self._publish_readiness(now)  # republished only when it changed
+        # Half a period early at most: these run at whole seconds, a hair either side.
+        if now - self._trend_at >= PUBLISH_EVERY_S - TIMERS_EVERY_S / 2:
             self._publish_trend(now)
 
     # -- prompts and readiness (the chairside session) -----------------------------------
@@ -400,6 +407,10 @@ class BedRuntime:
 
     def _publish_readiness(self, now: float) -> None:
         items = [item.to_dict() for item in self.readiness(now)]
+        key = (self.engine.phase, items)
+        if key == self._readiness_sent:
+            return  # unchanged: not even built (it was a third of the ticker's CPU, once a second)
+        self._readiness_sent = key
         doc = readiness_payload(
             site=self.config.site,
             bed=self.bed,

@@ -37,6 +37,7 @@ from vitalwatch.ops.health import (
     assess,
 )
 from vitalwatch.ops.sdnotify import Notifier, watchdog_interval
+from vitalwatch.wake_grid import next_multiple, sleep_until
 
 if TYPE_CHECKING:
     from vitalwatch.ops.daemon import Daemon
@@ -241,8 +242,9 @@ class Housekeeping:
         period = watchdog_interval() or DEFAULT_PERIOD_S
         period = min(period, DEFAULT_PERIOD_S * 5)
         while True:
-            due = loop.time() + period
-            await asyncio.sleep(period)
+            # On the multiples of the period (vitalwatch.wake_grid), with the daemon's other wake-ups.
+            due = next_multiple(loop.time(), period)
+            await sleep_until(due)
             self.loop_lag_s = max(0.0, loop.time() - due)
             self.metrics_state = metrics_state_of(self.daemon, now=loop.time(), loop_lag_s=self.loop_lag_s)
             health = assess(self.snapshot(), self.thresholds)
