@@ -36,18 +36,23 @@ class Runtimes:
         self.runtimes: dict[str, Any] = {"bed-1": TickLog(), "bed-2": TickLog()}
 
 
+async def run_ticker(beds: Runtimes, *, ticks: int) -> None:
+    """Run the daemon's ticker over ``beds`` until bed-2 had ``ticks`` ticks, then stop it."""
+    task = asyncio.create_task(Daemon._ticker(cast(Daemon, beds)))
+    try:
+        await wait_until(lambda: len(beds.runtimes["bed-2"].ticks) >= ticks, 10, f"{ticks} ticks")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 @pytest.mark.asyncio
 async def test_the_ticker_runs_every_bed_on_the_multiples_of_tick_s() -> None:
     """Each bed is ticked at most TICK_S apart, on the multiples of TICK_S (where the device
     links' read-pause timers also fall, so a tick needs no loop wake-up of its own); a ticker
     that slept TICK_S after each tick would drift anywhere in the period."""
     beds = Runtimes()
-    task = asyncio.create_task(Daemon._ticker(cast(Daemon, beds)))
-    try:
-        await wait_until(lambda: len(beds.runtimes["bed-2"].ticks) >= 5, 10, "five ticks")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_ticker(beds, ticks=5)
     for runtime in beds.runtimes.values():
         ticks = runtime.ticks
         assert all(0 < b - a <= TICK_S + 0.05 for a, b in itertools.pairwise(ticks)), ticks
@@ -73,12 +78,7 @@ async def test_each_beds_tick_logs_with_that_bed_bound_and_nothing_leaks_out() -
     and unbound at every tick): a log line from bed-2's timers must never say bed-1."""
     beds = Runtimes()
     beds.runtimes = {"bed-1": BedSeen(), "bed-2": BedSeen()}
-    task = asyncio.create_task(Daemon._ticker(cast(Daemon, beds)))
-    try:
-        await wait_until(lambda: len(beds.runtimes["bed-2"].ticks) >= 3, 10, "three ticks")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_ticker(beds, ticks=3)
     for bed_id, runtime in beds.runtimes.items():
         assert {bed_id} == set(runtime.bound)
     assert "bed" not in get_contextvars()

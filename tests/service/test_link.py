@@ -9,6 +9,7 @@ import math
 import os
 import random
 import tty
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -301,20 +302,39 @@ async def test_streaming_ports_are_read_by_their_timer_in_one_loop_turn_without_
         assert on_grid >= 0.6 * len(late), (driver, sorted(round(x * 1000, 1) for x in late))
 
 
+@contextlib.asynccontextmanager
+async def silent_masimo_link() -> AsyncIterator[DeviceLink]:
+    """A Masimo link on a pty nobody writes to (the port is there, and silent); its driver's
+    hooks may be replaced before the link runs, which it does inside the block."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.close(slave)  # the master stays open
+    try:
+        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
+        yield DeviceLink(config, Recorder(), rng=random.Random(0))
+    finally:
+        os.close(master)
+
+
+async def run_link_until(link: DeviceLink, done: Callable[[], bool], what: str) -> None:
+    """Run ``link`` until ``done()`` holds (10 s at most), then stop it."""
+    task = asyncio.create_task(link.run())
+    try:
+        await wait_until(done, 10, what)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 @pytest.mark.asyncio
 async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period(tmp_path: Path) -> None:
     """A port with nothing to say: the link still wakes at least every IDLE_WAKE_S, and on the
     multiples of it on the loop clock, so eight silent or slow links wake the loop once, not eight
     times (a wake after "now + IDLE_WAKE_S" would fall anywhere in the period)."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-    os.close(slave)  # the master stays open: the port is there, and silent
-    try:
-        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
-        link = DeviceLink(config, Recorder(), rng=random.Random(0))
-        loop = asyncio.get_running_loop()
-        passes: list[float] = []
+    loop = asyncio.get_running_loop()
+    passes: list[float] = []
+    async with silent_masimo_link() as link:
         next_deadline = link.guard.next_deadline
 
         def noted() -> float | None:
@@ -322,14 +342,7 @@ async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period
             return next_deadline()
 
         link.guard.next_deadline = noted  # type: ignore[method-assign]
-        task = asyncio.create_task(link.run())
-        try:
-            await wait_until(lambda: len(passes) >= 5, 10, "idle wake-ups")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    finally:
-        os.close(master)
+        await run_link_until(link, lambda: len(passes) >= 5, "idle wake-ups")
     later = passes[1:]
     assert all(b - a <= IDLE_WAKE_S + 0.1 for a, b in itertools.pairwise(passes))
     phases = [t % IDLE_WAKE_S for t in later]
@@ -341,32 +354,19 @@ async def test_a_drivers_deadlines_run_at_the_first_multiple_of_the_timer_grid_a
     """A driver's own timer (a NIBP poll, a keep-alive) set at odd instants runs at the first
     multiple of DRIVER_TIMER_GRID_S at or after its deadline: never early, at most one grid step
     late, and on the instants every other link's timers and the streaming reads use."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-    os.close(slave)  # the master stays open: the port is there, and silent
-    try:
-        config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
-        link = DeviceLink(config, Recorder(), rng=random.Random(0))
-        loop = asyncio.get_running_loop()
-        deadline = [loop.time() + 0.037]
-        fired: list[tuple[float, float]] = []  # (deadline, when it ran)
+    loop = asyncio.get_running_loop()
+    deadline = [loop.time() + 0.037]
+    fired: list[tuple[float, float]] = []  # (deadline, when it ran)
 
-        def on_timer(now: float) -> list[Event]:
-            fired.append((deadline[0], now))
-            deadline[0] = now + 0.037 + 0.011 * (len(fired) % 3)  # never on the grid itself
-            return []
+    def on_timer(now: float) -> list[Event]:
+        fired.append((deadline[0], now))
+        deadline[0] = now + 0.037 + 0.011 * (len(fired) % 3)  # never on the grid itself
+        return []
 
+    async with silent_masimo_link() as link:
         link.guard.next_deadline = lambda: deadline[0]  # type: ignore[method-assign]
         link.guard.on_timer = on_timer  # type: ignore[method-assign]
-        task = asyncio.create_task(link.run())
-        try:
-            await wait_until(lambda: len(fired) >= 6, 10, "six driver timers")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    finally:
-        os.close(master)
+        await run_link_until(link, lambda: len(fired) >= 6, "six driver timers")
     for due, ran in fired:
         assert ran >= due - 1e-6  # never early
         assert ran - due <= DRIVER_TIMER_GRID_S + 0.05, (
