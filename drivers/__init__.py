@@ -24,6 +24,7 @@ __all__ = [
     "SerialSettings",
     "driver_class",
     "make_driver",
+    "sends_waveform_rate",
 ]
 
 # name -> "module:Class" inside vitalwatch.drivers
@@ -51,6 +52,17 @@ def driver_class(name: str) -> type[Driver]:
     module = importlib.import_module(f"vitalwatch.drivers.{module_name}")
     cls: type[Driver] = getattr(module, class_name)
     return cls
+
+
+def sends_waveform_rate(name: str) -> bool:
+    """Whether the family streams frames many times a second by design (a waveform-rate oximeter:
+    Nonin 75 frames/s, Contec 60 packets/s), declared by its driver class as ``waveform_rate``.
+
+    The link reads such a port in longer batches: the family's own values change only a few
+    times a second, so waiting a fraction of that costs an alarm nothing measurable, where the
+    same wait on a monitor that sends one line at a time would delay the line itself.
+    """
+    return bool(getattr(driver_class(name), "waveform_rate", False))
 
 
 def make_driver(name: str, **options: Any) -> Driver:

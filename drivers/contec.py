@@ -242,6 +242,9 @@ class ContecDriver:
     """Sans-I/O driver for both Contec CMS50 protocols (see the module docstring)."""
 
     name: ClassVar[str] = "contec"
+    # Streams frames many times a second by design: the link reads it in longer batches
+    # (vitalwatch.drivers.sends_waveform_rate).
+    waveform_rate: ClassVar[bool] = True
     serial: ClassVar[SerialSettings] = NEW_SERIAL
 
     def __init__(

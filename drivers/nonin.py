@@ -275,6 +275,9 @@ class NoninDriver:
     """Decoder for Nonin binary formats #2, #7 and #8; see the module docstring for the choices."""
 
     name: ClassVar[str] = "nonin"
+    # Streams frames many times a second by design: the link reads it in longer batches
+    # (vitalwatch.drivers.sends_waveform_rate).
+    waveform_rate: ClassVar[bool] = True
     serial: ClassVar[SerialSettings] = SerialSettings(baudrate=9600)
 
     def __init__(

@@ -34,25 +34,30 @@ def test_a_deadline_moves_to_the_first_multiple_at_or_after_it_never_earlier(per
 
 
 def test_the_periods_of_the_daemon_share_their_multiples() -> None:
-    """The streaming reads' 125 ms, the ticker's 0.25 s, the idle wake's 0.5 s, the unreachable
-    check's 0.5 s and the vitals' 1 s are multiples of the 25 ms read pause and of the streaming
+    """The waveform ports' 125 ms, the ticker's 0.25 s, the idle wake's 0.5 s, the unreachable
+    check's 0.5 s and the vitals' 1 s are multiples of the 25 ms read pause and of the waveform
     pause (the drivers' timer grid), so their timers land on instants the read timers also use
-    (one loop turn for all)."""
+    (one loop turn for all); the 50 ms pause of any other streaming port is on the 25 ms grid."""
     from vitalwatch.delivery.vitals import VITALS_EVERY_S
     from vitalwatch.link.device_link import (
         DRIVER_TIMER_GRID_S,
         IDLE_WAKE_S,
         READ_PAUSE_S,
         STREAM_READ_PAUSE_S,
+        WAVEFORM_READ_PAUSE_S,
     )
     from vitalwatch.ops.bed_runtime import TIMERS_EVERY_S
     from vitalwatch.ops.daemon import TICK_S
 
+    def on(grid: float, at: float) -> bool:
+        phase = at % grid
+        return phase == pytest.approx(0, abs=1e-6) or phase == pytest.approx(grid, abs=1e-6)
+
     for now in (1.0, 12_345.6789, 98_765.4321):
-        for period in (STREAM_READ_PAUSE_S, TICK_S, IDLE_WAKE_S, VITALS_EVERY_S, TIMERS_EVERY_S):
-            for grid in (READ_PAUSE_S, DRIVER_TIMER_GRID_S):
-                phase = next_multiple(now, period) % grid
-                assert phase == pytest.approx(0, abs=1e-6) or phase == pytest.approx(grid, abs=1e-6)
+        for period in (WAVEFORM_READ_PAUSE_S, TICK_S, IDLE_WAKE_S, VITALS_EVERY_S, TIMERS_EVERY_S):
+            assert on(READ_PAUSE_S, next_multiple(now, period))
+            assert on(DRIVER_TIMER_GRID_S, next_multiple(now, period))
+        assert on(READ_PAUSE_S, next_multiple(now, STREAM_READ_PAUSE_S))
 
 
 @pytest.mark.asyncio

@@ -6,7 +6,7 @@ matters on a Raspberry Pi (docs/performance.md, footprint). Timers set "this lon
 now" by different tasks fall anywhere, so a ticker, eight device links and their read pauses each
 wake the loop on their own. A timer set for the next multiple of its period instead lands on
 the same instants as every other timer whose period divides it (the device links' 25 ms read
-pause and 125 ms streaming pause, their 0.5 s idle wake, the ticker's 0.25 s, the vitals' whole
+pause and the waveform-rate oximeters' 125 ms, their 0.5 s idle wake, the ticker's 0.25 s, the vitals' whole
 second), and the loop runs them all in one turn. No periodic wait gets longer: it is at most the
 period, as before. A one-off deadline (a driver's poll or keep-alive) moved onto the grid with
 :func:`first_multiple_from` comes at most one period late.

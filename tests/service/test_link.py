@@ -23,6 +23,7 @@ from vitalwatch.link.device_link import (
     IDLE_WAKE_S,
     READ_PAUSE_S,
     STREAM_READ_PAUSE_S,
+    WAVEFORM_READ_PAUSE_S,
     DeviceLink,
     backoff_delay,
     next_read_at,
@@ -190,8 +191,8 @@ async def test_the_driver_exists_when_the_bed_hears_link_up_so_a_waiting_request
 @pytest.mark.asyncio
 async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrives(tmp_path: Path) -> None:
     """A Nonin writes a frame every 13 ms (75/s); the link reads its port at most every READ_PAUSE_S,
-    and once bytes are found waiting at every read, every STREAM_READ_PAUSE_S (about 10 reads a
-    second), and the frames that waited are all decoded, none dropped."""
+    and once bytes are found waiting at every read, every WAVEFORM_READ_PAUSE_S (about 8 reads a
+    second: the family streams by design), and the frames that waited are all decoded, none dropped."""
     reads: list[float] = []
     received = bytearray()
 
@@ -223,7 +224,7 @@ async def test_a_waveform_rate_monitor_is_read_in_batches_and_every_frame_arrive
     # Never read twice in one pause: each read is in a later slot of READ_PAUSE_S than the last.
     slots = [math.floor(t / READ_PAUSE_S + 1e-6) for t in window]
     assert all(b > a for a, b in itertools.pairwise(slots)), slots
-    assert len(window) / (window[-1] - window[0]) <= 1.2 / STREAM_READ_PAUSE_S  # about 10 reads/s, not 75
+    assert len(window) / (window[-1] - window[0]) <= 1.2 / WAVEFORM_READ_PAUSE_S  # about 8 reads/s, not 75
     assert len(received) / (window[-1] - window[0]) >= 0.8 * 75 * 5  # 75 five-byte frames/s still arrive
     assert sum(isinstance(e, Observation) and e.kind == "spo2" for e in recorder.events) >= 2
 
@@ -244,9 +245,11 @@ class ReadLog:
 
     def __init__(self) -> None:
         self.reads: list[float] = []
+        self.sizes: list[int] = []
 
     def raw(self, device: str, data: bytes, now: float) -> None:
         self.reads.append(now)
+        self.sizes.append(len(data))
 
     def timer(self, device: str, now: float) -> None:
         pass
@@ -303,16 +306,16 @@ async def test_streaming_ports_are_read_by_their_timer_in_one_loop_turn_without_
 
 
 @contextlib.asynccontextmanager
-async def silent_masimo_link() -> AsyncIterator[DeviceLink]:
-    """A Masimo link on a pty nobody writes to (the port is there, and silent); its driver's
-    hooks may be replaced before the link runs, which it does inside the block."""
+async def silent_masimo_link() -> AsyncIterator[tuple[DeviceLink, int]]:
+    """A Masimo link on a pty nobody writes to unless the test does (the master's fd comes with
+    it); its driver's hooks may be replaced before the link runs, which it does inside the block."""
     master, slave = os.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
     os.close(slave)  # the master stays open
     try:
         config = DeviceConfig(id="ox", driver="masimo", url=path, role="spo2", serial=SerialSettings())
-        yield DeviceLink(config, Recorder(), rng=random.Random(0))
+        yield DeviceLink(config, Recorder(), rng=random.Random(0)), master
     finally:
         os.close(master)
 
@@ -334,7 +337,7 @@ async def test_a_silent_ports_idle_wake_ups_fall_on_multiples_of_the_idle_period
     times (a wake after "now + IDLE_WAKE_S" would fall anywhere in the period)."""
     loop = asyncio.get_running_loop()
     passes: list[float] = []
-    async with silent_masimo_link() as link:
+    async with silent_masimo_link() as (link, _):
         next_deadline = link.guard.next_deadline
 
         def noted() -> float | None:
@@ -363,7 +366,7 @@ async def test_a_drivers_deadlines_run_at_the_first_multiple_of_the_timer_grid_a
         deadline[0] = now + 0.037 + 0.011 * (len(fired) % 3)  # never on the grid itself
         return []
 
-    async with silent_masimo_link() as link:
+    async with silent_masimo_link() as (link, _):
         link.guard.next_deadline = lambda: deadline[0]  # type: ignore[method-assign]
         link.guard.on_timer = on_timer  # type: ignore[method-assign]
         await run_link_until(link, lambda: len(fired) >= 6, "six driver timers")
@@ -409,3 +412,33 @@ async def test_a_line_after_a_quiet_spell_is_read_at_once_not_at_the_next_pause(
         os.close(master)
     delays = sorted(r - w for r, w in zip(log.reads, written, strict=True))
     assert delays[len(delays) // 2] < 0.01, delays  # read at once; a timer read would be ~25 ms
+
+
+@pytest.mark.asyncio
+async def test_a_line_monitor_in_a_burst_is_read_at_the_short_stream_pause_not_the_waveform_one() -> None:
+    """A monitor that sends a line at a time (a Masimo) but faster than the pauses for a while
+    (a burst after a reconnect, the latency benchmark's alarms) streams as far as the link can
+    tell; its lines must still wait at most STREAM_READ_PAUSE_S, never the longer pause that only a
+    family streaming by design gets (which would hold every line of the burst up to 125 ms)."""
+    loop = asyncio.get_running_loop()
+    log = ReadLog()
+    written: list[float] = []
+    async with silent_masimo_link() as (link, master):
+        link.tap = log
+        task = asyncio.create_task(link.run())
+        try:
+            await wait_until(lambda: link.connected, 10, "the port open")
+            for i in range(60):  # 1.2 s of a line every 20 ms
+                written.append(loop.time())
+                os.write(master, f"line {i}\r\n".encode())
+                await asyncio.sleep(0.02)
+            await wait_until(
+                lambda: sum(log.sizes) >= sum(len(f"line {i}\r\n") for i in range(60)), 5, "all read"
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    later = [t for t in log.reads if t >= written[10]]  # past the first lines: streaming by now
+    gaps = [b - a for a, b in itertools.pairwise(later)]
+    assert len(log.reads) < 50  # batched: fewer reads than lines
+    assert max(gaps) <= STREAM_READ_PAUSE_S + 0.03, sorted(round(g, 3) for g in gaps)[-5:]

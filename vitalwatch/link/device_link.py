@@ -27,7 +27,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from vitalwatch.config import DeviceConfig
-from vitalwatch.drivers import Event, driver_class, make_driver
+from vitalwatch.drivers import Event, driver_class, make_driver, sends_waveform_rate
 from vitalwatch.errors import DeviceError
 from vitalwatch.link.guarded import GuardedDevice
 from vitalwatch.link.serial_port import SerialPort
@@ -56,26 +56,34 @@ RAW_CHUNKS_KEPT = 8
 # against alarm delays of 5 s and more. A monitor sending once a second is read at once, as before
 # (the timer finds nothing and the port is watched again).
 READ_PAUSE_S = 0.025
-# The pause after a read by the timer that found bytes already waiting: the port streams (a
-# waveform-rate monitor), and is read at most 8 times a second. Each read is a loop wake-up with
-# a fixed cost, the daemon's main CPU cost on a Pi; at 20 reads a second these two ports were about
-# a fifth of the daemon's CPU at real device rates (docs/performance.md, footprint). The price, on
-# streaming ports only, is at most 125 ms on an alarm whose deciding byte arrives inside the pause,
-# against the monitors' own value updates (a Nonin packet of SpO2 and pulse every 1/3 s, averaged
-# over several beats) and alarm delays of 5 s and more. A multiple of READ_PAUSE_S, so these reads
-# share its instants, and a divisor of the ticker's 0.25 s, so the ticks share theirs.
-STREAM_READ_PAUSE_S = 0.125
+# The pause after a read by the timer that found bytes already waiting: the port streams, and is
+# read at most 20 times a second. Halves the reads of a busy port again; the price is at most
+# 50 ms on an alarm whose deciding byte arrives inside the pause, and a monitor that sends a line
+# now and then is never in this state (its timer finds nothing and it is watched again).
+STREAM_READ_PAUSE_S = 0.05
+# The same pause for a family that streams by design (vitalwatch.drivers.sends_waveform_rate:
+# the Nonin's 75 frames/s, the Contec's 60 packets/s): read at most 8 times a second. Each read
+# is a loop wake-up with a fixed cost, the daemon's main CPU cost on a Pi; at 20 reads a second
+# these two ports were about a fifth of the daemon's CPU at real device rates (docs/performance.md,
+# footprint). The price, on those families only, is at most 125 ms on an alarm whose deciding byte
+# arrives inside the pause, against their own value updates (a Nonin packet of SpO2 and pulse every
+# 1/3 s, averaged over several beats) and alarm delays of 5 s and more. Not for every busy port: a
+# monitor sending lines faster than this for a while (a burst, or the latency benchmark's alarms)
+# would stay in the long pause and have every line wait in it. A multiple of READ_PAUSE_S, so these
+# reads share its instants, and a divisor of the ticker's 0.25 s, so the ticks share theirs.
+WAVEFORM_READ_PAUSE_S = 0.125
 # A driver's own deadline (a NIBP poll, a keep-alive, a response timeout) is taken at the first
-# multiple of this on the loop clock at or after it, so eight links' timers and the streaming
+# multiple of this on the loop clock at or after it, so eight links' timers and the waveform
 # reads wake the loop together instead of each at its own instant. At most this much late, on
 # protocol timers of half a second and more (the timers that decide an alarm are the engine's).
-DRIVER_TIMER_GRID_S = STREAM_READ_PAUSE_S
+DRIVER_TIMER_GRID_S = WAVEFORM_READ_PAUSE_S
 
 
-def next_read_at(now: float, *, streaming: bool = False) -> float:
-    """When a port read at ``now`` (loop time) is read again: the next multiple of the pause,
-    shared by every port, so the streaming ones are read in the same loop turn."""
-    return next_multiple(now, STREAM_READ_PAUSE_S if streaming else READ_PAUSE_S)
+def next_read_at(now: float, *, streaming: bool = False, stream_pause: float = STREAM_READ_PAUSE_S) -> float:
+    """When a port read at ``now`` (loop time) is read again: the next multiple of the pause
+    (``stream_pause`` once the port streams), shared by every port, so the streaming ones are
+    read in the same loop turn."""
+    return next_multiple(now, stream_pause if streaming else READ_PAUSE_S)
 
 
 def backoff_delay(attempt: int, rng: random.Random, cap: float = MAX_BACKOFF_S) -> float:
@@ -214,6 +222,9 @@ class DeviceLink(GuardedDevice):
         wake_at = [0.0, 0.0]
 
         now_fn = self._clock or loop.time
+        stream_pause = (
+            WAVEFORM_READ_PAUSE_S if sends_waveform_rate(self.config.driver) else STREAM_READ_PAUSE_S
+        )
 
         def on_readable() -> None:
             """The port is readable (a watched port) or its read pause has ended (the timer)."""
@@ -255,7 +266,9 @@ class DeviceLink(GuardedDevice):
             # The timer reads the port itself: a steady stream is never watched again, so it
             # costs no epoll registration and no extra loop turn per read. Bytes already waiting
             # when the pause ended: the port streams, and pauses longer.
-            rearm[0] = loop.call_at(next_read_at(loop.time(), streaming=timer), on_readable)
+            rearm[0] = loop.call_at(
+                next_read_at(loop.time(), streaming=timer, stream_pause=stream_pause), on_readable
+            )
 
         rearm: list[asyncio.TimerHandle | None] = [None]
         loop.add_reader(fd, on_readable)
